@@ -1,0 +1,104 @@
+/*
+ * config: YAML file + command-line flags -> one immutable, validated struct rrc_config.
+ *
+ * Every default lives in one table (rrc_config_defaults in config.c). Errors name the file,
+ * line and column, and the key ("rrcache.yaml:12:5: cache.size: bad size 'lots'").
+ * After rrc_config_build() returns, the struct is never written again: a reload builds a new
+ * one and swaps pointers (see server.h). The caller owns it; free with rrc_config_free().
+ */
+#ifndef RRCACHE_CONFIG_H
+#define RRCACHE_CONFIG_H
+
+#include "rrcache/acl.h"
+#include "rrcache/balancer.h"
+#include "rrcache/defs.h"
+#include "rrcache/log.h"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+/* Limits of the configuration itself, sized far above any real deployment. */
+#define RRC_MAX_LISTEN 64
+#define RRC_MAX_UPSTREAMS RRC_BALANCER_MAX
+#define RRC_MAX_ACL_RULES 4096
+#define RRC_MAX_WORKERS 256
+
+struct rrc_sockaddr {
+	union {
+		struct sockaddr sa;
+		struct sockaddr_in sin;
+		struct sockaddr_in6 sin6;
+		struct sockaddr_storage ss;
+	};
+	socklen_t len;
+};
+
+struct rrc_upstream_conf {
+	struct rrc_sockaddr addr;
+	uint32_t weight;
+};
+
+struct rrc_config {
+	char *path; /* the file it came from, or NULL */
+	unsigned workers; /* 0 in the file means one per CPU; resolved here */
+
+	struct rrc_sockaddr listen[RRC_MAX_LISTEN];
+	unsigned n_listen;
+
+	struct rrc_upstream_conf upstreams[RRC_MAX_UPSTREAMS];
+	unsigned n_upstreams;
+	bool upstreams_from_resolv_conf;
+	enum rrc_policy policy;
+	uint32_t upstream_timeout_ms; /* one attempt */
+	uint32_t client_timeout_ms;   /* the client's whole budget */
+	uint32_t max_failures;	      /* consecutive, before an upstream is marked down */
+	uint32_t probe_interval_ms;
+	uint32_t probe_successes; /* good probes before it is up again */
+	uint32_t max_inflight;	  /* upstream queries in flight per worker */
+
+	uint64_t cache_size;
+	uint32_t min_ttl, max_ttl, max_negative_ttl;
+
+	uint32_t tcp_idle_timeout_ms;
+	uint32_t tcp_max_connections;
+	uint32_t tcp_max_per_client;
+	uint32_t tcp_max_queries;
+
+	struct rrc_acl_rule *acl_rules;
+	size_t n_acl_rules;
+	enum rrc_acl_action acl_action;
+
+	enum rrc_log_level log_level;
+};
+
+/* Command-line values that override the file. NULL / 0 = not given. */
+struct rrc_config_overrides {
+	const char *listen[RRC_MAX_LISTEN];
+	unsigned n_listen;
+	const char *upstream[RRC_MAX_UPSTREAMS];
+	unsigned n_upstream;
+	const char *cache_size;
+	const char *log_level;
+	const char *workers;
+	const char *resolv_conf; /* where to read nameservers; default /etc/resolv.conf */
+};
+
+/*
+ * Builds a config: defaults, then the file (when path is not NULL), then the overrides, then
+ * validation. Returns NULL and writes the reason into err on any error.
+ */
+struct rrc_config *rrc_config_build(const char *path, const struct rrc_config_overrides *ov,
+				    char err[RRC_ERR_LEN]);
+void rrc_config_free(struct rrc_config *cfg);
+
+/* "64MiB", "1GB", "4096", "512KiB" -> bytes. Returns 0 or -EINVAL. */
+int rrc_config_parse_size(const char *s, uint64_t *out);
+/* "1s", "500ms", "2m", "1h", "250" (ms) -> milliseconds. Returns 0 or -EINVAL. */
+int rrc_config_parse_duration_ms(const char *s, uint64_t *out);
+/* "192.0.2.1", "192.0.2.1:53", "[2001:db8::1]:53", "::1" -> address. Returns 0 or -EINVAL. */
+int rrc_config_parse_addr(const char *s, uint16_t default_port, struct rrc_sockaddr *out);
+/* Writes "192.0.2.1:53" or "[::1]:53" into out. */
+void rrc_config_format_addr(const struct rrc_sockaddr *a, char *out, size_t cap);
+bool rrc_sockaddr_equal(const struct rrc_sockaddr *a, const struct rrc_sockaddr *b);
+
+#endif

@@ -1,0 +1,21 @@
+/*
+ * msg: the only data-path user of ldns. On the miss path only: the full parse of an upstream
+ * reply (after wire's bounded checks accepted it), reduced to a yes/no and the rcode; and the
+ * health-check probe. An ldns_pkt never leaves this file.
+ */
+#ifndef RRCACHE_MSG_H
+#define RRCACHE_MSG_H
+
+#include "rrcache/defs.h"
+
+/*
+ * Parses an upstream reply with ldns: every record's RDATA must parse for its type.
+ * Returns 0 when ldns accepts it, -EPROTO otherwise. Call only after rrc_wire_check_reply.
+ */
+int rrc_msg_check_reply(const uint8_t *pkt, size_t len);
+
+/* Builds the health probe ". IN NS" with the given ID and RD=0 into out. Returns its length, 0
+ * if cap is too small. */
+size_t rrc_msg_build_probe(uint16_t id, uint8_t *out, size_t cap);
+
+#endif

@@ -1,0 +1,230 @@
+/*
+ * wire: pure, allocation-free checks and edits of DNS messages in wire form.
+ *
+ * Everything here works on caller-owned buffers and never allocates, never calls ldns and never
+ * includes uv.h, so it can be unit-tested and fuzzed alone. Names are walked with the bounds of
+ * RFC 1035 §2.3.4 and §4.1.4 hardened as RFC 9267 asks: every compression pointer must point
+ * strictly before the previous one (so loops are impossible), at most RRC_WIRE_MAX_HOPS hops,
+ * labels of at most 63 octets, names of at most 255 octets, label types 01 and 10 rejected.
+ * The cost of walking any packet is therefore linear in its length.
+ */
+#ifndef RRCACHE_WIRE_H
+#define RRCACHE_WIRE_H
+
+#include "rrcache/defs.h"
+
+#define RRC_WIRE_HDR 12
+/* RFC 1035 §2.3.4 */
+#define RRC_WIRE_MAX_NAME 255
+#define RRC_WIRE_MAX_LABEL 63
+/* RFC 9267 §2: a name of 255 octets has at most 127 labels, so more hops is an attack. */
+#define RRC_WIRE_MAX_HOPS 127
+/* Key: lowercased QNAME + QTYPE + QCLASS + one flags octet (C1). */
+#define RRC_WIRE_KEY_MAX (RRC_WIRE_MAX_NAME + 5)
+/* The UDP payload size rrcache advertises and never exceeds (DNS flag day 2020). */
+#define RRC_WIRE_EDNS_SIZE 1232
+/* RFC 1035 §4.2.1: the UDP limit without EDNS; RFC 6891 §6.2.3: smaller sizes count as 512. */
+#define RRC_WIRE_UDP_MIN 512
+/* Our OPT record: root owner, type, class, TTL, RDLENGTH 0. */
+#define RRC_WIRE_OPT_LEN 11
+#define RRC_WIRE_MAX_MSG 65535
+
+/* Header flag bits within the 16-bit flags word (octets 2-3). */
+#define RRC_F_QR 0x8000
+#define RRC_F_AA 0x0400
+#define RRC_F_TC 0x0200
+#define RRC_F_RD 0x0100
+#define RRC_F_RA 0x0080
+#define RRC_F_Z 0x0040
+#define RRC_F_AD 0x0020
+#define RRC_F_CD 0x0010
+
+#define RRC_RCODE_NOERROR 0
+#define RRC_RCODE_FORMERR 1
+#define RRC_RCODE_SERVFAIL 2
+#define RRC_RCODE_NXDOMAIN 3
+#define RRC_RCODE_NOTIMP 4
+#define RRC_RCODE_REFUSED 5
+#define RRC_RCODE_BADVERS 16 /* extended, RFC 6891 §9 */
+
+#define RRC_TYPE_SOA 6
+#define RRC_TYPE_OPT 41
+/* RFC 7871 */
+#define RRC_EDNS_OPT_ECS 8
+
+/* Bits of the flags octet that ends a cache key. */
+#define RRC_KEY_DO 0x01
+#define RRC_KEY_CD 0x02
+#define RRC_KEY_RD 0x04
+#define RRC_KEY_EDNS 0x08
+
+/* What to do with a client query; see CONFORMANCE R1-R15. */
+enum rrc_wire_verdict {
+	RRC_WIRE_OK = 0,
+	RRC_WIRE_DROP,	  /* runt, QR=1 or TC=1: no answer */
+	RRC_WIRE_FORMERR, /* answer FORMERR (header only when !question_ok) */
+	RRC_WIRE_NOTIMP,  /* unknown opcode */
+	RRC_WIRE_BADVERS, /* EDNS version > 0 */
+};
+
+/* Why a query was not RRC_WIRE_OK; used as a metrics label, so the set is fixed. */
+enum rrc_wire_reason {
+	RRC_WR_NONE = 0,
+	RRC_WR_RUNT,
+	RRC_WR_QR,
+	RRC_WR_TC,
+	RRC_WR_QDCOUNT,
+	RRC_WR_NAME,
+	RRC_WR_TRUNCATED,
+	RRC_WR_OPT,
+	RRC_WR_TRAILING,
+	RRC_WR_OPCODE,
+	RRC_WR_EDNS_VERSION,
+	RRC_WR_COUNT
+};
+
+const char *rrc_wire_reason_name(enum rrc_wire_reason r);
+
+/* A checked client query. Offsets point into the packet it was made from. */
+struct rrc_wire_query {
+	uint16_t id;
+	uint16_t flags;
+	uint8_t opcode;
+	bool question_ok;    /* QDCOUNT=1 and the question parsed (it can be echoed) */
+	uint16_t qname_len;  /* wire length of QNAME, starting at offset 12, uncompressed */
+	uint16_t qtype;
+	uint16_t qclass;
+	uint16_t question_end; /* offset just after QCLASS */
+	bool has_edns;
+	bool edns_do;
+	bool has_ecs;
+	uint8_t edns_version;
+	uint16_t edns_size; /* as sent by the client */
+};
+
+/*
+ * Checks a client query of len bytes. Fills *q and *reason (RRC_WR_NONE when OK).
+ * Never reads outside [pkt, pkt+len).
+ */
+enum rrc_wire_verdict rrc_wire_check_query(const uint8_t *pkt, size_t len,
+					   struct rrc_wire_query *q, enum rrc_wire_reason *reason);
+
+/*
+ * Builds the cache key of a checked query (C1) into key[RRC_WIRE_KEY_MAX].
+ * Returns its length.
+ */
+size_t rrc_wire_key(const uint8_t *pkt, const struct rrc_wire_query *q, uint8_t *key);
+
+/* The largest answer a client can take over UDP (R13, R14). */
+uint16_t rrc_wire_udp_limit(const struct rrc_wire_query *q);
+
+/*
+ * Writes a reply carrying rcode (extended rcodes go into the OPT) for the query into out.
+ * The question is echoed when q->question_ok; our OPT is added when q->has_edns. tc sets TC=1.
+ * Returns the length, or 0 when cap is too small.
+ */
+size_t rrc_wire_synth(const uint8_t *pkt, const struct rrc_wire_query *q, unsigned rcode, bool tc,
+		      uint8_t *out, size_t cap);
+
+/* Appends rrcache's OPT (size 1232, version 0, DO as given, extended rcode) and bumps ARCOUNT. */
+size_t rrc_wire_append_opt(uint8_t *msg, size_t len, size_t cap, bool do_bit, unsigned rcode);
+
+/*
+ * Walks a name starting at off. On success returns 0, sets *end to the offset after the name
+ * as it appears at off (after the first pointer, if any) and *name_len to its uncompressed
+ * wire length. If out is non-NULL, writes the uncompressed, lowercased name there
+ * (RRC_WIRE_MAX_NAME bytes). Returns -1 on any malformation.
+ */
+int rrc_wire_name(const uint8_t *pkt, size_t len, size_t off, size_t *end, size_t *name_len,
+		  uint8_t *out);
+
+/* Case-insensitive comparison of two uncompressed wire names of equal length. */
+bool rrc_wire_name_equal(const uint8_t *a, const uint8_t *b, size_t len);
+
+/* A checked upstream reply (or a stored answer). */
+struct rrc_wire_reply {
+	uint16_t id;
+	uint16_t flags;
+	unsigned rcode; /* including the extended bits from the OPT */
+	uint16_t qname_len;
+	uint16_t qtype, qclass;
+	uint16_t question_end;
+	uint16_t ancount, nscount, arcount;
+	uint16_t opt_off; /* offset of the OPT RR, 0 when absent */
+	uint16_t opt_end;
+	bool has_soa;	 /* an SOA in the authority section */
+	uint32_t soa_ttl, soa_minimum;
+	uint32_t min_ttl; /* over all RRs but OPT, top-bit TTLs counted as 0 (C2) */
+};
+
+/*
+ * Checks a reply of len bytes: QR=1, QDCOUNT=1 with a parseable question, every record inside
+ * the packet, at most one OPT (in ADDITIONAL, root owner), no trailing bytes.
+ * Returns 0 or -1 when malformed.
+ */
+int rrc_wire_check_reply(const uint8_t *pkt, size_t len, struct rrc_wire_reply *r);
+
+/*
+ * True when the reply's question equals the one of the query we sent (name case-insensitive,
+ * type and class exact), RFC 5452 §9.1. Both must have been checked.
+ */
+bool rrc_wire_same_question(const uint8_t *reply, const struct rrc_wire_reply *r,
+			    const uint8_t *query, size_t qname_len, uint16_t qtype, uint16_t qclass);
+
+/* TTL bounds applied when an answer is stored (C2, C4). */
+struct rrc_wire_ttl_policy {
+	uint32_t min_ttl;
+	uint32_t max_ttl;
+	uint32_t max_negative_ttl;
+};
+
+/*
+ * Rewrites a checked reply in place into the stored form: the OPT and anything after it are
+ * removed (U8), ID 0, Z cleared, every TTL clamped to the policy, and for a negative answer the
+ * SOA TTL set to min(SOA TTL, MINIMUM, max_negative_ttl) (RFC 2308 §5). Returns the new length
+ * and sets *lifetime to the seconds the answer may be cached: 0 when it must not be (TTL 0, TC,
+ * SERVFAIL and other failures, negative without SOA, C3/C4).
+ */
+size_t rrc_wire_make_stored(uint8_t *pkt, size_t len, const struct rrc_wire_reply *r,
+			    const struct rrc_wire_ttl_policy *pol, uint32_t *lifetime);
+
+/* What finishing an answer needs to know about the client that gets it. */
+struct rrc_wire_client {
+	uint16_t id;
+	uint16_t flags; /* the query's flags: RD and CD are copied back */
+	const uint8_t *qname; /* the client's QNAME bytes, for its case (C6) */
+	uint16_t qname_len;
+	bool has_edns;
+	bool edns_do;
+	uint16_t limit; /* largest answer the transport takes */
+};
+
+/* Fills a client descriptor from a checked query; limit is the transport's limit. */
+void rrc_wire_client_from_query(struct rrc_wire_client *c, const uint8_t *pkt,
+				const struct rrc_wire_query *q, uint16_t limit);
+
+/*
+ * Turns a stored answer copied into buf (len bytes, cap >= len) into the client's answer:
+ * its ID, its QNAME case, its RD/CD, every TTL decreased by age seconds, and our OPT when the
+ * client sent one (R12). If the result exceeds c->limit, buf instead gets header + question
+ * (+ OPT) with TC=1 (R14). Returns the length, or 0 if cap is too small for even that.
+ */
+size_t rrc_wire_finish(uint8_t *buf, size_t len, size_t cap, uint32_t age,
+		       const struct rrc_wire_client *c);
+
+/*
+ * Writes header + question (+ our OPT) with rcode for a client known only by its descriptor
+ * (a waiter whose packet is gone). Returns the length, or 0 when cap is too small.
+ */
+size_t rrc_wire_synth_client(const struct rrc_wire_client *c, uint16_t qtype, uint16_t qclass,
+			     unsigned rcode, uint8_t *out, size_t cap);
+
+/*
+ * Builds a query for an upstream: id, the name (uncompressed wire), type, class, the RD/CD bits
+ * of flags, and an OPT with the DO bit when edns. Returns the length or 0 if cap is too small.
+ */
+size_t rrc_wire_build_query(uint8_t *out, size_t cap, uint16_t id, const uint8_t *qname,
+			    size_t qname_len, uint16_t qtype, uint16_t qclass, uint16_t flags,
+			    bool edns, bool do_bit);
+
+#endif

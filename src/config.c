@@ -1,0 +1,731 @@
+/*
+ * config: libyaml document -> struct rrc_config. See include/rrcache/config.h.
+ *
+ * The file is read with libyaml's document API; every node carries its start mark, which gives
+ * the line and column of errors. Keys are looked up in static tables (one per section); a key
+ * not in its table is an error, so a typo never passes silently.
+ */
+#include "rrcache/config.h"
+
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <yaml.h>
+
+/* The one table of defaults. Lists (listen, upstreams, ACL) are filled in finalize(). */
+static const struct rrc_config rrc_config_defaults = {
+	.workers = 0,
+	.policy = RRC_POLICY_ROUND_ROBIN,
+	.upstream_timeout_ms = 1000,
+	.client_timeout_ms = 2000,
+	.max_failures = 3,
+	.probe_interval_ms = 1000,
+	.probe_successes = 2,
+	.max_inflight = 10000,
+	.cache_size = 64ull << 20,
+	.min_ttl = 0,
+	.max_ttl = 86400,
+	.max_negative_ttl = 3600,
+	.tcp_idle_timeout_ms = 10000,
+	.tcp_max_connections = 1024,
+	.tcp_max_per_client = 64,
+	.tcp_max_queries = 1000,
+	.acl_action = RRC_ACL_DROP,
+	.log_level = RRC_LOG_INFO,
+};
+
+static const char *const default_listen[] = {"127.0.0.1:53", "[::1]:53"};
+
+/* ---- scalar parsers ---- */
+
+int rrc_config_parse_size(const char *s, uint64_t *out)
+{
+	static const struct {
+		const char *suffix;
+		uint64_t mult;
+	} units[] = {{"", 1},
+		     {"B", 1},
+		     {"k", 1000},
+		     {"K", 1000},
+		     {"KB", 1000},
+		     {"KiB", 1ull << 10},
+		     {"M", 1000000},
+		     {"MB", 1000000},
+		     {"MiB", 1ull << 20},
+		     {"G", 1000000000},
+		     {"GB", 1000000000},
+		     {"GiB", 1ull << 30}};
+	char *end;
+	if (!isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	while (*end == ' ')
+		end++;
+	for (size_t i = 0; i < RRC_ARRAY_SIZE(units); i++) {
+		if (strcmp(end, units[i].suffix) == 0) {
+			if (v > UINT64_MAX / units[i].mult)
+				return -EINVAL;
+			*out = v * units[i].mult;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+int rrc_config_parse_duration_ms(const char *s, uint64_t *out)
+{
+	static const struct {
+		const char *suffix;
+		uint64_t mult;
+	} units[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
+		     {"d", 86400000}};
+	char *end;
+	if (!isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	errno = 0;
+	unsigned long long v = strtoull(s, &end, 10);
+	if (errno)
+		return -EINVAL;
+	for (size_t i = 0; i < RRC_ARRAY_SIZE(units); i++) {
+		if (strcmp(end, units[i].suffix) == 0) {
+			if (v > UINT64_MAX / units[i].mult)
+				return -EINVAL;
+			*out = v * units[i].mult;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+static int parse_port(const char *s, uint16_t *port)
+{
+	char *end;
+	if (!isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	long p = strtol(s, &end, 10);
+	if (*end || p < 1 || p > 65535)
+		return -EINVAL;
+	*port = (uint16_t)p;
+	return 0;
+}
+
+int rrc_config_parse_addr(const char *s, uint16_t default_port, struct rrc_sockaddr *out)
+{
+	char host[INET6_ADDRSTRLEN + 1];
+	uint16_t port = default_port;
+	const char *colon;
+	memset(out, 0, sizeof(*out));
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || (size_t)(close - s - 1) >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, s + 1, (size_t)(close - s - 1));
+		host[close - s - 1] = '\0';
+		if (close[1] == ':') {
+			if (parse_port(close + 2, &port))
+				return -EINVAL;
+		} else if (close[1] != '\0') {
+			return -EINVAL;
+		}
+		if (inet_pton(AF_INET6, host, &out->sin6.sin6_addr) != 1)
+			return -EINVAL;
+	} else if ((colon = strchr(s, ':')) != NULL && strchr(colon + 1, ':') == NULL) {
+		if ((size_t)(colon - s) >= sizeof(host))
+			return -EINVAL;
+		memcpy(host, s, (size_t)(colon - s));
+		host[colon - s] = '\0';
+		if (parse_port(colon + 1, &port) || inet_pton(AF_INET, host, &out->sin.sin_addr) != 1)
+			return -EINVAL;
+		out->sin.sin_family = AF_INET;
+		out->sin.sin_port = htons(port);
+		out->len = sizeof(out->sin);
+		return 0;
+	} else {
+		if (strlen(s) >= sizeof(host))
+			return -EINVAL;
+		strcpy(host, s);
+		if (inet_pton(AF_INET, host, &out->sin.sin_addr) == 1) {
+			out->sin.sin_family = AF_INET;
+			out->sin.sin_port = htons(port);
+			out->len = sizeof(out->sin);
+			return 0;
+		}
+		if (inet_pton(AF_INET6, host, &out->sin6.sin6_addr) != 1)
+			return -EINVAL;
+	}
+	out->sin6.sin6_family = AF_INET6;
+	out->sin6.sin6_port = htons(port);
+	out->len = sizeof(out->sin6);
+	return 0;
+}
+
+void rrc_config_format_addr(const struct rrc_sockaddr *a, char *out, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN];
+	if (a->sa.sa_family == AF_INET) {
+		inet_ntop(AF_INET, &a->sin.sin_addr, host, sizeof(host));
+		snprintf(out, cap, "%s:%u", host, ntohs(a->sin.sin_port));
+	} else if (a->sa.sa_family == AF_INET6) {
+		inet_ntop(AF_INET6, &a->sin6.sin6_addr, host, sizeof(host));
+		snprintf(out, cap, "[%s]:%u", host, ntohs(a->sin6.sin6_port));
+	} else {
+		snprintf(out, cap, "?");
+	}
+}
+
+bool rrc_sockaddr_equal(const struct rrc_sockaddr *a, const struct rrc_sockaddr *b)
+{
+	if (a->sa.sa_family != b->sa.sa_family)
+		return false;
+	if (a->sa.sa_family == AF_INET)
+		return a->sin.sin_port == b->sin.sin_port &&
+		       a->sin.sin_addr.s_addr == b->sin.sin_addr.s_addr;
+	if (a->sa.sa_family == AF_INET6)
+		return a->sin6.sin6_port == b->sin6.sin6_port &&
+		       memcmp(&a->sin6.sin6_addr, &b->sin6.sin6_addr, 16) == 0;
+	return false;
+}
+
+/* ---- the YAML walk ---- */
+
+enum kind {
+	K_SECTION,
+	K_UINT,	    /* uint32_t */
+	K_SIZE,	    /* uint64_t bytes */
+	K_DURATION, /* uint32_t milliseconds */
+	K_TTL,	    /* uint32_t seconds: a number, or a duration with a unit */
+	K_POLICY,
+	K_ACL_ACTION,
+	K_LOG_LEVEL,
+	K_LISTEN,
+	K_SERVERS,
+	K_ALLOW,
+	K_DENY,
+};
+
+struct key {
+	const char *name;
+	enum kind kind;
+	size_t off;
+	uint64_t min, max;
+	const struct key *sub;
+};
+
+#define F(field) offsetof(struct rrc_config, field)
+
+static const struct key upstream_keys[] = {
+	{"servers", K_SERVERS, 0, 0, 0, NULL},
+	{"policy", K_POLICY, 0, 0, 0, NULL},
+	{"timeout", K_DURATION, F(upstream_timeout_ms), 10, 60000, NULL},
+	{"client_timeout", K_DURATION, F(client_timeout_ms), 10, 60000, NULL},
+	{"max_failures", K_UINT, F(max_failures), 1, 1000, NULL},
+	{"probe_interval", K_DURATION, F(probe_interval_ms), 10, 3600000, NULL},
+	{"probe_successes", K_UINT, F(probe_successes), 1, 1000, NULL},
+	{"max_inflight", K_UINT, F(max_inflight), 1, 1000000, NULL},
+	{NULL, 0, 0, 0, 0, NULL}};
+
+static const struct key cache_keys[] = {
+	{"size", K_SIZE, F(cache_size), 1ull << 16, 1ull << 40, NULL},
+	{"min_ttl", K_TTL, F(min_ttl), 0, 604800, NULL},
+	{"max_ttl", K_TTL, F(max_ttl), 1, 604800, NULL},
+	{"max_negative_ttl", K_TTL, F(max_negative_ttl), 0, 604800, NULL},
+	{NULL, 0, 0, 0, 0, NULL}};
+
+static const struct key tcp_keys[] = {
+	{"idle_timeout", K_DURATION, F(tcp_idle_timeout_ms), 100, 3600000, NULL},
+	{"max_connections", K_UINT, F(tcp_max_connections), 1, 1000000, NULL},
+	{"max_connections_per_client", K_UINT, F(tcp_max_per_client), 1, 1000000, NULL},
+	{"max_queries_per_connection", K_UINT, F(tcp_max_queries), 1, 1000000000, NULL},
+	{NULL, 0, 0, 0, 0, NULL}};
+
+static const struct key acl_keys[] = {{"action", K_ACL_ACTION, 0, 0, 0, NULL},
+				      {"allow", K_ALLOW, 0, 0, 0, NULL},
+				      {"deny", K_DENY, 0, 0, 0, NULL},
+				      {NULL, 0, 0, 0, 0, NULL}};
+
+static const struct key log_keys[] = {{"level", K_LOG_LEVEL, 0, 0, 0, NULL},
+				      {NULL, 0, 0, 0, 0, NULL}};
+
+static const struct key top_keys[] = {
+	{"workers", K_UINT, F(workers), 0, RRC_MAX_WORKERS, NULL},
+	{"listen", K_LISTEN, 0, 0, 0, NULL},
+	{"upstream", K_SECTION, 0, 0, 0, upstream_keys},
+	{"cache", K_SECTION, 0, 0, 0, cache_keys},
+	{"tcp", K_SECTION, 0, 0, 0, tcp_keys},
+	{"acl", K_SECTION, 0, 0, 0, acl_keys},
+	{"log", K_SECTION, 0, 0, 0, log_keys},
+	{NULL, 0, 0, 0, 0, NULL}};
+
+struct ctx {
+	const char *file;
+	yaml_document_t *doc;
+	char *err;
+	struct rrc_config *cfg;
+	bool acl_given;
+};
+
+__attribute__((format(printf, 4, 5))) static int fail(struct ctx *c, const yaml_node_t *n,
+						      const char *key, const char *fmt, ...)
+{
+	char msg[160];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	snprintf(c->err, RRC_ERR_LEN, "%s:%zu:%zu: %s: %s", c->file, n->start_mark.line + 1,
+		 n->start_mark.column + 1, key, msg);
+	return -EINVAL;
+}
+
+static const char *scalar(const yaml_node_t *n)
+{
+	return n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+static int add_listen(struct ctx *c, const yaml_node_t *n, const char *key, const char *s)
+{
+	struct rrc_config *cfg = c->cfg;
+	if (cfg->n_listen >= RRC_MAX_LISTEN)
+		return fail(c, n, key, "more than %d addresses", RRC_MAX_LISTEN);
+	if (rrc_config_parse_addr(s, 53, &cfg->listen[cfg->n_listen]))
+		return fail(c, n, key, "bad address '%.60s' (want 192.0.2.1:53 or [::1]:53)", s);
+	cfg->n_listen++;
+	return 0;
+}
+
+static int add_server(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
+		      uint32_t weight)
+{
+	struct rrc_config *cfg = c->cfg;
+	if (cfg->n_upstreams >= RRC_MAX_UPSTREAMS)
+		return fail(c, n, key, "more than %d servers", RRC_MAX_UPSTREAMS);
+	struct rrc_upstream_conf *u = &cfg->upstreams[cfg->n_upstreams];
+	if (rrc_config_parse_addr(s, 53, &u->addr))
+		return fail(c, n, key, "bad address '%.60s' (want 192.0.2.1[:53] or [::1]:53)", s);
+	u->weight = weight;
+	cfg->n_upstreams++;
+	return 0;
+}
+
+static int add_acl(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
+		   bool allow)
+{
+	struct rrc_config *cfg = c->cfg;
+	if (cfg->n_acl_rules >= RRC_MAX_ACL_RULES)
+		return fail(c, n, key, "more than %d rules", RRC_MAX_ACL_RULES);
+	if (cfg->n_acl_rules % 64 == 0) {
+		void *p = realloc(cfg->acl_rules, (cfg->n_acl_rules + 64) * sizeof(*cfg->acl_rules));
+		if (!p)
+			return fail(c, n, key, "out of memory");
+		cfg->acl_rules = p;
+	}
+	if (rrc_acl_rule_parse(s, allow, &cfg->acl_rules[cfg->n_acl_rules]))
+		return fail(c, n, key, "bad network '%.60s' (want 10.0.0.0/8 or fd00::/8)", s);
+	cfg->n_acl_rules++;
+	c->acl_given = true;
+	return 0;
+}
+
+/* A list of scalars, or one scalar; for servers, also {address: ..., weight: ...} maps. */
+static int walk_list(struct ctx *c, const yaml_node_t *n, const char *key, enum kind kind)
+{
+	const yaml_node_item_t *items, *end;
+	yaml_node_item_t single;
+	if (n->type == YAML_SCALAR_NODE) {
+		single = (yaml_node_item_t)(n - c->doc->nodes.start + 1);
+		items = &single;
+		end = items + 1;
+	} else if (n->type == YAML_SEQUENCE_NODE) {
+		items = n->data.sequence.items.start;
+		end = n->data.sequence.items.top;
+	} else {
+		return fail(c, n, key, "expected a list");
+	}
+	for (const yaml_node_item_t *it = items; it < end; it++) {
+		const yaml_node_t *item = yaml_document_get_node(c->doc, *it);
+		const char *s = scalar(item);
+		int rc;
+		if (kind == K_SERVERS && item->type == YAML_MAPPING_NODE) {
+			const char *addr = NULL;
+			uint32_t weight = 1;
+			for (yaml_node_pair_t *p = item->data.mapping.pairs.start;
+			     p < item->data.mapping.pairs.top; p++) {
+				const yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+				const yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+				const char *ks = scalar(k), *vs = scalar(v);
+				if (ks && vs && strcmp(ks, "address") == 0) {
+					addr = vs;
+				} else if (ks && vs && strcmp(ks, "weight") == 0) {
+					char *e;
+					long w = strtol(vs, &e, 10);
+					if (*e || w < 1 || w > 1000)
+						return fail(c, v, "upstream.servers.weight",
+							    "want 1..1000");
+					weight = (uint32_t)w;
+				} else {
+					return fail(c, k, "upstream.servers",
+						    "unknown key '%.40s' (address, weight)",
+						    ks ? ks : "?");
+				}
+			}
+			if (!addr)
+				return fail(c, item, key, "missing 'address'");
+			rc = add_server(c, item, key, addr, weight);
+		} else if (!s) {
+			return fail(c, item, key, "expected a plain value");
+		} else if (kind == K_LISTEN) {
+			rc = add_listen(c, item, key, s);
+		} else if (kind == K_SERVERS) {
+			rc = add_server(c, item, key, s, 1);
+		} else {
+			rc = add_acl(c, item, key, s, kind == K_ALLOW);
+		}
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v,
+		      const char *path);
+
+static int walk_map(struct ctx *c, const yaml_node_t *n, const struct key *table,
+		    const char *prefix)
+{
+	if (n->type != YAML_MAPPING_NODE)
+		return fail(c, n, prefix[0] ? prefix : "top level", "expected a mapping");
+	uint64_t seen = 0;
+	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
+	     p++) {
+		const yaml_node_t *kn = yaml_document_get_node(c->doc, p->key);
+		const yaml_node_t *vn = yaml_document_get_node(c->doc, p->value);
+		const char *ks = scalar(kn);
+		char path[96];
+		snprintf(path, sizeof(path), "%s%s%.40s", prefix, prefix[0] ? "." : "",
+			 ks ? ks : "?");
+		const struct key *k = NULL;
+		unsigned idx = 0;
+		for (const struct key *t = table; ks && t->name; t++, idx++) {
+			if (strcmp(t->name, ks) == 0) {
+				k = t;
+				break;
+			}
+		}
+		if (!k)
+			return fail(c, kn, path, "unknown key");
+		if (seen & (1ull << idx))
+			return fail(c, kn, path, "given twice");
+		seen |= 1ull << idx;
+		int rc = walk_value(c, k, vn, path);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, const char *path)
+{
+	struct rrc_config *cfg = c->cfg;
+	uint8_t *base = (uint8_t *)cfg;
+	if (k->kind == K_SECTION)
+		return walk_map(c, v, k->sub, path);
+	if (k->kind == K_LISTEN || k->kind == K_SERVERS || k->kind == K_ALLOW ||
+	    k->kind == K_DENY) {
+		if (v->type == YAML_SCALAR_NODE && scalar(v)[0] == '\0')
+			return 0; /* an empty value: an empty list */
+		return walk_list(c, v, path, k->kind);
+	}
+	const char *s = scalar(v);
+	if (!s)
+		return fail(c, v, path, "expected a plain value");
+	uint64_t val = 0;
+	switch (k->kind) {
+	case K_UINT: {
+		char *e;
+		if (!isdigit((unsigned char)s[0]))
+			return fail(c, v, path, "bad number '%.40s'", s);
+		errno = 0;
+		val = strtoull(s, &e, 10);
+		if (*e || errno)
+			return fail(c, v, path, "bad number '%.40s'", s);
+		break;
+	}
+	case K_SIZE:
+		if (rrc_config_parse_size(s, &val))
+			return fail(c, v, path, "bad size '%.40s' (e.g. 64MiB)", s);
+		break;
+	case K_DURATION:
+		if (rrc_config_parse_duration_ms(s, &val))
+			return fail(c, v, path, "bad duration '%.40s' (e.g. 1s, 500ms)", s);
+		break;
+	case K_TTL: {
+		char *e;
+		errno = 0;
+		if (!isdigit((unsigned char)s[0]))
+			return fail(c, v, path, "bad TTL '%.40s' (seconds, or e.g. 1h)", s);
+		val = strtoull(s, &e, 10);
+		if (*e) {
+			if (rrc_config_parse_duration_ms(s, &val) || val % 1000)
+				return fail(c, v, path, "bad TTL '%.40s' (seconds, or e.g. 1h)", s);
+			val /= 1000;
+		}
+		break;
+	}
+	case K_POLICY:
+		if (rrc_balancer_policy_parse(s, &cfg->policy))
+			return fail(c, v, path,
+				    "unknown policy '%.40s' (round-robin, first-available, "
+				    "least-outstanding, weighted)",
+				    s);
+		return 0;
+	case K_ACL_ACTION:
+		if (strcmp(s, "drop") == 0)
+			cfg->acl_action = RRC_ACL_DROP;
+		else if (strcmp(s, "refuse") == 0)
+			cfg->acl_action = RRC_ACL_REFUSE;
+		else
+			return fail(c, v, path, "unknown action '%.40s' (drop, refuse)", s);
+		return 0;
+	case K_LOG_LEVEL:
+		if (rrc_log_level_parse(s, &cfg->log_level))
+			return fail(c, v, path, "unknown level '%.40s' (error, warning, info, debug)",
+				    s);
+		return 0;
+	default:
+		return fail(c, v, path, "internal: unhandled kind");
+	}
+	if (val < k->min || val > k->max)
+		return fail(c, v, path, "%llu is out of range [%llu, %llu]",
+			    (unsigned long long)val, (unsigned long long)k->min,
+			    (unsigned long long)k->max);
+	if (k->kind == K_SIZE)
+		*(uint64_t *)(base + k->off) = val;
+	else
+		*(uint32_t *)(base + k->off) = (uint32_t)val;
+	return 0;
+}
+
+static int load_file(struct rrc_config *cfg, const char *path, char *err, bool *acl_given)
+{
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		snprintf(err, RRC_ERR_LEN, "%s: %s", path, strerror(errno));
+		return -errno;
+	}
+	yaml_parser_t parser;
+	yaml_document_t doc;
+	int rc = 0;
+	yaml_parser_initialize(&parser);
+	yaml_parser_set_input_file(&parser, f);
+	if (!yaml_parser_load(&parser, &doc)) {
+		snprintf(err, RRC_ERR_LEN, "%s:%zu:%zu: %s", path, parser.problem_mark.line + 1,
+			 parser.problem_mark.column + 1,
+			 parser.problem ? parser.problem : "YAML syntax error");
+		yaml_parser_delete(&parser);
+		fclose(f);
+		return -EINVAL;
+	}
+	yaml_node_t *root = yaml_document_get_root_node(&doc);
+	if (root && !(root->type == YAML_SCALAR_NODE && root->data.scalar.length == 0)) {
+		struct ctx c = {.file = path, .doc = &doc, .err = err, .cfg = cfg};
+		rc = walk_map(&c, root, top_keys, "");
+		*acl_given = c.acl_given;
+	}
+	yaml_document_delete(&doc);
+	yaml_parser_delete(&parser);
+	fclose(f);
+	return rc;
+}
+
+static int read_resolv_conf(struct rrc_config *cfg, const char *path, char *err)
+{
+	FILE *f = fopen(path, "r");
+	if (!f) {
+		snprintf(err, RRC_ERR_LEN,
+			 "no upstream configured and %s cannot be read: %s", path, strerror(errno));
+		return -EINVAL;
+	}
+	char line[512];
+	while (fgets(line, sizeof(line), f) && cfg->n_upstreams < RRC_MAX_UPSTREAMS) {
+		char word[32], addr[128];
+		if (sscanf(line, " %31s %127s", word, addr) != 2 || strcmp(word, "nameserver"))
+			continue;
+		char *pct = strchr(addr, '%'); /* a link-local scope cannot be kept */
+		if (pct)
+			continue;
+		struct rrc_sockaddr a;
+		if (rrc_config_parse_addr(addr, 53, &a))
+			continue;
+		bool self = false;
+		for (unsigned i = 0; i < cfg->n_listen; i++)
+			self |= rrc_sockaddr_equal(&a, &cfg->listen[i]);
+		if (self) {
+			rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
+				"%s: skipping nameserver %s, which is rrcache itself", path, addr);
+			continue;
+		}
+		cfg->upstreams[cfg->n_upstreams].addr = a;
+		cfg->upstreams[cfg->n_upstreams].weight = 1;
+		cfg->n_upstreams++;
+	}
+	fclose(f);
+	if (cfg->n_upstreams == 0) {
+		snprintf(err, RRC_ERR_LEN, "no upstream configured and no usable nameserver in %s",
+			 path);
+		return -EINVAL;
+	}
+	cfg->upstreams_from_resolv_conf = true;
+	return 0;
+}
+
+static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overrides *ov,
+			   char *err)
+{
+	if (ov->n_listen) {
+		cfg->n_listen = 0;
+		for (unsigned i = 0; i < ov->n_listen; i++) {
+			if (rrc_config_parse_addr(ov->listen[i], 53, &cfg->listen[cfg->n_listen++])) {
+				snprintf(err, RRC_ERR_LEN, "--listen: bad address '%.60s'",
+					 ov->listen[i]);
+				return -EINVAL;
+			}
+		}
+	}
+	if (ov->n_upstream) {
+		cfg->n_upstreams = 0;
+		for (unsigned i = 0; i < ov->n_upstream; i++) {
+			struct rrc_upstream_conf *u = &cfg->upstreams[cfg->n_upstreams++];
+			u->weight = 1;
+			if (rrc_config_parse_addr(ov->upstream[i], 53, &u->addr)) {
+				snprintf(err, RRC_ERR_LEN, "--upstream: bad address '%.60s'",
+					 ov->upstream[i]);
+				return -EINVAL;
+			}
+		}
+	}
+	if (ov->cache_size) {
+		uint64_t v;
+		if (rrc_config_parse_size(ov->cache_size, &v) || v < (1u << 16)) {
+			snprintf(err, RRC_ERR_LEN, "--cache-size: bad size '%.40s' (e.g. 64MiB)",
+				 ov->cache_size);
+			return -EINVAL;
+		}
+		cfg->cache_size = v;
+	}
+	if (ov->log_level && rrc_log_level_parse(ov->log_level, &cfg->log_level)) {
+		snprintf(err, RRC_ERR_LEN,
+			 "--log-level: unknown level '%.40s' (error, warning, info, debug)",
+			 ov->log_level);
+		return -EINVAL;
+	}
+	if (ov->workers) {
+		char *e;
+		long w = strtol(ov->workers, &e, 10);
+		if (*e || w < 0 || w > RRC_MAX_WORKERS) {
+			snprintf(err, RRC_ERR_LEN, "--workers: want 0..%d, got '%.40s'",
+				 RRC_MAX_WORKERS, ov->workers);
+			return -EINVAL;
+		}
+		cfg->workers = (unsigned)w;
+	}
+	return 0;
+}
+
+static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *ov, bool acl_given,
+		    char *err)
+{
+	if (cfg->n_listen == 0) {
+		for (size_t i = 0; i < RRC_ARRAY_SIZE(default_listen); i++)
+			rrc_config_parse_addr(default_listen[i], 53, &cfg->listen[cfg->n_listen++]);
+	}
+	if (cfg->n_upstreams == 0) {
+		int rc = read_resolv_conf(cfg, ov && ov->resolv_conf ? ov->resolv_conf
+								     : "/etc/resolv.conf",
+					  err);
+		if (rc)
+			return rc;
+	}
+	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
+		for (unsigned j = 0; j < cfg->n_listen; j++) {
+			if (rrc_sockaddr_equal(&cfg->upstreams[i].addr, &cfg->listen[j])) {
+				char a[64];
+				rrc_config_format_addr(&cfg->listen[j], a, sizeof(a));
+				snprintf(err, RRC_ERR_LEN,
+					 "upstream %s is also a listen address: queries would loop",
+					 a);
+				return -EINVAL;
+			}
+		}
+	}
+	if (!acl_given) {
+		cfg->acl_rules = calloc(16, sizeof(*cfg->acl_rules));
+		if (!cfg->acl_rules) {
+			snprintf(err, RRC_ERR_LEN, "out of memory");
+			return -ENOMEM;
+		}
+		cfg->n_acl_rules = rrc_acl_default_rules(cfg->acl_rules, 16);
+	}
+	if (cfg->min_ttl > cfg->max_ttl) {
+		snprintf(err, RRC_ERR_LEN, "cache.min_ttl (%u) is above cache.max_ttl (%u)",
+			 cfg->min_ttl, cfg->max_ttl);
+		return -EINVAL;
+	}
+	if (cfg->upstream_timeout_ms > cfg->client_timeout_ms) {
+		snprintf(err, RRC_ERR_LEN,
+			 "upstream.timeout (%ums) is above upstream.client_timeout (%ums)",
+			 cfg->upstream_timeout_ms, cfg->client_timeout_ms);
+		return -EINVAL;
+	}
+	if (cfg->tcp_max_per_client > cfg->tcp_max_connections)
+		cfg->tcp_max_per_client = cfg->tcp_max_connections;
+	if (cfg->workers == 0) {
+		long n = sysconf(_SC_NPROCESSORS_ONLN);
+		cfg->workers = n < 1 ? 1 : (unsigned)RRC_MIN(n, RRC_MAX_WORKERS);
+	}
+	return 0;
+}
+
+struct rrc_config *rrc_config_build(const char *path, const struct rrc_config_overrides *ov,
+				    char err[RRC_ERR_LEN])
+{
+	struct rrc_config *cfg = malloc(sizeof(*cfg));
+	bool acl_given = false;
+	if (!cfg) {
+		snprintf(err, RRC_ERR_LEN, "out of memory");
+		return NULL;
+	}
+	*cfg = rrc_config_defaults;
+	err[0] = '\0';
+	if (path) {
+		cfg->path = strdup(path);
+		if (!cfg->path || load_file(cfg, path, err, &acl_given))
+			goto fail;
+	}
+	if (ov && apply_overrides(cfg, ov, err))
+		goto fail;
+	if (finalize(cfg, ov, acl_given, err))
+		goto fail;
+	return cfg;
+fail:
+	if (!err[0])
+		snprintf(err, RRC_ERR_LEN, "out of memory");
+	rrc_config_free(cfg);
+	return NULL;
+}
+
+void rrc_config_free(struct rrc_config *cfg)
+{
+	if (!cfg)
+		return;
+	free(cfg->acl_rules);
+	free(cfg->path);
+	free(cfg);
+}

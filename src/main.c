@@ -1,0 +1,214 @@
+/*
+ * rrcache: a caching DNS proxy with load balancing.
+ *
+ * main: the command line, the configuration, signals. SIGTERM/SIGINT stop gracefully (stop
+ * accepting, finish in-flight queries for at most 2 s, exit 0); SIGHUP reloads the file with
+ * the same command-line overrides, keeping the old configuration if the new one is bad.
+ */
+#include "rrcache/config.h"
+#include "rrcache/log.h"
+#include "rrcache/server.h"
+#include "rrcache/worker.h"
+
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ldns/ldns.h>
+#include <uv.h>
+
+static const char usage[] =
+	"Usage: rrcache [options]\n"
+	"  -c, --config FILE        YAML configuration file (see config/rrcache.yaml)\n"
+	"      --listen ADDR:PORT   listen here (UDP and TCP); repeatable; replaces the file's\n"
+	"                           list. IPv6 as [::1]:53\n"
+	"      --upstream ADDR[:PORT]  forward to this server; repeatable; replaces the file's\n"
+	"                           list (default: the nameservers of /etc/resolv.conf)\n"
+	"      --cache-size SIZE    L1 cache budget, e.g. 64MiB\n"
+	"      --workers N          worker threads (0 = one per CPU)\n"
+	"      --log-level LEVEL    error, warning, info or debug\n"
+	"      --check-config       validate the configuration, print the reason, exit 0 or 1\n"
+	"  -V, --version            print the version\n"
+	"  -h, --help               this text\n";
+
+struct app {
+	const char *path;
+	struct rrc_config_overrides ov;
+	struct rrc_server *server;
+	uv_signal_t sig_term, sig_int, sig_hup;
+};
+
+static void on_stop_signal(uv_signal_t *h, int signum)
+{
+	struct app *app = h->data;
+	rrc_log(RRC_LOG_INFO, RRC_LG_MAIN, "signal %d: stopping", signum);
+	uv_signal_stop(&app->sig_term);
+	uv_signal_stop(&app->sig_int);
+	uv_signal_stop(&app->sig_hup);
+	uv_stop(h->loop);
+}
+
+static void on_hup(uv_signal_t *h, int signum)
+{
+	struct app *app = h->data;
+	char err[RRC_ERR_LEN];
+	struct rrc_config *cfg = rrc_config_build(app->path, &app->ov, err);
+	if (!cfg) {
+		rrc_log(RRC_LOG_ERR, RRC_LG_CONFIG, "reload rejected, keeping the old "
+						    "configuration: %s",
+			err);
+		return;
+	}
+	if (rrc_server_reload(app->server, cfg) == 0)
+		rrc_log(RRC_LOG_INFO, RRC_LG_CONFIG, "configuration reloaded%s%s",
+			app->path ? " from " : "", app->path ? app->path : "");
+}
+
+static void log_summary(struct rrc_server *s)
+{
+	struct rrc_worker_stats st;
+	rrc_server_sum_stats(s, &st);
+	uint64_t malformed = 0;
+	for (int i = 0; i < RRC_WR_COUNT; i++)
+		malformed += st.malformed[i];
+	rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,
+		"totals: queries udp=%llu tcp=%llu, cache hits=%llu misses=%llu coalesced=%llu, "
+		"upstream queries=%llu tcp=%llu timeouts=%llu errors=%llu unwanted=%llu "
+		"malformed=%llu, client malformed=%llu formerr=%llu servfail=%llu, acl "
+		"dropped=%llu refused=%llu",
+		(unsigned long long)st.queries_udp, (unsigned long long)st.queries_tcp,
+		(unsigned long long)st.cache_hits, (unsigned long long)st.cache_misses,
+		(unsigned long long)st.coalesced, (unsigned long long)st.upstream_queries,
+		(unsigned long long)st.upstream_tcp, (unsigned long long)st.upstream_timeouts,
+		(unsigned long long)st.upstream_errors, (unsigned long long)st.unwanted_replies,
+		(unsigned long long)st.malformed_replies, (unsigned long long)malformed,
+		(unsigned long long)st.formerr, (unsigned long long)st.servfail,
+		(unsigned long long)st.acl_dropped, (unsigned long long)st.acl_refused);
+}
+
+enum { OPT_LISTEN = 256, OPT_UPSTREAM, OPT_CACHE_SIZE, OPT_LOG_LEVEL, OPT_CHECK, OPT_WORKERS };
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{"config", required_argument, NULL, 'c'},
+		{"listen", required_argument, NULL, OPT_LISTEN},
+		{"upstream", required_argument, NULL, OPT_UPSTREAM},
+		{"cache-size", required_argument, NULL, OPT_CACHE_SIZE},
+		{"workers", required_argument, NULL, OPT_WORKERS},
+		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
+		{"check-config", no_argument, NULL, OPT_CHECK},
+		{"version", no_argument, NULL, 'V'},
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0}};
+	struct app app = {0};
+	bool check = false;
+	int c;
+	while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			app.path = optarg;
+			break;
+		case OPT_LISTEN:
+			if (app.ov.n_listen >= RRC_MAX_LISTEN) {
+				fprintf(stderr, "rrcache: at most %d --listen\n", RRC_MAX_LISTEN);
+				return 1;
+			}
+			app.ov.listen[app.ov.n_listen++] = optarg;
+			break;
+		case OPT_UPSTREAM:
+			if (app.ov.n_upstream >= RRC_MAX_UPSTREAMS) {
+				fprintf(stderr, "rrcache: at most %d --upstream\n",
+					RRC_MAX_UPSTREAMS);
+				return 1;
+			}
+			app.ov.upstream[app.ov.n_upstream++] = optarg;
+			break;
+		case OPT_CACHE_SIZE:
+			app.ov.cache_size = optarg;
+			break;
+		case OPT_WORKERS:
+			app.ov.workers = optarg;
+			break;
+		case OPT_LOG_LEVEL:
+			app.ov.log_level = optarg;
+			break;
+		case OPT_CHECK:
+			check = true;
+			break;
+		case 'V':
+			printf("rrcache %s (libuv %s, ldns %s)\n", RRC_VERSION, uv_version_string(),
+			       ldns_version());
+			return 0;
+		case 'h':
+			fputs(usage, stdout);
+			return 0;
+		default:
+			fputs(usage, stderr);
+			return 1;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "rrcache: unexpected argument '%s'\n%s", argv[optind], usage);
+		return 1;
+	}
+	app.ov.resolv_conf = getenv("RRCACHE_RESOLV_CONF");
+
+	char err[RRC_ERR_LEN];
+	struct rrc_config *cfg = rrc_config_build(app.path, &app.ov, err);
+	if (!cfg) {
+		fprintf(stderr, "rrcache: %s\n", err);
+		return 1;
+	}
+	if (check) {
+		printf("rrcache: configuration %s is valid\n", app.path ? app.path : "(flags)");
+		rrc_config_free(cfg);
+		return 0;
+	}
+	rrc_log_set_level(cfg->log_level);
+	signal(SIGPIPE, SIG_IGN);
+
+	char up[64], lst[64];
+	rrc_config_format_addr(&cfg->upstreams[0].addr, up, sizeof(up));
+	rrc_config_format_addr(&cfg->listen[0], lst, sizeof(lst));
+	unsigned workers = cfg->workers, n_up = cfg->n_upstreams, n_listen = cfg->n_listen;
+	app.server = rrc_server_create(cfg, err);
+	if (!app.server) {
+		fprintf(stderr, "rrcache: %s\n", err);
+		return 1;
+	}
+
+	uv_loop_t loop;
+	uv_loop_init(&loop);
+	uv_signal_init(&loop, &app.sig_term);
+	uv_signal_init(&loop, &app.sig_int);
+	uv_signal_init(&loop, &app.sig_hup);
+	app.sig_term.data = app.sig_int.data = app.sig_hup.data = &app;
+	uv_signal_start(&app.sig_term, on_stop_signal, SIGTERM);
+	uv_signal_start(&app.sig_int, on_stop_signal, SIGINT);
+	uv_signal_start(&app.sig_hup, on_hup, SIGHUP);
+
+	int rc = rrc_server_start(app.server);
+	if (rc == 0) {
+		rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,
+			"rrcache %s ready: %u worker(s), listening on %s (%u address(es)), "
+			"upstream %s (%u server(s))",
+			RRC_VERSION, workers, lst, n_listen, up, n_up);
+		uv_run(&loop, UV_RUN_DEFAULT);
+		rrc_server_stop(app.server);
+		log_summary(app.server);
+	}
+	uv_close((uv_handle_t *)&app.sig_term, NULL);
+	uv_close((uv_handle_t *)&app.sig_int, NULL);
+	uv_close((uv_handle_t *)&app.sig_hup, NULL);
+	uv_run(&loop, UV_RUN_DEFAULT);
+	int lc = uv_loop_close(&loop);
+	rrc_server_destroy(app.server);
+	if (lc != 0) {
+		rrc_log(RRC_LOG_ERR, RRC_LG_MAIN, "event loop did not close cleanly");
+		return 1;
+	}
+	rrc_log(RRC_LOG_INFO, RRC_LG_MAIN, "stopped");
+	return rc == 0 ? 0 : 1;
+}

@@ -1,0 +1,420 @@
+/*
+ * query: one client query from arrival to answer. See include/rrcache/query.h.
+ *
+ * Hit path (no allocation, no ldns): wire check -> ACL -> key -> L1 copy -> patch -> return.
+ * Miss path: coalesce on the key, else a struct rrc_query with a budget timer (client_timeout)
+ * and a retry timer (upstream timeout); every retry goes to another server while earlier
+ * attempts stay open, and the first valid reply wins (U6).
+ */
+#include "rrcache/query.h"
+#include "rrcache/listener.h"
+#include "rrcache/log.h"
+#include "rrcache/msg.h"
+#include "rrcache/upstream.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct rrc_query {
+	struct rrc_worker *w;
+	struct rrc_query *hnext;
+	uint64_t hash;
+	bool in_table;
+	bool done;
+	bool no_cache;
+	unsigned closes;
+	uv_timer_t budget;
+	uv_timer_t retry;
+	struct rrc_waiter *waiters;
+	struct rrc_attempt *att[RRC_QUERY_MAX_ATTEMPTS];
+	unsigned n_att;
+	unsigned live; /* attempts that may still deliver */
+	struct rrc_attempt *last;
+	uint64_t tried;
+	uint16_t qtype, qclass;
+	uint16_t keylen;
+	uint8_t key[RRC_WIRE_KEY_MAX];
+	size_t upq_len;
+	uint8_t upq[];
+};
+
+static void waiter_client(const struct rrc_waiter *wt, struct rrc_wire_client *c)
+{
+	c->id = wt->id;
+	c->flags = wt->flags;
+	c->qname = wt->qname;
+	c->qname_len = wt->qname_len;
+	c->has_edns = wt->has_edns;
+	c->edns_do = wt->edns_do;
+	c->limit = wt->limit;
+}
+
+static void on_query_closed(uv_handle_t *h)
+{
+	struct rrc_query *q = h->data;
+	if (--q->closes > 0)
+		return;
+	struct rrc_worker *w = q->w;
+	free(q);
+	rrc_worker_check_done(w);
+}
+
+static void table_remove(struct rrc_worker *w, struct rrc_query *q)
+{
+	if (!q->in_table)
+		return;
+	struct rrc_query **pp = &w->inflight[q->hash & (w->inflight_buckets - 1)];
+	while (*pp && *pp != q)
+		pp = &(*pp)->hnext;
+	RRC_REQUIRE(*pp == q);
+	*pp = q->hnext;
+	q->in_table = false;
+}
+
+/* Ends the query: no more answers can reach it; frees it once its timers are closed. */
+static void query_end(struct rrc_query *q)
+{
+	struct rrc_worker *w = q->w;
+	q->done = true;
+	table_remove(w, q);
+	w->n_inflight--;
+	for (unsigned i = 0; i < q->n_att; i++)
+		rrc_upstream_cancel(q->att[i]);
+	q->n_att = 0;
+	struct rrc_waiter *wt = q->waiters;
+	while (wt) {
+		struct rrc_waiter *next = wt->next;
+		free(wt);
+		wt = next;
+	}
+	q->waiters = NULL;
+	q->closes = 2;
+	uv_close((uv_handle_t *)&q->budget, on_query_closed);
+	uv_close((uv_handle_t *)&q->retry, on_query_closed);
+}
+
+/* Answers every waiter with rcode (SERVFAIL) and ends the query. */
+static void query_fail(struct rrc_query *q, unsigned rcode)
+{
+	struct rrc_worker *w = q->w;
+	for (struct rrc_waiter *wt = q->waiters; wt; wt = wt->next) {
+		struct rrc_wire_client c;
+		waiter_client(wt, &c);
+		size_t n = rrc_wire_synth_client(&c, q->qtype, q->qclass, rcode, w->big,
+						 sizeof(w->big));
+		w->st.servfail++;
+		rrc_listener_answer(w, wt, w->big, n);
+	}
+	query_end(q);
+}
+
+static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, size_t len,
+			     const struct rrc_wire_reply *r);
+
+static bool start_attempt(struct rrc_query *q, int idx, bool tcp)
+{
+	struct rrc_worker *w = q->w;
+	if (q->n_att >= RRC_QUERY_MAX_ATTEMPTS)
+		return false;
+	struct rrc_attempt *a =
+		rrc_upstream_send(w->ups, idx, tcp, q->upq, q->upq_len, on_attempt_reply, q);
+	if (!a)
+		return false;
+	q->att[q->n_att++] = a;
+	q->live++;
+	q->last = a;
+	uv_timer_again(&q->retry);
+	return true;
+}
+
+/* Sends to the next server: one not tried yet if any is up, else any that is up. */
+static void next_attempt(struct rrc_query *q)
+{
+	struct rrc_upstreams *u = q->w->ups;
+	unsigned n = rrc_upstreams_count(u);
+	for (unsigned tries = 0; tries <= n; tries++) {
+		int idx = rrc_upstreams_pick(u, q->tried);
+		if (idx < 0)
+			idx = rrc_upstreams_pick(u, 0);
+		if (idx < 0)
+			break;
+		q->tried |= 1ull << idx;
+		if (start_attempt(q, idx, false))
+			return;
+	}
+	/* Nothing could be sent. If nothing else is in the air either, fail now rather than
+	 * letting the client wait for the budget (all upstreams down). */
+	if (q->live == 0)
+		query_fail(q, RRC_RCODE_SERVFAIL);
+}
+
+static void on_retry(uv_timer_t *t)
+{
+	struct rrc_query *q = t->data;
+	if (q->done)
+		return;
+	if (q->last)
+		rrc_upstream_attempt_timeout(q->last);
+	if (q->n_att < RRC_QUERY_MAX_ATTEMPTS)
+		next_attempt(q);
+}
+
+static void on_budget(uv_timer_t *t)
+{
+	struct rrc_query *q = t->data;
+	if (q->done)
+		return;
+	if (q->last)
+		rrc_upstream_attempt_timeout(q->last);
+	query_fail(q, RRC_RCODE_SERVFAIL);
+}
+
+static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, size_t len,
+			     const struct rrc_wire_reply *r)
+{
+	struct rrc_query *q = ctx;
+	struct rrc_worker *w = q->w;
+	const struct rrc_config *cfg = w->cfg->cfg;
+	if (q->done)
+		return;
+	q->live--;
+	if (!pkt) {
+		/* This server failed outright (U5): go on to another at once. */
+		if (a == q->last || q->live == 0)
+			next_attempt(q);
+		return;
+	}
+	if (r->flags & RRC_F_TC) {
+		/* RFC 2181 §9, RFC 7766 §5: a truncated answer is never used; ask over TCP. */
+		int idx = rrc_upstream_attempt_server(a);
+		if (rrc_upstream_attempt_tcp(a) || idx < 0 || !start_attempt(q, idx, true))
+			next_attempt(q);
+		return;
+	}
+	if (rrc_msg_check_reply(pkt, len) != 0) {
+		w->st.malformed_replies++;
+		if (a == q->last || q->live == 0)
+			next_attempt(q);
+		return;
+	}
+	struct rrc_wire_ttl_policy pol = {.min_ttl = cfg->min_ttl,
+					  .max_ttl = cfg->max_ttl,
+					  .max_negative_ttl = cfg->max_negative_ttl};
+	uint32_t lifetime = 0;
+	size_t slen = rrc_wire_make_stored(pkt, len, r, &pol, &lifetime);
+	if (lifetime > 0 && !q->no_cache)
+		rrc_cache_insert(w->cache, q->key, q->keylen, pkt, slen, lifetime,
+				 uv_now(&w->loop));
+	for (struct rrc_waiter *wt = q->waiters; wt; wt = wt->next) {
+		struct rrc_wire_client c;
+		waiter_client(wt, &c);
+		memcpy(w->big, pkt, slen);
+		size_t n = rrc_wire_finish(w->big, slen, sizeof(w->big), 0, &c);
+		if (n && (rrc_get16(w->big + 2) & RRC_F_TC))
+			w->st.truncated++;
+		if ((rrc_get16(w->big + 2) & 0x0F) == RRC_RCODE_SERVFAIL)
+			w->st.servfail++;
+		w->st.answered++;
+		rrc_listener_answer(w, wt, w->big, n);
+	}
+	query_end(q);
+}
+
+static struct rrc_query *table_find(struct rrc_worker *w, uint64_t hash, const uint8_t *key,
+				    size_t keylen)
+{
+	for (struct rrc_query *q = w->inflight[hash & (w->inflight_buckets - 1)]; q;
+	     q = q->hnext) {
+		if (q->hash == hash && !q->no_cache && q->keylen == keylen &&
+		    memcmp(q->key, key, keylen) == 0)
+			return q;
+	}
+	return NULL;
+}
+
+static struct rrc_waiter *waiter_new(struct rrc_worker *w, const struct rrc_query_src *src,
+				     const uint8_t *pkt, const struct rrc_wire_query *wq,
+				     uint16_t limit)
+{
+	struct rrc_waiter *wt = malloc(sizeof(*wt));
+	if (!wt)
+		return NULL;
+	wt->next = NULL;
+	wt->tcp = src->tcp;
+	wt->ul = src->ul;
+	wt->conn = src->conn;
+	wt->peer_len = src->peer_len;
+	memcpy(&wt->peer, src->peer, RRC_MIN((size_t)src->peer_len, sizeof(wt->peer)));
+	if (src->local)
+		wt->local = *src->local;
+	else
+		wt->local.family = 0;
+	wt->start_ms = uv_now(&w->loop);
+	wt->id = wq->id;
+	wt->flags = wq->flags;
+	wt->has_edns = wq->has_edns;
+	wt->edns_do = wq->edns_do;
+	wt->limit = limit;
+	wt->qname_len = wq->qname_len;
+	memcpy(wt->qname, pkt + RRC_WIRE_HDR, wq->qname_len);
+	if (wt->tcp) {
+		wt->conn->refs++;
+		wt->conn->pending++;
+	}
+	return wt;
+}
+
+/* The miss path: joins a query in flight or starts one. Returns true when the client will
+ * be answered later; false means "answer SERVFAIL now". */
+static bool start_miss(struct rrc_worker *w, const struct rrc_query_src *src, const uint8_t *pkt,
+		       size_t len, const struct rrc_wire_query *wq, const uint8_t *key,
+		       size_t keylen, uint16_t limit)
+{
+	const struct rrc_config *cfg = w->cfg->cfg;
+	uint64_t hash = rrc_cache_siphash(w->hash_key, key, keylen);
+	bool coalesce = !wq->has_ecs;
+	if (coalesce) {
+		struct rrc_query *q = table_find(w, hash, key, keylen);
+		if (q) {
+			/* RFC 5452 §5: one upstream query for identical questions in flight. */
+			struct rrc_waiter *wt = waiter_new(w, src, pkt, wq, limit);
+			if (!wt)
+				return false;
+			wt->next = q->waiters;
+			q->waiters = wt;
+			w->st.coalesced++;
+			return true;
+		}
+	}
+	if (w->n_inflight >= cfg->max_inflight) {
+		w->st.inflight_limit++;
+		return false;
+	}
+	if (!rrc_upstreams_any_up(w->ups))
+		return false; /* every upstream is down: SERVFAIL at once */
+
+	/* ECS queries go upstream as the client sent them (only the ID changes) and their
+	 * answers are not cached (DESIGN); everything else is rebuilt from the key. */
+	size_t cap = wq->has_ecs ? len : (size_t)RRC_WIRE_HDR + wq->qname_len + 4 + RRC_WIRE_OPT_LEN;
+	struct rrc_query *q = calloc(1, sizeof(*q) + cap);
+	if (!q)
+		return false;
+	if (wq->has_ecs) {
+		memcpy(q->upq, pkt, len);
+		q->upq_len = len;
+		q->no_cache = true;
+	} else {
+		q->upq_len = rrc_wire_build_query(q->upq, cap, 0, key, wq->qname_len, wq->qtype,
+						  wq->qclass, wq->flags, wq->has_edns,
+						  wq->edns_do);
+	}
+	struct rrc_waiter *wt = waiter_new(w, src, pkt, wq, limit);
+	if (!wt) {
+		free(q);
+		return false;
+	}
+	q->w = w;
+	q->hash = hash;
+	q->keylen = (uint16_t)keylen;
+	memcpy(q->key, key, keylen);
+	q->qtype = wq->qtype;
+	q->qclass = wq->qclass;
+	q->waiters = wt;
+	uv_timer_init(&w->loop, &q->budget);
+	uv_timer_init(&w->loop, &q->retry);
+	q->budget.data = q;
+	q->retry.data = q;
+	uv_timer_start(&q->budget, on_budget, cfg->client_timeout_ms, 0);
+	uv_timer_start(&q->retry, on_retry, cfg->upstream_timeout_ms, cfg->upstream_timeout_ms);
+	/* ECS queries are in the table too (so shutdown finds them); lookups skip them. */
+	size_t b = hash & (w->inflight_buckets - 1);
+	q->hnext = w->inflight[b];
+	w->inflight[b] = q;
+	q->in_table = true;
+	w->n_inflight++;
+	next_attempt(q);
+	return true;
+}
+
+size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, const uint8_t *pkt,
+			size_t len, uint8_t *out, size_t cap)
+{
+	const struct rrc_cfg_ref *ref = w->cfg;
+	struct rrc_wire_query wq;
+	enum rrc_wire_reason reason;
+
+	if (src->tcp)
+		w->st.queries_tcp++;
+	else
+		w->st.queries_udp++;
+
+	enum rrc_wire_verdict v = rrc_wire_check_query(pkt, len, &wq, &reason);
+	if (!rrc_acl_allows(ref->acl, src->peer)) {
+		/* A denied client learns nothing by default, not even that its packet was bad. */
+		if (ref->cfg->acl_action == RRC_ACL_DROP || v == RRC_WIRE_DROP) {
+			w->st.acl_dropped++;
+			return 0;
+		}
+		w->st.acl_refused++;
+		return rrc_wire_synth(pkt, &wq, RRC_RCODE_REFUSED, false, out, cap);
+	}
+	switch (v) {
+	case RRC_WIRE_OK:
+		break;
+	case RRC_WIRE_DROP:
+		w->st.malformed[reason]++;
+		rrc_log_limited(RRC_LOG_DEBUG, RRC_LG_LISTEN, "dropped query: %s",
+				rrc_wire_reason_name(reason));
+		return 0;
+	case RRC_WIRE_FORMERR:
+		w->st.malformed[reason]++;
+		w->st.formerr++;
+		/* R4: header only when the question itself is the problem. */
+		if (reason == RRC_WR_QDCOUNT || reason == RRC_WR_NAME)
+			wq.question_ok = false;
+		return rrc_wire_synth(pkt, &wq, RRC_RCODE_FORMERR, false, out, cap);
+	case RRC_WIRE_NOTIMP:
+		w->st.notimp++;
+		return rrc_wire_synth(pkt, &wq, RRC_RCODE_NOTIMP, false, out, cap);
+	case RRC_WIRE_BADVERS:
+		w->st.badvers++;
+		/* RFC 6891 §6.1.3: BADVERS, no records, our OPT of version 0. */
+		return rrc_wire_synth(pkt, &wq, RRC_RCODE_BADVERS, false, out, cap);
+	}
+
+	uint16_t limit = src->tcp ? RRC_WIRE_MAX_MSG : rrc_wire_udp_limit(&wq);
+	uint8_t key[RRC_WIRE_KEY_MAX];
+	size_t keylen = rrc_wire_key(pkt, &wq, key);
+	struct rrc_wire_client c;
+	rrc_wire_client_from_query(&c, pkt, &wq, limit);
+
+	if (!wq.has_ecs) {
+		size_t alen;
+		uint32_t age;
+		enum rrc_cache_result res = rrc_cache_lookup(w->cache, key, keylen,
+							     uv_now(&w->loop), out, cap, &alen,
+							     &age);
+		if (res != RRC_CACHE_MISS) {
+			w->st.cache_hits++;
+			size_t n = rrc_wire_finish(out, alen, cap, age, &c);
+			if (n && (rrc_get16(out + 2) & RRC_F_TC))
+				w->st.truncated++;
+			w->st.answered++;
+			return n;
+		}
+	}
+	w->st.cache_misses++;
+	if (start_miss(w, src, pkt, len, &wq, key, keylen, limit))
+		return 0;
+	w->st.servfail++;
+	return rrc_wire_synth(pkt, &wq, RRC_RCODE_SERVFAIL, false, out, cap);
+}
+
+void rrc_query_abort_all(struct rrc_worker *w)
+{
+	for (size_t b = 0; b < w->inflight_buckets; b++) {
+		while (w->inflight[b])
+			query_fail(w->inflight[b], RRC_RCODE_SERVFAIL);
+	}
+}

@@ -1,0 +1,585 @@
+/*
+ * upstream: servers, attempts, health checks. See include/rrcache/upstream.h.
+ *
+ * Limits: at most RRC_MAX_UPSTREAMS servers; a TCP reply of at most 65535 bytes; the random
+ * port search gives up after RRC_PORT_TRIES binds and lets the kernel choose.
+ */
+#include "rrcache/upstream.h"
+#include "rrcache/balancer.h"
+#include "rrcache/log.h"
+#include "rrcache/msg.h"
+#include "rrcache/worker.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+/* Binds tried on random ports before falling back to an ephemeral one. */
+#define RRC_PORT_TRIES 8
+/* Lowest source port we pick: below it are the privileged and well-known ports. */
+#define RRC_PORT_MIN 1024
+
+struct server {
+	struct rrc_sockaddr addr;
+	char name[64];
+	unsigned refs; /* the set's array + live attempts */
+	int idx;       /* position in the set, -1 once removed by a reload */
+	uint32_t failures;
+	uint32_t good_probes;
+	uint64_t queries, timeouts, errors;
+};
+
+struct rrc_upstreams {
+	struct rrc_worker *w;
+	struct server *srv[RRC_MAX_UPSTREAMS];
+	struct rrc_balancer_server bal[RRC_MAX_UPSTREAMS];
+	unsigned n;
+	unsigned cursor;
+	enum rrc_policy policy;
+	uint32_t max_failures, probe_successes, probe_interval_ms;
+	uv_timer_t probe_timer;
+	struct rrc_attempt *attempts; /* every live attempt, for close-all */
+	unsigned closes;	      /* handles not yet closed */
+	bool closing;
+	uint8_t rnd[256];
+	size_t rnd_pos;
+};
+
+struct rrc_attempt {
+	struct rrc_upstreams *u;
+	struct server *srv;
+	struct rrc_attempt *prev, *next;
+	rrc_attempt_cb cb;
+	void *ctx;
+	bool tcp;
+	bool probe;
+	bool closing;
+	bool timed_out;
+	union {
+		uv_handle_t handle;
+		uv_udp_t udp;
+		uv_tcp_t tcp;
+	} h;
+	uv_connect_t connect_req;
+	uv_write_t write_req;
+	uv_udp_send_t send_req;
+	uint16_t id;
+	uint8_t *rbuf; /* TCP reply */
+	size_t rlen, rcap;
+	size_t qlen;	/* message length, without the TCP prefix */
+	uint8_t q[];	/* 2-byte TCP length prefix, then the message */
+};
+
+static void random_bytes(struct rrc_upstreams *u, void *out, size_t n)
+{
+	if (u->rnd_pos + n > sizeof(u->rnd)) {
+		ssize_t got = getrandom(u->rnd, sizeof(u->rnd), 0);
+		RRC_REQUIRE(got == (ssize_t)sizeof(u->rnd));
+		u->rnd_pos = 0;
+	}
+	memcpy(out, u->rnd + u->rnd_pos, n);
+	u->rnd_pos += n;
+}
+
+static void server_put(struct server *s)
+{
+	if (--s->refs == 0)
+		free(s);
+}
+
+static void set_up(struct rrc_upstreams *u, struct server *s, bool up)
+{
+	if (s->idx < 0 || u->bal[s->idx].up == up)
+		return;
+	u->bal[s->idx].up = up;
+	rrc_log(up ? RRC_LOG_INFO : RRC_LOG_WARN, RRC_LG_UPSTREAM, "worker %u: upstream %s is %s",
+		u->w->index, s->name, up ? "up again" : "down");
+}
+
+static void health(struct rrc_upstreams *u, struct server *s, bool ok)
+{
+	if (ok) {
+		s->failures = 0;
+		return;
+	}
+	if (++s->failures >= u->max_failures)
+		set_up(u, s, false);
+}
+
+static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg,
+			struct server **old, unsigned n_old, struct rrc_balancer_server *old_bal)
+{
+	struct server *next[RRC_MAX_UPSTREAMS];
+	int from[RRC_MAX_UPSTREAMS];
+	struct rrc_balancer_server bal[RRC_MAX_UPSTREAMS];
+	memset(bal, 0, sizeof(bal));
+
+	/* First allocate, touching nothing, so that running out of memory changes nothing. */
+	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
+		from[i] = -1;
+		for (unsigned j = 0; j < n_old; j++) {
+			if (rrc_sockaddr_equal(&old[j]->addr, &cfg->upstreams[i].addr)) {
+				from[i] = (int)j;
+				break;
+			}
+		}
+		next[i] = from[i] >= 0 ? old[from[i]] : calloc(1, sizeof(struct server));
+		if (!next[i]) {
+			for (unsigned k = 0; k < i; k++) {
+				if (from[k] < 0)
+					free(next[k]);
+			}
+			return -ENOMEM;
+		}
+	}
+	for (unsigned j = 0; j < n_old; j++)
+		old[j]->idx = -1;
+	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
+		struct server *s = next[i];
+		if (from[i] >= 0) {
+			bal[i] = old_bal[from[i]];
+			s->refs++;
+		} else {
+			s->refs = 1;
+			s->addr = cfg->upstreams[i].addr;
+			rrc_config_format_addr(&s->addr, s->name, sizeof(s->name));
+			bal[i].up = true;
+		}
+		s->idx = (int)i;
+		bal[i].weight = cfg->upstreams[i].weight;
+		bal[i].current = 0;
+	}
+	/* The old array's references go; kept servers hold the one taken above. */
+	for (unsigned j = 0; j < n_old; j++)
+		server_put(old[j]);
+	memcpy(u->srv, next, cfg->n_upstreams * sizeof(next[0]));
+	memcpy(u->bal, bal, sizeof(bal));
+	u->n = cfg->n_upstreams;
+	u->cursor = 0;
+	u->policy = cfg->policy;
+	u->max_failures = cfg->max_failures;
+	u->probe_successes = cfg->probe_successes;
+	u->probe_interval_ms = cfg->probe_interval_ms;
+	return 0;
+}
+
+static void on_probe_tick(uv_timer_t *t);
+
+struct rrc_upstreams *rrc_upstreams_create(struct rrc_worker *w, const struct rrc_config *cfg)
+{
+	struct rrc_upstreams *u = calloc(1, sizeof(*u));
+	if (!u)
+		return NULL;
+	u->w = w;
+	u->rnd_pos = sizeof(u->rnd);
+	if (fill_servers(u, cfg, NULL, 0, NULL)) {
+		free(u);
+		return NULL;
+	}
+	uv_timer_init(&w->loop, &u->probe_timer);
+	u->probe_timer.data = u;
+	uv_timer_start(&u->probe_timer, on_probe_tick, cfg->probe_interval_ms,
+		       cfg->probe_interval_ms);
+	return u;
+}
+
+int rrc_upstreams_reconfigure(struct rrc_upstreams *u, const struct rrc_config *cfg)
+{
+	struct server *old[RRC_MAX_UPSTREAMS];
+	struct rrc_balancer_server old_bal[RRC_MAX_UPSTREAMS];
+	unsigned n_old = u->n;
+	memcpy(old, u->srv, n_old * sizeof(old[0]));
+	memcpy(old_bal, u->bal, sizeof(old_bal));
+	int rc = fill_servers(u, cfg, old, n_old, old_bal);
+	if (rc)
+		return rc;
+	uv_timer_start(&u->probe_timer, on_probe_tick, cfg->probe_interval_ms,
+		       cfg->probe_interval_ms);
+	return 0;
+}
+
+bool rrc_upstreams_any_up(const struct rrc_upstreams *u)
+{
+	for (unsigned i = 0; i < u->n; i++) {
+		if (u->bal[i].up)
+			return true;
+	}
+	return false;
+}
+
+unsigned rrc_upstreams_count(const struct rrc_upstreams *u)
+{
+	return u->n;
+}
+
+int rrc_upstreams_pick(struct rrc_upstreams *u, uint64_t exclude)
+{
+	return rrc_balancer_pick(u->policy, &u->cursor, u->bal, u->n, exclude);
+}
+
+static void maybe_free_set(struct rrc_upstreams *u)
+{
+	if (!u->closing || u->closes > 0)
+		return;
+	for (unsigned i = 0; i < u->n; i++) {
+		u->srv[i]->idx = -1;
+		server_put(u->srv[i]);
+	}
+	free(u);
+}
+
+static void on_attempt_closed(uv_handle_t *h)
+{
+	struct rrc_attempt *a = h->data;
+	struct rrc_upstreams *u = a->u;
+	if (a->prev)
+		a->prev->next = a->next;
+	else
+		u->attempts = a->next;
+	if (a->next)
+		a->next->prev = a->prev;
+	if (a->srv->idx >= 0 && u->bal[a->srv->idx].outstanding > 0)
+		u->bal[a->srv->idx].outstanding--;
+	server_put(a->srv);
+	free(a->rbuf);
+	free(a);
+	u->closes--;
+	maybe_free_set(u);
+}
+
+void rrc_upstream_cancel(struct rrc_attempt *a)
+{
+	a->cb = NULL;
+	a->ctx = NULL;
+	if (a->closing)
+		return;
+	a->closing = true;
+	uv_close(&a->h.handle, on_attempt_closed);
+}
+
+int rrc_upstream_attempt_server(const struct rrc_attempt *a)
+{
+	return a->srv->idx;
+}
+
+bool rrc_upstream_attempt_tcp(const struct rrc_attempt *a)
+{
+	return a->tcp;
+}
+
+void rrc_upstream_attempt_timeout(struct rrc_attempt *a)
+{
+	if (a->timed_out)
+		return;
+	a->timed_out = true;
+	a->srv->timeouts++;
+	a->u->w->st.upstream_timeouts++;
+	health(a->u, a->srv, false);
+}
+
+/* Hands the outcome to the caller once; the attempt stays open until cancelled. */
+static void deliver(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struct rrc_wire_reply *r)
+{
+	rrc_attempt_cb cb = a->cb;
+	void *ctx = a->ctx;
+	if (a->tcp)
+		uv_read_stop((uv_stream_t *)&a->h.tcp);
+	else
+		uv_udp_recv_stop(&a->h.udp);
+	if (!pkt) {
+		a->srv->errors++;
+		a->u->w->st.upstream_errors++;
+	}
+	health(a->u, a->srv, pkt != NULL);
+	if (a->probe) {
+		if (pkt && a->srv->idx >= 0) {
+			if (++a->srv->good_probes >= a->u->probe_successes) {
+				a->srv->good_probes = 0;
+				a->srv->failures = 0;
+				set_up(a->u, a->srv, true);
+			}
+		} else {
+			a->srv->good_probes = 0;
+		}
+		rrc_upstream_cancel(a);
+		return;
+	}
+	a->cb = NULL;
+	if (cb)
+		cb(ctx, a, pkt, len, r);
+}
+
+/* Checks one reply against what the attempt sent. Returns true when it was delivered. */
+static bool consider_reply(struct rrc_attempt *a, uint8_t *pkt, size_t len)
+{
+	struct rrc_worker *w = a->u->w;
+	if (len < RRC_WIRE_HDR || rrc_get16(pkt) != a->id) {
+		w->st.unwanted_replies++;
+		return false;
+	}
+	struct rrc_wire_reply r;
+	const uint8_t *sent = a->q + 2;
+	if (rrc_wire_check_reply(pkt, len, &r) != 0) {
+		/* Our ID but not a sound message: this server answers garbage (U5). */
+		w->st.malformed_replies++;
+		rrc_log_limited(RRC_LOG_DEBUG, RRC_LG_UPSTREAM, "malformed reply from %s",
+				a->srv->name);
+		deliver(a, NULL, 0, NULL);
+		return true;
+	}
+	size_t qn_end, qn_len;
+	if (rrc_wire_name(sent, a->qlen, RRC_WIRE_HDR, &qn_end, &qn_len, NULL) != 0 ||
+	    !rrc_wire_same_question(pkt, &r, sent, qn_len, rrc_get16(sent + qn_end),
+				    rrc_get16(sent + qn_end + 2))) {
+		w->st.unwanted_replies++;
+		return false;
+	}
+	deliver(a, pkt, len, &r);
+	return true;
+}
+
+static void on_udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct rrc_attempt *a = h->data;
+	buf->base = (char *)a->u->w->upbuf;
+	buf->len = sizeof(a->u->w->upbuf);
+}
+
+static void on_udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
+			const struct sockaddr *addr, unsigned flags)
+{
+	struct rrc_attempt *a = h->data;
+	if (a->closing || (nread == 0 && !addr))
+		return;
+	if (nread < 0) {
+		/* ICMP port unreachable on a connected socket: the server is not there. */
+		deliver(a, NULL, 0, NULL);
+		return;
+	}
+	struct rrc_sockaddr from = {.len = 0};
+	if (addr)
+		memcpy(&from.ss, addr,
+		       addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
+						  : sizeof(struct sockaddr_in6));
+	if (!addr || !rrc_sockaddr_equal(&from, &a->srv->addr) || (flags & UV_UDP_PARTIAL)) {
+		a->u->w->st.unwanted_replies++;
+		return;
+	}
+	consider_reply(a, (uint8_t *)buf->base, (size_t)nread);
+}
+
+static void on_udp_sent(uv_udp_send_t *req, int status)
+{
+	struct rrc_attempt *a = req->data;
+	if (status < 0 && status != UV_ECANCELED && !a->closing)
+		deliver(a, NULL, 0, NULL);
+}
+
+static int start_udp(struct rrc_attempt *a)
+{
+	struct rrc_upstreams *u = a->u;
+	struct rrc_sockaddr local;
+	int family = a->srv->addr.sa.sa_family;
+	int rc = uv_udp_init_ex(&u->w->loop, &a->h.udp, (unsigned)family);
+	if (rc)
+		return rc;
+	u->closes++;
+	a->h.udp.data = a;
+	/* RFC 5452 §9.2: a random source port, from the CSPRNG, for every query. */
+	for (int i = 0; i <= RRC_PORT_TRIES; i++) {
+		uint16_t port = 0;
+		if (i < RRC_PORT_TRIES) {
+			random_bytes(u, &port, sizeof(port));
+			port = (uint16_t)(RRC_PORT_MIN + port % (65536 - RRC_PORT_MIN));
+		}
+		memset(&local, 0, sizeof(local));
+		if (family == AF_INET) {
+			local.sin.sin_family = AF_INET;
+			local.sin.sin_port = htons(port);
+		} else {
+			local.sin6.sin6_family = AF_INET6;
+			local.sin6.sin6_port = htons(port);
+		}
+		rc = uv_udp_bind(&a->h.udp, &local.sa, 0);
+		if (rc != UV_EADDRINUSE && rc != UV_EACCES)
+			break;
+	}
+	if (rc)
+		return rc;
+	if ((rc = uv_udp_connect(&a->h.udp, &a->srv->addr.sa)))
+		return rc;
+	if ((rc = uv_udp_recv_start(&a->h.udp, on_udp_alloc, on_udp_recv)))
+		return rc;
+	uv_buf_t b = uv_buf_init((char *)a->q + 2, (unsigned)a->qlen);
+	rc = uv_udp_try_send(&a->h.udp, &b, 1, NULL);
+	if (rc == UV_EAGAIN) {
+		a->send_req.data = a;
+		rc = uv_udp_send(&a->send_req, &a->h.udp, &b, 1, NULL, on_udp_sent);
+	}
+	return rc < 0 ? rc : 0;
+}
+
+static void on_tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct rrc_attempt *a = h->data;
+	if (!a->rbuf) {
+		a->rcap = 2 + RRC_WIRE_MAX_MSG;
+		a->rbuf = malloc(a->rcap);
+	}
+	buf->base = a->rbuf ? (char *)a->rbuf + a->rlen : NULL;
+	buf->len = a->rbuf ? a->rcap - a->rlen : 0;
+}
+
+static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct rrc_attempt *a = s->data;
+	if (a->closing || nread == 0)
+		return;
+	if (nread < 0 || !a->rbuf) {
+		deliver(a, NULL, 0, NULL);
+		return;
+	}
+	a->rlen += (size_t)nread;
+	/* RFC 1035 §4.2.2: a two-octet length, then the message. One reply per connection. */
+	while (a->rlen >= 2) {
+		size_t mlen = rrc_get16(a->rbuf);
+		if (a->rlen < 2 + mlen)
+			return;
+		if (consider_reply(a, a->rbuf + 2, mlen))
+			return;
+		memmove(a->rbuf, a->rbuf + 2 + mlen, a->rlen - 2 - mlen);
+		a->rlen -= 2 + mlen;
+	}
+}
+
+static void on_tcp_written(uv_write_t *req, int status)
+{
+	struct rrc_attempt *a = req->data;
+	if (status < 0 && status != UV_ECANCELED && !a->closing)
+		deliver(a, NULL, 0, NULL);
+}
+
+static void on_tcp_connected(uv_connect_t *req, int status)
+{
+	struct rrc_attempt *a = req->data;
+	if (status == UV_ECANCELED || a->closing)
+		return;
+	if (status < 0 ||
+	    uv_read_start((uv_stream_t *)&a->h.tcp, on_tcp_alloc, on_tcp_read) != 0) {
+		deliver(a, NULL, 0, NULL);
+		return;
+	}
+	uv_buf_t b = uv_buf_init((char *)a->q, (unsigned)(a->qlen + 2));
+	a->write_req.data = a;
+	if (uv_write(&a->write_req, (uv_stream_t *)&a->h.tcp, &b, 1, on_tcp_written) != 0)
+		deliver(a, NULL, 0, NULL);
+}
+
+static int start_tcp(struct rrc_attempt *a)
+{
+	int rc = uv_tcp_init(&a->u->w->loop, &a->h.tcp);
+	if (rc)
+		return rc;
+	a->u->closes++;
+	a->h.tcp.data = a;
+	uv_tcp_nodelay(&a->h.tcp, 1);
+	a->connect_req.data = a;
+	return uv_tcp_connect(&a->connect_req, &a->h.tcp, &a->srv->addr.sa, on_tcp_connected);
+}
+
+static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tcp,
+				       const uint8_t *query, size_t len, bool probe,
+				       rrc_attempt_cb cb, void *ctx)
+{
+	if (idx < 0 || (unsigned)idx >= u->n || len > RRC_WIRE_MAX_MSG || len < RRC_WIRE_HDR)
+		return NULL;
+	struct rrc_attempt *a = calloc(1, sizeof(*a) + 2 + len);
+	if (!a)
+		return NULL;
+	a->u = u;
+	a->srv = u->srv[idx];
+	a->srv->refs++;
+	a->tcp = tcp;
+	a->probe = probe;
+	a->cb = cb;
+	a->ctx = ctx;
+	a->qlen = len;
+	rrc_put16(a->q, (uint16_t)len);
+	memcpy(a->q + 2, query, len);
+	random_bytes(u, &a->id, sizeof(a->id));
+	rrc_put16(a->q + 2, a->id);
+	a->next = u->attempts;
+	if (u->attempts)
+		u->attempts->prev = a;
+	u->attempts = a;
+	u->bal[idx].outstanding++;
+	a->srv->queries++;
+	unsigned closes_before = u->closes;
+	int rc = tcp ? start_tcp(a) : start_udp(a);
+	if (rc) {
+		rrc_log_limited(RRC_LOG_WARN, RRC_LG_UPSTREAM, "cannot query %s: %s", a->srv->name,
+				uv_strerror(rc));
+		a->srv->errors++;
+		u->w->st.upstream_errors++;
+		health(u, a->srv, false);
+		a->cb = NULL;
+		if (u->closes > closes_before) {
+			a->closing = true;
+			uv_close(&a->h.handle, on_attempt_closed);
+		} else {
+			u->closes++; /* balance the decrement in on_attempt_closed */
+			a->h.handle.data = a;
+			on_attempt_closed(&a->h.handle);
+		}
+		return NULL;
+	}
+	if (!probe) {
+		u->w->st.upstream_queries++;
+		if (tcp)
+			u->w->st.upstream_tcp++;
+	}
+	return a;
+}
+
+struct rrc_attempt *rrc_upstream_send(struct rrc_upstreams *u, int idx, bool tcp,
+				      const uint8_t *query, size_t len, rrc_attempt_cb cb,
+				      void *ctx)
+{
+	return attempt_new(u, idx, tcp, query, len, false, cb, ctx);
+}
+
+static void on_probe_tick(uv_timer_t *t)
+{
+	struct rrc_upstreams *u = t->data;
+	/* A probe still open from the last tick got no answer: it failed. */
+	for (struct rrc_attempt *a = u->attempts; a; a = a->next) {
+		if (a->probe && !a->closing) {
+			a->srv->good_probes = 0;
+			rrc_upstream_cancel(a);
+		}
+	}
+	for (unsigned i = 0; i < u->n; i++) {
+		if (u->bal[i].up)
+			continue;
+		uint8_t probe[32];
+		size_t len = rrc_msg_build_probe(0, probe, sizeof(probe));
+		attempt_new(u, (int)i, false, probe, len, true, NULL, NULL);
+	}
+}
+
+static void on_probe_timer_closed(uv_handle_t *h)
+{
+	struct rrc_upstreams *u = h->data;
+	u->closes--;
+	maybe_free_set(u);
+}
+
+void rrc_upstreams_close(struct rrc_upstreams *u)
+{
+	u->closing = true;
+	for (struct rrc_attempt *a = u->attempts; a; a = a->next)
+		rrc_upstream_cancel(a);
+	u->closes++;
+	uv_close((uv_handle_t *)&u->probe_timer, on_probe_timer_closed);
+}

@@ -1,0 +1,532 @@
+/*
+ * wire: bounded checks and in-place edits of DNS messages. See include/rrcache/wire.h.
+ *
+ * Invariants: no allocation, no global state, no read outside the given length. Every loop is
+ * bounded by the packet length (records) or by RRC_WIRE_MAX_HOPS (pointers).
+ */
+#include "rrcache/wire.h"
+
+#include <string.h>
+
+static const char *const reason_names[RRC_WR_COUNT] = {
+	"none", "runt", "qr", "tc", "qdcount", "name", "truncated", "opt", "trailing", "opcode",
+	"edns_version"};
+
+const char *rrc_wire_reason_name(enum rrc_wire_reason r)
+{
+	return (unsigned)r < RRC_WR_COUNT ? reason_names[r] : "unknown";
+}
+
+static inline uint8_t lower(uint8_t c)
+{
+	return (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
+}
+
+int rrc_wire_name(const uint8_t *pkt, size_t len, size_t off, size_t *end, size_t *name_len,
+		  uint8_t *out)
+{
+	size_t pos = off, total = 0, end_pos = 0;
+	size_t limit = off; /* the next pointer must point strictly before this */
+	unsigned hops = 0;
+	bool jumped = false;
+
+	for (;;) {
+		if (pos >= len)
+			return -1;
+		uint8_t b = pkt[pos];
+		if ((b & 0xC0) == 0xC0) {
+			if (pos + 1 >= len)
+				return -1;
+			size_t target = ((size_t)(b & 0x3F) << 8) | pkt[pos + 1];
+			if (!jumped) {
+				end_pos = pos + 2;
+				jumped = true;
+				limit = pos;
+			}
+			/* RFC 9267 §2: strictly backward, and before the last target, so the
+			 * walk can neither loop nor revisit. */
+			if (target >= limit || ++hops > RRC_WIRE_MAX_HOPS)
+				return -1;
+			limit = target;
+			pos = target;
+			continue;
+		}
+		if (b & 0xC0) /* label types 01 and 10 (RFC 6891 §5, obsolete) */
+			return -1;
+		if (total + b + 1 > RRC_WIRE_MAX_NAME)
+			return -1;
+		if (b == 0) {
+			if (out)
+				out[total] = 0;
+			total += 1;
+			break;
+		}
+		if (pos + 1 + b > len)
+			return -1;
+		if (out) {
+			out[total] = b;
+			for (size_t i = 1; i <= b; i++)
+				out[total + i] = lower(pkt[pos + i]);
+		}
+		total += (size_t)b + 1;
+		pos += (size_t)b + 1;
+	}
+	*end = jumped ? end_pos : pos + 1;
+	*name_len = total;
+	return 0;
+}
+
+bool rrc_wire_name_equal(const uint8_t *a, const uint8_t *b, size_t len)
+{
+	for (size_t i = 0; i < len; i++) {
+		if (lower(a[i]) != lower(b[i]))
+			return false;
+	}
+	return true;
+}
+
+/* One resource record, as found by rr_next(). */
+struct rr {
+	size_t owner_off;
+	size_t owner_len; /* uncompressed length */
+	uint16_t type;
+	uint16_t rclass;
+	size_t ttl_off;
+	uint16_t rdlen;
+	size_t rdata_off;
+	int section; /* 0 answer, 1 authority, 2 additional */
+};
+
+struct rr_iter {
+	const uint8_t *pkt;
+	size_t len;
+	size_t pos;
+	unsigned idx;
+	unsigned counts[3];
+};
+
+static void rr_iter_init(struct rr_iter *it, const uint8_t *pkt, size_t len, size_t pos,
+			 unsigned an, unsigned ns, unsigned ar)
+{
+	it->pkt = pkt;
+	it->len = len;
+	it->pos = pos;
+	it->idx = 0;
+	it->counts[0] = an;
+	it->counts[1] = ns;
+	it->counts[2] = ar;
+}
+
+/* Returns 1 with *rr filled, 0 after the last record, -1 when malformed. */
+static int rr_next(struct rr_iter *it, struct rr *rr)
+{
+	unsigned total = it->counts[0] + it->counts[1] + it->counts[2];
+	if (it->idx >= total)
+		return 0;
+	unsigned i = it->idx++;
+	rr->section = i < it->counts[0] ? 0 : (i < it->counts[0] + it->counts[1] ? 1 : 2);
+	size_t end;
+	rr->owner_off = it->pos;
+	if (rrc_wire_name(it->pkt, it->len, it->pos, &end, &rr->owner_len, NULL) != 0)
+		return -1;
+	if (end + 10 > it->len)
+		return -1;
+	const uint8_t *p = it->pkt + end;
+	rr->type = rrc_get16(p);
+	rr->rclass = rrc_get16(p + 2);
+	rr->ttl_off = end + 4;
+	rr->rdlen = rrc_get16(p + 8);
+	rr->rdata_off = end + 10;
+	if (rr->rdata_off + rr->rdlen > it->len)
+		return -1;
+	it->pos = rr->rdata_off + rr->rdlen;
+	return 1;
+}
+
+/* RFC 6891 §6.1.2: options are {code, length, data}; they must tile RDATA exactly. */
+static int walk_edns_options(const uint8_t *rdata, size_t rdlen, bool *has_ecs)
+{
+	size_t o = 0;
+	while (o < rdlen) {
+		if (o + 4 > rdlen)
+			return -1;
+		uint16_t code = rrc_get16(rdata + o);
+		uint16_t olen = rrc_get16(rdata + o + 2);
+		if (o + 4 + olen > rdlen)
+			return -1;
+		if (code == RRC_EDNS_OPT_ECS)
+			*has_ecs = true;
+		o += 4 + (size_t)olen;
+	}
+	return 0;
+}
+
+enum rrc_wire_verdict rrc_wire_check_query(const uint8_t *pkt, size_t len,
+					   struct rrc_wire_query *q, enum rrc_wire_reason *reason)
+{
+	memset(q, 0, sizeof(*q));
+	*reason = RRC_WR_NONE;
+	if (len < RRC_WIRE_HDR) {
+		*reason = RRC_WR_RUNT;
+		return RRC_WIRE_DROP;
+	}
+	q->id = rrc_get16(pkt);
+	q->flags = rrc_get16(pkt + 2);
+	q->opcode = (uint8_t)((q->flags >> 11) & 0x0F);
+	if (q->flags & RRC_F_QR) {
+		*reason = RRC_WR_QR;
+		return RRC_WIRE_DROP;
+	}
+	if (q->flags & RRC_F_TC) {
+		*reason = RRC_WR_TC;
+		return RRC_WIRE_DROP;
+	}
+	uint16_t qd = rrc_get16(pkt + 4);
+
+	/* The question; it must be uncompressed so that it can be echoed and case-patched. */
+	size_t end = 0, nlen = 0;
+	bool qparsed = false;
+	if (qd == 1 && rrc_wire_name(pkt, len, RRC_WIRE_HDR, &end, &nlen, NULL) == 0 &&
+	    end == RRC_WIRE_HDR + nlen && end + 4 <= len) {
+		qparsed = true;
+		q->qname_len = (uint16_t)nlen;
+		q->qtype = rrc_get16(pkt + end);
+		q->qclass = rrc_get16(pkt + end + 2);
+		q->question_end = (uint16_t)(end + 4);
+	}
+	if (q->opcode != 0) {
+		/* RFC 8906 §3.1.4: NOTIMP; the question is echoed only when it is sound. */
+		q->question_ok = qparsed;
+		*reason = RRC_WR_OPCODE;
+		return RRC_WIRE_NOTIMP;
+	}
+	if (qd != 1) {
+		*reason = RRC_WR_QDCOUNT;
+		return RRC_WIRE_FORMERR;
+	}
+	if (!qparsed) {
+		*reason = RRC_WR_NAME;
+		return RRC_WIRE_FORMERR;
+	}
+	q->question_ok = true;
+
+	struct rr_iter it;
+	struct rr rr;
+	int rc;
+	rr_iter_init(&it, pkt, len, q->question_end, rrc_get16(pkt + 6), rrc_get16(pkt + 8),
+		     rrc_get16(pkt + 10));
+	while ((rc = rr_next(&it, &rr)) == 1) {
+		if (rr.type != RRC_TYPE_OPT)
+			continue;
+		/* RFC 6891 §6.1.1: one OPT, in ADDITIONAL, owned by the root. */
+		bool dup = q->has_edns;
+		q->has_edns = true;
+		if (dup || rr.section != 2 || rr.owner_len != 1) {
+			*reason = RRC_WR_OPT;
+			return RRC_WIRE_FORMERR;
+		}
+		uint32_t ttl = rrc_get32(pkt + rr.ttl_off);
+		q->edns_size = rr.rclass;
+		q->edns_version = (uint8_t)(ttl >> 16);
+		q->edns_do = (ttl & 0x8000) != 0;
+		if (walk_edns_options(pkt + rr.rdata_off, rr.rdlen, &q->has_ecs) != 0) {
+			*reason = RRC_WR_OPT;
+			return RRC_WIRE_FORMERR;
+		}
+	}
+	if (rc < 0) {
+		*reason = RRC_WR_TRUNCATED;
+		return RRC_WIRE_FORMERR;
+	}
+	if (it.pos != len) {
+		/* CVE-2018-14663: never let extra bytes travel upstream. */
+		*reason = RRC_WR_TRAILING;
+		return RRC_WIRE_FORMERR;
+	}
+	if (q->has_edns && q->edns_version > 0) {
+		*reason = RRC_WR_EDNS_VERSION;
+		return RRC_WIRE_BADVERS;
+	}
+	return RRC_WIRE_OK;
+}
+
+size_t rrc_wire_key(const uint8_t *pkt, const struct rrc_wire_query *q, uint8_t *key)
+{
+	size_t n = q->qname_len;
+	for (size_t i = 0; i < n; i++)
+		key[i] = lower(pkt[RRC_WIRE_HDR + i]);
+	rrc_put16(key + n, q->qtype);
+	rrc_put16(key + n + 2, q->qclass);
+	uint8_t f = 0;
+	if (q->edns_do)
+		f |= RRC_KEY_DO;
+	if (q->flags & RRC_F_CD)
+		f |= RRC_KEY_CD;
+	if (q->flags & RRC_F_RD)
+		f |= RRC_KEY_RD;
+	if (q->has_edns)
+		f |= RRC_KEY_EDNS;
+	key[n + 4] = f;
+	return n + 5;
+}
+
+uint16_t rrc_wire_udp_limit(const struct rrc_wire_query *q)
+{
+	if (!q->has_edns)
+		return RRC_WIRE_UDP_MIN;
+	uint16_t s = RRC_MAX(q->edns_size, RRC_WIRE_UDP_MIN);
+	return RRC_MIN(s, RRC_WIRE_EDNS_SIZE);
+}
+
+size_t rrc_wire_append_opt(uint8_t *msg, size_t len, size_t cap, bool do_bit, unsigned rcode)
+{
+	if (len < RRC_WIRE_HDR || len + RRC_WIRE_OPT_LEN > cap)
+		return 0;
+	uint8_t *p = msg + len;
+	p[0] = 0;
+	rrc_put16(p + 1, RRC_TYPE_OPT);
+	rrc_put16(p + 3, RRC_WIRE_EDNS_SIZE);
+	rrc_put32(p + 5, ((uint32_t)(rcode >> 4) << 24) | (do_bit ? 0x8000u : 0));
+	rrc_put16(p + 9, 0);
+	rrc_put16(msg + 10, (uint16_t)(rrc_get16(msg + 10) + 1));
+	return len + RRC_WIRE_OPT_LEN;
+}
+
+size_t rrc_wire_synth(const uint8_t *pkt, const struct rrc_wire_query *q, unsigned rcode, bool tc,
+		      uint8_t *out, size_t cap)
+{
+	size_t qlen = q->question_ok ? (size_t)q->question_end - RRC_WIRE_HDR : 0;
+	size_t need = RRC_WIRE_HDR + qlen + (q->has_edns ? RRC_WIRE_OPT_LEN : 0);
+	if (need > cap)
+		return 0;
+	uint16_t flags = RRC_F_QR | RRC_F_RA | (uint16_t)(q->opcode << 11) |
+			 (q->flags & (RRC_F_RD | RRC_F_CD)) | (uint16_t)(rcode & 0x0F);
+	if (tc)
+		flags |= RRC_F_TC;
+	rrc_put16(out, q->id);
+	rrc_put16(out + 2, flags);
+	rrc_put16(out + 4, q->question_ok ? 1 : 0);
+	memset(out + 6, 0, 6);
+	if (qlen)
+		memcpy(out + RRC_WIRE_HDR, pkt + RRC_WIRE_HDR, qlen);
+	size_t len = RRC_WIRE_HDR + qlen;
+	if (q->has_edns)
+		len = rrc_wire_append_opt(out, len, cap, q->edns_do, rcode);
+	return len;
+}
+
+int rrc_wire_check_reply(const uint8_t *pkt, size_t len, struct rrc_wire_reply *r)
+{
+	memset(r, 0, sizeof(*r));
+	if (len < RRC_WIRE_HDR)
+		return -1;
+	r->id = rrc_get16(pkt);
+	r->flags = rrc_get16(pkt + 2);
+	r->rcode = r->flags & 0x0F;
+	if (!(r->flags & RRC_F_QR) || rrc_get16(pkt + 4) != 1)
+		return -1;
+	size_t end, nlen;
+	if (rrc_wire_name(pkt, len, RRC_WIRE_HDR, &end, &nlen, NULL) != 0 ||
+	    end != RRC_WIRE_HDR + nlen || end + 4 > len)
+		return -1;
+	r->qname_len = (uint16_t)nlen;
+	r->qtype = rrc_get16(pkt + end);
+	r->qclass = rrc_get16(pkt + end + 2);
+	r->question_end = (uint16_t)(end + 4);
+	r->ancount = rrc_get16(pkt + 6);
+	r->nscount = rrc_get16(pkt + 8);
+	r->arcount = rrc_get16(pkt + 10);
+	r->min_ttl = UINT32_MAX;
+
+	struct rr_iter it;
+	struct rr rr;
+	int rc;
+	rr_iter_init(&it, pkt, len, r->question_end, r->ancount, r->nscount, r->arcount);
+	while ((rc = rr_next(&it, &rr)) == 1) {
+		uint32_t ttl = rrc_get32(pkt + rr.ttl_off);
+		if (rr.type == RRC_TYPE_OPT) {
+			if (r->opt_off || rr.section != 2 || rr.owner_len != 1)
+				return -1;
+			r->opt_off = (uint16_t)rr.owner_off;
+			r->opt_end = (uint16_t)(rr.rdata_off + rr.rdlen);
+			r->rcode |= (ttl >> 24) << 4;
+			continue;
+		}
+		if (ttl & 0x80000000u) /* RFC 2181 §8 */
+			ttl = 0;
+		r->min_ttl = RRC_MIN(r->min_ttl, ttl);
+		if (rr.type == RRC_TYPE_SOA && rr.section == 1 && !r->has_soa) {
+			size_t e1, e2, l1, l2, rd_end = rr.rdata_off + rr.rdlen;
+			if (rrc_wire_name(pkt, rd_end, rr.rdata_off, &e1, &l1, NULL) != 0 ||
+			    rrc_wire_name(pkt, rd_end, e1, &e2, &l2, NULL) != 0 ||
+			    e2 + 20 != rd_end)
+				return -1;
+			r->has_soa = true;
+			r->soa_ttl = ttl;
+			uint32_t mn = rrc_get32(pkt + e2 + 16);
+			r->soa_minimum = (mn & 0x80000000u) ? 0 : mn;
+		}
+	}
+	if (rc < 0 || it.pos != len)
+		return -1;
+	if (r->min_ttl == UINT32_MAX)
+		r->min_ttl = 0;
+	return 0;
+}
+
+bool rrc_wire_same_question(const uint8_t *reply, const struct rrc_wire_reply *r,
+			    const uint8_t *query, size_t qname_len, uint16_t qtype, uint16_t qclass)
+{
+	return r->qname_len == qname_len && r->qtype == qtype && r->qclass == qclass &&
+	       rrc_wire_name_equal(reply + RRC_WIRE_HDR, query + RRC_WIRE_HDR, qname_len);
+}
+
+static uint32_t clamp_ttl(uint32_t ttl, uint32_t lo, uint32_t hi)
+{
+	if (ttl & 0x80000000u)
+		ttl = 0;
+	if (ttl < lo)
+		ttl = lo;
+	if (ttl > hi)
+		ttl = hi;
+	return ttl;
+}
+
+size_t rrc_wire_make_stored(uint8_t *pkt, size_t len, const struct rrc_wire_reply *r,
+			    const struct rrc_wire_ttl_policy *pol, uint32_t *lifetime)
+{
+	unsigned ar = r->arcount;
+	if (r->opt_off) {
+		/* Drop the OPT and what follows it (a TSIG is meaningless to our client). Count
+		 * the additional records that precede it. */
+		struct rr_iter it;
+		struct rr rr;
+		unsigned before = 0;
+		rr_iter_init(&it, pkt, len, r->question_end, r->ancount, r->nscount, r->arcount);
+		while (rr_next(&it, &rr) == 1 && rr.owner_off != r->opt_off) {
+			if (rr.section == 2)
+				before++;
+		}
+		ar = before;
+		len = r->opt_off;
+		rrc_put16(pkt + 10, (uint16_t)ar);
+	}
+	rrc_put16(pkt, 0);
+	rrc_put16(pkt + 2, r->flags & (uint16_t)~RRC_F_Z);
+
+	unsigned rcode = r->rcode;
+	bool negative = rcode == RRC_RCODE_NXDOMAIN || (rcode == RRC_RCODE_NOERROR && r->ancount == 0);
+	bool cacheable = (rcode == RRC_RCODE_NOERROR || rcode == RRC_RCODE_NXDOMAIN) &&
+			 !(r->flags & RRC_F_TC) && r->min_ttl > 0 && (!negative || r->has_soa);
+	uint32_t life = UINT32_MAX;
+
+	struct rr_iter it;
+	struct rr rr;
+	rr_iter_init(&it, pkt, len, r->question_end, r->ancount, r->nscount, ar);
+	while (rr_next(&it, &rr) == 1) {
+		uint32_t ttl = rrc_get32(pkt + rr.ttl_off);
+		if (negative && rr.type == RRC_TYPE_SOA && rr.section == 1) {
+			/* RFC 2308 §5: min(SOA TTL, SOA MINIMUM), capped. */
+			ttl = clamp_ttl(RRC_MIN(r->soa_ttl, r->soa_minimum), 0,
+					pol->max_negative_ttl);
+		} else {
+			ttl = clamp_ttl(ttl, pol->min_ttl, pol->max_ttl);
+		}
+		rrc_put32(pkt + rr.ttl_off, ttl);
+		life = RRC_MIN(life, ttl);
+	}
+	if (life == UINT32_MAX || !cacheable)
+		life = 0;
+	*lifetime = life;
+	return len;
+}
+
+void rrc_wire_client_from_query(struct rrc_wire_client *c, const uint8_t *pkt,
+				const struct rrc_wire_query *q, uint16_t limit)
+{
+	c->id = q->id;
+	c->flags = q->flags;
+	c->qname = pkt + RRC_WIRE_HDR;
+	c->qname_len = q->qname_len;
+	c->has_edns = q->has_edns;
+	c->edns_do = q->edns_do;
+	c->limit = limit;
+}
+
+size_t rrc_wire_finish(uint8_t *buf, size_t len, size_t cap, uint32_t age,
+		       const struct rrc_wire_client *c)
+{
+	if (len < RRC_WIRE_HDR + (size_t)c->qname_len + 4)
+		return 0;
+	uint16_t flags = rrc_get16(buf + 2);
+	flags = (uint16_t)((flags & ~(RRC_F_RD | RRC_F_CD | RRC_F_Z)) |
+			   (c->flags & (RRC_F_RD | RRC_F_CD)));
+	rrc_put16(buf, c->id);
+	rrc_put16(buf + 2, flags);
+	memcpy(buf + RRC_WIRE_HDR, c->qname, c->qname_len);
+	unsigned rcode = flags & 0x0F;
+	size_t opt = c->has_edns ? RRC_WIRE_OPT_LEN : 0;
+
+	if (len + opt > c->limit || len + opt > cap) {
+		/* RFC 1035 §4.2.1: what does not fit is cut to the question with TC=1. */
+		len = RRC_WIRE_HDR + (size_t)c->qname_len + 4;
+		rrc_put16(buf + 2, flags | RRC_F_TC);
+		memset(buf + 6, 0, 6);
+		if (c->has_edns)
+			return rrc_wire_append_opt(buf, len, cap, c->edns_do, rcode);
+		return len;
+	}
+	if (age > 0) {
+		struct rr_iter it;
+		struct rr rr;
+		rr_iter_init(&it, buf, len, RRC_WIRE_HDR + (size_t)c->qname_len + 4,
+			     rrc_get16(buf + 6), rrc_get16(buf + 8), rrc_get16(buf + 10));
+		while (rr_next(&it, &rr) == 1) {
+			uint32_t ttl = rrc_get32(buf + rr.ttl_off);
+			rrc_put32(buf + rr.ttl_off, ttl > age ? ttl - age : 0);
+		}
+	}
+	if (c->has_edns)
+		return rrc_wire_append_opt(buf, len, cap, c->edns_do, rcode);
+	return len;
+}
+
+size_t rrc_wire_build_query(uint8_t *out, size_t cap, uint16_t id, const uint8_t *qname,
+			    size_t qname_len, uint16_t qtype, uint16_t qclass, uint16_t flags,
+			    bool edns, bool do_bit)
+{
+	size_t need = RRC_WIRE_HDR + qname_len + 4 + (edns ? RRC_WIRE_OPT_LEN : 0);
+	if (need > cap)
+		return 0;
+	rrc_put16(out, id);
+	rrc_put16(out + 2, flags & (RRC_F_RD | RRC_F_CD));
+	rrc_put16(out + 4, 1);
+	memset(out + 6, 0, 6);
+	memcpy(out + RRC_WIRE_HDR, qname, qname_len);
+	size_t len = RRC_WIRE_HDR + qname_len;
+	rrc_put16(out + len, qtype);
+	rrc_put16(out + len + 2, qclass);
+	len += 4;
+	if (edns)
+		len = rrc_wire_append_opt(out, len, cap, do_bit, 0);
+	return len;
+}
+
+size_t rrc_wire_synth_client(const struct rrc_wire_client *c, uint16_t qtype, uint16_t qclass,
+			     unsigned rcode, uint8_t *out, size_t cap)
+{
+	size_t len = RRC_WIRE_HDR + (size_t)c->qname_len + 4;
+	if (len + (c->has_edns ? RRC_WIRE_OPT_LEN : 0) > cap)
+		return 0;
+	rrc_put16(out, c->id);
+	rrc_put16(out + 2, (uint16_t)(RRC_F_QR | RRC_F_RA | (c->flags & (RRC_F_RD | RRC_F_CD)) |
+				      (rcode & 0x0F)));
+	rrc_put16(out + 4, 1);
+	memset(out + 6, 0, 6);
+	memcpy(out + RRC_WIRE_HDR, c->qname, c->qname_len);
+	rrc_put16(out + RRC_WIRE_HDR + c->qname_len, qtype);
+	rrc_put16(out + RRC_WIRE_HDR + c->qname_len + 2, qclass);
+	if (c->has_edns)
+		len = rrc_wire_append_opt(out, len, cap, c->edns_do, rcode);
+	return len;
+}
