@@ -526,9 +526,9 @@ static int load_file(struct rrc_config *cfg, const char *path, char *err, bool *
 	yaml_parser_initialize(&parser);
 	yaml_parser_set_input_file(&parser, f);
 	if (!yaml_parser_load(&parser, &doc)) {
-		snprintf(err, RRC_ERR_LEN, "%s:%zu:%zu: %s", path, parser.problem_mark.line + 1,
-			 parser.problem_mark.column + 1,
-			 parser.problem ? parser.problem : "YAML syntax error");
+		snprintf(err, RRC_ERR_LEN, "%s:%zu:%zu: YAML syntax error: %s", path,
+			 parser.problem_mark.line + 1, parser.problem_mark.column + 1,
+			 parser.problem ? parser.problem : "unreadable");
 		yaml_parser_delete(&parser);
 		fclose(f);
 		return -EINVAL;

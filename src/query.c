@@ -305,9 +305,11 @@ static bool start_miss(struct rrc_worker *w, const struct rrc_query_src *src, co
 		q->upq_len = len;
 		q->no_cache = true;
 	} else {
+		/* Always with EDNS (1232) upstream, so fewer answers need the TCP fallback;
+		 * whether the client had EDNS still splits the key (C1) and decides the OPT
+		 * and size limit of its answer. */
 		q->upq_len = rrc_wire_build_query(q->upq, cap, 0, key, wq->qname_len, wq->qtype,
-						  wq->qclass, wq->flags, wq->has_edns,
-						  wq->edns_do);
+						  wq->qclass, wq->flags, true, wq->edns_do);
 	}
 	struct rrc_waiter *wt = waiter_new(w, src, pkt, wq, limit);
 	if (!wt) {

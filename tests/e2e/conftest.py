@@ -1,0 +1,45 @@
+import pytest
+
+from helpers import FaultUpstream, Knot, Rrcache
+
+
+@pytest.fixture(scope="session")
+def knot():
+    k = Knot()
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+def fault():
+    """A fresh scriptable upstream per test."""
+    started = []
+
+    def make(handler=None):
+        f = FaultUpstream(handler)
+        started.append(f)
+        return f
+    yield make
+    for f in started:
+        f.stop()
+
+
+@pytest.fixture
+def rrcache():
+    """Starts rrcache instances; each is stopped (SIGTERM, exit 0 checked) after the test."""
+    started = []
+
+    def make(upstreams, **kw):
+        r = Rrcache(upstreams, **kw)
+        started.append(r)
+        return r
+    yield make
+    errors = []
+    for r in started:
+        if r.proc.poll() is None or r.proc.returncode is not None:
+            try:
+                r.stop(check=True)
+            except AssertionError as e:
+                errors.append(str(e))
+    if errors:
+        pytest.fail("\n".join(errors))

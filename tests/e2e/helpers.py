@@ -1,0 +1,410 @@
+"""Test helpers for rrcache end-to-end tests: free ports, a Knot authoritative server with a
+generated zone, a scriptable dnspython upstream for faults, and a runner for the rrcache binary.
+
+Everything listens on loopback only, on ports picked at random, and every process started here
+is stopped by the fixture that started it, also when the test fails.
+"""
+import os
+import random
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import tempfile
+import threading
+import time
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdataclass
+import dns.rdatatype
+import dns.rrset
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+RRCACHE = os.environ.get("RRCACHE_BIN", os.path.join(ROOT, "build", "src", "rrcache"))
+
+
+def need(tool, package):
+    path = shutil.which(tool) or (os.path.exists(tool) and tool)
+    if not path:
+        raise RuntimeError(f"{tool} is missing: apt-get install {package}")
+    return path
+
+
+def free_port(host="127.0.0.1"):
+    """A port free for both UDP and TCP on host."""
+    fam = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(100):
+        port = random.randint(20000, 60000)
+        u = socket.socket(fam, socket.SOCK_DGRAM)
+        t = socket.socket(fam, socket.SOCK_STREAM)
+        try:
+            u.bind((host, port))
+            t.bind((host, port))
+            return port
+        except OSError:
+            continue
+        finally:
+            u.close()
+            t.close()
+    raise RuntimeError("no free port")
+
+
+def query(server, port, name, rdtype="A", tcp=False, timeout=3.0, **kw):
+    q = dns.message.make_query(name, rdtype, **kw)
+    if tcp:
+        return dns.query.tcp(q, server, port=port, timeout=timeout)
+    return dns.query.udp(q, server, port=port, timeout=timeout)
+
+
+def raw_udp(server, port, payload, timeout=1.0, source="127.0.0.1"):
+    """Sends raw bytes; returns the raw reply or None on timeout."""
+    fam = socket.AF_INET6 if ":" in server else socket.AF_INET
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    try:
+        if fam == socket.AF_INET:
+            s.bind((source, 0))
+        s.settimeout(timeout)
+        s.sendto(payload, (server, port))
+        try:
+            data, _ = s.recvfrom(65535)
+            return data
+        except socket.timeout:
+            return None
+    finally:
+        s.close()
+
+
+def wait_answering(port, host="127.0.0.1", deadline=10.0, proc=None):
+    end = time.time() + deadline
+    probe = dns.message.make_query("rrcache-startup-probe.invalid.", "A")
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode}")
+        try:
+            dns.query.udp(probe, host, port=port, timeout=0.2)
+            return
+        except Exception:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing answers on {host}:{port}")
+
+
+# ---------------------------------------------------------------- Knot
+
+ZONE = "example.test."
+
+
+def zone_text(extra=""):
+    lines = [
+        "$ORIGIN example.test.",
+        "$TTL 3600",
+        "@ 3600 IN SOA ns1 hostmaster 1 3600 900 604800 300",
+        "@ 3600 IN NS ns1",
+        "ns1 3600 IN A 127.0.0.1",
+        "www 3600 IN A 192.0.2.1",
+        "www 3600 IN AAAA 2001:db8::1",
+        "@ 3600 IN MX 10 mail",
+        "mail 3600 IN A 192.0.2.25",
+        'txt 3600 IN TXT "hello rrcache"',
+        "alias 3600 IN CNAME www",
+        "short 2 IN A 192.0.2.2",
+        "zero 0 IN A 192.0.2.3",
+        "signed 3600 IN A 192.0.2.4",
+        "*.wild 3600 IN A 192.0.2.99",
+    ]
+    # A name whose answer is far larger than 512 and 1232 bytes (R14, TC paths).
+    for i in range(40):
+        lines.append(f'big 3600 IN TXT "{i:02d}-' + "x" * 60 + '"')
+    for i in range(1000):
+        lines.append(f"n{i} 3600 IN A 198.51.100.{i % 250 + 1}")
+    return "\n".join(lines) + "\n" + extra
+
+
+class Knot:
+    """knotd serving example.test. on 127.0.0.1:<port>."""
+
+    def __init__(self, extra_zone=""):
+        need("knotd", "knot")
+        self.dir = tempfile.mkdtemp(prefix="rrc-knot-")
+        os.chmod(self.dir, 0o777)
+        self.port = free_port()
+        with open(os.path.join(self.dir, "example.test.zone"), "w") as f:
+            f.write(zone_text(extra_zone))
+        conf = f"""server:
+    rundir: "{self.dir}"
+    listen: 127.0.0.1@{self.port}
+    udp-workers: 1
+    tcp-workers: 1
+    background-workers: 1
+database:
+    storage: "{self.dir}"
+log:
+  - target: stderr
+    any: warning
+template:
+  - id: default
+    storage: "{self.dir}"
+    semantic-checks: off
+zone:
+  - domain: example.test.
+    file: "{self.dir}/example.test.zone"
+"""
+        self.conf = os.path.join(self.dir, "knot.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        self.log = open(os.path.join(self.dir, "knotd.log"), "w")
+        self.proc = subprocess.Popen(["knotd", "-c", self.conf], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        end = time.time() + 15
+        while True:
+            try:
+                r = query("127.0.0.1", self.port, "www.example.test.", timeout=0.3)
+                if r.answer:
+                    break
+            except Exception:
+                pass
+            if self.proc.poll() is not None or time.time() > end:
+                self.stop()
+                raise RuntimeError("knotd did not start: " +
+                                   open(os.path.join(self.dir, "knotd.log")).read())
+            time.sleep(0.1)
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# ---------------------------------------------------------------- fault upstream
+
+class Seen:
+    def __init__(self, transport, src, msg_id, qname, qtype, wire):
+        self.transport = transport
+        self.src = src
+        self.id = msg_id
+        self.qname = qname
+        self.qtype = qtype
+        self.wire = wire
+
+
+def default_answer(q):
+    """A for any name (192.0.2.x, TTL 300), NXDOMAIN with SOA for names starting 'nx'."""
+    r = dns.message.make_response(q)
+    qn = q.question[0].name
+    rt = q.question[0].rdtype
+    if qn.labels[0].startswith(b"nx"):
+        r.set_rcode(dns.rcode.NXDOMAIN)
+        r.authority.append(dns.rrset.from_text(
+            "fault.test.", 600, "IN", "SOA", "ns.fault.test. h.fault.test. 1 60 60 60 120"))
+    elif rt == dns.rdatatype.A:
+        r.answer.append(dns.rrset.from_text(qn, 300, "IN", "A", "192.0.2.7"))
+    return r
+
+
+class FaultUpstream:
+    """A scriptable upstream on 127.0.0.1:<port>, UDP and TCP.
+
+    handler(query_message, transport) returns one of:
+      None                         -> stay silent
+      dns.message.Message          -> send it
+      bytes                        -> send these raw bytes
+      list of the above / ("sleep", s) tuples -> act in order
+    Every query received is recorded in .seen.
+    """
+
+    def __init__(self, handler=None, host="127.0.0.1"):
+        self.handler = handler or (lambda q, t: default_answer(q))
+        self.host = host
+        self.port = free_port(host)
+        self.seen = []
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind((host, self.port))
+        self.udp.settimeout(0.1)
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.tcp.bind((host, self.port))
+        self.tcp.listen(64)
+        self.tcp.settimeout(0.1)
+        self.threads = [threading.Thread(target=self._udp_loop, daemon=True),
+                        threading.Thread(target=self._tcp_loop, daemon=True)]
+        for t in self.threads:
+            t.start()
+
+    def count(self, name=None):
+        with self.lock:
+            if name is None:
+                return len(self.seen)
+            n = dns.name.from_text(name)
+            return sum(1 for s in self.seen if s.qname == n)
+
+    def _record(self, transport, src, wire):
+        try:
+            q = dns.message.from_wire(wire)
+        except Exception:
+            return None
+        with self.lock:
+            self.seen.append(Seen(transport, src, q.id, q.question[0].name,
+                                  q.question[0].rdtype, wire))
+        return q
+
+    def _act(self, q, transport, send):
+        out = self.handler(q, transport)
+        if out is None:
+            return
+        if not isinstance(out, list):
+            out = [out]
+        for item in out:
+            if item is None:
+                continue
+            if isinstance(item, tuple) and item[0] == "sleep":
+                time.sleep(item[1])
+                continue
+            wire = item if isinstance(item, (bytes, bytearray)) else item.to_wire()
+            send(bytes(wire))
+
+    def _udp_loop(self):
+        while not self.stopping:
+            try:
+                wire, src = self.udp.recvfrom(65535)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            q = self._record("udp", src, wire)
+            if q is None:
+                continue
+
+            def send(b, src=src):
+                try:
+                    self.udp.sendto(b, src)
+                except OSError:
+                    pass
+            threading.Thread(target=self._act, args=(q, "udp", send), daemon=True).start()
+
+    def _tcp_conn(self, conn, src):
+        conn.settimeout(5)
+        lock = threading.Lock()
+
+        def send(b):
+            with lock:
+                try:
+                    conn.sendall(struct.pack("!H", len(b)) + b)
+                except OSError:
+                    pass
+        try:
+            while not self.stopping:
+                hdr = conn.recv(2)
+                if len(hdr) < 2:
+                    return
+                n = struct.unpack("!H", hdr)[0]
+                wire = b""
+                while len(wire) < n:
+                    chunk = conn.recv(n - len(wire))
+                    if not chunk:
+                        return
+                    wire += chunk
+                q = self._record("tcp", src, wire)
+                if q is not None:
+                    self._act(q, "tcp", send)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    def _tcp_loop(self):
+        while not self.stopping:
+            try:
+                conn, src = self.tcp.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._tcp_conn, args=(conn, src), daemon=True).start()
+
+    def stop(self):
+        self.stopping = True
+        for t in self.threads:
+            t.join(2)
+        self.udp.close()
+        self.tcp.close()
+
+
+# ---------------------------------------------------------------- rrcache
+
+class Rrcache:
+    """The real rrcache binary with a generated YAML file."""
+
+    def __init__(self, upstreams, config_extra="", workers=1, listen=None, args=None):
+        if not os.path.exists(RRCACHE):
+            raise RuntimeError(f"{RRCACHE} is missing: build first (cmake --build build)")
+        self.dir = tempfile.mkdtemp(prefix="rrc-")
+        self.port = free_port()
+        self.host = "127.0.0.1"
+        listen = listen or [f"127.0.0.1:{self.port}"]
+        self.listen = listen
+        ups = "\n".join(f"    - {u}" for u in upstreams)
+        self.conf = os.path.join(self.dir, "rrcache.yaml")
+        self.write_config(f"""workers: {workers}
+listen:
+""" + "\n".join(f'  - "{a}"' for a in listen) + f"""
+upstream:
+  servers:
+{ups}
+log:
+  level: info
+""" + config_extra)
+        self.logpath = os.path.join(self.dir, "rrcache.log")
+        self.logf = open(self.logpath, "w")
+        self.proc = subprocess.Popen([RRCACHE, "-c", self.conf] + (args or []),
+                                     stdout=self.logf, stderr=subprocess.STDOUT)
+        try:
+            wait_answering(self.port, proc=self.proc)
+        except Exception:
+            self.stop(check=False)
+            raise
+
+    def write_config(self, text):
+        with open(self.conf, "w") as f:
+            f.write(text)
+
+    def query(self, name, rdtype="A", **kw):
+        return query(self.host, self.port, name, rdtype, **kw)
+
+    def log(self):
+        with open(self.logpath) as f:
+            return f.read()
+
+    def hup(self):
+        self.proc.send_signal(signal.SIGHUP)
+
+    def stop(self, check=True):
+        rc = None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                rc = "killed"
+        else:
+            rc = self.proc.returncode
+        self.logf.close()
+        log = open(self.logpath).read()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if check:
+            assert rc == 0, f"rrcache exited with {rc}\n{log}"
+            assert "runtime error" not in log and "AddressSanitizer" not in log, log
+        return rc, log

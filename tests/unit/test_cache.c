@@ -1,0 +1,169 @@
+/* Unit tests of the L1 cache: hits, full-key comparison, expiry, age, budget and eviction. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "rrcache/cache.h"
+
+static void test_hit_miss_age(void **state)
+{
+	struct rrc_cache *c = rrc_cache_create(1 << 20);
+	assert_non_null(c);
+	const uint8_t key[] = "\3www\7example\3com\0\0\1\0\1\4";
+	const uint8_t ans[] = "answer bytes";
+	uint8_t out[64];
+	size_t len;
+	uint32_t age;
+	assert_int_equal(rrc_cache_lookup(c, key, sizeof(key), 1000, out, sizeof(out), &len, &age),
+			 RRC_CACHE_MISS);
+	assert_int_equal(rrc_cache_insert(c, key, sizeof(key), ans, sizeof(ans), 300, 1000), 0);
+	assert_int_equal(rrc_cache_lookup(c, key, sizeof(key), 3500, out, sizeof(out), &len, &age),
+			 RRC_CACHE_HIT);
+	assert_int_equal(len, sizeof(ans));
+	assert_memory_equal(out, ans, len);
+	assert_int_equal(age, 2);
+	/* Expired at 1000 + 300 s. */
+	assert_int_equal(rrc_cache_lookup(c, key, sizeof(key), 301000, out, sizeof(out), &len,
+					  &age),
+			 RRC_CACHE_MISS);
+	struct rrc_cache_stats st;
+	rrc_cache_get_stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.hits, 1);
+	assert_int_equal(st.misses, 2);
+	assert_int_equal(st.expired, 1);
+	rrc_cache_destroy(c);
+}
+
+static void test_full_key(void **state)
+{
+	/* C1: keys differing only in the flags octet are different entries. */
+	struct rrc_cache *c = rrc_cache_create(1 << 20);
+	uint8_t k1[] = {1, 'a', 0, 0, 1, 0, 1, 0x04};
+	uint8_t k2[] = {1, 'a', 0, 0, 1, 0, 1, 0x05};
+	uint8_t out[16];
+	size_t len;
+	uint32_t age;
+	rrc_cache_insert(c, k1, sizeof(k1), (const uint8_t *)"one", 3, 60, 0);
+	assert_int_equal(rrc_cache_lookup(c, k2, sizeof(k2), 0, out, sizeof(out), &len, &age),
+			 RRC_CACHE_MISS);
+	rrc_cache_insert(c, k2, sizeof(k2), (const uint8_t *)"two", 3, 60, 0);
+	assert_int_equal(rrc_cache_lookup(c, k1, sizeof(k1), 0, out, sizeof(out), &len, &age),
+			 RRC_CACHE_HIT);
+	assert_memory_equal(out, "one", 3);
+	/* Replacing keeps one entry. */
+	rrc_cache_insert(c, k1, sizeof(k1), (const uint8_t *)"uno", 3, 60, 0);
+	struct rrc_cache_stats st;
+	rrc_cache_get_stats(c, &st);
+	assert_int_equal(st.entries, 2);
+	assert_true(rrc_cache_remove(c, k1, sizeof(k1)));
+	assert_false(rrc_cache_remove(c, k1, sizeof(k1)));
+	rrc_cache_clear(c);
+	rrc_cache_get_stats(c, &st);
+	assert_int_equal(st.entries, 0);
+	assert_int_equal(st.bytes, 0);
+	rrc_cache_destroy(c);
+}
+
+static void test_too_big_prefix(void **state)
+{
+	struct rrc_cache *c = rrc_cache_create(1 << 20);
+	uint8_t k[] = {1, 'b', 0, 0, 16, 0, 1, 0};
+	uint8_t ans[2000];
+	for (size_t i = 0; i < sizeof(ans); i++)
+		ans[i] = (uint8_t)i;
+	rrc_cache_insert(c, k, sizeof(k), ans, sizeof(ans), 60, 0);
+	uint8_t out[100];
+	size_t len;
+	uint32_t age;
+	assert_int_equal(rrc_cache_lookup(c, k, sizeof(k), 0, out, sizeof(out), &len, &age),
+			 RRC_CACHE_TOO_BIG);
+	assert_int_equal(len, sizeof(ans));
+	assert_memory_equal(out, ans, sizeof(out));
+	rrc_cache_destroy(c);
+}
+
+static void test_budget(void **state)
+{
+	/* The byte budget holds however many names are inserted; old entries are evicted. */
+	const uint64_t budget = 256 * 1024;
+	struct rrc_cache *c = rrc_cache_create(budget);
+	uint8_t ans[100] = {0};
+	for (unsigned i = 0; i < 100000; i++) {
+		char k[32];
+		int n = snprintf(k, sizeof(k), "name-%u", i);
+		assert_int_equal(rrc_cache_insert(c, (uint8_t *)k, (size_t)n, ans, sizeof(ans), 3600,
+						  0),
+				 0);
+	}
+	struct rrc_cache_stats st;
+	rrc_cache_get_stats(c, &st);
+	assert_true(st.bytes <= budget);
+	assert_true(st.entries > 500);
+	assert_int_equal(st.inserted, 100000);
+	assert_int_equal(st.evicted, 100000 - st.entries);
+	/* The newest name is still there, the oldest is gone. */
+	uint8_t out[128];
+	size_t len;
+	uint32_t age;
+	assert_int_equal(rrc_cache_lookup(c, (const uint8_t *)"name-99999", 10, 0, out, sizeof(out),
+					  &len, &age),
+			 RRC_CACHE_HIT);
+	assert_int_equal(rrc_cache_lookup(c, (const uint8_t *)"name-0", 6, 0, out, sizeof(out),
+					  &len, &age),
+			 RRC_CACHE_MISS);
+	/* Shrinking the budget applies on the next inserts. */
+	rrc_cache_set_budget(c, budget / 4);
+	for (unsigned i = 0; i < 10000; i++) {
+		char k[32];
+		int n = snprintf(k, sizeof(k), "again-%u", i);
+		rrc_cache_insert(c, (uint8_t *)k, (size_t)n, ans, sizeof(ans), 3600, 0);
+	}
+	rrc_cache_get_stats(c, &st);
+	assert_true(st.bytes <= budget / 4 + budget / RRC_CACHE_SHARDS);
+	rrc_cache_destroy(c);
+}
+
+static void test_lru(void **state)
+{
+	/* A name that keeps getting hits survives a flood of new names. */
+	struct rrc_cache *c = rrc_cache_create(64 * 1024);
+	uint8_t ans[50] = {0}, out[64];
+	size_t len;
+	uint32_t age;
+	rrc_cache_insert(c, (const uint8_t *)"hot", 3, ans, sizeof(ans), 3600, 0);
+	for (unsigned i = 0; i < 20000; i++) {
+		char k[32];
+		int n = snprintf(k, sizeof(k), "cold-%u", i);
+		rrc_cache_insert(c, (uint8_t *)k, (size_t)n, ans, sizeof(ans), 3600, 0);
+		assert_int_equal(rrc_cache_lookup(c, (const uint8_t *)"hot", 3, 0, out, sizeof(out),
+						  &len, &age),
+				 RRC_CACHE_HIT);
+	}
+	rrc_cache_destroy(c);
+}
+
+static void test_siphash_vector(void **state)
+{
+	/* Keyed: another key gives another hash for the same data. */
+	uint8_t k1[16] = {0}, k2[16] = {1};
+	const uint8_t d[] = "example";
+	assert_true(rrc_cache_siphash(k1, d, 7) != rrc_cache_siphash(k2, d, 7));
+	assert_true(rrc_cache_siphash(k1, d, 7) == rrc_cache_siphash(k1, d, 7));
+	assert_true(rrc_cache_siphash(k1, d, 7) != rrc_cache_siphash(k1, d, 6));
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_hit_miss_age), cmocka_unit_test(test_full_key),
+		cmocka_unit_test(test_too_big_prefix), cmocka_unit_test(test_budget),
+		cmocka_unit_test(test_lru),	       cmocka_unit_test(test_siphash_vector),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,275 @@
+/* Unit tests of config: scalars, the YAML walk, errors with file:line:column, flags, defaults. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "rrcache/config.h"
+
+static char resolv[64];
+
+static const char *write_tmp(const char *text)
+{
+	static char path[64];
+	snprintf(path, sizeof(path), "/tmp/rrc-test-config-XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	return path;
+}
+
+static struct rrc_config *build(const char *text, char *err)
+{
+	struct rrc_config_overrides ov = {.resolv_conf = resolv};
+	const char *p = write_tmp(text);
+	struct rrc_config *cfg = rrc_config_build(p, &ov, err);
+	unlink(p);
+	return cfg;
+}
+
+static int setup(void **state)
+{
+	snprintf(resolv, sizeof(resolv), "/tmp/rrc-test-resolv-XXXXXX");
+	int fd = mkstemp(resolv);
+	const char text[] = "# comment\nsearch example\nnameserver 127.0.0.1\n"
+			    "nameserver fe80::1%eth0\nnameserver ::1\n";
+	assert_int_equal(write(fd, text, sizeof(text) - 1), (ssize_t)sizeof(text) - 1);
+	close(fd);
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	unlink(resolv);
+	return 0;
+}
+
+static void test_sizes_durations(void **state)
+{
+	uint64_t v;
+	assert_int_equal(rrc_config_parse_size("64MiB", &v), 0);
+	assert_int_equal(v, 64ull << 20);
+	assert_int_equal(rrc_config_parse_size("1GB", &v), 0);
+	assert_int_equal(v, 1000000000ull);
+	assert_int_equal(rrc_config_parse_size("4096", &v), 0);
+	assert_int_equal(v, 4096);
+	assert_int_not_equal(rrc_config_parse_size("lots", &v), 0);
+	assert_int_not_equal(rrc_config_parse_size("-1MiB", &v), 0);
+	assert_int_not_equal(rrc_config_parse_size("5 parsecs", &v), 0);
+	assert_int_equal(rrc_config_parse_duration_ms("500ms", &v), 0);
+	assert_int_equal(v, 500);
+	assert_int_equal(rrc_config_parse_duration_ms("2s", &v), 0);
+	assert_int_equal(v, 2000);
+	assert_int_equal(rrc_config_parse_duration_ms("1h", &v), 0);
+	assert_int_equal(v, 3600000);
+	assert_int_not_equal(rrc_config_parse_duration_ms("1 fortnight", &v), 0);
+}
+
+static void test_addresses(void **state)
+{
+	struct rrc_sockaddr a;
+	char buf[64];
+	assert_int_equal(rrc_config_parse_addr("192.0.2.1", 53, &a), 0);
+	rrc_config_format_addr(&a, buf, sizeof(buf));
+	assert_string_equal(buf, "192.0.2.1:53");
+	assert_int_equal(rrc_config_parse_addr("192.0.2.1:5353", 53, &a), 0);
+	rrc_config_format_addr(&a, buf, sizeof(buf));
+	assert_string_equal(buf, "192.0.2.1:5353");
+	assert_int_equal(rrc_config_parse_addr("[::1]:53", 53, &a), 0);
+	rrc_config_format_addr(&a, buf, sizeof(buf));
+	assert_string_equal(buf, "[::1]:53");
+	assert_int_equal(rrc_config_parse_addr("2001:db8::1", 53, &a), 0);
+	assert_int_equal(a.sa.sa_family, AF_INET6);
+	assert_int_not_equal(rrc_config_parse_addr("192.0.2.1:0", 53, &a), 0);
+	assert_int_not_equal(rrc_config_parse_addr("192.0.2.1:70000", 53, &a), 0);
+	assert_int_not_equal(rrc_config_parse_addr("[::1", 53, &a), 0);
+	assert_int_not_equal(rrc_config_parse_addr("300.1.1.1", 53, &a), 0);
+	assert_int_not_equal(rrc_config_parse_addr("dns.example", 53, &a), 0);
+}
+
+static void test_full_file(void **state)
+{
+	char err[RRC_ERR_LEN];
+	struct rrc_config *cfg = build("workers: 2\n"
+				       "listen: ['127.0.0.1:5300', '[::1]:5300']\n"
+				       "upstream:\n"
+				       "  servers:\n"
+				       "    - 192.0.2.1\n"
+				       "    - {address: '192.0.2.2:5353', weight: 3}\n"
+				       "  policy: weighted\n"
+				       "  timeout: 300ms\n"
+				       "  client_timeout: 1500ms\n"
+				       "cache: {size: 8MiB, min_ttl: 5, max_ttl: 1d, max_negative_ttl: 60}\n"
+				       "tcp: {idle_timeout: 3s, max_connections: 10}\n"
+				       "acl: {action: refuse, allow: [10.0.0.0/8], deny: [10.9.0.0/16]}\n"
+				       "log: {level: debug}\n",
+				       err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->workers, 2);
+	assert_int_equal(cfg->n_listen, 2);
+	assert_int_equal(cfg->n_upstreams, 2);
+	assert_int_equal(cfg->upstreams[1].weight, 3);
+	assert_int_equal(cfg->policy, RRC_POLICY_WEIGHTED);
+	assert_int_equal(cfg->upstream_timeout_ms, 300);
+	assert_int_equal(cfg->client_timeout_ms, 1500);
+	assert_int_equal(cfg->cache_size, 8u << 20);
+	assert_int_equal(cfg->min_ttl, 5);
+	assert_int_equal(cfg->max_ttl, 86400);
+	assert_int_equal(cfg->max_negative_ttl, 60);
+	assert_int_equal(cfg->tcp_idle_timeout_ms, 3000);
+	assert_int_equal(cfg->tcp_max_connections, 10);
+	assert_int_equal(cfg->tcp_max_per_client, 10); /* capped by the total */
+	assert_int_equal(cfg->tcp_max_queries, 1000);
+	assert_int_equal(cfg->acl_action, RRC_ACL_REFUSE);
+	assert_int_equal(cfg->n_acl_rules, 2);
+	assert_int_equal(cfg->log_level, RRC_LOG_DEBUG);
+	rrc_config_free(cfg);
+}
+
+static void expect_error(const char *text, const char *fragment)
+{
+	char err[RRC_ERR_LEN];
+	struct rrc_config *cfg = build(text, err);
+	if (cfg)
+		fail_msg("accepted: %s", text);
+	if (!strstr(err, fragment))
+		fail_msg("error '%s' lacks '%s'", err, fragment);
+}
+
+static void test_errors(void **state)
+{
+	expect_error("cache:\n  size: lots\n", ":2:9: cache.size: bad size 'lots'");
+	expect_error("cache:\n  sise: 1MiB\n", ":2:3: cache.sise: unknown key");
+	expect_error("listen: [127.0.0.1:99999]\n", ":1:10: listen: bad address");
+	expect_error("upstream: {servers: [not-an-ip]}\n", "upstream.servers: bad address");
+	expect_error("upstream: {policy: random}\n", "unknown policy 'random'");
+	expect_error("tcp: {idle_timeout: forever}\n", "tcp.idle_timeout: bad duration");
+	expect_error("acl: {allow: [10.0.0.1/8]}\n", "acl.allow: bad network");
+	expect_error("acl: {action: shrug}\n", "acl.action: unknown action");
+	expect_error("workers: 100000\n", "workers: 100000 is out of range");
+	expect_error("upstream: {servers: [192.0.2.1]}\ncache: {min_ttl: 100, max_ttl: 10}\n",
+		     "above cache.max_ttl");
+	expect_error("upstream: {servers: [192.0.2.1], timeout: 3s}\n", "above upstream.client_timeout");
+	expect_error("cache: {size: 1MiB}\ncache: {size: 2MiB}\n", ":2:1: cache: given twice");
+	expect_error("listen: [\n", "YAML");
+	expect_error("- a\n- b\n", "expected a mapping");
+	expect_error("log: {level: loud}\n", "log.level: unknown level");
+	char err[RRC_ERR_LEN];
+	struct rrc_config_overrides ov = {.resolv_conf = resolv};
+	assert_null(rrc_config_build("/nonexistent/rrcache.yaml", &ov, err));
+	assert_non_null(strstr(err, "/nonexistent/rrcache.yaml"));
+}
+
+static void test_defaults_and_flags(void **state)
+{
+	char err[RRC_ERR_LEN];
+	/* No file, default listen addresses 127.0.0.1:53 and [::1]:53: both nameservers of the
+	 * resolv.conf are rrcache itself and the scoped one cannot be used, so none is left. */
+	struct rrc_config_overrides ov = {.resolv_conf = resolv};
+	struct rrc_config *cfg = rrc_config_build(NULL, &ov, err);
+	assert_null(cfg);
+	assert_non_null(strstr(err, "no usable nameserver"));
+}
+
+static void test_resolv_conf_self(void **state)
+{
+	/* Listening elsewhere, both unscoped nameservers are used; flags override defaults. */
+	char err[RRC_ERR_LEN];
+	struct rrc_config_overrides ov2 = {.resolv_conf = resolv,
+					   .listen = {"127.0.0.1:5300"},
+					   .n_listen = 1,
+					   .cache_size = "1MiB",
+					   .log_level = "warning",
+					   .workers = "3"};
+	struct rrc_config *cfg = rrc_config_build(NULL, &ov2, err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->n_listen, 1);
+	assert_int_equal(cfg->n_upstreams, 2);
+	assert_true(cfg->upstreams_from_resolv_conf);
+	assert_int_equal(cfg->cache_size, 1u << 20);
+	assert_int_equal(cfg->log_level, RRC_LOG_WARN);
+	assert_int_equal(cfg->workers, 3);
+	assert_int_equal(cfg->n_acl_rules, 9);
+	rrc_config_free(cfg);
+
+	/* --upstream replaces the file's list; an upstream that is a listen address is an error. */
+	const char *p = write_tmp("listen: ['127.0.0.1:5300']\nupstream: {servers: [192.0.2.9]}\n");
+	struct rrc_config_overrides ov3 = {.resolv_conf = resolv,
+					   .upstream = {"192.0.2.10:53", "[2001:db8::1]"},
+					   .n_upstream = 2};
+	cfg = rrc_config_build(p, &ov3, err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->n_upstreams, 2);
+	char buf[64];
+	rrc_config_format_addr(&cfg->upstreams[0].addr, buf, sizeof(buf));
+	assert_string_equal(buf, "192.0.2.10:53");
+	rrc_config_free(cfg);
+	struct rrc_config_overrides ov4 = {.resolv_conf = resolv,
+					   .upstream = {"127.0.0.1:5300"},
+					   .n_upstream = 1};
+	assert_null(rrc_config_build(p, &ov4, err));
+	assert_non_null(strstr(err, "loop"));
+	struct rrc_config_overrides ov5 = {.resolv_conf = resolv, .cache_size = "huge"};
+	assert_null(rrc_config_build(p, &ov5, err));
+	assert_non_null(strstr(err, "--cache-size"));
+	unlink(p);
+}
+
+static void test_shipped_file(void **state)
+{
+	/* The shipped file must load, and its values must be the built-in defaults. */
+	char err[RRC_ERR_LEN];
+	struct rrc_config_overrides ov = {.resolv_conf = resolv,
+					  .upstream = {"192.0.2.53"},
+					  .n_upstream = 1};
+	struct rrc_config *shipped = rrc_config_build(RRC_CONFIG_DIR "/rrcache.yaml", &ov, err);
+	if (!shipped)
+		fail_msg("%s", err);
+	struct rrc_config *defaults = rrc_config_build(NULL, &ov, err);
+	assert_non_null(defaults);
+	assert_int_equal(shipped->n_listen, defaults->n_listen);
+	assert_int_equal(shipped->cache_size, defaults->cache_size);
+	assert_int_equal(shipped->upstream_timeout_ms, defaults->upstream_timeout_ms);
+	assert_int_equal(shipped->client_timeout_ms, defaults->client_timeout_ms);
+	assert_int_equal(shipped->max_failures, defaults->max_failures);
+	assert_int_equal(shipped->probe_interval_ms, defaults->probe_interval_ms);
+	assert_int_equal(shipped->probe_successes, defaults->probe_successes);
+	assert_int_equal(shipped->max_inflight, defaults->max_inflight);
+	assert_int_equal(shipped->max_ttl, defaults->max_ttl);
+	assert_int_equal(shipped->min_ttl, defaults->min_ttl);
+	assert_int_equal(shipped->max_negative_ttl, defaults->max_negative_ttl);
+	assert_int_equal(shipped->tcp_idle_timeout_ms, defaults->tcp_idle_timeout_ms);
+	assert_int_equal(shipped->tcp_max_connections, defaults->tcp_max_connections);
+	assert_int_equal(shipped->tcp_max_per_client, defaults->tcp_max_per_client);
+	assert_int_equal(shipped->tcp_max_queries, defaults->tcp_max_queries);
+	assert_int_equal(shipped->acl_action, defaults->acl_action);
+	assert_int_equal(shipped->n_acl_rules, defaults->n_acl_rules);
+	assert_memory_equal(shipped->acl_rules, defaults->acl_rules,
+			    defaults->n_acl_rules * sizeof(defaults->acl_rules[0]));
+	assert_int_equal(shipped->log_level, defaults->log_level);
+	assert_int_equal(shipped->policy, defaults->policy);
+	assert_int_equal(shipped->workers, defaults->workers);
+	rrc_config_free(shipped);
+	rrc_config_free(defaults);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_sizes_durations), cmocka_unit_test(test_addresses),
+		cmocka_unit_test(test_full_file),	cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_defaults_and_flags), cmocka_unit_test(test_resolv_conf_self),
+		cmocka_unit_test(test_shipped_file),
+	};
+	return cmocka_run_group_tests(tests, setup, teardown);
+}

@@ -1,0 +1,374 @@
+/* Unit tests of wire: every packet of the CONFORMANCE corpus, keys, edits, synthesized replies. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "rrcache/wire.h"
+
+static size_t load(const char *name, uint8_t *buf, size_t cap)
+{
+	char path[512];
+	snprintf(path, sizeof(path), "%s/%s", RRC_CORPUS_DIR, name);
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		fail_msg("corpus file %s missing", path);
+	size_t n = fread(buf, 1, cap, f);
+	fclose(f);
+	return n;
+}
+
+struct expect {
+	const char *file;
+	enum rrc_wire_verdict verdict;
+	enum rrc_wire_reason reason;
+};
+
+static const struct expect query_cases[] = {
+	{"runt_0", RRC_WIRE_DROP, RRC_WR_RUNT},
+	{"runt_1", RRC_WIRE_DROP, RRC_WR_RUNT},
+	{"runt_11", RRC_WIRE_DROP, RRC_WR_RUNT},
+	{"good_query", RRC_WIRE_OK, RRC_WR_NONE},
+	{"good_query_edns", RRC_WIRE_OK, RRC_WR_NONE},
+	{"qr_set", RRC_WIRE_DROP, RRC_WR_QR},
+	{"tc_set", RRC_WIRE_DROP, RRC_WR_TC},
+	{"qdcount_0", RRC_WIRE_FORMERR, RRC_WR_QDCOUNT},
+	{"qdcount_2", RRC_WIRE_FORMERR, RRC_WR_QDCOUNT},
+	{"opcode_5", RRC_WIRE_NOTIMP, RRC_WR_OPCODE},
+	{"z_flag", RRC_WIRE_OK, RRC_WR_NONE},
+	{"self_pointer", RRC_WIRE_FORMERR, RRC_WR_NAME},
+	{"pointer_loop", RRC_WIRE_FORMERR, RRC_WR_NAME},
+	{"pointer_loop_in_answer", RRC_WIRE_FORMERR, RRC_WR_TRUNCATED},
+	{"forward_pointer", RRC_WIRE_FORMERR, RRC_WR_NAME},
+	{"label_64", RRC_WIRE_FORMERR, RRC_WR_NAME},
+	{"name_256", RRC_WIRE_FORMERR, RRC_WR_NAME},
+	{"label_type_40", RRC_WIRE_FORMERR, RRC_WR_NAME},
+	{"label_type_80", RRC_WIRE_FORMERR, RRC_WR_NAME},
+	{"rdlength_past_end", RRC_WIRE_FORMERR, RRC_WR_TRUNCATED},
+	{"ancount_65535", RRC_WIRE_FORMERR, RRC_WR_TRUNCATED},
+	{"two_opt", RRC_WIRE_FORMERR, RRC_WR_OPT},
+	{"opt_owner_a", RRC_WIRE_FORMERR, RRC_WR_OPT},
+	{"opt_in_answer", RRC_WIRE_FORMERR, RRC_WR_OPT},
+	{"edns_option_past_rdlength", RRC_WIRE_FORMERR, RRC_WR_OPT},
+	{"three_tsig", RRC_WIRE_OK, RRC_WR_NONE},
+	{"empty_chain_option", RRC_WIRE_OK, RRC_WR_NONE},
+	{"trailing_bytes", RRC_WIRE_FORMERR, RRC_WR_TRAILING},
+	{"edns_version_1", RRC_WIRE_BADVERS, RRC_WR_EDNS_VERSION},
+	{"ecs_query", RRC_WIRE_OK, RRC_WR_NONE},
+	{"unknown_type", RRC_WIRE_OK, RRC_WR_NONE},
+	{"reply_a", RRC_WIRE_DROP, RRC_WR_QR},
+	{"reply_header_only", RRC_WIRE_DROP, RRC_WR_QR},
+};
+
+static void test_corpus_queries(void **state)
+{
+	uint8_t buf[4096];
+	for (size_t i = 0; i < sizeof(query_cases) / sizeof(query_cases[0]); i++) {
+		const struct expect *e = &query_cases[i];
+		size_t n = load(e->file, buf, sizeof(buf));
+		struct rrc_wire_query q;
+		enum rrc_wire_reason reason;
+		enum rrc_wire_verdict v = rrc_wire_check_query(buf, n, &q, &reason);
+		if (v != e->verdict || reason != e->reason)
+			fail_msg("%s: verdict %d reason %s, expected %d %s", e->file, v,
+				 rrc_wire_reason_name(reason), e->verdict,
+				 rrc_wire_reason_name(e->reason));
+	}
+}
+
+static void test_query_fields(void **state)
+{
+	uint8_t buf[512];
+	size_t n = load("good_query_edns", buf, sizeof(buf));
+	struct rrc_wire_query q;
+	enum rrc_wire_reason r;
+	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_OK);
+	assert_int_equal(q.id, 0x1234);
+	assert_int_equal(q.qname_len, 17);
+	assert_int_equal(q.qtype, 1);
+	assert_int_equal(q.qclass, 1);
+	assert_true(q.has_edns);
+	assert_true(q.edns_do);
+	assert_false(q.has_ecs);
+	assert_int_equal(q.edns_size, 1232);
+	assert_int_equal(rrc_wire_udp_limit(&q), 1232);
+
+	n = load("ecs_query", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_OK);
+	assert_true(q.has_ecs);
+
+	n = load("good_query", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_OK);
+	assert_false(q.has_edns);
+	assert_int_equal(rrc_wire_udp_limit(&q), 512);
+}
+
+static void test_udp_limit(void **state)
+{
+	struct rrc_wire_query q = {.has_edns = true, .edns_size = 100};
+	assert_int_equal(rrc_wire_udp_limit(&q), 512); /* R13 */
+	q.edns_size = 4096;
+	assert_int_equal(rrc_wire_udp_limit(&q), 1232); /* R14 */
+	q.edns_size = 800;
+	assert_int_equal(rrc_wire_udp_limit(&q), 800);
+}
+
+static void test_key(void **state)
+{
+	/* C1, C6: case folded, flags in the key. */
+	uint8_t a[] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 3, 'W', 'w', 'W', 7, 'E',
+		       'x', 'A', 'm', 'p', 'l', 'E', 0, 0, 1, 0, 1};
+	uint8_t b[sizeof(a)];
+	memcpy(b, a, sizeof(a));
+	for (size_t i = 13; i < 24; i++)
+		if (b[i] >= 'A' && b[i] <= 'Z')
+			b[i] += 32;
+	struct rrc_wire_query qa, qb;
+	enum rrc_wire_reason r;
+	assert_int_equal(rrc_wire_check_query(a, sizeof(a), &qa, &r), RRC_WIRE_OK);
+	assert_int_equal(rrc_wire_check_query(b, sizeof(b), &qb, &r), RRC_WIRE_OK);
+	uint8_t ka[RRC_WIRE_KEY_MAX], kb[RRC_WIRE_KEY_MAX];
+	size_t la = rrc_wire_key(a, &qa, ka), lb = rrc_wire_key(b, &qb, kb);
+	assert_int_equal(la, lb);
+	assert_memory_equal(ka, kb, la);
+	assert_int_equal(ka[la - 1], RRC_KEY_RD);
+	/* CD changes the key. */
+	b[3] |= 0x10;
+	assert_int_equal(rrc_wire_check_query(b, sizeof(b), &qb, &r), RRC_WIRE_OK);
+	lb = rrc_wire_key(b, &qb, kb);
+	assert_int_equal(kb[lb - 1], RRC_KEY_RD | RRC_KEY_CD);
+}
+
+static void test_synth(void **state)
+{
+	uint8_t buf[512], out[600];
+	struct rrc_wire_query q;
+	enum rrc_wire_reason r;
+
+	/* R4: QDCOUNT=2 -> FORMERR, header only, same ID. */
+	size_t n = load("qdcount_2", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_FORMERR);
+	size_t m = rrc_wire_synth(buf, &q, RRC_RCODE_FORMERR, false, out, sizeof(out));
+	assert_int_equal(m, 12);
+	assert_int_equal(rrc_get16(out), 0x1234);
+	assert_int_equal(rrc_get16(out + 2) & 0x800F, 0x8001);
+	assert_int_equal(rrc_get16(out + 4), 0);
+
+	/* R9: BADVERS = 16: header rcode 0, OPT extended rcode 1, version 0. */
+	n = load("edns_version_1", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_BADVERS);
+	m = rrc_wire_synth(buf, &q, RRC_RCODE_BADVERS, false, out, sizeof(out));
+	assert_int_equal(m, 12 + 21 + 11);
+	assert_int_equal(rrc_get16(out + 2) & 0x0F, 0);
+	assert_int_equal(rrc_get16(out + 6), 0);
+	assert_int_equal(rrc_get16(out + 10), 1);
+	const uint8_t *opt = out + 12 + 21;
+	assert_int_equal(opt[0], 0);
+	assert_int_equal(rrc_get16(opt + 1), RRC_TYPE_OPT);
+	assert_int_equal(rrc_get16(opt + 3), RRC_WIRE_EDNS_SIZE);
+	assert_int_equal(opt[5], 1); /* extended rcode */
+	assert_int_equal(opt[6], 0); /* version */
+
+	/* R6: NOTIMP keeps the opcode, echoes the question, AA=0, no records. */
+	n = load("opcode_5", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_NOTIMP);
+	m = rrc_wire_synth(buf, &q, RRC_RCODE_NOTIMP, false, out, sizeof(out));
+	assert_int_equal(m, n);
+	assert_int_equal((rrc_get16(out + 2) >> 11) & 0xF, 5);
+	assert_int_equal(rrc_get16(out + 2) & RRC_F_AA, 0);
+	assert_int_equal(rrc_get16(out + 2) & 0xF, RRC_RCODE_NOTIMP);
+
+	/* R7: Z in the query is not copied. */
+	n = load("z_flag", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_OK);
+	m = rrc_wire_synth(buf, &q, RRC_RCODE_SERVFAIL, false, out, sizeof(out));
+	assert_int_equal(rrc_get16(out + 2) & RRC_F_Z, 0);
+}
+
+static void test_reply_and_store(void **state)
+{
+	uint8_t buf[512];
+	struct rrc_wire_reply r;
+	struct rrc_wire_ttl_policy pol = {.min_ttl = 0, .max_ttl = 86400, .max_negative_ttl = 3600};
+	uint32_t life;
+
+	size_t n = load("reply_with_opt", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
+	assert_int_not_equal(r.opt_off, 0);
+	size_t s = rrc_wire_make_stored(buf, n, &r, &pol, &life);
+	assert_int_equal(s, n - 11); /* U8: the upstream's OPT is gone */
+	assert_int_equal(rrc_get16(buf + 10), 0);
+	assert_int_equal(life, 300);
+
+	/* C2: a TTL with the top bit set counts as 0: never cached. */
+	n = load("reply_ttl_top_bit", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
+	assert_int_equal(r.min_ttl, 0);
+	rrc_wire_make_stored(buf, n, &r, &pol, &life);
+	assert_int_equal(life, 0);
+
+	/* C4: NXDOMAIN cached for min(SOA TTL, MINIMUM) = 60, SOA TTL rewritten. */
+	n = load("reply_nxdomain_soa", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
+	assert_true(r.has_soa);
+	assert_int_equal(r.soa_minimum, 60);
+	s = rrc_wire_make_stored(buf, n, &r, &pol, &life);
+	assert_int_equal(life, 60);
+	pol.max_negative_ttl = 10;
+	n = load("reply_nxdomain_soa", buf, sizeof(buf));
+	rrc_wire_check_reply(buf, n, &r);
+	rrc_wire_make_stored(buf, n, &r, &pol, &life);
+	assert_int_equal(life, 10);
+
+	/* U5: header-only and non-replies are malformed. */
+	n = load("reply_header_only", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), -1);
+	n = load("good_query", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), -1);
+	/* R15 on replies: pointer games are malformed. */
+	const char *bad[] = {"pointer_loop", "self_pointer", "forward_pointer", "label_64",
+			     "name_256", "label_type_40", "rdlength_past_end", "ancount_65535"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		n = load(bad[i], buf, sizeof(buf));
+		buf[2] |= 0x80;
+		if (rrc_wire_check_reply(buf, n, &r) != -1)
+			fail_msg("%s accepted as a reply", bad[i]);
+	}
+}
+
+static void test_ttl_clamp(void **state)
+{
+	uint8_t buf[512];
+	struct rrc_wire_reply r;
+	uint32_t life;
+	struct rrc_wire_ttl_policy pol = {.min_ttl = 600, .max_ttl = 86400, .max_negative_ttl = 3600};
+	size_t n = load("reply_a", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
+	rrc_wire_make_stored(buf, n, &r, &pol, &life);
+	assert_int_equal(life, 600);
+	pol.min_ttl = 0;
+	pol.max_ttl = 100;
+	n = load("reply_a", buf, sizeof(buf));
+	rrc_wire_check_reply(buf, n, &r);
+	rrc_wire_make_stored(buf, n, &r, &pol, &life);
+	assert_int_equal(life, 100);
+	assert_int_equal(rrc_get32(buf + n - 10), 100);
+}
+
+static void test_finish(void **state)
+{
+	uint8_t buf[600];
+	struct rrc_wire_reply r;
+	uint32_t life;
+	struct rrc_wire_ttl_policy pol = {.min_ttl = 0, .max_ttl = 86400, .max_negative_ttl = 3600};
+	size_t n = load("reply_a", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
+	size_t s = rrc_wire_make_stored(buf, n, &r, &pol, &life);
+
+	/* C6: the client's case; C2: TTL aged; R12: no OPT without one in the query. */
+	const uint8_t qname[] = {3, 'W', 'W', 'W', 7, 'e', 'X', 'a', 'm', 'p', 'l', 'e', 3, 'C', 'O',
+				 'M', 0};
+	struct rrc_wire_client c = {.id = 0xBEEF,
+				    .flags = RRC_F_RD,
+				    .qname = qname,
+				    .qname_len = sizeof(qname),
+				    .has_edns = false,
+				    .limit = 512};
+	uint8_t out[600];
+	memcpy(out, buf, s);
+	size_t m = rrc_wire_finish(out, s, sizeof(out), 100, &c);
+	assert_int_equal(m, s);
+	assert_int_equal(rrc_get16(out), 0xBEEF);
+	assert_memory_equal(out + 12, qname, sizeof(qname));
+	assert_int_equal(rrc_get32(out + m - 10), 200);
+	assert_int_equal(rrc_get16(out + 10), 0);
+
+	/* An age beyond the TTL floors at 0. */
+	memcpy(out, buf, s);
+	rrc_wire_finish(out, s, sizeof(out), 1000, &c);
+	assert_int_equal(rrc_get32(out + s - 10), 0);
+
+	/* With EDNS and DO: our OPT with DO. */
+	c.has_edns = true;
+	c.edns_do = true;
+	c.limit = 1232;
+	memcpy(out, buf, s);
+	m = rrc_wire_finish(out, s, sizeof(out), 0, &c);
+	assert_int_equal(m, s + 11);
+	assert_int_equal(rrc_get16(out + 10), 1);
+	assert_int_equal(rrc_get16(out + m - 4) & 0x8000, 0x8000);
+
+	/* R14: too big for the limit -> header + question + OPT, TC=1. */
+	c.limit = (uint16_t)(s + 5);
+	memcpy(out, buf, s);
+	m = rrc_wire_finish(out, s, sizeof(out), 0, &c);
+	assert_int_equal(m, 12 + 17 + 4 + 11);
+	assert_int_equal(rrc_get16(out + 2) & RRC_F_TC, RRC_F_TC);
+	assert_int_equal(rrc_get16(out + 6), 0);
+	assert_int_equal(rrc_get16(out + 10), 1);
+}
+
+static void test_name_bounds(void **state)
+{
+	/* 127 labels of 1 octet = 255 octets: the longest legal name. */
+	uint8_t p[300] = {0};
+	size_t o = 0;
+	for (int i = 0; i < 127; i++) {
+		p[o++] = 1;
+		p[o++] = 'a';
+	}
+	p[o++] = 0;
+	size_t end, len;
+	assert_int_equal(rrc_wire_name(p, o, 0, &end, &len, NULL), 0);
+	assert_int_equal(len, 255);
+	/* One more label: 257 > 255. */
+	memmove(p + 2, p, o);
+	p[0] = 1;
+	p[1] = 'b';
+	assert_int_equal(rrc_wire_name(p, o + 2, 0, &end, &len, NULL), -1);
+	/* A pointer chain that goes strictly back is fine, lowercased on output. */
+	uint8_t q[] = {1, 'A', 0, 1, 'B', 0xC0, 0, 1, 'C', 0xC0, 3};
+	uint8_t out[RRC_WIRE_MAX_NAME];
+	assert_int_equal(rrc_wire_name(q, sizeof(q), 7, &end, &len, out), 0);
+	assert_int_equal(end, sizeof(q));
+	assert_int_equal(len, 7);
+	assert_memory_equal(out, "\1c\1b\1a\0", 7);
+	/* A chain whose second pointer goes back up past the first target is rejected. */
+	uint8_t loop[] = {1, 'A', 0xC0, 5, 0, 1, 'B', 0xC0, 0};
+	/* 5: "\0" ok; exercise: start at 5 -> 'B' -> ptr 0 -> 'A' -> ptr 5 (>= limit 0): loop */
+	assert_int_equal(rrc_wire_name(loop, sizeof(loop), 5, &end, &len, NULL), -1);
+}
+
+static void test_build_query(void **state)
+{
+	uint8_t out[300];
+	const uint8_t name[] = {3, 'w', 'w', 'w', 0};
+	size_t n = rrc_wire_build_query(out, sizeof(out), 77, name, sizeof(name), 28, 1,
+					RRC_F_RD | RRC_F_CD | RRC_F_AA, true, true);
+	struct rrc_wire_query q;
+	enum rrc_wire_reason r;
+	assert_int_equal(rrc_wire_check_query(out, n, &q, &r), RRC_WIRE_OK);
+	assert_int_equal(q.id, 77);
+	assert_int_equal(q.flags, RRC_F_RD | RRC_F_CD);
+	assert_true(q.has_edns && q.edns_do);
+	assert_int_equal(q.qtype, 28);
+	assert_int_equal(rrc_wire_build_query(out, 10, 1, name, sizeof(name), 1, 1, 0, false,
+					      false),
+			 0);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_corpus_queries), cmocka_unit_test(test_query_fields),
+		cmocka_unit_test(test_udp_limit),      cmocka_unit_test(test_key),
+		cmocka_unit_test(test_synth),	       cmocka_unit_test(test_reply_and_store),
+		cmocka_unit_test(test_ttl_clamp),      cmocka_unit_test(test_finish),
+		cmocka_unit_test(test_name_bounds),    cmocka_unit_test(test_build_query),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
