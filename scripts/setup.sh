@@ -1,0 +1,73 @@
+#!/bin/sh
+# rrcache set-up for a fresh Debian 12 machine, run as root from the source tree.
+#
+#   scripts/setup.sh run    install the build packages, build, run rrcache on config/rrcache.yaml
+#   scripts/setup.sh test   install the build and test packages, run the whole suite twice:
+#                           the plain build with -Werror, then RRC_SANITIZE=address,undefined
+#   scripts/setup.sh deps-run | deps-test   only install the packages
+set -eu
+
+cd "$(dirname "$0")/.."
+
+BUILD_PKGS="build-essential cmake pkg-config libuv1-dev libldns-dev libyaml-dev libcmocka-dev"
+TEST_PKGS="knot knot-dnsutils ldnsutils python3 python3-pytest python3-dnspython"
+
+install_pkgs() {
+	missing=""
+	for p in "$@"; do
+		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+			missing="$missing $p"
+	done
+	if [ -n "$missing" ]; then
+		echo "setup: installing$missing"
+		export DEBIAN_FRONTEND=noninteractive
+		apt-get update -q
+		# shellcheck disable=SC2086
+		apt-get install -y -q --no-install-recommends $missing
+	fi
+	# The Debian knot package starts a system knotd on port 53; the tests start their own.
+	if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet knot 2>/dev/null; then
+		systemctl stop knot || true
+	fi
+}
+
+build() { # build DIR [cmake args...]
+	dir=$1
+	shift
+	cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@" >/dev/null
+	cmake --build "$dir" -j "$(nproc)"
+}
+
+suite() { # suite DIR LABEL
+	echo "=== $2: unit tests and corpus replay (ctest)"
+	(cd "$1" && ctest --output-on-failure)
+	echo "=== $2: end-to-end tests (pytest)"
+	RRCACHE_BIN="$PWD/$1/src/rrcache" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
+}
+
+case "${1:-}" in
+deps-run)
+	install_pkgs $BUILD_PKGS
+	;;
+deps-test)
+	install_pkgs $BUILD_PKGS $TEST_PKGS
+	;;
+run)
+	install_pkgs $BUILD_PKGS
+	build build
+	exec build/src/rrcache -c config/rrcache.yaml
+	;;
+test)
+	install_pkgs $BUILD_PKGS $TEST_PKGS
+	build build -DRRC_WERROR=ON
+	suite build "plain build (-Werror)"
+	build build-san -DRRC_WERROR=ON -DRRC_SANITIZE=address,undefined
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+		suite build-san "sanitizer build (address,undefined)"
+	echo "=== all suites passed"
+	;;
+*)
+	sed -n '2,9p' "$0"
+	exit 2
+	;;
+esac
