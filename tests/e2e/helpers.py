@@ -356,9 +356,15 @@ class Rrcache:
         if not os.path.exists(RRCACHE):
             raise RuntimeError(f"{RRCACHE} is missing: build first (cmake --build build)")
         self.dir = tempfile.mkdtemp(prefix="rrc-")
-        self.port = free_port()
-        self.host = "127.0.0.1"
-        listen = listen or [f"127.0.0.1:{self.port}"]
+        if listen:
+            host, port = listen[0].rsplit(":", 1)
+            host = host.strip("[]")
+            self.host = "127.0.0.1" if host == "0.0.0.0" else host
+            self.port = int(port)
+        else:
+            self.host = "127.0.0.1"
+            self.port = free_port()
+            listen = [f"127.0.0.1:{self.port}"]
         self.listen = listen
         ups = "\n".join(f"    - {u}" for u in upstreams)
         self.conf = os.path.join(self.dir, "rrcache.yaml")
@@ -377,7 +383,7 @@ log:
         self.proc = subprocess.Popen([RRCACHE, "-c", self.conf] + (args or []),
                                      stdout=self.logf, stderr=subprocess.STDOUT)
         try:
-            wait_answering(self.port, proc=self.proc)
+            wait_answering(self.port, host=self.host, proc=self.proc)
         except Exception:
             self.stop(check=False)
             raise
