@@ -1,0 +1,183 @@
+"""Command line, reload, shutdown and client ACL."""
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+
+import dns.message
+import dns.query
+import dns.rcode
+import pytest
+
+from helpers import RRCACHE, default_answer, free_port, query, raw_udp, wait_answering
+
+
+def run(*args, timeout=10):
+    return subprocess.run([RRCACHE, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_version_and_help():
+    v = run("--version")
+    assert v.returncode == 0 and v.stdout.startswith("rrcache ")
+    h = run("--help")
+    assert h.returncode == 0 and "--upstream" in h.stdout and "--check-config" in h.stdout
+    bad = run("--no-such-flag")
+    assert bad.returncode == 1
+
+
+def test_check_config():
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write("listen: ['127.0.0.1:5300']\nupstream:\n  servers: [192.0.2.1]\n")
+        good = f.name
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as f:
+        f.write("listen: ['127.0.0.1:5300']\nupstream:\n  servers: [192.0.2.1]\n"
+                "cache:\n  size: 12 parsecs\n")
+        bad = f.name
+    try:
+        ok = run("-c", good, "--check-config")
+        assert ok.returncode == 0, ok.stderr
+        ko = run("-c", bad, "--check-config")
+        assert ko.returncode == 1
+        assert f"{bad}:5:9: cache.size: bad size '12 parsecs'" in ko.stderr
+        shipped = run("-c", os.path.join(os.path.dirname(RRCACHE), "..", "..", "config",
+                                         "rrcache.yaml"),
+                      "--upstream", "192.0.2.53", "--check-config")
+        assert shipped.returncode == 0, shipped.stderr
+        badflag = run("-c", good, "--listen", "[::1", "--check-config")
+        assert badflag.returncode == 1 and "--listen" in badflag.stderr
+    finally:
+        os.unlink(good)
+        os.unlink(bad)
+
+
+def test_sighup_reload_keeps_cache_and_switches_upstream(fault, rrcache):
+    a, b = fault(), fault()
+    r = rrcache([f"127.0.0.1:{a.port}"])
+    r.query("kept.test.")
+    assert a.count("kept.test.") == 1
+    text = open(r.conf).read().replace(f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}")
+    r.write_config(text)
+    r.hup()
+    deadline = time.time() + 5
+    while "configuration reloaded" not in r.log() and time.time() < deadline:
+        time.sleep(0.05)
+    assert "configuration reloaded" in r.log()
+    # The cache survived: no upstream asked.
+    assert r.query("kept.test.").answer
+    assert a.count() == 1 and b.count() == 0
+    # New names go to the new upstream.
+    r.query("new.test.")
+    assert b.count("new.test.") == 1 and a.count("new.test.") == 0
+
+
+def test_sighup_bad_file_rejected(fault, rrcache):
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"])
+    good = open(r.conf).read()
+    r.write_config(good + "cache:\n  size: plenty\n")
+    r.hup()
+    deadline = time.time() + 5
+    while "reload rejected" not in r.log() and time.time() < deadline:
+        time.sleep(0.05)
+    assert "reload rejected" in r.log()
+    assert "cache.size: bad size 'plenty'" in r.log()
+    assert r.query("still.test.").answer  # the old configuration keeps running
+    r.write_config(good)
+
+
+def test_sigterm_finishes_inflight_and_exits_0(fault, rrcache):
+    up = fault(lambda q, t: [("sleep", 0.5), default_answer(q)])
+    r = rrcache([f"127.0.0.1:{up.port}"])
+    result = {}
+
+    def ask():
+        try:
+            result["resp"] = query("127.0.0.1", r.port, "inflight.test.", timeout=3)
+        except Exception as e:  # noqa
+            result["err"] = e
+    t = threading.Thread(target=ask)
+    t.start()
+    time.sleep(0.15)
+    r.proc.send_signal(signal.SIGTERM)
+    t.join(5)
+    assert result.get("resp") is not None, result
+    assert result["resp"].answer
+    assert r.proc.wait(5) == 0
+
+
+def test_sigint_exits_0(fault, rrcache):
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"])
+    r.proc.send_signal(signal.SIGINT)
+    assert r.proc.wait(5) == 0
+
+
+def test_sigterm_with_silent_upstream_is_bounded(fault, rrcache):
+    up = fault(lambda q, t: None)
+    r = rrcache([f"127.0.0.1:{up.port}"],
+                upstream_extra="  timeout: 5s\n  client_timeout: 10s")
+    s = __import__("socket").socket(__import__("socket").AF_INET,
+                                    __import__("socket").SOCK_DGRAM)
+    s.sendto(dns.message.make_query("hang.test.", "A").to_wire(), ("127.0.0.1", r.port))
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    r.proc.send_signal(signal.SIGTERM)
+    assert r.proc.wait(6) == 0
+    assert time.monotonic() - t0 < 3.0  # 2 s grace, then SERVFAIL and exit
+    s.settimeout(1)
+    m = dns.message.from_wire(s.recv(4096))
+    assert m.rcode() == dns.rcode.SERVFAIL
+    s.close()
+
+
+def test_bind_failure_is_reported(fault):
+    up = fault()
+    port = free_port()
+    import socket
+    hog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    hog.bind(("127.0.0.1", port))
+    try:
+        p = run("--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{up.port}")
+        assert p.returncode == 1
+        assert f"cannot listen on 127.0.0.1:{port}/udp" in p.stderr
+    finally:
+        hog.close()
+
+
+ACL_DENY_2 = "acl:\n  allow: [127.0.0.0/8]\n  deny: [127.0.0.2/32]\n"
+
+
+def test_acl_drop(fault, rrcache):
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"], config_extra=ACL_DENY_2)
+    pkt = dns.message.make_query("acl.test.", "A").to_wire()
+    assert raw_udp("127.0.0.1", r.port, pkt, source="127.0.0.2", timeout=0.5) is None
+    assert raw_udp("127.0.0.1", r.port, pkt, source="127.0.0.3") is not None
+    assert up.count("acl.test.") == 1
+    # TCP from a denied client gets nothing either.
+    import socket
+    import struct
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.bind(("127.0.0.2", 0))
+    s.connect(("127.0.0.1", r.port))
+    s.sendall(struct.pack("!H", len(pkt)) + pkt)
+    s.settimeout(1)
+    try:
+        got = s.recv(100)
+    except socket.timeout:
+        got = b"(timeout)"
+    s.close()
+    assert got in (b"", b"(timeout)")
+
+
+def test_acl_refuse(fault, rrcache):
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"], config_extra=ACL_DENY_2 + "  action: refuse\n")
+    pkt = dns.message.make_query("acl.test.", "A").to_wire()
+    m = dns.message.from_wire(raw_udp("127.0.0.1", r.port, pkt, source="127.0.0.2"))
+    assert m.rcode() == dns.rcode.REFUSED
+    assert m.question[0].name.to_text() == "acl.test."
+    assert not m.answer
+    assert up.count() == 0
