@@ -203,6 +203,12 @@ static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, siz
 					  .max_negative_ttl = cfg->max_negative_ttl};
 	uint32_t lifetime = 0;
 	size_t slen = rrc_wire_make_stored(pkt, len, r, &pol, &lifetime);
+	if (slen == 0) {
+		w->st.malformed_replies++;
+		if (q->live == 0)
+			next_attempt(q);
+		return;
+	}
 	if (lifetime > 0 && !q->no_cache)
 		rrc_cache_insert(w->cache, q->key, q->keylen, pkt, slen, lifetime,
 				 uv_now(&w->loop));

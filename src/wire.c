@@ -26,16 +26,17 @@ int rrc_wire_name(const uint8_t *pkt, size_t len, size_t off, size_t *end, size_
 		  uint8_t *out)
 {
 	size_t pos = off, total = 0, end_pos = 0;
-	size_t limit = off; /* the next pointer must point strictly before this */
+	size_t limit = off;	/* the next pointer must point strictly before this */
+	size_t region_end = len; /* the labels being read must end before this */
 	unsigned hops = 0;
 	bool jumped = false;
 
 	for (;;) {
-		if (pos >= len)
+		if (pos >= region_end)
 			return -1;
 		uint8_t b = pkt[pos];
 		if ((b & 0xC0) == 0xC0) {
-			if (pos + 1 >= len)
+			if (pos + 1 >= region_end)
 				return -1;
 			size_t target = ((size_t)(b & 0x3F) << 8) | pkt[pos + 1];
 			if (!jumped) {
@@ -44,9 +45,14 @@ int rrc_wire_name(const uint8_t *pkt, size_t len, size_t off, size_t *end, size_
 				limit = pos;
 			}
 			/* RFC 9267 §2: strictly backward, and before the last target, so the
-			 * walk can neither loop nor revisit. */
-			if (target >= limit || ++hops > RRC_WIRE_MAX_HOPS)
+			 * walk can neither loop nor revisit. Never into the header: no name lives
+			 * there, and rrcache rewrites those bytes (ID, flags) per client. */
+			if (target >= limit || target < RRC_WIRE_HDR || ++hops > RRC_WIRE_MAX_HOPS)
 				return -1;
+			/* What a pointer refers to was written before it: its labels must end
+			 * before the pointer, never run on over the bytes that follow it (which
+			 * rrcache rewrites, e.g. TTLs). */
+			region_end = pos;
 			limit = target;
 			pos = target;
 			continue;
@@ -61,7 +67,7 @@ int rrc_wire_name(const uint8_t *pkt, size_t len, size_t off, size_t *end, size_
 			total += 1;
 			break;
 		}
-		if (pos + 1 + b > len)
+		if (pos + 1 + b > region_end)
 			return -1;
 		if (out) {
 			out[total] = b;
@@ -416,8 +422,12 @@ size_t rrc_wire_make_stored(uint8_t *pkt, size_t len, const struct rrc_wire_repl
 
 	unsigned rcode = r->rcode;
 	bool negative = rcode == RRC_RCODE_NXDOMAIN || (rcode == RRC_RCODE_NOERROR && r->ancount == 0);
+	/* RFC 2308 §5: a negative answer lives min(SOA TTL, SOA MINIMUM); 0 means "do not
+	 * cache", whatever min_ttl says. */
+	uint32_t neg_ttl = RRC_MIN(r->soa_ttl, r->soa_minimum);
 	bool cacheable = (rcode == RRC_RCODE_NOERROR || rcode == RRC_RCODE_NXDOMAIN) &&
-			 !(r->flags & RRC_F_TC) && r->min_ttl > 0 && (!negative || r->has_soa);
+			 !(r->flags & RRC_F_TC) && r->min_ttl > 0 &&
+			 (!negative || (r->has_soa && neg_ttl > 0));
 	uint32_t life = UINT32_MAX;
 
 	struct rr_iter it;
@@ -426,9 +436,8 @@ size_t rrc_wire_make_stored(uint8_t *pkt, size_t len, const struct rrc_wire_repl
 	while (rr_next(&it, &rr) == 1) {
 		uint32_t ttl = rrc_get32(pkt + rr.ttl_off);
 		if (negative && rr.type == RRC_TYPE_SOA && rr.section == 1) {
-			/* RFC 2308 §5: min(SOA TTL, SOA MINIMUM), capped. */
-			ttl = clamp_ttl(RRC_MIN(r->soa_ttl, r->soa_minimum), 0,
-					pol->max_negative_ttl);
+			/* Raised to min_ttl like any TTL, capped by max_negative_ttl. */
+			ttl = clamp_ttl(neg_ttl, pol->min_ttl, pol->max_negative_ttl);
 		} else {
 			ttl = clamp_ttl(ttl, pol->min_ttl, pol->max_ttl);
 		}
@@ -438,6 +447,13 @@ size_t rrc_wire_make_stored(uint8_t *pkt, size_t len, const struct rrc_wire_repl
 	if (life == UINT32_MAX || !cacheable)
 		life = 0;
 	*lifetime = life;
+	/* A hostile reply can point names into bytes rewritten above (an earlier record's
+	 * TTL). Whatever no longer checks out is refused rather than stored or relayed. */
+	struct rrc_wire_reply again;
+	if (rrc_wire_check_reply(pkt, len, &again) != 0 || again.qname_len != r->qname_len) {
+		*lifetime = 0;
+		return 0;
+	}
 	return len;
 }
 

@@ -4,7 +4,8 @@
  * Everything here works on caller-owned buffers and never allocates, never calls ldns and never
  * includes uv.h, so it can be unit-tested and fuzzed alone. Names are walked with the bounds of
  * RFC 1035 §2.3.4 and §4.1.4 hardened as RFC 9267 asks: every compression pointer must point
- * strictly before the previous one (so loops are impossible), at most RRC_WIRE_MAX_HOPS hops,
+ * strictly before the previous one (so loops are impossible) and never into the 12-byte header,
+ * at most RRC_WIRE_MAX_HOPS hops,
  * labels of at most 63 octets, names of at most 255 octets, label types 01 and 10 rejected.
  * The cost of walking any packet is therefore linear in its length.
  */
@@ -183,7 +184,9 @@ struct rrc_wire_ttl_policy {
  * removed (U8), ID 0, Z cleared, every TTL clamped to the policy, and for a negative answer the
  * SOA TTL set to min(SOA TTL, MINIMUM, max_negative_ttl) (RFC 2308 §5). Returns the new length
  * and sets *lifetime to the seconds the answer may be cached: 0 when it must not be (TTL 0, TC,
- * SERVFAIL and other failures, negative without SOA, C3/C4).
+ * SERVFAIL and other failures, negative without SOA, C3/C4). Returns 0 when the result no
+ * longer passes rrc_wire_check_reply (a name pointing into a rewritten TTL): treat the reply
+ * as malformed.
  */
 size_t rrc_wire_make_stored(uint8_t *pkt, size_t len, const struct rrc_wire_reply *r,
 			    const struct rrc_wire_ttl_policy *pol, uint32_t *lifetime);

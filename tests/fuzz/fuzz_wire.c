@@ -53,6 +53,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		uint32_t life;
 		size_t slen = rrc_wire_make_stored(buf, size, &r, &pol, &life);
 		struct rrc_wire_reply r2;
+		if (slen == 0) /* refused: it did not survive its own edits */
+			return 0;
 		if (slen > size || rrc_wire_check_reply(buf, slen, &r2) != 0 || r2.opt_off)
 			abort();
 		if (life && (life < pol.min_ttl || life > pol.max_ttl))

@@ -224,6 +224,40 @@ static void test_reply_and_store(void **state)
 	rrc_wire_make_stored(buf, n, &r, &pol, &life);
 	assert_int_equal(life, 10);
 
+	/* min_ttl raises a negative TTL too (found by the fuzzer); SOA MINIMUM 0 is never
+	 * cached whatever min_ttl says (RFC 2308 §5). */
+	pol.min_ttl = 30;
+	pol.max_negative_ttl = 3600;
+	n = load("reply_nxdomain_soa", buf, sizeof(buf));
+	rrc_wire_check_reply(buf, n, &r);
+	rrc_wire_make_stored(buf, n, &r, &pol, &life);
+	assert_int_equal(life, 60);
+	n = load("reply_nxdomain_soa_minimum_1", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
+	rrc_wire_make_stored(buf, n, &r, &pol, &life);
+	assert_int_equal(life, 30);
+	n = load("reply_nxdomain_soa", buf, sizeof(buf));
+	rrc_put32(buf + n - 4, 0); /* MINIMUM 0 */
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
+	rrc_wire_make_stored(buf, n, &r, &pol, &life);
+	assert_int_equal(life, 0);
+	pol.min_ttl = 0;
+
+	/* Found by the fuzzer: a name whose labels, reached through a pointer, run on past the
+	 * pointer; a pointer into the header; a name read through a TTL that gets rewritten. */
+	n = load("reply_pointer_overlaps_own_record", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), -1);
+	n = load("reply_pointer_into_header", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), -1);
+	n = load("reply_name_through_rewritten_ttl", buf, sizeof(buf));
+	if (rrc_wire_check_reply(buf, n, &r) == 0) {
+		uint8_t copy[512];
+		memcpy(copy, buf, n);
+		size_t sl = rrc_wire_make_stored(copy, n, &r, &pol, &life);
+		struct rrc_wire_reply r3;
+		assert_true(sl == 0 || rrc_wire_check_reply(copy, sl, &r3) == 0);
+	}
+
 	/* U5: header-only and non-replies are malformed. */
 	n = load("reply_header_only", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), -1);
@@ -330,17 +364,23 @@ static void test_name_bounds(void **state)
 	p[0] = 1;
 	p[1] = 'b';
 	assert_int_equal(rrc_wire_name(p, o + 2, 0, &end, &len, NULL), -1);
-	/* A pointer chain that goes strictly back is fine, lowercased on output. */
-	uint8_t q[] = {1, 'A', 0, 1, 'B', 0xC0, 0, 1, 'C', 0xC0, 3};
+	/* A pointer chain that goes strictly back is fine, lowercased on output. Names start
+	 * after a 12-byte header, as in a message. */
+	uint8_t q[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+		       1, 'A', 0, 1, 'B', 0xC0, 12, 1, 'C', 0xC0, 15};
 	uint8_t out[RRC_WIRE_MAX_NAME];
-	assert_int_equal(rrc_wire_name(q, sizeof(q), 7, &end, &len, out), 0);
+	assert_int_equal(rrc_wire_name(q, sizeof(q), 19, &end, &len, out), 0);
 	assert_int_equal(end, sizeof(q));
 	assert_int_equal(len, 7);
 	assert_memory_equal(out, "\1c\1b\1a\0", 7);
-	/* A chain whose second pointer goes back up past the first target is rejected. */
-	uint8_t loop[] = {1, 'A', 0xC0, 5, 0, 1, 'B', 0xC0, 0};
-	/* 5: "\0" ok; exercise: start at 5 -> 'B' -> ptr 0 -> 'A' -> ptr 5 (>= limit 0): loop */
-	assert_int_equal(rrc_wire_name(loop, sizeof(loop), 5, &end, &len, NULL), -1);
+	/* A chain whose second pointer goes back up past the first target is rejected:
+	 * 17 'B' -> ptr 12 'A' -> ptr 17 (not below 12): a loop. */
+	uint8_t loop[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+			  1, 'A', 0xC0, 17, 0, 1, 'B', 0xC0, 12};
+	assert_int_equal(rrc_wire_name(loop, sizeof(loop), 17, &end, &len, NULL), -1);
+	/* A pointer into the header is rejected. */
+	uint8_t hdrptr[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'A', 0xC0, 2};
+	assert_int_equal(rrc_wire_name(hdrptr, sizeof(hdrptr), 12, &end, &len, NULL), -1);
 }
 
 static void test_build_query(void **state)
