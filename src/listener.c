@@ -269,6 +269,8 @@ static void conn_close(struct rrc_tcp_conn *c)
 	c->closes = 2;
 	uv_close((uv_handle_t *)&c->handle, on_conn_closed);
 	uv_close((uv_handle_t *)&c->idle, on_conn_closed);
+	/* A stopping worker may be waiting for its last connection. */
+	rrc_worker_check_done(w);
 }
 
 /* A connection that will read no more closes once every answer is written. */

@@ -56,6 +56,7 @@ struct rrc_attempt {
 	bool probe;
 	bool closing;
 	bool timed_out;
+	bool delivered;
 	union {
 		uv_handle_t handle;
 		uv_udp_t udp;
@@ -270,7 +271,8 @@ bool rrc_upstream_attempt_tcp(const struct rrc_attempt *a)
 
 void rrc_upstream_attempt_timeout(struct rrc_attempt *a)
 {
-	if (a->timed_out)
+	/* An attempt that already ended (failed, or handed over a TC=1 reply) was judged. */
+	if (a->timed_out || a->delivered)
 		return;
 	a->timed_out = true;
 	a->srv->timeouts++;
@@ -283,6 +285,7 @@ static void deliver(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struc
 {
 	rrc_attempt_cb cb = a->cb;
 	void *ctx = a->ctx;
+	a->delivered = true;
 	if (a->tcp)
 		uv_read_stop((uv_stream_t *)&a->h.tcp);
 	else

@@ -70,6 +70,29 @@ def test_sighup_reload_keeps_cache_and_switches_upstream(fault, rrcache):
     # New names go to the new upstream.
     r.query("new.test.")
     assert b.count("new.test.") == 1 and a.count("new.test.") == 0
+    # The ACL changes too.
+    pkt = dns.message.make_query("kept.test.", "A").to_wire()
+    assert raw_udp("127.0.0.1", r.port, pkt, source="127.0.0.2") is not None
+    r.write_config(text + ACL_DENY_2)
+    r.hup()
+    deadline = time.time() + 5
+    while r.log().count("configuration reloaded") < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    assert raw_udp("127.0.0.1", r.port, pkt, source="127.0.0.2", timeout=0.5) is None
+    assert raw_udp("127.0.0.1", r.port, pkt, source="127.0.0.3") is not None
+
+
+def test_sigterm_with_idle_tcp_connection_is_prompt(fault, rrcache):
+    import socket
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"])
+    s = socket.create_connection(("127.0.0.1", r.port))
+    time.sleep(0.1)
+    t0 = time.monotonic()
+    r.proc.send_signal(signal.SIGTERM)
+    assert r.proc.wait(5) == 0
+    assert time.monotonic() - t0 < 1.0
+    s.close()
 
 
 def test_sighup_bad_file_rejected(fault, rrcache):
