@@ -10,7 +10,7 @@
 
 static const char *const reason_names[RRC_WR_COUNT] = {
 	"none", "runt", "qr", "tc", "qdcount", "name", "truncated", "opt", "trailing", "opcode",
-	"edns_version"};
+	"edns_version", "sections"};
 
 const char *rrc_wire_reason_name(enum rrc_wire_reason r)
 {
@@ -22,8 +22,10 @@ static inline uint8_t lower(uint8_t c)
 	return (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
 }
 
-int rrc_wire_name(const uint8_t *pkt, size_t len, size_t off, size_t *end, size_t *name_len,
-		  uint8_t *out)
+/* Walks a name; every label and pointer costs one step from *budget (RFC 9267 §2: bound the
+ * work a packet can cause, not just each name). */
+static int name_walk(const uint8_t *pkt, size_t len, size_t off, size_t *end, size_t *name_len,
+		     uint8_t *out, size_t *budget)
 {
 	size_t pos = off, total = 0, end_pos = 0;
 	size_t limit = off;	/* the next pointer must point strictly before this */
@@ -32,8 +34,9 @@ int rrc_wire_name(const uint8_t *pkt, size_t len, size_t off, size_t *end, size_
 	bool jumped = false;
 
 	for (;;) {
-		if (pos >= region_end)
+		if (pos >= region_end || *budget == 0)
 			return -1;
+		(*budget)--;
 		uint8_t b = pkt[pos];
 		if ((b & 0xC0) == 0xC0) {
 			if (pos + 1 >= region_end)
@@ -82,6 +85,13 @@ int rrc_wire_name(const uint8_t *pkt, size_t len, size_t off, size_t *end, size_
 	return 0;
 }
 
+int rrc_wire_name(const uint8_t *pkt, size_t len, size_t off, size_t *end, size_t *name_len,
+		  uint8_t *out)
+{
+	size_t budget = RRC_WIRE_MAX_NAME + RRC_WIRE_MAX_HOPS + 1; /* one name at most */
+	return name_walk(pkt, len, off, end, name_len, out, &budget);
+}
+
 bool rrc_wire_name_equal(const uint8_t *a, const uint8_t *b, size_t len)
 {
 	for (size_t i = 0; i < len; i++) {
@@ -109,6 +119,7 @@ struct rr_iter {
 	size_t pos;
 	unsigned idx;
 	unsigned counts[3];
+	size_t budget; /* name-walk steps left for the whole packet */
 };
 
 static void rr_iter_init(struct rr_iter *it, const uint8_t *pkt, size_t len, size_t pos,
@@ -121,6 +132,7 @@ static void rr_iter_init(struct rr_iter *it, const uint8_t *pkt, size_t len, siz
 	it->counts[0] = an;
 	it->counts[1] = ns;
 	it->counts[2] = ar;
+	it->budget = RRC_WIRE_STEPS_PER_BYTE * len + RRC_WIRE_STEPS_BASE;
 }
 
 /* Returns 1 with *rr filled, 0 after the last record, -1 when malformed. */
@@ -133,7 +145,7 @@ static int rr_next(struct rr_iter *it, struct rr *rr)
 	rr->section = i < it->counts[0] ? 0 : (i < it->counts[0] + it->counts[1] ? 1 : 2);
 	size_t end;
 	rr->owner_off = it->pos;
-	if (rrc_wire_name(it->pkt, it->len, it->pos, &end, &rr->owner_len, NULL) != 0)
+	if (name_walk(it->pkt, it->len, it->pos, &end, &rr->owner_len, NULL, &it->budget) != 0)
 		return -1;
 	if (end + 10 > it->len)
 		return -1;
@@ -216,11 +228,21 @@ enum rrc_wire_verdict rrc_wire_check_query(const uint8_t *pkt, size_t len,
 	}
 	q->question_ok = true;
 
+	/* A query carries no answer or authority records, and at most an OPT and a TSIG in
+	 * ADDITIONAL (Unbound refuses the same). Far more records than that are refused before
+	 * any is read; a few are read first, so that an OPT in the wrong section is reported
+	 * as such (R11) with our OPT in the FORMERR. */
+	unsigned an = rrc_get16(pkt + 6), ns = rrc_get16(pkt + 8), ar = rrc_get16(pkt + 10);
+	bool sections_ok = an == 0 && ns == 0 && ar <= RRC_WIRE_QUERY_MAX_AR;
+	if (an + ns + ar > RRC_WIRE_QUERY_MAX_AR + 1) {
+		*reason = RRC_WR_SECTIONS;
+		return RRC_WIRE_FORMERR;
+	}
 	struct rr_iter it;
 	struct rr rr;
 	int rc;
-	rr_iter_init(&it, pkt, len, q->question_end, rrc_get16(pkt + 6), rrc_get16(pkt + 8),
-		     rrc_get16(pkt + 10));
+	rr_iter_init(&it, pkt, len, q->question_end, an, ns, ar);
+	it.budget = RRC_WIRE_QUERY_STEPS;
 	while ((rc = rr_next(&it, &rr)) == 1) {
 		if (rr.type != RRC_TYPE_OPT)
 			continue;
@@ -242,6 +264,10 @@ enum rrc_wire_verdict rrc_wire_check_query(const uint8_t *pkt, size_t len,
 	}
 	if (rc < 0) {
 		*reason = RRC_WR_TRUNCATED;
+		return RRC_WIRE_FORMERR;
+	}
+	if (!sections_ok) {
+		*reason = RRC_WR_SECTIONS;
 		return RRC_WIRE_FORMERR;
 	}
 	if (it.pos != len) {
@@ -363,8 +389,8 @@ int rrc_wire_check_reply(const uint8_t *pkt, size_t len, struct rrc_wire_reply *
 		r->min_ttl = RRC_MIN(r->min_ttl, ttl);
 		if (rr.type == RRC_TYPE_SOA && rr.section == 1 && !r->has_soa) {
 			size_t e1, e2, l1, l2, rd_end = rr.rdata_off + rr.rdlen;
-			if (rrc_wire_name(pkt, rd_end, rr.rdata_off, &e1, &l1, NULL) != 0 ||
-			    rrc_wire_name(pkt, rd_end, e1, &e2, &l2, NULL) != 0 ||
+			if (name_walk(pkt, rd_end, rr.rdata_off, &e1, &l1, NULL, &it.budget) != 0 ||
+			    name_walk(pkt, rd_end, e1, &e2, &l2, NULL, &it.budget) != 0 ||
 			    e2 + 20 != rd_end)
 				return -1;
 			r->has_soa = true;

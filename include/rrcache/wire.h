@@ -29,6 +29,16 @@
 /* Our OPT record: root owner, type, class, TTL, RDLENGTH 0. */
 #define RRC_WIRE_OPT_LEN 11
 #define RRC_WIRE_MAX_MSG 65535
+/* Name-walk steps (labels + pointers) one packet may cost: a few per byte, so a hostile
+ * packet of pointer chains costs within a small factor of any packet of its size (RFC 9267).
+ * Real answers use under one step per byte; 127-label names compressed into 12-byte records
+ * would need ten and are refused as malformed. */
+#define RRC_WIRE_STEPS_PER_BYTE 4
+#define RRC_WIRE_STEPS_BASE 512
+/* Records a query may carry in ADDITIONAL: an OPT and a TSIG or SIG(0). */
+#define RRC_WIRE_QUERY_MAX_AR 2
+/* Name-walk steps a query may cost: three names of the longest kind (255 octets, 127 hops). */
+#define RRC_WIRE_QUERY_STEPS (3 * (RRC_WIRE_MAX_NAME + RRC_WIRE_MAX_HOPS + 1))
 
 /* Header flag bits within the 16-bit flags word (octets 2-3). */
 #define RRC_F_QR 0x8000
@@ -81,6 +91,7 @@ enum rrc_wire_reason {
 	RRC_WR_TRAILING,
 	RRC_WR_OPCODE,
 	RRC_WR_EDNS_VERSION,
+	RRC_WR_SECTIONS,
 	RRC_WR_COUNT
 };
 

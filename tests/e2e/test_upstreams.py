@@ -273,3 +273,41 @@ def test_serves_slow_upstream_before_budget(fault, rrcache):
     resp = r.query("slow.test.", timeout=5)
     assert resp.rcode() == dns.rcode.NOERROR  # the first attempt's late answer still wins
     assert time.monotonic() - t0 < 2.0
+
+
+def test_additional_data_never_answers_another_question(fault, rrcache):
+    """U7 (RFC 2181 §5.4.1): records in AUTHORITY/ADDITIONAL of one answer are cached only as
+    part of it."""
+    def handler(q, t):
+        resp = default_answer(q)
+        if q.question[0].name.labels[0] == b"carrier":
+            resp.additional.append(dns.rrset.from_text("victim.test.", 86400, "IN", "A",
+                                                       "6.6.6.6"))
+            resp.authority.append(dns.rrset.from_text("test.", 86400, "IN", "NS",
+                                                      "evil.example."))
+        return resp
+    up = fault(handler)
+    r = rrcache([f"127.0.0.1:{up.port}"])
+    carrier = r.query("carrier.test.")
+    assert any(rr.name.to_text() == "victim.test." for rr in carrier.additional)
+    victim = r.query("victim.test.")
+    assert victim.answer[0][0].address == "192.0.2.7"
+    assert up.count("victim.test.") == 1
+
+
+def test_two_workers_share_the_cache(fault, rrcache):
+    """With SO_REUSEPORT the kernel spreads clients over the workers; a name fetched through
+    one is a hit through the other."""
+    import socket
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"], workers=2)
+    r.query("shared.test.")
+    for i in range(40):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.settimeout(2)
+        s.sendto(dns.message.make_query("shared.test.", "A").to_wire(), ("127.0.0.1", r.port))
+        assert dns.message.from_wire(s.recv(4096)).answer
+        s.close()
+    assert up.count("shared.test.") == 1
+    rc, log = r.stop()
+    assert "2 worker(s)" in log

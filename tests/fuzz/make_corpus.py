@@ -38,6 +38,27 @@ def tsig():
     return rr(name(b"key"), 250, 0, rdata, rclass=255)
 
 
+def chains(query, size=4000):
+    """RFC 9267 worst case: a 127-hop pointer chain hidden in RDATA, then as many records as
+    fit whose owner walks the whole chain."""
+    flags = 0x0100 if query else 0x8180
+    body = bytearray(Q)
+    start = 12 + len(body) + 11  # the first chain link: RDATA of a root-owned record
+    links = bytearray(b"\x01a\x00")
+    prev = start
+    for _ in range(126):
+        here = start + len(links)
+        links += b"\x01a" + struct.pack("!H", 0xC000 | prev)
+        prev = here
+    first = b"\x00" + struct.pack("!HHIH", 16, 1, 60, len(links)) + bytes(links)
+    n = 1
+    recs = bytearray(first)
+    while 12 + len(body) + len(recs) + 16 < size:
+        recs += rr(struct.pack("!H", 0xC000 | prev), 1, 60, b"\x01\x02\x03\x04")
+        n += 1
+    return hdr(flags=flags, an=n) + bytes(body) + bytes(recs)
+
+
 CASES = {
     "runt_0": b"",
     "runt_1": b"\x12",
@@ -81,6 +102,10 @@ CASES = {
     "reply_ttl_top_bit": hdr(flags=0x8180, an=1) + Q + rr(b"\xc0\x0c", 1, 0x80000001,
                                                           b"\xc0\x00\x02\x01"),
     "reply_header_only": hdr(flags=0x8180, qd=0),
+    "answer_in_query": hdr(an=1) + Q + rr(b"\xc0\x0c", 1, 60, b"\x01\x02\x03\x04"),
+    "pointer_chains_query": chains(query=True),
+    "long_chain_in_query": chains(query=True, size=570),
+    "pointer_chains_reply": chains(query=False),
 }
 
 
