@@ -66,10 +66,9 @@ int rrc_acl_rule_parse(const char *text, bool allow, struct rrc_acl_rule *r)
 
 size_t rrc_acl_default_rules(struct rrc_acl_rule *out, size_t cap)
 {
-	static const char *const allowed[] = {
-		"127.0.0.0/8",	"10.0.0.0/8",	  "172.16.0.0/12", "192.168.0.0/16",
-		"100.64.0.0/10", "169.254.0.0/16", "::1/128",	   "fc00::/7",
-		"fe80::/10"};
+	static const char *const allowed[] = {"127.0.0.0/8",	"10.0.0.0/8",	 "172.16.0.0/12",
+					      "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16",
+					      "::1/128",	"fc00::/7",	 "fe80::/10"};
 	size_t n = 0;
 	for (size_t i = 0; i < RRC_ARRAY_SIZE(allowed) && n < cap; i++) {
 		if (rrc_acl_rule_parse(allowed[i], true, &out[n]) == 0)

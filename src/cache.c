@@ -275,8 +275,8 @@ static void maybe_grow(struct shard *s)
 	s->nbuckets = n;
 }
 
-int rrc_cache_insert(struct rrc_cache *c, const uint8_t *key, size_t keylen,
-		     const uint8_t *answer, size_t len, uint32_t lifetime, uint64_t now_ms)
+int rrc_cache_insert(struct rrc_cache *c, const uint8_t *key, size_t keylen, const uint8_t *answer,
+		     size_t len, uint32_t lifetime, uint64_t now_ms)
 {
 	if (keylen > UINT16_MAX || len > UINT16_MAX || lifetime == 0)
 		return -EINVAL;

@@ -48,18 +48,10 @@ int rrc_config_parse_size(const char *s, uint64_t *out)
 	static const struct {
 		const char *suffix;
 		uint64_t mult;
-	} units[] = {{"", 1},
-		     {"B", 1},
-		     {"k", 1000},
-		     {"K", 1000},
-		     {"KB", 1000},
-		     {"KiB", 1ull << 10},
-		     {"M", 1000000},
-		     {"MB", 1000000},
-		     {"MiB", 1ull << 20},
-		     {"G", 1000000000},
-		     {"GB", 1000000000},
-		     {"GiB", 1ull << 30}};
+	} units[] = {{"", 1},		{"B", 1},	    {"k", 1000},
+		     {"K", 1000},	{"KB", 1000},	    {"KiB", 1ull << 10},
+		     {"M", 1000000},	{"MB", 1000000},    {"MiB", 1ull << 20},
+		     {"G", 1000000000}, {"GB", 1000000000}, {"GiB", 1ull << 30}};
 	char *end;
 	if (!isdigit((unsigned char)s[0]))
 		return -EINVAL;
@@ -85,8 +77,8 @@ int rrc_config_parse_duration_ms(const char *s, uint64_t *out)
 	static const struct {
 		const char *suffix;
 		uint64_t mult;
-	} units[] = {{"", 1}, {"ms", 1}, {"s", 1000}, {"m", 60000}, {"h", 3600000},
-		     {"d", 86400000}};
+	} units[] = {{"", 1},	   {"ms", 1},	   {"s", 1000},
+		     {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
 	char *end;
 	if (!isdigit((unsigned char)s[0]))
 		return -EINVAL;
@@ -142,7 +134,8 @@ int rrc_config_parse_addr(const char *s, uint16_t default_port, struct rrc_socka
 			return -EINVAL;
 		memcpy(host, s, (size_t)(colon - s));
 		host[colon - s] = '\0';
-		if (parse_port(colon + 1, &port) || inet_pton(AF_INET, host, &out->sin.sin_addr) != 1)
+		if (parse_port(colon + 1, &port) ||
+		    inet_pton(AF_INET, host, &out->sin.sin_addr) != 1)
 			return -EINVAL;
 		out->sin.sin_family = AF_INET;
 		out->sin.sin_port = htons(port);
@@ -254,15 +247,14 @@ static const struct key acl_keys[] = {{"action", K_ACL_ACTION, 0, 0, 0, NULL},
 static const struct key log_keys[] = {{"level", K_LOG_LEVEL, 0, 0, 0, NULL},
 				      {NULL, 0, 0, 0, 0, NULL}};
 
-static const struct key top_keys[] = {
-	{"workers", K_UINT, F(workers), 0, RRC_MAX_WORKERS, NULL},
-	{"listen", K_LISTEN, 0, 0, 0, NULL},
-	{"upstream", K_SECTION, 0, 0, 0, upstream_keys},
-	{"cache", K_SECTION, 0, 0, 0, cache_keys},
-	{"tcp", K_SECTION, 0, 0, 0, tcp_keys},
-	{"acl", K_SECTION, 0, 0, 0, acl_keys},
-	{"log", K_SECTION, 0, 0, 0, log_keys},
-	{NULL, 0, 0, 0, 0, NULL}};
+static const struct key top_keys[] = {{"workers", K_UINT, F(workers), 0, RRC_MAX_WORKERS, NULL},
+				      {"listen", K_LISTEN, 0, 0, 0, NULL},
+				      {"upstream", K_SECTION, 0, 0, 0, upstream_keys},
+				      {"cache", K_SECTION, 0, 0, 0, cache_keys},
+				      {"tcp", K_SECTION, 0, 0, 0, tcp_keys},
+				      {"acl", K_SECTION, 0, 0, 0, acl_keys},
+				      {"log", K_SECTION, 0, 0, 0, log_keys},
+				      {NULL, 0, 0, 0, 0, NULL}};
 
 struct ctx {
 	const char *file;
@@ -315,14 +307,14 @@ static int add_server(struct ctx *c, const yaml_node_t *n, const char *key, cons
 	return 0;
 }
 
-static int add_acl(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
-		   bool allow)
+static int add_acl(struct ctx *c, const yaml_node_t *n, const char *key, const char *s, bool allow)
 {
 	struct rrc_config *cfg = c->cfg;
 	if (cfg->n_acl_rules >= RRC_MAX_ACL_RULES)
 		return fail(c, n, key, "more than %d rules", RRC_MAX_ACL_RULES);
 	if (cfg->n_acl_rules % 64 == 0) {
-		void *p = realloc(cfg->acl_rules, (cfg->n_acl_rules + 64) * sizeof(*cfg->acl_rules));
+		void *p =
+			realloc(cfg->acl_rules, (cfg->n_acl_rules + 64) * sizeof(*cfg->acl_rules));
 		if (!p)
 			return fail(c, n, key, "out of memory");
 		cfg->acl_rules = p;
@@ -394,8 +386,7 @@ static int walk_list(struct ctx *c, const yaml_node_t *n, const char *key, enum 
 	return 0;
 }
 
-static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v,
-		      const char *path);
+static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, const char *path);
 
 static int walk_map(struct ctx *c, const yaml_node_t *n, const struct key *table,
 		    const char *prefix)
@@ -496,8 +487,8 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 		return 0;
 	case K_LOG_LEVEL:
 		if (rrc_log_level_parse(s, &cfg->log_level))
-			return fail(c, v, path, "unknown level '%.40s' (error, warning, info, debug)",
-				    s);
+			return fail(c, v, path,
+				    "unknown level '%.40s' (error, warning, info, debug)", s);
 		return 0;
 	default:
 		return fail(c, v, path, "internal: unhandled kind");
@@ -549,8 +540,8 @@ static int read_resolv_conf(struct rrc_config *cfg, const char *path, char *err)
 {
 	FILE *f = fopen(path, "r");
 	if (!f) {
-		snprintf(err, RRC_ERR_LEN,
-			 "no upstream configured and %s cannot be read: %s", path, strerror(errno));
+		snprintf(err, RRC_ERR_LEN, "no upstream configured and %s cannot be read: %s", path,
+			 strerror(errno));
 		return -EINVAL;
 	}
 	char line[512];
@@ -586,13 +577,13 @@ static int read_resolv_conf(struct rrc_config *cfg, const char *path, char *err)
 	return 0;
 }
 
-static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overrides *ov,
-			   char *err)
+static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overrides *ov, char *err)
 {
 	if (ov->n_listen) {
 		cfg->n_listen = 0;
 		for (unsigned i = 0; i < ov->n_listen; i++) {
-			if (rrc_config_parse_addr(ov->listen[i], 53, &cfg->listen[cfg->n_listen++])) {
+			if (rrc_config_parse_addr(ov->listen[i], 53,
+						  &cfg->listen[cfg->n_listen++])) {
 				snprintf(err, RRC_ERR_LEN, "--listen: bad address '%.60s'",
 					 ov->listen[i]);
 				return -EINVAL;
@@ -647,9 +638,8 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 			rrc_config_parse_addr(default_listen[i], 53, &cfg->listen[cfg->n_listen++]);
 	}
 	if (cfg->n_upstreams == 0) {
-		int rc = read_resolv_conf(cfg, ov && ov->resolv_conf ? ov->resolv_conf
-								     : "/etc/resolv.conf",
-					  err);
+		int rc = read_resolv_conf(
+			cfg, ov && ov->resolv_conf ? ov->resolv_conf : "/etc/resolv.conf", err);
 		if (rc)
 			return rc;
 	}

@@ -35,10 +35,9 @@ static int open_socket(const struct rrc_sockaddr *a, int type, char *err)
 	if (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)))
 		goto fail;
 	if (type == SOCK_DGRAM) {
-		int rc = family == AF_INET6 ? setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one,
-							 sizeof(one))
-					    : setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one,
-							 sizeof(one));
+		int rc = family == AF_INET6
+				 ? setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one))
+				 : setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));
 		if (rc)
 			goto fail;
 	}
@@ -106,8 +105,7 @@ static void read_pktinfo(struct msghdr *mh, struct rrc_pktinfo *pi)
 }
 
 /* Sets the source address of an answer to the query's destination (RFC 2181 §4.1). */
-static void write_pktinfo(struct msghdr *mh, uint8_t *ctl, size_t cap,
-			  const struct rrc_pktinfo *pi)
+static void write_pktinfo(struct msghdr *mh, uint8_t *ctl, size_t cap, const struct rrc_pktinfo *pi)
 {
 	mh->msg_control = NULL;
 	mh->msg_controllen = 0;
@@ -215,8 +213,7 @@ static void on_udp_readable(uv_poll_t *h, int status, int events)
 	}
 }
 
-static void udp_answer(struct rrc_worker *w, struct rrc_waiter *wt, const uint8_t *buf,
-		       size_t len)
+static void udp_answer(struct rrc_worker *w, struct rrc_waiter *wt, const uint8_t *buf, size_t len)
 {
 	uint8_t ctl[64];
 	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
@@ -252,10 +249,10 @@ static void on_conn_closed(uv_handle_t *h)
 	conn_free_if_unused(c);
 }
 
-static void conn_close(struct rrc_tcp_conn *c)
+/* Takes the connection off the worker's list and closes its handles; it is freed once both
+ * have closed and no waiter points at it. */
+static void conn_unlink_close(struct rrc_tcp_conn *c)
 {
-	if (c->closing)
-		return;
 	struct rrc_worker *w = c->w;
 	c->closing = true;
 	if (c->prev)
@@ -265,10 +262,18 @@ static void conn_close(struct rrc_tcp_conn *c)
 	if (c->next)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
-	rrc_server_tcp_release(w->server, (struct sockaddr *)&c->peer);
 	c->closes = 2;
 	uv_close((uv_handle_t *)&c->handle, on_conn_closed);
 	uv_close((uv_handle_t *)&c->idle, on_conn_closed);
+}
+
+static void conn_close(struct rrc_tcp_conn *c)
+{
+	if (c->closing)
+		return;
+	struct rrc_worker *w = c->w;
+	rrc_server_tcp_release(w->server, (struct sockaddr *)&c->peer);
+	conn_unlink_close(c);
 	/* A stopping worker may be waiting for its last connection. */
 	rrc_worker_check_done(w);
 }
@@ -387,8 +392,8 @@ static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 					    .peer = (struct sockaddr *)&c->peer,
 					    .peer_len = sizeof(c->peer),
 					    .conn = c};
-		size_t n = rrc_query_handle(w, &src, c->rbuf + off + 2, mlen, w->big,
-					    sizeof(w->big));
+		size_t n =
+			rrc_query_handle(w, &src, c->rbuf + off + 2, mlen, w->big, sizeof(w->big));
 		if (n)
 			tcp_send(c, w->big, n);
 		off += 2 + mlen;
@@ -422,8 +427,8 @@ static void on_connection(uv_stream_t *server, int status)
 		w->conns->prev = c;
 	w->conns = c;
 	if (uv_accept(server, (uv_stream_t *)&c->handle) != 0) {
-		c->closing = true; /* never admitted: nothing to release */
-		goto drop;
+		conn_unlink_close(c); /* never admitted: nothing to release */
+		return;
 	}
 	int plen = sizeof(c->peer);
 	uv_tcp_getpeername(&c->handle, (struct sockaddr *)&c->peer, &plen);
@@ -431,8 +436,8 @@ static void on_connection(uv_stream_t *server, int status)
 	    !rrc_server_tcp_admit(w->server, (struct sockaddr *)&c->peer, cfg->tcp_max_connections,
 				  cfg->tcp_max_per_client)) {
 		w->st.tcp_refused_limit++;
-		c->closing = true;
-		goto drop;
+		conn_unlink_close(c);
+		return;
 	}
 	w->st.tcp_accepted++;
 	uv_tcp_nodelay(&c->handle, 1);
@@ -442,18 +447,6 @@ static void on_connection(uv_stream_t *server, int status)
 		return;
 	}
 	c->reading = true;
-	return;
-drop:
-	/* Unlink by hand: conn_close() would also release an admission never made. */
-	if (c->prev)
-		c->prev->next = c->next;
-	else
-		w->conns = c->next;
-	if (c->next)
-		c->next->prev = c->prev;
-	c->closes = 2;
-	uv_close((uv_handle_t *)&c->handle, on_conn_closed);
-	uv_close((uv_handle_t *)&c->idle, on_conn_closed);
 }
 
 /* ---- lifecycle ---- */
@@ -467,8 +460,8 @@ int rrc_listener_start(struct rrc_worker *w)
 		w->udp[i].polling = true;
 	}
 	for (unsigned i = 0; i < w->n_tcp; i++) {
-		int rc = uv_listen((uv_stream_t *)&w->tcp[i].handle, RRC_TCP_BACKLOG,
-				   on_connection);
+		int rc =
+			uv_listen((uv_stream_t *)&w->tcp[i].handle, RRC_TCP_BACKLOG, on_connection);
 		if (rc) {
 			rrc_log(RRC_LOG_ERR, RRC_LG_LISTEN, "listen: %s", uv_strerror(rc));
 			return rc;

@@ -18,8 +18,8 @@
 atomic_int rrc_log_level_now = RRC_LOG_INFO;
 
 static const char *const level_names[] = {"error", "warning", "info", "debug"};
-static const char *const group_names[RRC_LG_COUNT] = {
-	"main", "listen", "upstream", "cache", "redis", "acl", "http", "config"};
+static const char *const group_names[RRC_LG_COUNT] = {"main",  "listen", "upstream", "cache",
+						      "redis", "acl",	 "http",     "config"};
 
 static struct {
 	atomic_long window; /* second of the current window */

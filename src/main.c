@@ -55,8 +55,9 @@ static void on_hup(uv_signal_t *h, int signum)
 	char err[RRC_ERR_LEN];
 	struct rrc_config *cfg = rrc_config_build(app->path, &app->ov, err);
 	if (!cfg) {
-		rrc_log(RRC_LOG_ERR, RRC_LG_CONFIG, "reload rejected, keeping the old "
-						    "configuration: %s",
+		rrc_log(RRC_LOG_ERR, RRC_LG_CONFIG,
+			"reload rejected, keeping the old "
+			"configuration: %s",
 			err);
 		return;
 	}

@@ -230,8 +230,7 @@ static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, siz
 static struct rrc_query *table_find(struct rrc_worker *w, uint64_t hash, const uint8_t *key,
 				    size_t keylen)
 {
-	for (struct rrc_query *q = w->inflight[hash & (w->inflight_buckets - 1)]; q;
-	     q = q->hnext) {
+	for (struct rrc_query *q = w->inflight[hash & (w->inflight_buckets - 1)]; q; q = q->hnext) {
 		if (q->hash == hash && !q->no_cache && q->keylen == keylen &&
 		    memcmp(q->key, key, keylen) == 0)
 			return q;
@@ -302,7 +301,8 @@ static bool start_miss(struct rrc_worker *w, const struct rrc_query_src *src, co
 
 	/* ECS queries go upstream as the client sent them (only the ID changes) and their
 	 * answers are not cached (DESIGN); everything else is rebuilt from the key. */
-	size_t cap = wq->has_ecs ? len : (size_t)RRC_WIRE_HDR + wq->qname_len + 4 + RRC_WIRE_OPT_LEN;
+	size_t cap =
+		wq->has_ecs ? len : (size_t)RRC_WIRE_HDR + wq->qname_len + 4 + RRC_WIRE_OPT_LEN;
 	struct rrc_query *q = calloc(1, sizeof(*q) + cap);
 	if (!q)
 		return false;
@@ -400,9 +400,8 @@ size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, c
 	if (!wq.has_ecs) {
 		size_t alen;
 		uint32_t age;
-		enum rrc_cache_result res = rrc_cache_lookup(w->cache, key, keylen,
-							     uv_now(&w->loop), out, cap, &alen,
-							     &age);
+		enum rrc_cache_result res = rrc_cache_lookup(
+			w->cache, key, keylen, uv_now(&w->loop), out, cap, &alen, &age);
 		if (res != RRC_CACHE_MISS) {
 			w->st.cache_hits++;
 			size_t n = rrc_wire_finish(out, alen, cap, age, &c);

@@ -68,8 +68,8 @@ struct rrc_attempt {
 	uint16_t id;
 	uint8_t *rbuf; /* TCP reply */
 	size_t rlen, rcap;
-	size_t qlen;	/* message length, without the TCP prefix */
-	uint8_t q[];	/* 2-byte TCP length prefix, then the message */
+	size_t qlen; /* message length, without the TCP prefix */
+	uint8_t q[]; /* 2-byte TCP length prefix, then the message */
 };
 
 static void random_bytes(struct rrc_upstreams *u, void *out, size_t n)
@@ -108,8 +108,8 @@ static void health(struct rrc_upstreams *u, struct server *s, bool ok)
 		set_up(u, s, false);
 }
 
-static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg,
-			struct server **old, unsigned n_old, struct rrc_balancer_server *old_bal)
+static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, struct server **old,
+			unsigned n_old, struct rrc_balancer_server *old_bal)
 {
 	struct server *next[RRC_MAX_UPSTREAMS];
 	int from[RRC_MAX_UPSTREAMS];
@@ -468,8 +468,7 @@ static void on_tcp_connected(uv_connect_t *req, int status)
 	struct rrc_attempt *a = req->data;
 	if (status == UV_ECANCELED || a->closing)
 		return;
-	if (status < 0 ||
-	    uv_read_start((uv_stream_t *)&a->h.tcp, on_tcp_alloc, on_tcp_read) != 0) {
+	if (status < 0 || uv_read_start((uv_stream_t *)&a->h.tcp, on_tcp_alloc, on_tcp_read) != 0) {
 		deliver(a, NULL, 0, NULL);
 		return;
 	}

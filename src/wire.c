@@ -9,8 +9,8 @@
 #include <string.h>
 
 static const char *const reason_names[RRC_WR_COUNT] = {
-	"none", "runt", "qr", "tc", "qdcount", "name", "truncated", "opt", "trailing", "opcode",
-	"edns_version", "sections"};
+	"none",	     "runt", "qr",	 "tc",	   "qdcount",	   "name",
+	"truncated", "opt",  "trailing", "opcode", "edns_version", "sections"};
 
 const char *rrc_wire_reason_name(enum rrc_wire_reason r)
 {
@@ -28,7 +28,7 @@ static int name_walk(const uint8_t *pkt, size_t len, size_t off, size_t *end, si
 		     uint8_t *out, size_t *budget)
 {
 	size_t pos = off, total = 0, end_pos = 0;
-	size_t limit = off;	/* the next pointer must point strictly before this */
+	size_t limit = off;	 /* the next pointer must point strictly before this */
 	size_t region_end = len; /* the labels being read must end before this */
 	unsigned hops = 0;
 	bool jumped = false;
@@ -179,8 +179,8 @@ static int walk_edns_options(const uint8_t *rdata, size_t rdlen, bool *has_ecs)
 	return 0;
 }
 
-enum rrc_wire_verdict rrc_wire_check_query(const uint8_t *pkt, size_t len,
-					   struct rrc_wire_query *q, enum rrc_wire_reason *reason)
+enum rrc_wire_verdict rrc_wire_check_query(const uint8_t *pkt, size_t len, struct rrc_wire_query *q,
+					   enum rrc_wire_reason *reason)
 {
 	memset(q, 0, sizeof(*q));
 	*reason = RRC_WR_NONE;
@@ -447,7 +447,8 @@ size_t rrc_wire_make_stored(uint8_t *pkt, size_t len, const struct rrc_wire_repl
 	rrc_put16(pkt + 2, r->flags & (uint16_t)~RRC_F_Z);
 
 	unsigned rcode = r->rcode;
-	bool negative = rcode == RRC_RCODE_NXDOMAIN || (rcode == RRC_RCODE_NOERROR && r->ancount == 0);
+	bool negative =
+		rcode == RRC_RCODE_NXDOMAIN || (rcode == RRC_RCODE_NOERROR && r->ancount == 0);
 	/* RFC 2308 §5: a negative answer lives min(SOA TTL, SOA MINIMUM); 0 means "do not
 	 * cache", whatever min_ttl says. */
 	uint32_t neg_ttl = RRC_MIN(r->soa_ttl, r->soa_minimum);

@@ -29,8 +29,9 @@ static void adopt_config(struct rrc_worker *w)
 		return;
 	}
 	if (rrc_upstreams_reconfigure(w->ups, cur->cfg) != 0) {
-		rrc_log(RRC_LOG_ERR, RRC_LG_CONFIG, "worker %u: out of memory adopting the new "
-						    "configuration; keeping the old one",
+		rrc_log(RRC_LOG_ERR, RRC_LG_CONFIG,
+			"worker %u: out of memory adopting the new "
+			"configuration; keeping the old one",
 			w->index);
 		rrc_cfg_ref_put(cur);
 		return;
@@ -92,8 +93,8 @@ static void worker_main(void *arg)
 	(void)rc;
 }
 
-struct rrc_worker *rrc_worker_create(struct rrc_server *s, unsigned index,
-				     struct rrc_cfg_ref *cfg, char err[RRC_ERR_LEN])
+struct rrc_worker *rrc_worker_create(struct rrc_server *s, unsigned index, struct rrc_cfg_ref *cfg,
+				     char err[RRC_ERR_LEN])
 {
 	struct rrc_worker *w = calloc(1, sizeof(*w));
 	if (!w) {

@@ -13,17 +13,17 @@
 #define RRC_BALANCER_MAX 64
 
 enum rrc_policy {
-	RRC_POLICY_ROUND_ROBIN = 0, /* default: rotate over the servers that are up */
-	RRC_POLICY_FIRST_AVAILABLE, /* the first server in configured order that is up */
+	RRC_POLICY_ROUND_ROBIN = 0,   /* default: rotate over the servers that are up */
+	RRC_POLICY_FIRST_AVAILABLE,   /* the first server in configured order that is up */
 	RRC_POLICY_LEAST_OUTSTANDING, /* fewest queries in flight, ties to configured order */
-	RRC_POLICY_WEIGHTED, /* smooth weighted round-robin over the servers that are up */
+	RRC_POLICY_WEIGHTED,	      /* smooth weighted round-robin over the servers that are up */
 };
 
 struct rrc_balancer_server {
 	bool up;
 	uint32_t outstanding;
-	uint32_t weight;     /* >= 1, used by RRC_POLICY_WEIGHTED */
-	int64_t current;     /* weighted round-robin state, owned by the balancer */
+	uint32_t weight; /* >= 1, used by RRC_POLICY_WEIGHTED */
+	int64_t current; /* weighted round-robin state, owned by the balancer */
 };
 
 /* Returns 0 and sets *p for "round-robin", "first-available", "least-outstanding", "weighted". */

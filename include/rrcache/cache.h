@@ -55,8 +55,8 @@ enum rrc_cache_result rrc_cache_lookup(struct rrc_cache *c, const uint8_t *key, 
  * replacing any entry of the same key. Returns 0, -ENOMEM, or -E2BIG when the entry alone is
  * larger than a shard's budget.
  */
-int rrc_cache_insert(struct rrc_cache *c, const uint8_t *key, size_t keylen,
-		     const uint8_t *answer, size_t len, uint32_t lifetime, uint64_t now_ms);
+int rrc_cache_insert(struct rrc_cache *c, const uint8_t *key, size_t keylen, const uint8_t *answer,
+		     size_t len, uint32_t lifetime, uint64_t now_ms);
 
 /* Removes the key's entry if present; returns true if there was one. */
 bool rrc_cache_remove(struct rrc_cache *c, const uint8_t *key, size_t keylen);

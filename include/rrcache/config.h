@@ -39,7 +39,7 @@ struct rrc_upstream_conf {
 };
 
 struct rrc_config {
-	char *path; /* the file it came from, or NULL */
+	char *path;	  /* the file it came from, or NULL */
 	unsigned workers; /* 0 in the file means one per CPU; resolved here */
 
 	struct rrc_sockaddr listen[RRC_MAX_LISTEN];

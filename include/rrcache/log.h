@@ -32,8 +32,8 @@ extern atomic_int rrc_log_level_now;
 
 void rrc_log_write(enum rrc_log_level lvl, enum rrc_log_group grp, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
-void rrc_log_write_limited(enum rrc_log_level lvl, enum rrc_log_group grp, const char *fmt,
-			   ...) __attribute__((format(printf, 3, 4)));
+void rrc_log_write_limited(enum rrc_log_level lvl, enum rrc_log_group grp, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
 
 /* Returns 0 and sets *out for "error", "warning", "info", "debug"; -EINVAL otherwise. */
 int rrc_log_level_parse(const char *s, enum rrc_log_level *out);

@@ -102,8 +102,8 @@ struct rrc_wire_query {
 	uint16_t id;
 	uint16_t flags;
 	uint8_t opcode;
-	bool question_ok;    /* QDCOUNT=1 and the question parsed (it can be echoed) */
-	uint16_t qname_len;  /* wire length of QNAME, starting at offset 12, uncompressed */
+	bool question_ok;   /* QDCOUNT=1 and the question parsed (it can be echoed) */
+	uint16_t qname_len; /* wire length of QNAME, starting at offset 12, uncompressed */
 	uint16_t qtype;
 	uint16_t qclass;
 	uint16_t question_end; /* offset just after QCLASS */
@@ -118,8 +118,8 @@ struct rrc_wire_query {
  * Checks a client query of len bytes. Fills *q and *reason (RRC_WR_NONE when OK).
  * Never reads outside [pkt, pkt+len).
  */
-enum rrc_wire_verdict rrc_wire_check_query(const uint8_t *pkt, size_t len,
-					   struct rrc_wire_query *q, enum rrc_wire_reason *reason);
+enum rrc_wire_verdict rrc_wire_check_query(const uint8_t *pkt, size_t len, struct rrc_wire_query *q,
+					   enum rrc_wire_reason *reason);
 
 /*
  * Builds the cache key of a checked query (C1) into key[RRC_WIRE_KEY_MAX].
@@ -164,7 +164,7 @@ struct rrc_wire_reply {
 	uint16_t ancount, nscount, arcount;
 	uint16_t opt_off; /* offset of the OPT RR, 0 when absent */
 	uint16_t opt_end;
-	bool has_soa;	 /* an SOA in the authority section */
+	bool has_soa; /* an SOA in the authority section */
 	uint32_t soa_ttl, soa_minimum;
 	uint32_t min_ttl; /* over all RRs but OPT, top-bit TTLs counted as 0 (C2) */
 };
@@ -181,7 +181,8 @@ int rrc_wire_check_reply(const uint8_t *pkt, size_t len, struct rrc_wire_reply *
  * type and class exact), RFC 5452 §9.1. Both must have been checked.
  */
 bool rrc_wire_same_question(const uint8_t *reply, const struct rrc_wire_reply *r,
-			    const uint8_t *query, size_t qname_len, uint16_t qtype, uint16_t qclass);
+			    const uint8_t *query, size_t qname_len, uint16_t qtype,
+			    uint16_t qclass);
 
 /* TTL bounds applied when an answer is stored (C2, C4). */
 struct rrc_wire_ttl_policy {
@@ -205,7 +206,7 @@ size_t rrc_wire_make_stored(uint8_t *pkt, size_t len, const struct rrc_wire_repl
 /* What finishing an answer needs to know about the client that gets it. */
 struct rrc_wire_client {
 	uint16_t id;
-	uint16_t flags; /* the query's flags: RD and CD are copied back */
+	uint16_t flags;	      /* the query's flags: RD and CD are copied back */
 	const uint8_t *qname; /* the client's QNAME bytes, for its case (C6) */
 	uint16_t qname_len;
 	bool has_edns;

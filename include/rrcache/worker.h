@@ -82,11 +82,11 @@ struct rrc_tcp_conn {
 	struct sockaddr_storage peer;
 	uint8_t *rbuf;
 	size_t rlen, rcap;
-	unsigned queries;  /* complete messages read */
-	unsigned pending;  /* queries waiting for an answer */
-	unsigned refs;	   /* waiters pointing here */
-	unsigned writes;   /* uv_write requests not yet called back */
-	unsigned closes;   /* handle closes outstanding */
+	unsigned queries; /* complete messages read */
+	unsigned pending; /* queries waiting for an answer */
+	unsigned refs;	  /* waiters pointing here */
+	unsigned writes;  /* uv_write requests not yet called back */
+	unsigned closes;  /* handle closes outstanding */
 	bool reading;
 	bool closing;
 	bool done_reading; /* limit reached or EOF: close when pending is 0 */
@@ -148,13 +148,13 @@ struct rrc_worker {
 	struct iovec siov[RRC_UDP_BATCH];
 	uint8_t sctl[RRC_UDP_BATCH][64];
 	uint8_t sbuf[RRC_UDP_BATCH][RRC_UDP_SEND_MAX];
-	uint8_t big[RRC_WIRE_MAX_MSG + 2];    /* answers being built */
-	uint8_t upbuf[RRC_WIRE_MAX_MSG + 2];  /* datagrams from upstreams */
+	uint8_t big[RRC_WIRE_MAX_MSG + 2];   /* answers being built */
+	uint8_t upbuf[RRC_WIRE_MAX_MSG + 2]; /* datagrams from upstreams */
 };
 
 /* Creates worker index for server s and binds its listening sockets. */
-struct rrc_worker *rrc_worker_create(struct rrc_server *s, unsigned index,
-				     struct rrc_cfg_ref *cfg, char err[RRC_ERR_LEN]);
+struct rrc_worker *rrc_worker_create(struct rrc_server *s, unsigned index, struct rrc_cfg_ref *cfg,
+				     char err[RRC_ERR_LEN]);
 int rrc_worker_start(struct rrc_worker *w);
 /* Wakes the worker to adopt the server's current configuration. Any thread. */
 void rrc_worker_notify(struct rrc_worker *w);

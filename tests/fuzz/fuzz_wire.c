@@ -48,8 +48,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct rrc_wire_reply r;
 	memcpy(buf, data, size);
 	if (rrc_wire_check_reply(buf, size, &r) == 0) {
-		struct rrc_wire_ttl_policy pol = {.min_ttl = 5, .max_ttl = 86400,
-						  .max_negative_ttl = 3600};
+		struct rrc_wire_ttl_policy pol = {
+			.min_ttl = 5, .max_ttl = 86400, .max_negative_ttl = 3600};
 		uint32_t life;
 		size_t slen = rrc_wire_make_stored(buf, size, &r, &pol, &life);
 		struct rrc_wire_reply r2;

@@ -77,8 +77,10 @@ static void test_parse(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_round_robin), cmocka_unit_test(test_first_available),
-		cmocka_unit_test(test_least_outstanding), cmocka_unit_test(test_weighted),
+		cmocka_unit_test(test_round_robin),
+		cmocka_unit_test(test_first_available),
+		cmocka_unit_test(test_least_outstanding),
+		cmocka_unit_test(test_weighted),
 		cmocka_unit_test(test_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

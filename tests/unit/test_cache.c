@@ -28,9 +28,9 @@ static void test_hit_miss_age(void **state)
 	assert_memory_equal(out, ans, len);
 	assert_int_equal(age, 2);
 	/* Expired at 1000 + 300 s. */
-	assert_int_equal(rrc_cache_lookup(c, key, sizeof(key), 301000, out, sizeof(out), &len,
-					  &age),
-			 RRC_CACHE_MISS);
+	assert_int_equal(
+		rrc_cache_lookup(c, key, sizeof(key), 301000, out, sizeof(out), &len, &age),
+		RRC_CACHE_MISS);
 	struct rrc_cache_stats st;
 	rrc_cache_get_stats(c, &st);
 	assert_int_equal(st.entries, 0);
@@ -97,9 +97,8 @@ static void test_budget(void **state)
 	for (unsigned i = 0; i < 100000; i++) {
 		char k[32];
 		int n = snprintf(k, sizeof(k), "name-%u", i);
-		assert_int_equal(rrc_cache_insert(c, (uint8_t *)k, (size_t)n, ans, sizeof(ans), 3600,
-						  0),
-				 0);
+		assert_int_equal(
+			rrc_cache_insert(c, (uint8_t *)k, (size_t)n, ans, sizeof(ans), 3600, 0), 0);
 	}
 	struct rrc_cache_stats st;
 	rrc_cache_get_stats(c, &st);
@@ -114,9 +113,9 @@ static void test_budget(void **state)
 	assert_int_equal(rrc_cache_lookup(c, (const uint8_t *)"name-99999", 10, 0, out, sizeof(out),
 					  &len, &age),
 			 RRC_CACHE_HIT);
-	assert_int_equal(rrc_cache_lookup(c, (const uint8_t *)"name-0", 6, 0, out, sizeof(out),
-					  &len, &age),
-			 RRC_CACHE_MISS);
+	assert_int_equal(
+		rrc_cache_lookup(c, (const uint8_t *)"name-0", 6, 0, out, sizeof(out), &len, &age),
+		RRC_CACHE_MISS);
 	/* Shrinking the budget applies on the next inserts. */
 	rrc_cache_set_budget(c, budget / 4);
 	for (unsigned i = 0; i < 10000; i++) {
@@ -161,9 +160,12 @@ static void test_siphash_vector(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_hit_miss_age), cmocka_unit_test(test_full_key),
-		cmocka_unit_test(test_too_big_prefix), cmocka_unit_test(test_budget),
-		cmocka_unit_test(test_lru),	       cmocka_unit_test(test_siphash_vector),
+		cmocka_unit_test(test_hit_miss_age),
+		cmocka_unit_test(test_full_key),
+		cmocka_unit_test(test_too_big_prefix),
+		cmocka_unit_test(test_budget),
+		cmocka_unit_test(test_lru),
+		cmocka_unit_test(test_siphash_vector),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

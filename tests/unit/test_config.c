@@ -97,20 +97,21 @@ static void test_addresses(void **state)
 static void test_full_file(void **state)
 {
 	char err[RRC_ERR_LEN];
-	struct rrc_config *cfg = build("workers: 2\n"
-				       "listen: ['127.0.0.1:5300', '[::1]:5300']\n"
-				       "upstream:\n"
-				       "  servers:\n"
-				       "    - 192.0.2.1\n"
-				       "    - {address: '192.0.2.2:5353', weight: 3}\n"
-				       "  policy: weighted\n"
-				       "  timeout: 300ms\n"
-				       "  client_timeout: 1500ms\n"
-				       "cache: {size: 8MiB, min_ttl: 5, max_ttl: 1d, max_negative_ttl: 60}\n"
-				       "tcp: {idle_timeout: 3s, max_connections: 10}\n"
-				       "acl: {action: refuse, allow: [10.0.0.0/8], deny: [10.9.0.0/16]}\n"
-				       "log: {level: debug}\n",
-				       err);
+	struct rrc_config *cfg =
+		build("workers: 2\n"
+		      "listen: ['127.0.0.1:5300', '[::1]:5300']\n"
+		      "upstream:\n"
+		      "  servers:\n"
+		      "    - 192.0.2.1\n"
+		      "    - {address: '192.0.2.2:5353', weight: 3}\n"
+		      "  policy: weighted\n"
+		      "  timeout: 300ms\n"
+		      "  client_timeout: 1500ms\n"
+		      "cache: {size: 8MiB, min_ttl: 5, max_ttl: 1d, max_negative_ttl: 60}\n"
+		      "tcp: {idle_timeout: 3s, max_connections: 10}\n"
+		      "acl: {action: refuse, allow: [10.0.0.0/8], deny: [10.9.0.0/16]}\n"
+		      "log: {level: debug}\n",
+		      err);
 	if (!cfg)
 		fail_msg("%s", err);
 	assert_int_equal(cfg->workers, 2);
@@ -157,7 +158,8 @@ static void test_errors(void **state)
 	expect_error("workers: 100000\n", "workers: 100000 is out of range");
 	expect_error("upstream: {servers: [192.0.2.1]}\ncache: {min_ttl: 100, max_ttl: 10}\n",
 		     "above cache.max_ttl");
-	expect_error("upstream: {servers: [192.0.2.1], timeout: 3s}\n", "above upstream.client_timeout");
+	expect_error("upstream: {servers: [192.0.2.1], timeout: 3s}\n",
+		     "above upstream.client_timeout");
 	expect_error("cache: {size: 1MiB}\ncache: {size: 2MiB}\n", ":2:1: cache: given twice");
 	expect_error("listen: [\n", "YAML");
 	expect_error("- a\n- b\n", "expected a mapping");
@@ -214,9 +216,8 @@ static void test_resolv_conf_self(void **state)
 	rrc_config_format_addr(&cfg->upstreams[0].addr, buf, sizeof(buf));
 	assert_string_equal(buf, "192.0.2.10:53");
 	rrc_config_free(cfg);
-	struct rrc_config_overrides ov4 = {.resolv_conf = resolv,
-					   .upstream = {"127.0.0.1:5300"},
-					   .n_upstream = 1};
+	struct rrc_config_overrides ov4 = {
+		.resolv_conf = resolv, .upstream = {"127.0.0.1:5300"}, .n_upstream = 1};
 	assert_null(rrc_config_build(p, &ov4, err));
 	assert_non_null(strstr(err, "loop"));
 	struct rrc_config_overrides ov5 = {.resolv_conf = resolv, .cache_size = "huge"};
@@ -229,9 +230,8 @@ static void test_shipped_file(void **state)
 {
 	/* The shipped file must load, and its values must be the built-in defaults. */
 	char err[RRC_ERR_LEN];
-	struct rrc_config_overrides ov = {.resolv_conf = resolv,
-					  .upstream = {"192.0.2.53"},
-					  .n_upstream = 1};
+	struct rrc_config_overrides ov = {
+		.resolv_conf = resolv, .upstream = {"192.0.2.53"}, .n_upstream = 1};
 	struct rrc_config *shipped = rrc_config_build(RRC_CONFIG_DIR "/rrcache.yaml", &ov, err);
 	if (!shipped)
 		fail_msg("%s", err);
@@ -266,8 +266,8 @@ static void test_shipped_file(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_sizes_durations), cmocka_unit_test(test_addresses),
-		cmocka_unit_test(test_full_file),	cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_sizes_durations),	   cmocka_unit_test(test_addresses),
+		cmocka_unit_test(test_full_file),	   cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_defaults_and_flags), cmocka_unit_test(test_resolv_conf_self),
 		cmocka_unit_test(test_shipped_file),
 	};

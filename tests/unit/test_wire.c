@@ -123,8 +123,8 @@ static void test_udp_limit(void **state)
 static void test_key(void **state)
 {
 	/* C1, C6: case folded, flags in the key. */
-	uint8_t a[] = {0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0, 3, 'W', 'w', 'W', 7, 'E',
-		       'x', 'A', 'm', 'p', 'l', 'E', 0, 0, 1, 0, 1};
+	uint8_t a[] = {0x12, 0x34, 0x01, 0x00, 0,   1,	 0,   0,   0,	0, 0, 0, 3, 'W', 'w',
+		       'W',  7,	   'E',	 'x',  'A', 'm', 'p', 'l', 'E', 0, 0, 1, 0, 1};
 	uint8_t b[sizeof(a)];
 	memcpy(b, a, sizeof(a));
 	for (size_t i = 13; i < 24; i++)
@@ -272,8 +272,8 @@ static void test_reply_and_store(void **state)
 	n = load("good_query", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), -1);
 	/* R15 on replies: pointer games are malformed. */
-	const char *bad[] = {"pointer_loop", "self_pointer", "forward_pointer", "label_64",
-			     "name_256", "label_type_40", "rdlength_past_end", "ancount_65535"};
+	const char *bad[] = {"pointer_loop", "self_pointer",  "forward_pointer",   "label_64",
+			     "name_256",     "label_type_40", "rdlength_past_end", "ancount_65535"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		n = load(bad[i], buf, sizeof(buf));
 		buf[2] |= 0x80;
@@ -287,7 +287,8 @@ static void test_ttl_clamp(void **state)
 	uint8_t buf[512];
 	struct rrc_wire_reply r;
 	uint32_t life;
-	struct rrc_wire_ttl_policy pol = {.min_ttl = 600, .max_ttl = 86400, .max_negative_ttl = 3600};
+	struct rrc_wire_ttl_policy pol = {
+		.min_ttl = 600, .max_ttl = 86400, .max_negative_ttl = 3600};
 	size_t n = load("reply_a", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
 	rrc_wire_make_stored(buf, n, &r, &pol, &life);
@@ -312,8 +313,8 @@ static void test_finish(void **state)
 	size_t s = rrc_wire_make_stored(buf, n, &r, &pol, &life);
 
 	/* C6: the client's case; C2: TTL aged; R12: no OPT without one in the query. */
-	const uint8_t qname[] = {3, 'W', 'W', 'W', 7, 'e', 'X', 'a', 'm', 'p', 'l', 'e', 3, 'C', 'O',
-				 'M', 0};
+	const uint8_t qname[] = {3,   'W', 'W', 'W', 7,	  'e', 'X', 'a', 'm',
+				 'p', 'l', 'e', 3,   'C', 'O', 'M', 0};
 	struct rrc_wire_client c = {.id = 0xBEEF,
 				    .flags = RRC_F_RD,
 				    .qname = qname,
@@ -374,7 +375,7 @@ static void test_name_bounds(void **state)
 	assert_int_equal(rrc_wire_name(p, o + 2, 0, &end, &len, NULL), -1);
 	/* A pointer chain that goes strictly back is fine, lowercased on output. Names start
 	 * after a 12-byte header, as in a message. */
-	uint8_t q[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	uint8_t q[] = {0, 0,   0, 0, 0,	  0,	0,  0, 0,   0,	  0, 0,
 		       1, 'A', 0, 1, 'B', 0xC0, 12, 1, 'C', 0xC0, 15};
 	uint8_t out[RRC_WIRE_MAX_NAME];
 	assert_int_equal(rrc_wire_name(q, sizeof(q), 19, &end, &len, out), 0);
@@ -383,8 +384,8 @@ static void test_name_bounds(void **state)
 	assert_memory_equal(out, "\1c\1b\1a\0", 7);
 	/* A chain whose second pointer goes back up past the first target is rejected:
 	 * 17 'B' -> ptr 12 'A' -> ptr 17 (not below 12): a loop. */
-	uint8_t loop[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-			  1, 'A', 0xC0, 17, 0, 1, 'B', 0xC0, 12};
+	uint8_t loop[] = {0, 0, 0,   0,	   0,  0, 0, 0,	  0,	0, 0,
+			  0, 1, 'A', 0xC0, 17, 0, 1, 'B', 0xC0, 12};
 	assert_int_equal(rrc_wire_name(loop, sizeof(loop), 17, &end, &len, NULL), -1);
 	/* A pointer into the header is rejected. */
 	uint8_t hdrptr[] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 'A', 0xC0, 2};
@@ -404,9 +405,8 @@ static void test_build_query(void **state)
 	assert_int_equal(q.flags, RRC_F_RD | RRC_F_CD);
 	assert_true(q.has_edns && q.edns_do);
 	assert_int_equal(q.qtype, 28);
-	assert_int_equal(rrc_wire_build_query(out, 10, 1, name, sizeof(name), 1, 1, 0, false,
-					      false),
-			 0);
+	assert_int_equal(
+		rrc_wire_build_query(out, 10, 1, name, sizeof(name), 1, 1, 0, false, false), 0);
 }
 
 int main(void)
