@@ -25,9 +25,10 @@ install_pkgs() {
 		# shellcheck disable=SC2086
 		apt-get install -y -q --no-install-recommends $missing
 	fi
-	# The Debian knot package starts a system knotd on port 53; the tests start their own.
-	if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet knot 2>/dev/null; then
-		systemctl stop knot || true
+	# The Debian knot package enables a system knotd on port 53, which rrcache's shipped
+	# configuration wants; the tests start their own knotd on a random port.
+	if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet knot 2>/dev/null; then
+		systemctl disable --now knot || true
 	fi
 }
 
