@@ -1,0 +1,324 @@
+#!/usr/bin/python3
+"""Benchmark rrcache against dnsdist, Unbound and dnsmasq on this machine, in one run.
+
+Each server under test is pinned to one core and dnsperf to the other; workloads run
+interleaved (A B C A B C ...) for several rounds, and every figure is also reported as a ratio
+to dnsdist's in the same run, because the machine is shared and noisy. Server CPU per answered
+query comes from the kernel's per-thread run time (/proc/PID/task/*/schedstat, nanoseconds):
+dnsperf saturates its own core near the reflector's rate, so qps alone cannot rank servers.
+
+Usage: bench/run.py [--quick] [--servers rrcache,dnsdist,...] [--out bench/RESULTS.md]
+"""
+import argparse
+import datetime
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from helpers import Knot, free_port, raw_udp  # noqa: E402
+
+RRCACHE = os.environ.get("RRCACHE_BIN", os.path.join(ROOT, "build", "src", "rrcache"))
+SERVER_CPU = "1"
+CLIENT_CPU = "0"
+HOT_NAMES = 1000
+ZONE_NAMES = 20000
+
+
+def zone_extra():
+    lines = [f"b{i} 3600 IN A 10.{i // 65536 % 256}.{i // 256 % 256}.{i % 256}"
+             for i in range(ZONE_NAMES)]
+    lines.append("*.u 3600 IN A 192.0.2.200")
+    return "\n".join(lines) + "\n"
+
+
+def schedstat_ns(pid):
+    total = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                    total += int(f.read().split()[0])
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return total
+
+
+def rss_bytes(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def wait_port(port, proc, deadline=15):
+    probe = b"\x52\x54\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + \
+        b"\x02b0\x07example\x04test\x00\x00\x01\x00\x01"
+    end = time.time() + deadline
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        if raw_udp("127.0.0.1", port, probe, timeout=0.3) is not None:
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing answers on {port}")
+
+
+class Server:
+    def __init__(self, name, upstream_port, workdir):
+        self.name = name
+        self.port = free_port()
+        self.dir = os.path.join(workdir, name)
+        os.makedirs(self.dir, exist_ok=True)
+        cmd = getattr(self, "cmd_" + name.replace("-", "_"))(upstream_port)
+        self.log = open(os.path.join(self.dir, "log"), "w")
+        self.proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] + cmd, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        wait_port(self.port, self.proc)
+        self.pid = self.proc.pid
+
+    def cmd_rrcache(self, up):
+        return [RRCACHE, "--listen", f"127.0.0.1:{self.port}", "--upstream", f"127.0.0.1:{up}",
+                "--workers", "1", "--cache-size", "512MiB", "--log-level", "warning"]
+
+    def cmd_dnsdist(self, up):
+        conf = os.path.join(self.dir, "dnsdist.conf")
+        with open(conf, "w") as f:
+            f.write(f"""setLocal("127.0.0.1:{self.port}")
+setACL({{"127.0.0.0/8"}})
+setSecurityPollSuffix("")
+newServer({{address="127.0.0.1:{up}", healthCheckMode="lazy"}})
+pc = newPacketCache(1000000, {{maxTTL=86400, minTTL=0}})
+getPool(""):setCache(pc)
+""")
+        return ["dnsdist", "--supervised", "--disable-syslog", "-C", conf]
+
+    def cmd_unbound(self, up):
+        conf = os.path.join(self.dir, "unbound.conf")
+        with open(conf, "w") as f:
+            f.write(f"""server:
+    interface: 127.0.0.1@{self.port}
+    num-threads: 1
+    so-reuseport: no
+    access-control: 127.0.0.0/8 allow
+    do-not-query-localhost: no
+    module-config: "iterator"
+    username: ""
+    chroot: ""
+    directory: "{self.dir}"
+    pidfile: ""
+    use-syslog: no
+    logfile: ""
+    verbosity: 0
+    msg-cache-size: 256m
+    rrset-cache-size: 256m
+    domain-insecure: "example.test."
+forward-zone:
+    name: "example.test."
+    forward-addr: 127.0.0.1@{up}
+""")
+        return ["unbound", "-d", "-c", conf]
+
+    def cmd_dnsmasq(self, up):
+        return ["dnsmasq", "-k", "-C", "/dev/null", "--no-resolv", "--no-hosts",
+                f"--port={self.port}", "--listen-address=127.0.0.1", "--bind-interfaces",
+                f"--server=/example.test/127.0.0.1#{up}", "--cache-size=10000",
+                "--pid-file=", "--user=root"]
+
+    def cmd_reflector(self, up):
+        exe = os.path.join(self.dir, "reflector")
+        subprocess.run(["cc", "-O2", "-o", exe, os.path.join(HERE, "reflector.c")], check=True)
+        return [exe, "127.0.0.1", str(self.port)]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+def dnsperf(port, datafile, seconds=None, once=False, qps=None, verbose=False,
+            outstanding=200):
+    cmd = ["taskset", "-c", CLIENT_CPU, "dnsperf", "-s", "127.0.0.1", "-p", str(port),
+           "-d", datafile, "-c", "8", "-T", "1", "-q", str(outstanding), "-t", "2"]
+    if seconds:
+        cmd += ["-l", str(seconds)]
+    if once:
+        cmd += ["-n", "1"]
+    if qps:
+        cmd += ["-Q", str(qps)]
+    if verbose:
+        cmd += ["-v"]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
+    res = {}
+    for key, pat in [("sent", r"Queries sent:\s+(\d+)"),
+                     ("completed", r"Queries completed:\s+(\d+)"),
+                     ("lost", r"Queries lost:\s+(\d+)"),
+                     ("qps", r"Queries per second:\s+([\d.]+)"),
+                     ("avg_lat", r"Average Latency \(s\):\s+([\d.]+)")]:
+        m = re.search(pat, out)
+        res[key] = float(m.group(1)) if m else 0.0
+    if verbose:
+        lats = [float(x) for x in re.findall(r"^> \S+ .* ([\d.]+)$", out, re.M)]
+        lats.sort()
+        res["p99"] = lats[int(len(lats) * 0.99)] if lats else 0.0
+        res["p50"] = lats[len(lats) // 2] if lats else 0.0
+    return res
+
+
+def measure(server, fn):
+    c0 = schedstat_ns(server.pid)
+    r = fn()
+    c1 = schedstat_ns(server.pid)
+    r["cpu_us_per_q"] = (c1 - c0) / 1000.0 / max(r["completed"], 1)
+    return r
+
+
+def write_names(path, names, qtype="A"):
+    with open(path, "w") as f:
+        for n in names:
+            f.write(f"{n} {qtype}\n")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="short runs, under 5 minutes")
+    ap.add_argument("--servers", default="rrcache,dnsdist,unbound,dnsmasq,reflector")
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--out", default=os.path.join(HERE, "RESULTS.md"))
+    args = ap.parse_args()
+    rounds = args.rounds or (1 if args.quick else 3)
+    secs = 4 if args.quick else 10
+    miss_n = 40000 if args.quick else 200000
+    names = args.servers.split(",")
+    for tool, pkg in [("dnsperf", "dnsperf"), ("taskset", "util-linux"), ("knotd", "knot")]:
+        if not shutil.which(tool):
+            sys.exit(f"{tool} is missing: apt-get install {pkg}")
+
+    work = tempfile.mkdtemp(prefix="rrc-bench-")
+    knot = Knot(extra_zone=zone_extra())
+    hot = os.path.join(work, "hot.txt")
+    write_names(hot, [f"b{i}.example.test." for i in range(HOT_NAMES)])
+    results = {n: {w: [] for w in ("HIT", "MISS", "MIX", "LAT")} for n in names}
+    rss = {n: [] for n in names}
+    try:
+        for rnd in range(rounds):
+            for name in names:
+                srv = Server(name, knot.port, work)
+                try:
+                    # HIT: warm the hot set, then measure.
+                    dnsperf(srv.port, hot, once=True)
+                    results[name]["HIT"].append(measure(srv, lambda: dnsperf(
+                        srv.port, hot, seconds=secs)))
+                    # MISS: unique names under the wildcard, one pass; RSS per new name.
+                    miss = os.path.join(work, f"miss-{name}-{rnd}.txt")
+                    write_names(miss, [f"m{rnd}-{i}.u.example.test." for i in range(miss_n)])
+                    r0 = rss_bytes(srv.pid)
+                    res = measure(srv, lambda: dnsperf(srv.port, miss, once=True))
+                    r1 = rss_bytes(srv.pid)
+                    results[name]["MISS"].append(res)
+                    rss[name].append((r1 - r0) / max(res["completed"], 1))
+                    # MIX: 90 % hot, 10 % unique.
+                    mix = os.path.join(work, f"mix-{name}-{rnd}.txt")
+                    mixed = []
+                    for i in range(miss_n):
+                        mixed.append(f"x{rnd}-{i}.u.example.test." if i % 10 == 9
+                                     else f"b{i % HOT_NAMES}.example.test.")
+                    write_names(mix, mixed)
+                    results[name]["MIX"].append(measure(srv, lambda: dnsperf(
+                        srv.port, mix, seconds=secs)))
+                    # LAT: a fixed 10,000 qps over the hot set.
+                    results[name]["LAT"].append(measure(srv, lambda: dnsperf(
+                        srv.port, hot, seconds=secs, qps=10000, verbose=True)))
+                finally:
+                    srv.stop()
+                print(f"round {rnd + 1}/{rounds} {name}: " + ", ".join(
+                    f"{w} {results[name][w][-1]['qps']:.0f} qps "
+                    f"{results[name][w][-1]['cpu_us_per_q']:.2f} us/q"
+                    for w in ("HIT", "MISS", "MIX")), flush=True)
+    finally:
+        knot.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    report(results, rss, names, args, rounds, secs, miss_n)
+
+
+def med(xs):
+    return statistics.median(xs) if xs else 0.0
+
+
+def version(cmd):
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+        return (out.stdout + out.stderr).strip().splitlines()[0][:80]
+    except Exception:
+        return "?"
+
+
+def report(results, rss, names, args, rounds, secs, miss_n):
+    base = "dnsdist" if "dnsdist" in names else names[0]
+
+    def ratio(v, b):
+        return f"{v / b:.2f}" if b else "-"
+    lines = [f"# rrcache benchmark — {datetime.date.today().isoformat()}", "",
+             f"Machine: {platform.node()}, {os.cpu_count()} CPUs, "
+             f"{platform.processor() or platform.machine()}, kernel {platform.release()}. "
+             f"Server pinned to CPU {SERVER_CPU}, dnsperf to CPU {CLIENT_CPU}. "
+             f"{rounds} round(s), {secs} s per timed run, {miss_n} unique names per MISS run, "
+             "medians shown; (x) = ratio to " + base + " in the same run.", "",
+             "Versions: " + "; ".join([
+                 version([RRCACHE, "--version"]), version(["dnsdist", "--version"]),
+                 version(["unbound", "-V"]), version(["dnsmasq", "--version"]),
+                 version(["dnsperf", "-h"]).replace("Usage: ", "")]), "",
+             "| server | HIT qps | HIT CPU us/q | MISS qps | MISS CPU us/q | MISS lost | "
+             "MIX qps | LAT avg ms | LAT p99 ms | RSS B / new name |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    b = {w: {k: med([r.get(k, 0.0) for r in results[base][w]]) for k in
+             ("qps", "cpu_us_per_q", "avg_lat", "p99", "lost")}
+         for w in ("HIT", "MISS", "MIX", "LAT") if results[base][w]}
+    for n in names:
+        m = {w: {k: med([r.get(k, 0.0) for r in results[n][w]]) for k in
+                 ("qps", "cpu_us_per_q", "avg_lat", "p99", "lost")}
+             for w in ("HIT", "MISS", "MIX", "LAT")}
+        rs = med(rss[n])
+        lines.append(
+            f"| {n} | {m['HIT']['qps']:.0f} ({ratio(m['HIT']['qps'], b['HIT']['qps'])}) "
+            f"| {m['HIT']['cpu_us_per_q']:.2f} "
+            f"({ratio(m['HIT']['cpu_us_per_q'], b['HIT']['cpu_us_per_q'])}) "
+            f"| {m['MISS']['qps']:.0f} ({ratio(m['MISS']['qps'], b['MISS']['qps'])}) "
+            f"| {m['MISS']['cpu_us_per_q']:.2f} "
+            f"({ratio(m['MISS']['cpu_us_per_q'], b['MISS']['cpu_us_per_q'])}) "
+            f"| {m['MISS']['lost']:.0f} "
+            f"| {m['MIX']['qps']:.0f} ({ratio(m['MIX']['qps'], b['MIX']['qps'])}) "
+            f"| {m['LAT']['avg_lat'] * 1000:.3f} "
+            f"| {m['LAT']['p99'] * 1000:.3f} ({ratio(m['LAT']['p99'], b['LAT']['p99'])}) "
+            f"| {rs:.0f} |")
+    lines += ["", "Workloads: HIT = 1,000 cached names at full speed; MISS = unique names "
+              "under a wildcard, every query a miss; MIX = 90 % hot, 10 % unique; LAT = "
+              "10,000 qps over the hot set, per-query latency from `dnsperf -v`. "
+              "CPU us/q = server run time (all threads, schedstat) / answered queries. "
+              "RSS per new name = RSS growth over the MISS run / names answered (the "
+              "reflector caches nothing).", ""]
+    text = "\n".join(lines)
+    print(text)
+    with open(args.out, "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
