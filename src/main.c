@@ -86,6 +86,14 @@ static void log_summary(struct rrc_server *s)
 		(unsigned long long)st.malformed_replies, (unsigned long long)malformed,
 		(unsigned long long)st.formerr, (unsigned long long)st.servfail,
 		(unsigned long long)st.acl_dropped, (unsigned long long)st.acl_refused);
+	for (unsigned i = 0; i < rrc_server_worker_count(s); i++) {
+		const struct rrc_worker_stats *ws = rrc_server_worker_stats(s, i);
+		rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,
+			"worker %u: queries udp=%llu tcp=%llu, cache hits=%llu, upstream queries=%llu",
+			i, (unsigned long long)ws->queries_udp, (unsigned long long)ws->queries_tcp,
+			(unsigned long long)ws->cache_hits,
+			(unsigned long long)ws->upstream_queries);
+	}
 }
 
 enum { OPT_LISTEN = 256, OPT_UPSTREAM, OPT_CACHE_SIZE, OPT_LOG_LEVEL, OPT_CHECK, OPT_WORKERS };

@@ -261,3 +261,13 @@ void rrc_server_sum_stats(struct rrc_server *s, struct rrc_worker_stats *out)
 			o[k] += in[k];
 	}
 }
+
+unsigned rrc_server_worker_count(const struct rrc_server *s)
+{
+	return s->n_workers;
+}
+
+const struct rrc_worker_stats *rrc_server_worker_stats(const struct rrc_server *s, unsigned i)
+{
+	return i < s->n_workers ? &s->workers[i]->st : NULL;
+}

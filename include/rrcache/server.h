@@ -51,6 +51,9 @@ struct rrc_worker_stats;
 /* Sums the workers' counters into *out. Exact only after rrc_server_stop (workers write them
  * without synchronisation while they run). */
 void rrc_server_sum_stats(struct rrc_server *s, struct rrc_worker_stats *out);
+/* Number of workers, and worker i's own counters (same caveat). */
+unsigned rrc_server_worker_count(const struct rrc_server *s);
+const struct rrc_worker_stats *rrc_server_worker_stats(const struct rrc_server *s, unsigned i);
 
 /* Frees everything; call after rrc_server_stop (or instead of start). */
 void rrc_server_destroy(struct rrc_server *s);

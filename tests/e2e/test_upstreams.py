@@ -311,3 +311,12 @@ def test_two_workers_share_the_cache(fault, rrcache):
     assert up.count("shared.test.") == 1
     rc, log = r.stop()
     assert "2 worker(s)" in log
+    # Both workers answered queries, and at least one of them answered from the cache a name
+    # it never asked upstream itself.
+    import re
+    per = {int(m.group(1)): (int(m.group(2)), int(m.group(3)), int(m.group(4)))
+           for m in re.finditer(r"worker (\d+): queries udp=(\d+) tcp=\d+, cache hits=(\d+), "
+                                r"upstream queries=(\d+)", log)}
+    assert set(per) == {0, 1}, log
+    assert all(udp > 0 for udp, _, _ in per.values()), per
+    assert any(hits > 0 and ups == 0 for _, hits, ups in per.values()), per
