@@ -260,10 +260,42 @@ def main():
                     f"{w} {results[name][w][-1]['qps']:.0f} qps "
                     f"{results[name][w][-1]['cpu_us_per_q']:.2f} us/q"
                     for w in ("HIT", "MISS", "MIX")), flush=True)
+        budget = budget_check(knot.port, work, args.quick) if "rrcache" in names else None
     finally:
         knot.stop()
         shutil.rmtree(work, ignore_errors=True)
-    report(results, rss, names, args, rounds, secs, miss_n)
+    report(results, rss, names, args, rounds, secs, miss_n, budget)
+
+
+def budget_check(knot_port, work, quick):
+    """The byte budget: a flood of unique names into cache.size 16MiB must keep RSS within
+    16 MiB + the idle RSS + 10 %. Idle = after a warm-up of 2,000 names, so that code pages
+    touched by the first misses (ldns, libcrypto) count as idle, not as cache."""
+    n = 300000 if quick else 1000000
+    port = free_port()
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, RRCACHE, "--listen",
+                             f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{knot_port}",
+                             "--workers", "1", "--cache-size", "16MiB", "--log-level",
+                             "warning"])
+    try:
+        wait_port(port, proc)
+        warm = os.path.join(work, "budget-warm.txt")
+        write_names(warm, [f"w{i}.u.example.test." for i in range(2000)])
+        dnsperf(port, warm, once=True)
+        idle = rss_bytes(proc.pid)
+        flood = os.path.join(work, "budget-flood.txt")
+        write_names(flood, [f"f{i}.u.example.test." for i in range(n)])
+        r = dnsperf(port, flood, once=True, outstanding=300)
+        end = rss_bytes(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    limit = (16 * 2**20 + idle) * 1.1
+    res = {"names": n, "answered": r["completed"], "idle": idle, "end": end, "limit": limit,
+           "ok": end <= limit}
+    print(f"budget: idle {idle / 2**20:.1f} MiB, after {n} names {end / 2**20:.1f} MiB, "
+          f"limit {limit / 2**20:.1f} MiB: {'holds' if res['ok'] else 'EXCEEDED'}", flush=True)
+    return res
 
 
 def med(xs):
@@ -278,7 +310,7 @@ def version(cmd):
         return "?"
 
 
-def report(results, rss, names, args, rounds, secs, miss_n):
+def report(results, rss, names, args, rounds, secs, miss_n, budget=None):
     base = "dnsdist" if "dnsdist" in names else names[0]
 
     def ratio(v, b):
@@ -322,6 +354,12 @@ def report(results, rss, names, args, rounds, secs, miss_n):
               "CPU us/q = server run time (all threads, schedstat) / answered queries. "
               "RSS per new name = RSS growth over the MISS run / names answered (the "
               "reflector caches nothing).", ""]
+    if budget:
+        lines += [f"Byte budget (`cache.size: 16MiB`, {budget['names']} unique names, "
+                  f"{budget['answered']:.0f} answered): RSS {budget['end'] / 2**20:.1f} MiB "
+                  f"after the flood, idle {budget['idle'] / 2**20:.1f} MiB, limit "
+                  f"{budget['limit'] / 2**20:.1f} MiB (16 MiB + idle + 10 %): "
+                  f"{'holds' if budget['ok'] else 'EXCEEDED'}.", ""]
     text = "\n".join(lines)
     print(text)
     with open(args.out, "w") as f:

@@ -89,7 +89,8 @@ static void log_summary(struct rrc_server *s)
 	for (unsigned i = 0; i < rrc_server_worker_count(s); i++) {
 		const struct rrc_worker_stats *ws = rrc_server_worker_stats(s, i);
 		rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,
-			"worker %u: queries udp=%llu tcp=%llu, cache hits=%llu, upstream queries=%llu",
+			"worker %u: queries udp=%llu tcp=%llu, cache hits=%llu, upstream "
+			"queries=%llu",
 			i, (unsigned long long)ws->queries_udp, (unsigned long long)ws->queries_tcp,
 			(unsigned long long)ws->cache_hits,
 			(unsigned long long)ws->upstream_queries);

@@ -23,6 +23,7 @@ struct rrc_query {
 	bool in_table;
 	bool done;
 	bool no_cache;
+	bool pooled;
 	unsigned closes;
 	uv_timer_t budget;
 	uv_timer_t retry;
@@ -56,7 +57,10 @@ static void on_query_closed(uv_handle_t *h)
 	if (--q->closes > 0)
 		return;
 	struct rrc_worker *w = q->w;
-	free(q);
+	if (q->pooled)
+		rrc_pool_put(&w->pool_query, q);
+	else
+		free(q);
 	rrc_worker_check_done(w);
 }
 
@@ -85,7 +89,7 @@ static void query_end(struct rrc_query *q)
 	struct rrc_waiter *wt = q->waiters;
 	while (wt) {
 		struct rrc_waiter *next = wt->next;
-		free(wt);
+		rrc_pool_put(&w->pool_waiter, wt);
 		wt = next;
 	}
 	q->waiters = NULL;
@@ -242,7 +246,7 @@ static struct rrc_waiter *waiter_new(struct rrc_worker *w, const struct rrc_quer
 				     const uint8_t *pkt, const struct rrc_wire_query *wq,
 				     uint16_t limit)
 {
-	struct rrc_waiter *wt = malloc(sizeof(*wt));
+	struct rrc_waiter *wt = rrc_pool_get(&w->pool_waiter);
 	if (!wt)
 		return NULL;
 	wt->next = NULL;
@@ -303,9 +307,11 @@ static bool start_miss(struct rrc_worker *w, const struct rrc_query_src *src, co
 	 * answers are not cached (DESIGN); everything else is rebuilt from the key. */
 	size_t cap =
 		wq->has_ecs ? len : (size_t)RRC_WIRE_HDR + wq->qname_len + 4 + RRC_WIRE_OPT_LEN;
-	struct rrc_query *q = calloc(1, sizeof(*q) + cap);
+	bool pooled = cap <= RRC_POOL_MSG;
+	struct rrc_query *q = pooled ? rrc_pool_get(&w->pool_query) : calloc(1, sizeof(*q) + cap);
 	if (!q)
 		return false;
+	q->pooled = pooled;
 	if (wq->has_ecs) {
 		memcpy(q->upq, pkt, len);
 		q->upq_len = len;
@@ -319,7 +325,10 @@ static bool start_miss(struct rrc_worker *w, const struct rrc_query_src *src, co
 	}
 	struct rrc_waiter *wt = waiter_new(w, src, pkt, wq, limit);
 	if (!wt) {
-		free(q);
+		if (pooled)
+			rrc_pool_put(&w->pool_query, q);
+		else
+			free(q);
 		return false;
 	}
 	q->w = w;
@@ -424,4 +433,10 @@ void rrc_query_abort_all(struct rrc_worker *w)
 		while (w->inflight[b])
 			query_fail(w->inflight[b], RRC_RCODE_SERVFAIL);
 	}
+}
+
+void rrc_query_init_pools(struct rrc_worker *w)
+{
+	rrc_pool_init(&w->pool_query, sizeof(struct rrc_query) + RRC_POOL_MSG, RRC_POOL_KEEP);
+	rrc_pool_init(&w->pool_waiter, sizeof(struct rrc_waiter), RRC_POOL_KEEP);
 }

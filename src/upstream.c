@@ -57,6 +57,7 @@ struct rrc_attempt {
 	bool closing;
 	bool timed_out;
 	bool delivered;
+	bool pooled;
 	union {
 		uv_handle_t handle;
 		uv_udp_t udp;
@@ -244,7 +245,10 @@ static void on_attempt_closed(uv_handle_t *h)
 		u->bal[a->srv->idx].outstanding--;
 	server_put(a->srv);
 	free(a->rbuf);
-	free(a);
+	if (a->pooled)
+		rrc_pool_put(&u->w->pool_attempt, a);
+	else
+		free(a);
 	u->closes--;
 	maybe_free_set(u);
 }
@@ -496,9 +500,12 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 {
 	if (idx < 0 || (unsigned)idx >= u->n || len > RRC_WIRE_MAX_MSG || len < RRC_WIRE_HDR)
 		return NULL;
-	struct rrc_attempt *a = calloc(1, sizeof(*a) + 2 + len);
+	bool pooled = len <= RRC_POOL_MSG;
+	struct rrc_attempt *a =
+		pooled ? rrc_pool_get(&u->w->pool_attempt) : calloc(1, sizeof(*a) + 2 + len);
 	if (!a)
 		return NULL;
+	a->pooled = pooled;
 	a->u = u;
 	a->srv = u->srv[idx];
 	a->srv->refs++;
@@ -584,4 +591,10 @@ void rrc_upstreams_close(struct rrc_upstreams *u)
 		rrc_upstream_cancel(a);
 	u->closes++;
 	uv_close((uv_handle_t *)&u->probe_timer, on_probe_timer_closed);
+}
+
+void rrc_upstream_init_pool(struct rrc_worker *w)
+{
+	rrc_pool_init(&w->pool_attempt, sizeof(struct rrc_attempt) + 2 + RRC_POOL_MSG,
+		      RRC_POOL_KEEP);
 }

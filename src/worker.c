@@ -106,6 +106,8 @@ struct rrc_worker *rrc_worker_create(struct rrc_server *s, unsigned index, struc
 	w->cache = rrc_server_cache(s);
 	w->cfg = cfg;
 	w->inflight_buckets = RRC_INFLIGHT_BUCKETS;
+	rrc_query_init_pools(w);
+	rrc_upstream_init_pool(w);
 	w->inflight = calloc(w->inflight_buckets, sizeof(*w->inflight));
 	if (getrandom(w->hash_key, sizeof(w->hash_key), 0) != (ssize_t)sizeof(w->hash_key) ||
 	    !w->inflight || uv_loop_init(&w->loop) != 0) {
@@ -165,6 +167,9 @@ void rrc_worker_destroy(struct rrc_worker *w)
 	RRC_FAILS(rc == 0);
 	if (w->cfg)
 		rrc_cfg_ref_put(w->cfg);
+	rrc_pool_drain(&w->pool_query);
+	rrc_pool_drain(&w->pool_waiter);
+	rrc_pool_drain(&w->pool_attempt);
 	free(w->udp);
 	free(w->tcp);
 	free(w->inflight);

@@ -36,6 +36,9 @@ struct rrc_query_src {
 size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, const uint8_t *pkt,
 			size_t len, uint8_t *out, size_t cap);
 
+/* Sets up the worker's query and waiter pools. */
+void rrc_query_init_pools(struct rrc_worker *w);
+
 /* Ends every query in flight with SERVFAIL (shutdown grace expired). */
 void rrc_query_abort_all(struct rrc_worker *w);
 

@@ -59,6 +59,9 @@ struct rrc_attempt *rrc_upstream_send(struct rrc_upstreams *u, int idx, bool tcp
 				      const uint8_t *query, size_t len, rrc_attempt_cb cb,
 				      void *ctx);
 
+/* Sets up the worker's attempt pool. */
+void rrc_upstream_init_pool(struct rrc_worker *w);
+
 /* Detaches the caller and closes the attempt. */
 void rrc_upstream_cancel(struct rrc_attempt *a);
 

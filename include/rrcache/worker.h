@@ -9,6 +9,7 @@
 #ifndef RRCACHE_WORKER_H
 #define RRCACHE_WORKER_H
 
+#include "rrcache/pool.h"
 #include "rrcache/server.h"
 #include "rrcache/wire.h"
 
@@ -27,6 +28,10 @@
 #define RRC_UDP_SEND_MAX 1536
 /* Grace for in-flight queries at shutdown. */
 #define RRC_SHUTDOWN_GRACE_MS 2000
+/* Free objects each pool keeps: enough for a burst of misses, bounded (about 1 MiB a pool). */
+#define RRC_POOL_KEEP 1024
+/* Messages up to this size are carried in pooled objects; larger ones are allocated alone. */
+#define RRC_POOL_MSG 512
 /* A TCP client that does not read its answers is closed beyond this much queued output. */
 #define RRC_TCP_MAX_WRITE_QUEUE (256 * 1024)
 /* uv_listen backlog */
@@ -134,6 +139,11 @@ struct rrc_worker {
 	uint8_t hash_key[16];
 
 	struct rrc_worker_stats st;
+
+	/* Recycled miss-path objects (see pool.h). */
+	struct rrc_pool pool_query;
+	struct rrc_pool pool_waiter;
+	struct rrc_pool pool_attempt;
 
 	atomic_bool stopping; /* set by the server's thread */
 	bool stop_begun;
