@@ -9,6 +9,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <endian.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -66,10 +67,9 @@ struct rrc_cache {
 
 static uint64_t load64le(const uint8_t *p)
 {
-	uint64_t v = 0;
-	for (int i = 7; i >= 0; i--)
-		v = (v << 8) | p[i];
-	return v;
+	uint64_t v;
+	memcpy(&v, p, sizeof(v)); /* one load; the compiler drops the copy */
+	return le64toh(v);
 }
 
 uint64_t rrc_cache_siphash(const uint8_t k[16], const uint8_t *data, size_t len)

@@ -1,0 +1,94 @@
+#!/usr/bin/python3
+"""Instructions per query of rrcache, from callgrind (repeatable, unlike time on a shared
+machine): for 1 and 2 workers, per cache hit and per miss.
+
+Each figure is a difference of whole-process runs under valgrind, so start-up and shutdown
+cancel out: (run with warm-up + N queries) - (run with warm-up only), divided by N.
+Usage: bench/instructions.py [--hits N] [--misses N]
+"""
+import argparse
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
+import run as B  # noqa: E402
+from helpers import Knot, free_port  # noqa: E402
+
+
+def one_run(knot_port, workers, work, warm, extra):
+    port = free_port()
+    out = os.path.join(work, f"cg.{time.time_ns()}")
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
+                             B.RRCACHE, "--listen", f"127.0.0.1:{port}", "--upstream",
+                             f"127.0.0.1:{knot_port}", "--workers", str(workers),
+                             "--log-level", "warning"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    B.wait_port(port, proc, deadline=60)
+    B.dnsperf(port, warm, once=True, outstanding=20)
+    res = B.dnsperf(port, extra, once=True, outstanding=20) if extra else {"completed": 0}
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    m = re.search(r"Collected : (\d+)", err)
+    one_run.last_file = out
+    return int(m.group(1)), res["completed"]
+
+
+def inclusive(cgfile, functions):
+    """Inclusive instruction counts of the named functions in a callgrind output."""
+    out = subprocess.run(["callgrind_annotate", "--inclusive=yes", "--threshold=100", cgfile],
+                         capture_output=True, text=True).stdout
+    found = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d,]+)\s.*:(\w+)\s", line + " ")
+        if m and m.group(2) in functions and m.group(2) not in found:
+            found[m.group(2)] = int(m.group(1).replace(",", ""))
+    return found
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hits", type=int, default=20000)
+    ap.add_argument("--misses", type=int, default=5000)
+    args = ap.parse_args()
+    work = tempfile.mkdtemp(prefix="rrc-insn-")
+    knot = Knot(extra_zone=B.zone_extra())
+    try:
+        warm = os.path.join(work, "warm.txt")
+        B.write_names(warm, [f"b{i}.example.test." for i in range(1000)])
+        hits = os.path.join(work, "hits.txt")
+        B.write_names(hits, [f"b{i % 1000}.example.test." for i in range(args.hits)])
+        misses = os.path.join(work, "misses.txt")
+        B.write_names(misses, [f"i{i}.u.example.test." for i in range(args.misses)])
+        rows = []
+        for workers in (1, 2):
+            base, _ = one_run(knot.port, workers, work, warm, None)
+            h, nh = one_run(knot.port, workers, work, warm, hits)
+            if workers == 1:
+                f = inclusive(one_run.last_file, {"rrc_cache_lookup", "rrc_cache_siphash",
+                                                  "rrc_query_handle"})
+                # The shard lock is held for the lookup minus the key hash (computed before
+                # taking it); lock and unlock calls themselves are included.
+                held = (f.get("rrc_cache_lookup", 0) - f.get("rrc_cache_siphash", 0)) / nh
+                print(f"per hit: rrc_query_handle {f.get('rrc_query_handle', 0) / nh:.0f}, "
+                      f"rrc_cache_lookup {f.get('rrc_cache_lookup', 0) / nh:.0f}, of which "
+                      f"under the shard lock about {held:.0f} instructions", flush=True)
+            m, nm = one_run(knot.port, workers, work, warm, misses)
+            rows.append((workers, (h - base) / max(nh, 1), (m - base) / max(nm, 1)))
+            print(f"workers={workers}: {rows[-1][1]:.0f} instructions per hit, "
+                  f"{rows[-1][2]:.0f} per miss", flush=True)
+    finally:
+        knot.stop()
+    print("\n| workers | instructions per hit | instructions per miss |\n|---|---|---|")
+    for w, h, m in rows:
+        print(f"| {w} | {h:.0f} | {m:.0f} |")
+
+
+if __name__ == "__main__":
+    main()
