@@ -54,6 +54,9 @@ fail:
 
 int rrc_listener_open(struct rrc_worker *w, const struct rrc_config *cfg, char err[RRC_ERR_LEN])
 {
+	uv_check_init(&w->loop, &w->flush);
+	w->flush.data = w;
+	w->flush_ready = true;
 	w->udp = calloc(cfg->n_listen, sizeof(*w->udp));
 	w->tcp = calloc(cfg->n_listen, sizeof(*w->tcp));
 	if (!w->udp || !w->tcp) {
@@ -64,9 +67,17 @@ int rrc_listener_open(struct rrc_worker *w, const struct rrc_config *cfg, char e
 		struct rrc_udp_listener *ul = &w->udp[i];
 		ul->w = w;
 		ul->family = cfg->listen[i].sa.sa_family;
+		ul->deferred = calloc(1, sizeof(*ul->deferred));
+		if (!ul->deferred) {
+			snprintf(err, RRC_ERR_LEN, "out of memory");
+			return -ENOMEM;
+		}
 		ul->fd = open_socket(&cfg->listen[i], SOCK_DGRAM, err);
-		if (ul->fd < 0)
+		if (ul->fd < 0) {
+			free(ul->deferred);
+			ul->deferred = NULL;
 			return -EADDRNOTAVAIL;
+		}
 		uv_poll_init_socket(&w->loop, &ul->poll, ul->fd);
 		ul->poll.data = ul;
 		w->n_udp++;
@@ -131,12 +142,12 @@ static void write_pktinfo(struct msghdr *mh, uint8_t *ctl, size_t cap, const str
 	}
 }
 
-static void send_batch(struct rrc_udp_listener *ul, unsigned n)
+static void send_batch(struct rrc_udp_listener *ul, struct mmsghdr *msgs, unsigned n)
 {
 	struct rrc_worker *w = ul->w;
 	unsigned sent = 0;
 	while (sent < n) {
-		int r = sendmmsg(ul->fd, w->smsg + sent, n - sent, 0);
+		int r = sendmmsg(ul->fd, msgs + sent, n - sent, 0);
 		if (r > 0) {
 			sent += (unsigned)r;
 			continue;
@@ -207,23 +218,59 @@ static void on_udp_readable(uv_poll_t *h, int status, int events)
 			out++;
 		}
 		if (out)
-			send_batch(ul, out);
+			send_batch(ul, w->smsg, out);
 		if (n < RRC_UDP_BATCH)
 			return;
 	}
 }
 
+static void flush_deferred(struct rrc_udp_listener *ul)
+{
+	struct rrc_udp_deferred *d = ul->deferred;
+	if (d && d->n) {
+		if (ul->fd >= 0)
+			send_batch(ul, d->msg, d->n);
+		d->n = 0;
+	}
+}
+
+static void flush_all_deferred(struct rrc_worker *w)
+{
+	for (unsigned i = 0; i < w->n_udp; i++)
+		flush_deferred(&w->udp[i]);
+	w->deferred_pending = false;
+}
+
+static void on_flush(uv_check_t *h)
+{
+	struct rrc_worker *w = h->data;
+	if (w->deferred_pending)
+		flush_all_deferred(w);
+}
+
 static void udp_answer(struct rrc_worker *w, struct rrc_waiter *wt, const uint8_t *buf, size_t len)
 {
-	uint8_t ctl[64];
-	struct iovec iov = {.iov_base = (void *)buf, .iov_len = len};
-	struct msghdr mh = {.msg_name = &wt->peer,
-			    .msg_namelen = wt->peer_len,
-			    .msg_iov = &iov,
-			    .msg_iovlen = 1};
-	write_pktinfo(&mh, ctl, sizeof(ctl), &wt->local);
-	if (sendmsg(wt->ul->fd, &mh, MSG_DONTWAIT) < 0)
+	struct rrc_udp_listener *ul = wt->ul;
+	struct rrc_udp_deferred *d = ul->deferred;
+	if (len > RRC_UDP_SEND_MAX) {
 		w->st.udp_send_dropped++;
+		return;
+	}
+	unsigned i = d->n++;
+	memcpy(d->buf[i], buf, len);
+	memcpy(&d->peer[i], &wt->peer, RRC_MIN((size_t)wt->peer_len, sizeof(d->peer[i])));
+	d->iov[i].iov_base = d->buf[i];
+	d->iov[i].iov_len = len;
+	struct msghdr *mh = &d->msg[i].msg_hdr;
+	mh->msg_name = &d->peer[i];
+	mh->msg_namelen = wt->peer_len;
+	mh->msg_iov = &d->iov[i];
+	mh->msg_iovlen = 1;
+	mh->msg_flags = 0;
+	write_pktinfo(mh, d->ctl[i], sizeof(d->ctl[i]), &wt->local);
+	w->deferred_pending = true;
+	if (d->n == RRC_UDP_BATCH)
+		flush_deferred(ul);
 }
 
 /* ---- TCP ---- */
@@ -453,6 +500,7 @@ static void on_connection(uv_stream_t *server, int status)
 
 int rrc_listener_start(struct rrc_worker *w)
 {
+	uv_check_start(&w->flush, on_flush);
 	for (unsigned i = 0; i < w->n_udp; i++) {
 		int rc = uv_poll_start(&w->udp[i].poll, UV_READABLE, on_udp_readable);
 		if (rc)
@@ -501,10 +549,15 @@ static void on_udp_poll_closed(uv_handle_t *h)
 	struct rrc_udp_listener *ul = h->data;
 	close(ul->fd);
 	ul->fd = -1;
+	free(ul->deferred);
+	ul->deferred = NULL;
 }
 
 void rrc_listener_close_all(struct rrc_worker *w)
 {
+	flush_all_deferred(w); /* the last SERVFAILs of a shutdown among them */
+	if (w->flush_ready && !uv_is_closing((uv_handle_t *)&w->flush))
+		uv_close((uv_handle_t *)&w->flush, on_listener_closed);
 	for (unsigned i = 0; i < w->n_udp; i++) {
 		if (!uv_is_closing((uv_handle_t *)&w->udp[i].poll))
 			uv_close((uv_handle_t *)&w->udp[i].poll, on_udp_poll_closed);
@@ -521,7 +574,7 @@ void rrc_listener_answer(struct rrc_worker *w, struct rrc_waiter *wt, const uint
 			 size_t len)
 {
 	if (!wt->tcp) {
-		if (len && wt->ul->fd >= 0)
+		if (len && wt->ul->fd >= 0 && wt->ul->deferred)
 			udp_answer(w, wt, buf, len);
 		return;
 	}

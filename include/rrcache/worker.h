@@ -66,12 +66,24 @@ struct rrc_pktinfo {
 	};
 };
 
+/* Answers that complete later (misses) wait here until the end of the loop iteration and
+ * leave in one sendmmsg. */
+struct rrc_udp_deferred {
+	unsigned n;
+	struct mmsghdr msg[RRC_UDP_BATCH];
+	struct iovec iov[RRC_UDP_BATCH];
+	struct sockaddr_storage peer[RRC_UDP_BATCH];
+	uint8_t ctl[RRC_UDP_BATCH][64];
+	uint8_t buf[RRC_UDP_BATCH][RRC_UDP_SEND_MAX];
+};
+
 struct rrc_udp_listener {
 	struct rrc_worker *w;
 	uv_poll_t poll;
 	int fd;
 	int family;
 	bool polling;
+	struct rrc_udp_deferred *deferred; /* allocated with the listener */
 };
 
 struct rrc_tcp_listener {
@@ -123,6 +135,9 @@ struct rrc_worker {
 	uv_thread_t thread;
 	uv_async_t async;
 	uv_timer_t grace;
+	uv_check_t flush; /* sends deferred UDP answers after each poll phase */
+	bool flush_ready;
+	bool deferred_pending;
 
 	struct rrc_udp_listener *udp;
 	unsigned n_udp;
