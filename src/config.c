@@ -43,15 +43,16 @@ static const char *const default_listen[] = {"127.0.0.1:53", "[::1]:53"};
 
 /* ---- scalar parsers ---- */
 
-int rrc_config_parse_size(const char *s, uint64_t *out)
+struct unit {
+	const char *suffix;
+	uint64_t mult;
+};
+
+/* A whole number followed by one of the units (spaces allowed between them only when
+ * space_ok). Returns 0 or -EINVAL, also on overflow. */
+static int parse_with_units(const char *s, const struct unit *units, size_t n, bool space_ok,
+			    uint64_t *out)
 {
-	static const struct {
-		const char *suffix;
-		uint64_t mult;
-	} units[] = {{"", 1},		{"B", 1},	    {"k", 1000},
-		     {"K", 1000},	{"KB", 1000},	    {"KiB", 1ull << 10},
-		     {"M", 1000000},	{"MB", 1000000},    {"MiB", 1ull << 20},
-		     {"G", 1000000000}, {"GB", 1000000000}, {"GiB", 1ull << 30}};
 	char *end;
 	if (!isdigit((unsigned char)s[0]))
 		return -EINVAL;
@@ -59,9 +60,9 @@ int rrc_config_parse_size(const char *s, uint64_t *out)
 	unsigned long long v = strtoull(s, &end, 10);
 	if (errno)
 		return -EINVAL;
-	while (*end == ' ')
+	while (space_ok && *end == ' ')
 		end++;
-	for (size_t i = 0; i < RRC_ARRAY_SIZE(units); i++) {
+	for (size_t i = 0; i < n; i++) {
 		if (strcmp(end, units[i].suffix) == 0) {
 			if (v > UINT64_MAX / units[i].mult)
 				return -EINVAL;
@@ -72,29 +73,21 @@ int rrc_config_parse_size(const char *s, uint64_t *out)
 	return -EINVAL;
 }
 
+int rrc_config_parse_size(const char *s, uint64_t *out)
+{
+	static const struct unit units[] = {
+		{"", 1},	   {"B", 1},	       {"k", 1000},
+		{"K", 1000},	   {"KB", 1000},       {"KiB", 1ull << 10},
+		{"M", 1000000},	   {"MB", 1000000},    {"MiB", 1ull << 20},
+		{"G", 1000000000}, {"GB", 1000000000}, {"GiB", 1ull << 30}};
+	return parse_with_units(s, units, RRC_ARRAY_SIZE(units), true, out);
+}
+
 int rrc_config_parse_duration_ms(const char *s, uint64_t *out)
 {
-	static const struct {
-		const char *suffix;
-		uint64_t mult;
-	} units[] = {{"", 1},	   {"ms", 1},	   {"s", 1000},
-		     {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
-	char *end;
-	if (!isdigit((unsigned char)s[0]))
-		return -EINVAL;
-	errno = 0;
-	unsigned long long v = strtoull(s, &end, 10);
-	if (errno)
-		return -EINVAL;
-	for (size_t i = 0; i < RRC_ARRAY_SIZE(units); i++) {
-		if (strcmp(end, units[i].suffix) == 0) {
-			if (v > UINT64_MAX / units[i].mult)
-				return -EINVAL;
-			*out = v * units[i].mult;
-			return 0;
-		}
-	}
-	return -EINVAL;
+	static const struct unit units[] = {{"", 1},	  {"ms", 1},	  {"s", 1000},
+					    {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
+	return parse_with_units(s, units, RRC_ARRAY_SIZE(units), false, out);
 }
 
 static int parse_port(const char *s, uint16_t *port)

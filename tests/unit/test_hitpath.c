@@ -18,6 +18,8 @@
 #include <arpa/inet.h>
 #include <cmocka.h>
 
+#include "corpus.h"
+
 #include "rrcache/query.h"
 #include "rrcache/worker.h"
 
@@ -76,18 +78,6 @@ static void install_counter(void)
 }
 #endif
 
-static size_t load(const char *name, uint8_t *buf, size_t cap)
-{
-	char path[512];
-	snprintf(path, sizeof(path), "%s/%s", RRC_CORPUS_DIR, name);
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		fail_msg("corpus file %s missing", path);
-	size_t n = fread(buf, 1, cap, f);
-	fclose(f);
-	return n;
-}
-
 static void test_hits_allocate_nothing(void **state)
 {
 	install_counter();
@@ -109,8 +99,8 @@ static void test_hits_allocate_nothing(void **state)
 
 	/* The answer for www.example.com A, stored under the key of the query. */
 	uint8_t query[512], reply[512];
-	size_t qlen = load("good_query", query, sizeof(query));
-	size_t rlen = load("reply_a", reply, sizeof(reply));
+	size_t qlen = corpus_load("good_query", query, sizeof(query));
+	size_t rlen = corpus_load("reply_a", reply, sizeof(reply));
 	struct rrc_wire_query wq;
 	enum rrc_wire_reason reason;
 	assert_int_equal(rrc_wire_check_query(query, qlen, &wq, &reason), RRC_WIRE_OK);

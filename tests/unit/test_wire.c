@@ -8,19 +8,9 @@
 
 #include <cmocka.h>
 
-#include "rrcache/wire.h"
+#include "corpus.h"
 
-static size_t load(const char *name, uint8_t *buf, size_t cap)
-{
-	char path[512];
-	snprintf(path, sizeof(path), "%s/%s", RRC_CORPUS_DIR, name);
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		fail_msg("corpus file %s missing", path);
-	size_t n = fread(buf, 1, cap, f);
-	fclose(f);
-	return n;
-}
+#include "rrcache/wire.h"
 
 struct expect {
 	const char *file;
@@ -72,7 +62,7 @@ static void test_corpus_queries(void **state)
 	uint8_t buf[4096];
 	for (size_t i = 0; i < sizeof(query_cases) / sizeof(query_cases[0]); i++) {
 		const struct expect *e = &query_cases[i];
-		size_t n = load(e->file, buf, sizeof(buf));
+		size_t n = corpus_load(e->file, buf, sizeof(buf));
 		struct rrc_wire_query q;
 		enum rrc_wire_reason reason;
 		enum rrc_wire_verdict v = rrc_wire_check_query(buf, n, &q, &reason);
@@ -86,7 +76,7 @@ static void test_corpus_queries(void **state)
 static void test_query_fields(void **state)
 {
 	uint8_t buf[512];
-	size_t n = load("good_query_edns", buf, sizeof(buf));
+	size_t n = corpus_load("good_query_edns", buf, sizeof(buf));
 	struct rrc_wire_query q;
 	enum rrc_wire_reason r;
 	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_OK);
@@ -100,11 +90,11 @@ static void test_query_fields(void **state)
 	assert_int_equal(q.edns_size, 1232);
 	assert_int_equal(rrc_wire_udp_limit(&q), 1232);
 
-	n = load("ecs_query", buf, sizeof(buf));
+	n = corpus_load("ecs_query", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_OK);
 	assert_true(q.has_ecs);
 
-	n = load("good_query", buf, sizeof(buf));
+	n = corpus_load("good_query", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_OK);
 	assert_false(q.has_edns);
 	assert_int_equal(rrc_wire_udp_limit(&q), 512);
@@ -153,7 +143,7 @@ static void test_synth(void **state)
 	enum rrc_wire_reason r;
 
 	/* R4: QDCOUNT=2 -> FORMERR, header only, same ID. */
-	size_t n = load("qdcount_2", buf, sizeof(buf));
+	size_t n = corpus_load("qdcount_2", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_FORMERR);
 	size_t m = rrc_wire_synth(buf, &q, RRC_RCODE_FORMERR, false, out, sizeof(out));
 	assert_int_equal(m, 12);
@@ -162,7 +152,7 @@ static void test_synth(void **state)
 	assert_int_equal(rrc_get16(out + 4), 0);
 
 	/* R9: BADVERS = 16: header rcode 0, OPT extended rcode 1, version 0. */
-	n = load("edns_version_1", buf, sizeof(buf));
+	n = corpus_load("edns_version_1", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_BADVERS);
 	m = rrc_wire_synth(buf, &q, RRC_RCODE_BADVERS, false, out, sizeof(out));
 	assert_int_equal(m, 12 + 21 + 11);
@@ -177,7 +167,7 @@ static void test_synth(void **state)
 	assert_int_equal(opt[6], 0); /* version */
 
 	/* R6: NOTIMP keeps the opcode, echoes the question, AA=0, no records. */
-	n = load("opcode_5", buf, sizeof(buf));
+	n = corpus_load("opcode_5", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_NOTIMP);
 	m = rrc_wire_synth(buf, &q, RRC_RCODE_NOTIMP, false, out, sizeof(out));
 	assert_int_equal(m, n);
@@ -186,7 +176,7 @@ static void test_synth(void **state)
 	assert_int_equal(rrc_get16(out + 2) & 0xF, RRC_RCODE_NOTIMP);
 
 	/* R7: Z in the query is not copied. */
-	n = load("z_flag", buf, sizeof(buf));
+	n = corpus_load("z_flag", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_query(buf, n, &q, &r), RRC_WIRE_OK);
 	m = rrc_wire_synth(buf, &q, RRC_RCODE_SERVFAIL, false, out, sizeof(out));
 	assert_int_equal(rrc_get16(out + 2) & RRC_F_Z, 0);
@@ -199,7 +189,7 @@ static void test_reply_and_store(void **state)
 	struct rrc_wire_ttl_policy pol = {.min_ttl = 0, .max_ttl = 86400, .max_negative_ttl = 3600};
 	uint32_t life;
 
-	size_t n = load("reply_with_opt", buf, sizeof(buf));
+	size_t n = corpus_load("reply_with_opt", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
 	assert_int_not_equal(r.opt_off, 0);
 	size_t s = rrc_wire_make_stored(buf, n, &r, &pol, &life);
@@ -208,21 +198,21 @@ static void test_reply_and_store(void **state)
 	assert_int_equal(life, 300);
 
 	/* C2: a TTL with the top bit set counts as 0: never cached. */
-	n = load("reply_ttl_top_bit", buf, sizeof(buf));
+	n = corpus_load("reply_ttl_top_bit", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
 	assert_int_equal(r.min_ttl, 0);
 	rrc_wire_make_stored(buf, n, &r, &pol, &life);
 	assert_int_equal(life, 0);
 
 	/* C4: NXDOMAIN cached for min(SOA TTL, MINIMUM) = 60, SOA TTL rewritten. */
-	n = load("reply_nxdomain_soa", buf, sizeof(buf));
+	n = corpus_load("reply_nxdomain_soa", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
 	assert_true(r.has_soa);
 	assert_int_equal(r.soa_minimum, 60);
 	s = rrc_wire_make_stored(buf, n, &r, &pol, &life);
 	assert_int_equal(life, 60);
 	pol.max_negative_ttl = 10;
-	n = load("reply_nxdomain_soa", buf, sizeof(buf));
+	n = corpus_load("reply_nxdomain_soa", buf, sizeof(buf));
 	rrc_wire_check_reply(buf, n, &r);
 	rrc_wire_make_stored(buf, n, &r, &pol, &life);
 	assert_int_equal(life, 10);
@@ -231,15 +221,15 @@ static void test_reply_and_store(void **state)
 	 * cached whatever min_ttl says (RFC 2308 §5). */
 	pol.min_ttl = 30;
 	pol.max_negative_ttl = 3600;
-	n = load("reply_nxdomain_soa", buf, sizeof(buf));
+	n = corpus_load("reply_nxdomain_soa", buf, sizeof(buf));
 	rrc_wire_check_reply(buf, n, &r);
 	rrc_wire_make_stored(buf, n, &r, &pol, &life);
 	assert_int_equal(life, 60);
-	n = load("reply_nxdomain_soa_minimum_1", buf, sizeof(buf));
+	n = corpus_load("reply_nxdomain_soa_minimum_1", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
 	rrc_wire_make_stored(buf, n, &r, &pol, &life);
 	assert_int_equal(life, 30);
-	n = load("reply_nxdomain_soa", buf, sizeof(buf));
+	n = corpus_load("reply_nxdomain_soa", buf, sizeof(buf));
 	rrc_put32(buf + n - 4, 0); /* MINIMUM 0 */
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
 	rrc_wire_make_stored(buf, n, &r, &pol, &life);
@@ -248,11 +238,11 @@ static void test_reply_and_store(void **state)
 
 	/* Found by the fuzzer: a name whose labels, reached through a pointer, run on past the
 	 * pointer; a pointer into the header; a name read through a TTL that gets rewritten. */
-	n = load("reply_pointer_overlaps_own_record", buf, sizeof(buf));
+	n = corpus_load("reply_pointer_overlaps_own_record", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), -1);
-	n = load("reply_pointer_into_header", buf, sizeof(buf));
+	n = corpus_load("reply_pointer_into_header", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), -1);
-	n = load("reply_name_through_rewritten_ttl", buf, sizeof(buf));
+	n = corpus_load("reply_name_through_rewritten_ttl", buf, sizeof(buf));
 	if (rrc_wire_check_reply(buf, n, &r) == 0) {
 		uint8_t copy[512];
 		memcpy(copy, buf, n);
@@ -263,19 +253,19 @@ static void test_reply_and_store(void **state)
 
 	/* RFC 9267: a reply of 127-hop pointer chains runs out of its step budget. */
 	uint8_t big[4096];
-	n = load("pointer_chains_reply", big, sizeof(big));
+	n = corpus_load("pointer_chains_reply", big, sizeof(big));
 	assert_int_equal(rrc_wire_check_reply(big, n, &r), -1);
 
 	/* U5: header-only and non-replies are malformed. */
-	n = load("reply_header_only", buf, sizeof(buf));
+	n = corpus_load("reply_header_only", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), -1);
-	n = load("good_query", buf, sizeof(buf));
+	n = corpus_load("good_query", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), -1);
 	/* R15 on replies: pointer games are malformed. */
 	const char *bad[] = {"pointer_loop", "self_pointer",  "forward_pointer",   "label_64",
 			     "name_256",     "label_type_40", "rdlength_past_end", "ancount_65535"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		n = load(bad[i], buf, sizeof(buf));
+		n = corpus_load(bad[i], buf, sizeof(buf));
 		buf[2] |= 0x80;
 		if (rrc_wire_check_reply(buf, n, &r) != -1)
 			fail_msg("%s accepted as a reply", bad[i]);
@@ -289,13 +279,13 @@ static void test_ttl_clamp(void **state)
 	uint32_t life;
 	struct rrc_wire_ttl_policy pol = {
 		.min_ttl = 600, .max_ttl = 86400, .max_negative_ttl = 3600};
-	size_t n = load("reply_a", buf, sizeof(buf));
+	size_t n = corpus_load("reply_a", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
 	rrc_wire_make_stored(buf, n, &r, &pol, &life);
 	assert_int_equal(life, 600);
 	pol.min_ttl = 0;
 	pol.max_ttl = 100;
-	n = load("reply_a", buf, sizeof(buf));
+	n = corpus_load("reply_a", buf, sizeof(buf));
 	rrc_wire_check_reply(buf, n, &r);
 	rrc_wire_make_stored(buf, n, &r, &pol, &life);
 	assert_int_equal(life, 100);
@@ -308,7 +298,7 @@ static void test_finish(void **state)
 	struct rrc_wire_reply r;
 	uint32_t life;
 	struct rrc_wire_ttl_policy pol = {.min_ttl = 0, .max_ttl = 86400, .max_negative_ttl = 3600};
-	size_t n = load("reply_a", buf, sizeof(buf));
+	size_t n = corpus_load("reply_a", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
 	size_t s = rrc_wire_make_stored(buf, n, &r, &pol, &life);
 
