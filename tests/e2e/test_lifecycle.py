@@ -52,6 +52,14 @@ def test_check_config():
         os.unlink(bad)
 
 
+@pytest.mark.parametrize("example", sorted(os.listdir(os.path.join(
+    os.path.dirname(__file__), "..", "..", "config", "examples"))))
+def test_example_configs_are_valid(example):
+    path = os.path.join(os.path.dirname(__file__), "..", "..", "config", "examples", example)
+    p = run("-c", path, "--check-config")
+    assert p.returncode == 0, p.stderr
+
+
 def test_sighup_reload_keeps_cache_and_switches_upstream(fault, rrcache):
     a, b = fault(), fault()
     r = rrcache([f"127.0.0.1:{a.port}"])
