@@ -23,7 +23,8 @@ struct entry {
 	struct entry *prev, *next; /* LRU */
 	uint64_t hash;
 	uint64_t stored_ms;
-	uint64_t expire_ms;
+	uint64_t expire_ms; /* fresh until */
+	uint64_t evict_ms;  /* may be served stale until (== expire_ms when stale is off) */
 	uint16_t keylen;
 	uint16_t len;
 	uint8_t data[]; /* key, then answer */
@@ -36,13 +37,14 @@ struct shard {
 	size_t count;
 	uint64_t bytes;
 	struct entry *head, *tail;
-	uint64_t hits, misses, expired, inserted, evicted;
+	uint64_t hits, misses, expired, inserted, evicted, stale;
 	char pad[64];
 };
 
 struct rrc_cache {
 	uint8_t sipkey[16];
 	_Atomic uint64_t shard_budget;
+	_Atomic uint64_t stale_ms; /* how long past expiry entries are kept for serve-stale */
 	struct shard shards[RRC_CACHE_SHARDS];
 };
 
@@ -161,6 +163,11 @@ void rrc_cache_set_budget(struct rrc_cache *c, uint64_t budget)
 	c->shard_budget = budget / RRC_CACHE_SHARDS;
 }
 
+void rrc_cache_set_stale(struct rrc_cache *c, uint32_t seconds)
+{
+	c->stale_ms = (uint64_t)seconds * 1000;
+}
+
 static void lru_unlink(struct shard *s, struct entry *e)
 {
 	if (e->prev)
@@ -231,10 +238,18 @@ enum rrc_cache_result rrc_cache_lookup(struct rrc_cache *c, const uint8_t *key, 
 	struct entry *e = *pp;
 	if (!e) {
 		s->misses++;
-	} else if (now_ms >= e->expire_ms) {
+	} else if (now_ms >= e->evict_ms) {
 		s->expired++;
 		s->misses++;
 		remove_at(s, pp);
+	} else if (now_ms >= e->expire_ms) {
+		/* RFC 8767: expired, but kept for the case the refresh fails. */
+		*len = e->len;
+		*age = (uint32_t)((now_ms - RRC_MIN(now_ms, e->stored_ms)) / 1000);
+		memcpy(out, e->data + e->keylen, RRC_MIN((size_t)e->len, cap));
+		s->stale++;
+		s->misses++;
+		res = RRC_CACHE_STALE;
 	} else {
 		*len = e->len;
 		*age = (uint32_t)((now_ms - RRC_MIN(now_ms, e->stored_ms)) / 1000);
@@ -291,6 +306,7 @@ int rrc_cache_insert(struct rrc_cache *c, const uint8_t *key, size_t keylen, con
 	e->hash = hash;
 	e->stored_ms = now_ms;
 	e->expire_ms = now_ms + (uint64_t)lifetime * 1000;
+	e->evict_ms = e->expire_ms + c->stale_ms;
 	e->keylen = (uint16_t)keylen;
 	e->len = (uint16_t)len;
 	memcpy(e->data, key, keylen);
@@ -353,6 +369,7 @@ void rrc_cache_get_stats(struct rrc_cache *c, struct rrc_cache_stats *st)
 		st->expired += s->expired;
 		st->inserted += s->inserted;
 		st->evicted += s->evicted;
+		st->stale += s->stale;
 		pthread_mutex_unlock(&s->lock);
 	}
 }

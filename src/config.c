@@ -31,6 +31,8 @@ static const struct rrc_config rrc_config_defaults = {
 	.min_ttl = 0,
 	.max_ttl = 86400,
 	.max_negative_ttl = 3600,
+	.serve_stale = false,
+	.max_stale = 86400,
 	.tcp_idle_timeout_ms = 10000,
 	.tcp_max_connections = 1024,
 	.tcp_max_per_client = 64,
@@ -188,6 +190,7 @@ enum kind {
 	K_SIZE,	    /* uint64_t bytes */
 	K_DURATION, /* uint32_t milliseconds */
 	K_TTL,	    /* uint32_t seconds: a number, or a duration with a unit */
+	K_BOOL,	    /* bool: true/false, yes/no, on/off */
 	K_POLICY,
 	K_ACL_ACTION,
 	K_LOG_LEVEL,
@@ -223,6 +226,8 @@ static const struct key cache_keys[] = {
 	{"min_ttl", K_TTL, F(min_ttl), 0, 604800, NULL},
 	{"max_ttl", K_TTL, F(max_ttl), 1, 604800, NULL},
 	{"max_negative_ttl", K_TTL, F(max_negative_ttl), 0, 604800, NULL},
+	{"serve_stale", K_BOOL, F(serve_stale), 0, 1, NULL},
+	{"max_stale", K_TTL, F(max_stale), 1, 2592000, NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
 
 static const struct key tcp_keys[] = {
@@ -463,6 +468,14 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 		}
 		break;
 	}
+	case K_BOOL:
+		if (!strcmp(s, "true") || !strcmp(s, "yes") || !strcmp(s, "on"))
+			*(bool *)(base + k->off) = true;
+		else if (!strcmp(s, "false") || !strcmp(s, "no") || !strcmp(s, "off"))
+			*(bool *)(base + k->off) = false;
+		else
+			return fail(c, v, path, "want true or false, got '%.40s'", s);
+		return 0;
 	case K_POLICY:
 		if (rrc_balancer_policy_parse(s, &cfg->policy))
 			return fail(c, v, path,

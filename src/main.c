@@ -74,18 +74,20 @@ static void log_summary(struct rrc_server *s)
 	for (int i = 0; i < RRC_WR_COUNT; i++)
 		malformed += st.malformed[i];
 	rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,
-		"totals: queries udp=%llu tcp=%llu, cache hits=%llu misses=%llu coalesced=%llu, "
+		"totals: queries udp=%llu tcp=%llu, cache hits=%llu misses=%llu coalesced=%llu "
+		"stale=%llu, "
 		"upstream queries=%llu tcp=%llu timeouts=%llu errors=%llu unwanted=%llu "
 		"malformed=%llu, client malformed=%llu formerr=%llu servfail=%llu, acl "
 		"dropped=%llu refused=%llu",
 		(unsigned long long)st.queries_udp, (unsigned long long)st.queries_tcp,
 		(unsigned long long)st.cache_hits, (unsigned long long)st.cache_misses,
-		(unsigned long long)st.coalesced, (unsigned long long)st.upstream_queries,
-		(unsigned long long)st.upstream_tcp, (unsigned long long)st.upstream_timeouts,
-		(unsigned long long)st.upstream_errors, (unsigned long long)st.unwanted_replies,
-		(unsigned long long)st.malformed_replies, (unsigned long long)malformed,
-		(unsigned long long)st.formerr, (unsigned long long)st.servfail,
-		(unsigned long long)st.acl_dropped, (unsigned long long)st.acl_refused);
+		(unsigned long long)st.coalesced, (unsigned long long)st.stale_served,
+		(unsigned long long)st.upstream_queries, (unsigned long long)st.upstream_tcp,
+		(unsigned long long)st.upstream_timeouts, (unsigned long long)st.upstream_errors,
+		(unsigned long long)st.unwanted_replies, (unsigned long long)st.malformed_replies,
+		(unsigned long long)malformed, (unsigned long long)st.formerr,
+		(unsigned long long)st.servfail, (unsigned long long)st.acl_dropped,
+		(unsigned long long)st.acl_refused);
 	for (unsigned i = 0; i < rrc_server_worker_count(s); i++) {
 		const struct rrc_worker_stats *ws = rrc_server_worker_stats(s, i);
 		rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,

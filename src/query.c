@@ -36,9 +36,14 @@ struct rrc_query {
 	uint16_t qtype, qclass;
 	uint16_t keylen;
 	uint8_t key[RRC_WIRE_KEY_MAX];
+	uint8_t *stale; /* an expired answer to fall back on (RFC 8767), or NULL */
+	size_t stale_len;
 	size_t upq_len;
 	uint8_t upq[];
 };
+
+/* RFC 8767 §4: the TTL of an answer served stale. */
+#define RRC_STALE_TTL 30
 
 static void waiter_client(const struct rrc_waiter *wt, struct rrc_wire_client *c)
 {
@@ -93,24 +98,58 @@ static void query_end(struct rrc_query *q)
 		wt = next;
 	}
 	q->waiters = NULL;
+	free(q->stale);
+	q->stale = NULL;
 	q->closes = 2;
 	uv_close((uv_handle_t *)&q->budget, on_query_closed);
 	uv_close((uv_handle_t *)&q->retry, on_query_closed);
 }
 
-/* Answers every waiter with rcode (SERVFAIL) and ends the query. */
+/* Writes a stale answer (stored form, len bytes) for client c into out: every TTL 30. */
+static size_t stale_answer(const uint8_t *stored, size_t len, const struct rrc_wire_client *c,
+			   uint8_t *out, size_t cap)
+{
+	if (len > cap)
+		return 0;
+	memcpy(out, stored, len);
+	if (rrc_wire_set_ttls(out, len, RRC_STALE_TTL) != 0)
+		return 0;
+	return rrc_wire_finish(out, len, cap, 0, c);
+}
+
+/* Answers every waiter with the stale answer when there is one (RFC 8767: the refresh
+ * failed), else with rcode (SERVFAIL), and ends the query. */
 static void query_fail(struct rrc_query *q, unsigned rcode)
 {
 	struct rrc_worker *w = q->w;
 	for (struct rrc_waiter *wt = q->waiters; wt; wt = wt->next) {
 		struct rrc_wire_client c;
 		waiter_client(wt, &c);
-		size_t n = rrc_wire_synth_client(&c, q->qtype, q->qclass, rcode, w->big,
-						 sizeof(w->big));
-		w->st.servfail++;
+		size_t n = 0;
+		if (q->stale)
+			n = stale_answer(q->stale, q->stale_len, &c, w->big, sizeof(w->big));
+		if (n) {
+			w->st.stale_served++;
+		} else {
+			n = rrc_wire_synth_client(&c, q->qtype, q->qclass, rcode, w->big,
+						  sizeof(w->big));
+			w->st.servfail++;
+		}
 		rrc_listener_answer(w, wt, w->big, n);
 	}
 	query_end(q);
+}
+
+/* Gives the query a copy of a stale answer, if it has none yet. */
+static void keep_stale(struct rrc_query *q, const uint8_t *stale, size_t len)
+{
+	if (!stale || q->stale)
+		return;
+	q->stale = malloc(len);
+	if (q->stale) {
+		memcpy(q->stale, stale, len);
+		q->stale_len = len;
+	}
 }
 
 static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, size_t len,
@@ -274,12 +313,16 @@ static struct rrc_waiter *waiter_new(struct rrc_worker *w, const struct rrc_quer
 	return wt;
 }
 
-/* The miss path: joins a query in flight or starts one. Returns true when the client will
- * be answered later; false means "answer SERVFAIL now". */
-static bool start_miss(struct rrc_worker *w, const struct rrc_query_src *src, const uint8_t *pkt,
-		       size_t len, const struct rrc_wire_query *wq, const uint8_t *key,
-		       size_t keylen, uint16_t limit)
+enum miss_result { MISS_LATER, MISS_SERVFAIL, MISS_STALE };
+
+/* The miss path: joins a query in flight or starts one (MISS_LATER: the client is answered
+ * later). MISS_STALE: answer the stale copy now; MISS_SERVFAIL: answer SERVFAIL now. */
+static enum miss_result start_miss(struct rrc_worker *w, const struct rrc_query_src *src,
+				   const uint8_t *pkt, size_t len, const struct rrc_wire_query *wq,
+				   const uint8_t *key, size_t keylen, uint16_t limit,
+				   const uint8_t *stale, size_t stale_len)
 {
+	enum miss_result fail = stale ? MISS_STALE : MISS_SERVFAIL;
 	const struct rrc_config *cfg = w->cfg->cfg;
 	uint64_t hash = rrc_cache_siphash(w->hash_key, key, keylen);
 	bool coalesce = !wq->has_ecs;
@@ -289,19 +332,20 @@ static bool start_miss(struct rrc_worker *w, const struct rrc_query_src *src, co
 			/* RFC 5452 §5: one upstream query for identical questions in flight. */
 			struct rrc_waiter *wt = waiter_new(w, src, pkt, wq, limit);
 			if (!wt)
-				return false;
+				return fail;
 			wt->next = q->waiters;
 			q->waiters = wt;
+			keep_stale(q, stale, stale_len);
 			w->st.coalesced++;
-			return true;
+			return MISS_LATER;
 		}
 	}
 	if (w->n_inflight >= cfg->max_inflight) {
 		w->st.inflight_limit++;
-		return false;
+		return fail;
 	}
 	if (!rrc_upstreams_any_up(w->ups))
-		return false; /* every upstream is down: SERVFAIL at once */
+		return fail; /* every upstream is down: answer at once */
 
 	/* ECS queries go upstream as the client sent them (only the ID changes) and their
 	 * answers are not cached (DESIGN); everything else is rebuilt from the key. */
@@ -310,7 +354,7 @@ static bool start_miss(struct rrc_worker *w, const struct rrc_query_src *src, co
 	bool pooled = cap <= RRC_POOL_MSG;
 	struct rrc_query *q = pooled ? rrc_pool_get(&w->pool_query) : calloc(1, sizeof(*q) + cap);
 	if (!q)
-		return false;
+		return fail;
 	q->pooled = pooled;
 	if (wq->has_ecs) {
 		memcpy(q->upq, pkt, len);
@@ -329,7 +373,7 @@ static bool start_miss(struct rrc_worker *w, const struct rrc_query_src *src, co
 			rrc_pool_put(&w->pool_query, q);
 		else
 			free(q);
-		return false;
+		return fail;
 	}
 	q->w = w;
 	q->hash = hash;
@@ -350,8 +394,9 @@ static bool start_miss(struct rrc_worker *w, const struct rrc_query_src *src, co
 	w->inflight[b] = q;
 	q->in_table = true;
 	w->n_inflight++;
+	keep_stale(q, stale, stale_len);
 	next_attempt(q);
-	return true;
+	return MISS_LATER;
 }
 
 size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, const uint8_t *pkt,
@@ -406,12 +451,13 @@ size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, c
 	struct rrc_wire_client c;
 	rrc_wire_client_from_query(&c, pkt, &wq, limit);
 
+	size_t stale_len = 0;
 	if (!wq.has_ecs) {
 		size_t alen;
 		uint32_t age;
 		enum rrc_cache_result res = rrc_cache_lookup(
 			w->cache, key, keylen, uv_now(&w->loop), out, cap, &alen, &age);
-		if (res != RRC_CACHE_MISS) {
+		if (res == RRC_CACHE_HIT || res == RRC_CACHE_TOO_BIG) {
 			w->st.cache_hits++;
 			size_t n = rrc_wire_finish(out, alen, cap, age, &c);
 			if (n && (rrc_get16(out + 2) & RRC_F_TC))
@@ -419,10 +465,23 @@ size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, c
 			w->st.answered++;
 			return n;
 		}
+		if (res == RRC_CACHE_STALE && alen <= cap)
+			stale_len = alen; /* the stale copy is in out */
 	}
 	w->st.cache_misses++;
-	if (start_miss(w, src, pkt, len, &wq, key, keylen, limit))
+	enum miss_result mr = start_miss(w, src, pkt, len, &wq, key, keylen, limit,
+					 stale_len ? out : NULL, stale_len);
+	if (mr == MISS_LATER)
 		return 0;
+	if (mr == MISS_STALE) {
+		/* stale_answer() writes into out: move the stored copy aside first. */
+		memcpy(w->big, out, stale_len);
+		size_t n = stale_answer(w->big, stale_len, &c, out, cap);
+		if (n) {
+			w->st.stale_served++;
+			return n;
+		}
+	}
 	w->st.servfail++;
 	return rrc_wire_synth(pkt, &wq, RRC_RCODE_SERVFAIL, false, out, cap);
 }

@@ -87,6 +87,8 @@ struct rrc_server *rrc_server_create(struct rrc_config *cfg, char err[RRC_ERR_LE
 	pthread_mutex_init(&s->tcp_lock, NULL);
 	s->cur = ref_new(cfg, 0);
 	s->cache = rrc_cache_create(cfg->cache_size);
+	if (s->cache)
+		rrc_cache_set_stale(s->cache, cfg->serve_stale ? cfg->max_stale : 0);
 	s->workers = calloc(cfg->workers, sizeof(*s->workers));
 	if (!s->cur || !s->cache || !s->workers) {
 		if (!s->cur)
@@ -140,6 +142,7 @@ int rrc_server_reload(struct rrc_server *s, struct rrc_config *cfg)
 		return -ENOMEM;
 	}
 	rrc_cache_set_budget(s->cache, cfg->cache_size);
+	rrc_cache_set_stale(s->cache, cfg->serve_stale ? cfg->max_stale : 0);
 	rrc_log_set_level(cfg->log_level);
 	pthread_mutex_lock(&s->cfg_lock);
 	struct rrc_cfg_ref *prev = s->cur;

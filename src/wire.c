@@ -22,10 +22,28 @@ static inline uint8_t lower(uint8_t c)
 	return (c >= 'A' && c <= 'Z') ? (uint8_t)(c + 32) : c;
 }
 
+/* Bit i set: byte i of the message belongs to the fixed fields of a record or the question
+ * (type, class, TTL, length), which no name may be read from. */
+static inline bool forbidden(const uint8_t *forbid, size_t off, size_t n)
+{
+	for (size_t i = off; forbid && i < off + n; i++) {
+		if ((forbid[i >> 3] >> (i & 7)) & 1)
+			return true;
+	}
+	return false;
+}
+
+static inline void forbid_range(uint8_t *forbid, size_t off, size_t n)
+{
+	for (size_t i = off; forbid && i < off + n; i++)
+		forbid[i >> 3] |= (uint8_t)(1u << (i & 7));
+}
+
 /* Walks a name; every label and pointer costs one step from *budget (RFC 9267 §2: bound the
- * work a packet can cause, not just each name). */
+ * work a packet can cause, not just each name). With forbid, a name that reads a byte of a
+ * record's fixed fields is malformed: rrcache rewrites TTLs, which would change such a name. */
 static int name_walk(const uint8_t *pkt, size_t len, size_t off, size_t *end, size_t *name_len,
-		     uint8_t *out, size_t *budget)
+		     uint8_t *out, size_t *budget, const uint8_t *forbid)
 {
 	size_t pos = off, total = 0, end_pos = 0;
 	size_t limit = off;	 /* the next pointer must point strictly before this */
@@ -39,7 +57,7 @@ static int name_walk(const uint8_t *pkt, size_t len, size_t off, size_t *end, si
 		(*budget)--;
 		uint8_t b = pkt[pos];
 		if ((b & 0xC0) == 0xC0) {
-			if (pos + 1 >= region_end)
+			if (pos + 1 >= region_end || forbidden(forbid, pos, 2))
 				return -1;
 			size_t target = ((size_t)(b & 0x3F) << 8) | pkt[pos + 1];
 			if (!jumped) {
@@ -63,6 +81,8 @@ static int name_walk(const uint8_t *pkt, size_t len, size_t off, size_t *end, si
 		if (b & 0xC0) /* label types 01 and 10 (RFC 6891 §5, obsolete) */
 			return -1;
 		if (total + b + 1 > RRC_WIRE_MAX_NAME)
+			return -1;
+		if (forbidden(forbid, pos, (size_t)b + 1))
 			return -1;
 		if (b == 0) {
 			if (out)
@@ -89,7 +109,7 @@ int rrc_wire_name(const uint8_t *pkt, size_t len, size_t off, size_t *end, size_
 		  uint8_t *out)
 {
 	size_t budget = RRC_WIRE_MAX_NAME + RRC_WIRE_MAX_HOPS + 1; /* one name at most */
-	return name_walk(pkt, len, off, end, name_len, out, &budget);
+	return name_walk(pkt, len, off, end, name_len, out, &budget, NULL);
 }
 
 bool rrc_wire_name_equal(const uint8_t *a, const uint8_t *b, size_t len)
@@ -119,7 +139,8 @@ struct rr_iter {
 	size_t pos;
 	unsigned idx;
 	unsigned counts[3];
-	size_t budget; /* name-walk steps left for the whole packet */
+	size_t budget;	 /* name-walk steps left for the whole packet */
+	uint8_t *forbid; /* fixed-field bitmap, or NULL */
 };
 
 static void rr_iter_init(struct rr_iter *it, const uint8_t *pkt, size_t len, size_t pos,
@@ -133,6 +154,7 @@ static void rr_iter_init(struct rr_iter *it, const uint8_t *pkt, size_t len, siz
 	it->counts[1] = ns;
 	it->counts[2] = ar;
 	it->budget = RRC_WIRE_STEPS_PER_BYTE * len + RRC_WIRE_STEPS_BASE;
+	it->forbid = NULL;
 }
 
 /* Returns 1 with *rr filled, 0 after the last record, -1 when malformed. */
@@ -145,10 +167,12 @@ static int rr_next(struct rr_iter *it, struct rr *rr)
 	rr->section = i < it->counts[0] ? 0 : (i < it->counts[0] + it->counts[1] ? 1 : 2);
 	size_t end;
 	rr->owner_off = it->pos;
-	if (name_walk(it->pkt, it->len, it->pos, &end, &rr->owner_len, NULL, &it->budget) != 0)
+	if (name_walk(it->pkt, it->len, it->pos, &end, &rr->owner_len, NULL, &it->budget,
+		      it->forbid) != 0)
 		return -1;
 	if (end + 10 > it->len)
 		return -1;
+	forbid_range(it->forbid, end, 10);
 	const uint8_t *p = it->pkt + end;
 	rr->type = rrc_get16(p);
 	rr->rclass = rrc_get16(p + 2);
@@ -370,10 +394,14 @@ int rrc_wire_check_reply(const uint8_t *pkt, size_t len, struct rrc_wire_reply *
 	r->arcount = rrc_get16(pkt + 10);
 	r->min_ttl = UINT32_MAX;
 
+	uint8_t forbid[(RRC_WIRE_MAX_MSG >> 3) + 1];
+	memset(forbid, 0, (len >> 3) + 1);
+	forbid_range(forbid, end, 4); /* the question's type and class */
 	struct rr_iter it;
 	struct rr rr;
 	int rc;
 	rr_iter_init(&it, pkt, len, r->question_end, r->ancount, r->nscount, r->arcount);
+	it.forbid = forbid;
 	while ((rc = rr_next(&it, &rr)) == 1) {
 		uint32_t ttl = rrc_get32(pkt + rr.ttl_off);
 		if (rr.type == RRC_TYPE_OPT) {
@@ -389,8 +417,10 @@ int rrc_wire_check_reply(const uint8_t *pkt, size_t len, struct rrc_wire_reply *
 		r->min_ttl = RRC_MIN(r->min_ttl, ttl);
 		if (rr.type == RRC_TYPE_SOA && rr.section == 1 && !r->has_soa) {
 			size_t e1, e2, l1, l2, rd_end = rr.rdata_off + rr.rdlen;
-			if (name_walk(pkt, rd_end, rr.rdata_off, &e1, &l1, NULL, &it.budget) != 0 ||
-			    name_walk(pkt, rd_end, e1, &e2, &l2, NULL, &it.budget) != 0 ||
+			if (name_walk(pkt, rd_end, rr.rdata_off, &e1, &l1, NULL, &it.budget,
+				      it.forbid) != 0 ||
+			    name_walk(pkt, rd_end, e1, &e2, &l2, NULL, &it.budget, it.forbid) !=
+				    0 ||
 			    e2 + 20 != rd_end)
 				return -1;
 			r->has_soa = true;
@@ -572,4 +602,22 @@ size_t rrc_wire_synth_client(const struct rrc_wire_client *c, uint16_t qtype, ui
 	if (c->has_edns)
 		len = rrc_wire_append_opt(out, len, cap, c->edns_do, rcode);
 	return len;
+}
+
+int rrc_wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl)
+{
+	size_t end, nlen;
+	if (len < RRC_WIRE_HDR || rrc_wire_name(msg, len, RRC_WIRE_HDR, &end, &nlen, NULL) != 0 ||
+	    end + 4 > len)
+		return -1;
+	struct rr_iter it;
+	struct rr rr;
+	int rc;
+	rr_iter_init(&it, msg, len, end + 4, rrc_get16(msg + 6), rrc_get16(msg + 8),
+		     rrc_get16(msg + 10));
+	while ((rc = rr_next(&it, &rr)) == 1) {
+		if (rr.type != RRC_TYPE_OPT)
+			rrc_put32(msg + rr.ttl_off, ttl);
+	}
+	return rc;
 }

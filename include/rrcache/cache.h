@@ -28,6 +28,7 @@ struct rrc_cache_stats {
 	uint64_t expired;
 	uint64_t inserted;
 	uint64_t evicted;
+	uint64_t stale;
 };
 
 /* Returns a cache of budget bytes, or NULL when out of memory. Free with rrc_cache_destroy. */
@@ -37,14 +38,21 @@ void rrc_cache_destroy(struct rrc_cache *c);
 /* Changes the byte budget (reload); evicts at the next insert into each shard. */
 void rrc_cache_set_budget(struct rrc_cache *c, uint64_t budget);
 
-enum rrc_cache_result { RRC_CACHE_MISS = 0, RRC_CACHE_HIT, RRC_CACHE_TOO_BIG };
+enum rrc_cache_result { RRC_CACHE_MISS = 0, RRC_CACHE_HIT, RRC_CACHE_TOO_BIG, RRC_CACHE_STALE };
+
+/* Keeps entries this many seconds past their expiry for serve-stale (RFC 8767); 0 = off.
+ * Applies to entries inserted from now on. */
+void rrc_cache_set_stale(struct rrc_cache *c, uint32_t seconds);
 
 /*
  * Looks the key up at time now_ms. On a hit, copies the stored answer into out (cap bytes),
  * sets *len and *age (whole seconds since it was stored) and returns RRC_CACHE_HIT. When the
  * answer is larger than cap, returns RRC_CACHE_TOO_BIG with *len set to its full length and its
  * first cap bytes (header and question, all a TC=1 reply needs) copied.
- * Expired entries are removed and reported as misses. Never allocates.
+ * An expired entry still within the stale window is copied the same way (min(len, cap) bytes)
+ * and reported as RRC_CACHE_STALE, which counts as a miss: the caller refreshes it and may
+ * serve the copy if the refresh fails. Entries past the window are removed (misses).
+ * Never allocates.
  */
 enum rrc_cache_result rrc_cache_lookup(struct rrc_cache *c, const uint8_t *key, size_t keylen,
 				       uint64_t now_ms, uint8_t *out, size_t cap, size_t *len,

@@ -58,6 +58,8 @@ struct rrc_config {
 
 	uint64_t cache_size;
 	uint32_t min_ttl, max_ttl, max_negative_ttl;
+	bool serve_stale;   /* RFC 8767: answer from expired data when the refresh fails */
+	uint32_t max_stale; /* seconds past expiry such data may be served */
 
 	uint32_t tcp_idle_timeout_ms;
 	uint32_t tcp_max_connections;

@@ -234,6 +234,10 @@ size_t rrc_wire_finish(uint8_t *buf, size_t len, size_t cap, uint32_t age,
 size_t rrc_wire_synth_client(const struct rrc_wire_client *c, uint16_t qtype, uint16_t qclass,
 			     unsigned rcode, uint8_t *out, size_t cap);
 
+/* Sets every record's TTL in a stored answer to ttl (serve-stale, RFC 8767 §4). Returns 0, or
+ * -1 if the message does not walk. */
+int rrc_wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl);
+
 /*
  * Builds a query for an upstream: id, the name (uncompressed wire), type, class, the RD/CD bits
  * of flags, and an OPT with the DO bit when edns. Returns the length or 0 if cap is too small.

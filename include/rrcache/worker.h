@@ -45,7 +45,7 @@ struct rrc_upstreams;
 struct rrc_worker_stats {
 	uint64_t queries_udp, queries_tcp;
 	uint64_t answered;
-	uint64_t cache_hits, cache_misses;
+	uint64_t cache_hits, cache_misses, stale_served;
 	uint64_t coalesced;
 	uint64_t malformed[RRC_WR_COUNT];
 	uint64_t formerr, notimp, badvers, servfail, truncated;

@@ -59,6 +59,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			abort();
 		if (life && (life < pol.min_ttl || life > pol.max_ttl))
 			abort();
+		/* Served stale: every TTL rewritten, still a sound message. */
+		memcpy(out, buf, slen);
+		if (rrc_wire_set_ttls(out, slen, 30) != 0 ||
+		    rrc_wire_check_reply(out, slen, &r2) != 0)
+			abort();
 		/* Finish it for a client asking the same question, as a hit would. */
 		struct rrc_wire_client cl = {.id = 7,
 					     .flags = RRC_F_RD,

@@ -147,6 +147,40 @@ static void test_lru(void **state)
 	rrc_cache_destroy(c);
 }
 
+static void test_stale_window(void **state)
+{
+	/* RFC 8767: with a stale window, an expired entry is reported STALE (a miss, with its
+	 * data) until the window closes, then removed. */
+	struct rrc_cache *c = rrc_cache_create(1 << 20);
+	rrc_cache_set_stale(c, 10);
+	const uint8_t k[] = {1, 's', 0, 0, 1, 0, 1, 0};
+	uint8_t out[16];
+	size_t len;
+	uint32_t age;
+	rrc_cache_insert(c, k, sizeof(k), (const uint8_t *)"old", 3, 5, 0);
+	assert_int_equal(rrc_cache_lookup(c, k, sizeof(k), 4999, out, sizeof(out), &len, &age),
+			 RRC_CACHE_HIT);
+	memset(out, 0, sizeof(out));
+	assert_int_equal(rrc_cache_lookup(c, k, sizeof(k), 5000, out, sizeof(out), &len, &age),
+			 RRC_CACHE_STALE);
+	assert_memory_equal(out, "old", 3);
+	assert_int_equal(age, 5);
+	assert_int_equal(rrc_cache_lookup(c, k, sizeof(k), 14999, out, sizeof(out), &len, &age),
+			 RRC_CACHE_STALE);
+	assert_int_equal(rrc_cache_lookup(c, k, sizeof(k), 15000, out, sizeof(out), &len, &age),
+			 RRC_CACHE_MISS);
+	struct rrc_cache_stats st;
+	rrc_cache_get_stats(c, &st);
+	assert_int_equal(st.stale, 2);
+	assert_int_equal(st.entries, 0);
+	/* Without a window, expiry is the end. */
+	rrc_cache_set_stale(c, 0);
+	rrc_cache_insert(c, k, sizeof(k), (const uint8_t *)"new", 3, 5, 0);
+	assert_int_equal(rrc_cache_lookup(c, k, sizeof(k), 5000, out, sizeof(out), &len, &age),
+			 RRC_CACHE_MISS);
+	rrc_cache_destroy(c);
+}
+
 static void test_siphash_vector(void **state)
 {
 	/* Keyed: another key gives another hash for the same data. */
@@ -166,6 +200,7 @@ int main(void)
 		cmocka_unit_test(test_budget),
 		cmocka_unit_test(test_lru),
 		cmocka_unit_test(test_siphash_vector),
+		cmocka_unit_test(test_stale_window),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

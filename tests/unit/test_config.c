@@ -107,7 +107,8 @@ static void test_full_file(void **state)
 		      "  policy: weighted\n"
 		      "  timeout: 300ms\n"
 		      "  client_timeout: 1500ms\n"
-		      "cache: {size: 8MiB, min_ttl: 5, max_ttl: 1d, max_negative_ttl: 60}\n"
+		      "cache: {size: 8MiB, min_ttl: 5, max_ttl: 1d, max_negative_ttl: 60,\n"
+		      "        serve_stale: yes, max_stale: 2h}\n"
 		      "tcp: {idle_timeout: 3s, max_connections: 10}\n"
 		      "acl: {action: refuse, allow: [10.0.0.0/8], deny: [10.9.0.0/16]}\n"
 		      "log: {level: debug}\n",
@@ -125,6 +126,8 @@ static void test_full_file(void **state)
 	assert_int_equal(cfg->min_ttl, 5);
 	assert_int_equal(cfg->max_ttl, 86400);
 	assert_int_equal(cfg->max_negative_ttl, 60);
+	assert_true(cfg->serve_stale);
+	assert_int_equal(cfg->max_stale, 7200);
 	assert_int_equal(cfg->tcp_idle_timeout_ms, 3000);
 	assert_int_equal(cfg->tcp_max_connections, 10);
 	assert_int_equal(cfg->tcp_max_per_client, 10); /* capped by the total */
@@ -164,6 +167,7 @@ static void test_errors(void **state)
 	expect_error("listen: [\n", "YAML");
 	expect_error("- a\n- b\n", "expected a mapping");
 	expect_error("log: {level: loud}\n", "log.level: unknown level");
+	expect_error("cache: {serve_stale: maybe}\n", "cache.serve_stale: want true or false");
 	char err[RRC_ERR_LEN];
 	struct rrc_config_overrides ov = {.resolv_conf = resolv};
 	assert_null(rrc_config_build("/nonexistent/rrcache.yaml", &ov, err));
@@ -248,6 +252,8 @@ static void test_shipped_file(void **state)
 	assert_int_equal(shipped->max_ttl, defaults->max_ttl);
 	assert_int_equal(shipped->min_ttl, defaults->min_ttl);
 	assert_int_equal(shipped->max_negative_ttl, defaults->max_negative_ttl);
+	assert_int_equal(shipped->serve_stale, defaults->serve_stale);
+	assert_int_equal(shipped->max_stale, defaults->max_stale);
 	assert_int_equal(shipped->tcp_idle_timeout_ms, defaults->tcp_idle_timeout_ms);
 	assert_int_equal(shipped->tcp_max_connections, defaults->tcp_max_connections);
 	assert_int_equal(shipped->tcp_max_per_client, defaults->tcp_max_per_client);

@@ -242,6 +242,10 @@ static void test_reply_and_store(void **state)
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), -1);
 	n = corpus_load("reply_pointer_into_header", buf, sizeof(buf));
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), -1);
+	/* A name that reads an earlier record's TTL bytes is refused outright (TTLs are
+	 * rewritten on every hit and for serve-stale). */
+	n = corpus_load("reply_name_through_ttl_stale", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), -1);
 	n = corpus_load("reply_name_through_rewritten_ttl", buf, sizeof(buf));
 	if (rrc_wire_check_reply(buf, n, &r) == 0) {
 		uint8_t copy[512];
@@ -345,6 +349,22 @@ static void test_finish(void **state)
 	assert_int_equal(rrc_get16(out + 10), 1);
 }
 
+static void test_set_ttls(void **state)
+{
+	uint8_t buf[512];
+	struct rrc_wire_reply r;
+	uint32_t life;
+	struct rrc_wire_ttl_policy pol = {.min_ttl = 0, .max_ttl = 86400, .max_negative_ttl = 3600};
+	size_t n = corpus_load("reply_nxdomain_soa", buf, sizeof(buf));
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
+	size_t s = rrc_wire_make_stored(buf, n, &r, &pol, &life);
+	assert_int_equal(rrc_wire_set_ttls(buf, s, 30), 0);
+	assert_int_equal(rrc_wire_check_reply(buf, s, &r), 0);
+	assert_int_equal(r.soa_ttl, 30);
+	assert_int_equal(r.min_ttl, 30);
+	assert_int_equal(rrc_wire_set_ttls(buf, 5, 30), -1);
+}
+
 static void test_name_bounds(void **state)
 {
 	/* 127 labels of 1 octet = 255 octets: the longest legal name. */
@@ -406,7 +426,8 @@ int main(void)
 		cmocka_unit_test(test_udp_limit),      cmocka_unit_test(test_key),
 		cmocka_unit_test(test_synth),	       cmocka_unit_test(test_reply_and_store),
 		cmocka_unit_test(test_ttl_clamp),      cmocka_unit_test(test_finish),
-		cmocka_unit_test(test_name_bounds),    cmocka_unit_test(test_build_query),
+		cmocka_unit_test(test_name_bounds),    cmocka_unit_test(test_set_ttls),
+		cmocka_unit_test(test_build_query),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
