@@ -474,9 +474,11 @@ size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, c
 	if (mr == MISS_LATER)
 		return 0;
 	if (mr == MISS_STALE) {
-		/* stale_answer() writes into out: move the stored copy aside first. */
-		memcpy(w->big, out, stale_len);
-		size_t n = stale_answer(w->big, stale_len, &c, out, cap);
+		/* stale_answer() writes into out: move the stored copy aside first, into the
+		 * upstream receive buffer (idle while a client query is handled; out may be
+		 * w->big itself, for TCP). */
+		memcpy(w->upbuf, out, stale_len);
+		size_t n = stale_answer(w->upbuf, stale_len, &c, out, cap);
 		if (n) {
 			w->st.stale_served++;
 			return n;

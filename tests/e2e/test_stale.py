@@ -45,6 +45,10 @@ def test_stale_served_when_refresh_times_out(fault, rrcache):
     t0 = time.monotonic()
     assert r.query("stale.test.", timeout=5).answer[0].ttl == 30
     assert time.monotonic() - t0 < 0.3
+    t0 = time.monotonic()
+    resp = r.query("stale.test.", tcp=True, timeout=5)
+    assert resp.answer[0].ttl == 30 and resp.answer[0][0].address == "192.0.2.10"
+    assert time.monotonic() - t0 < 0.3
 
 
 def test_fresh_answer_wins_over_stale(fault, rrcache):
