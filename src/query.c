@@ -105,16 +105,13 @@ static void query_end(struct rrc_query *q)
 	uv_close((uv_handle_t *)&q->retry, on_query_closed);
 }
 
-/* Writes a stale answer (stored form, len bytes) for client c into out: every TTL 30. */
-static size_t stale_answer(const uint8_t *stored, size_t len, const struct rrc_wire_client *c,
-			   uint8_t *out, size_t cap)
+/* Turns a stored answer copied into buf (len bytes) into client c's stale answer, in place:
+ * every TTL 30. Returns its length, 0 if it cannot be made. */
+static size_t stale_finish(uint8_t *buf, size_t len, size_t cap, const struct rrc_wire_client *c)
 {
-	if (len > cap)
+	if (len > cap || rrc_wire_set_ttls(buf, len, RRC_STALE_TTL) != 0)
 		return 0;
-	memcpy(out, stored, len);
-	if (rrc_wire_set_ttls(out, len, RRC_STALE_TTL) != 0)
-		return 0;
-	return rrc_wire_finish(out, len, cap, 0, c);
+	return rrc_wire_finish(buf, len, cap, 0, c);
 }
 
 /* Answers every waiter with the stale answer when there is one (RFC 8767: the refresh
@@ -126,8 +123,10 @@ static void query_fail(struct rrc_query *q, unsigned rcode)
 		struct rrc_wire_client c;
 		waiter_client(wt, &c);
 		size_t n = 0;
-		if (q->stale)
-			n = stale_answer(q->stale, q->stale_len, &c, w->big, sizeof(w->big));
+		if (q->stale) {
+			memcpy(w->big, q->stale, q->stale_len);
+			n = stale_finish(w->big, q->stale_len, sizeof(w->big), &c);
+		}
 		if (n) {
 			w->st.stale_served++;
 		} else {
@@ -474,11 +473,8 @@ size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, c
 	if (mr == MISS_LATER)
 		return 0;
 	if (mr == MISS_STALE) {
-		/* stale_answer() writes into out: move the stored copy aside first, into the
-		 * upstream receive buffer (idle while a client query is handled; out may be
-		 * w->big itself, for TCP). */
-		memcpy(w->upbuf, out, stale_len);
-		size_t n = stale_answer(w->upbuf, stale_len, &c, out, cap);
+		/* The stale copy the lookup left in out is still there: finish it in place. */
+		size_t n = stale_finish(out, stale_len, cap, &c);
 		if (n) {
 			w->st.stale_served++;
 			return n;
