@@ -14,8 +14,10 @@ void rrc_pool_init(struct rrc_pool *p, size_t size, unsigned keep)
 	p->keep = keep;
 }
 
-void *rrc_pool_get(struct rrc_pool *p)
+void *rrc_pool_get(struct rrc_pool *p, size_t size)
 {
+	if (size > p->size)
+		return calloc(1, size);
 	void *obj = p->free_list;
 	if (!obj)
 		return calloc(1, p->size);
@@ -25,11 +27,11 @@ void *rrc_pool_get(struct rrc_pool *p)
 	return obj;
 }
 
-void rrc_pool_put(struct rrc_pool *p, void *obj)
+void rrc_pool_put(struct rrc_pool *p, void *obj, size_t size)
 {
 	if (!obj)
 		return;
-	if (p->n_free >= p->keep) {
+	if (size > p->size || p->n_free >= p->keep) {
 		free(obj);
 		return;
 	}

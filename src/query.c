@@ -23,7 +23,6 @@ struct rrc_query {
 	bool in_table;
 	bool done;
 	bool no_cache;
-	bool pooled;
 	unsigned closes;
 	uv_timer_t budget;
 	uv_timer_t retry;
@@ -38,7 +37,7 @@ struct rrc_query {
 	uint8_t key[RRC_WIRE_KEY_MAX];
 	uint8_t *stale; /* an expired answer to fall back on (RFC 8767), or NULL */
 	size_t stale_len;
-	size_t upq_len;
+	size_t upq_len; /* fills upq exactly: the object is sizeof(struct rrc_query) + upq_len */
 	uint8_t upq[];
 };
 
@@ -62,10 +61,7 @@ static void on_query_closed(uv_handle_t *h)
 	if (--q->closes > 0)
 		return;
 	struct rrc_worker *w = q->w;
-	if (q->pooled)
-		rrc_pool_put(&w->pool_query, q);
-	else
-		free(q);
+	rrc_pool_put(&w->pool_query, q, sizeof(*q) + q->upq_len);
 	rrc_worker_check_done(w);
 }
 
@@ -94,7 +90,7 @@ static void query_end(struct rrc_query *q)
 	struct rrc_waiter *wt = q->waiters;
 	while (wt) {
 		struct rrc_waiter *next = wt->next;
-		rrc_pool_put(&w->pool_waiter, wt);
+		rrc_pool_put(&w->pool_waiter, wt, sizeof(*wt));
 		wt = next;
 	}
 	q->waiters = NULL;
@@ -284,7 +280,7 @@ static struct rrc_waiter *waiter_new(struct rrc_worker *w, const struct rrc_quer
 				     const uint8_t *pkt, const struct rrc_wire_query *wq,
 				     uint16_t limit)
 {
-	struct rrc_waiter *wt = rrc_pool_get(&w->pool_waiter);
+	struct rrc_waiter *wt = rrc_pool_get(&w->pool_waiter, sizeof(*wt));
 	if (!wt)
 		return NULL;
 	wt->next = NULL;
@@ -350,11 +346,9 @@ static enum miss_result start_miss(struct rrc_worker *w, const struct rrc_query_
 	 * answers are not cached (DESIGN); everything else is rebuilt from the key. */
 	size_t cap =
 		wq->has_ecs ? len : (size_t)RRC_WIRE_HDR + wq->qname_len + 4 + RRC_WIRE_OPT_LEN;
-	bool pooled = cap <= RRC_POOL_MSG;
-	struct rrc_query *q = pooled ? rrc_pool_get(&w->pool_query) : calloc(1, sizeof(*q) + cap);
+	struct rrc_query *q = rrc_pool_get(&w->pool_query, sizeof(*q) + cap);
 	if (!q)
 		return fail;
-	q->pooled = pooled;
 	if (wq->has_ecs) {
 		memcpy(q->upq, pkt, len);
 		q->upq_len = len;
@@ -365,13 +359,11 @@ static enum miss_result start_miss(struct rrc_worker *w, const struct rrc_query_
 		 * and size limit of its answer. */
 		q->upq_len = rrc_wire_build_query(q->upq, cap, 0, key, wq->qname_len, wq->qtype,
 						  wq->qclass, wq->flags, true, wq->edns_do);
+		RRC_REQUIRE(q->upq_len == cap); /* the size rrc_pool_put is given */
 	}
 	struct rrc_waiter *wt = waiter_new(w, src, pkt, wq, limit);
 	if (!wt) {
-		if (pooled)
-			rrc_pool_put(&w->pool_query, q);
-		else
-			free(q);
+		rrc_pool_put(&w->pool_query, q, sizeof(*q) + cap);
 		return fail;
 	}
 	q->w = w;

@@ -57,7 +57,6 @@ struct rrc_attempt {
 	bool closing;
 	bool timed_out;
 	bool delivered;
-	bool pooled;
 	union {
 		uv_handle_t handle;
 		uv_udp_t udp;
@@ -245,10 +244,7 @@ static void on_attempt_closed(uv_handle_t *h)
 		u->bal[a->srv->idx].outstanding--;
 	server_put(a->srv);
 	free(a->rbuf);
-	if (a->pooled)
-		rrc_pool_put(&u->w->pool_attempt, a);
-	else
-		free(a);
+	rrc_pool_put(&u->w->pool_attempt, a, sizeof(*a) + 2 + a->qlen);
 	u->closes--;
 	maybe_free_set(u);
 }
@@ -500,12 +496,9 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 {
 	if (idx < 0 || (unsigned)idx >= u->n || len > RRC_WIRE_MAX_MSG || len < RRC_WIRE_HDR)
 		return NULL;
-	bool pooled = len <= RRC_POOL_MSG;
-	struct rrc_attempt *a =
-		pooled ? rrc_pool_get(&u->w->pool_attempt) : calloc(1, sizeof(*a) + 2 + len);
+	struct rrc_attempt *a = rrc_pool_get(&u->w->pool_attempt, sizeof(*a) + 2 + len);
 	if (!a)
 		return NULL;
-	a->pooled = pooled;
 	a->u = u;
 	a->srv = u->srv[idx];
 	a->srv->refs++;

@@ -14,16 +14,17 @@
 
 struct rrc_pool {
 	void *free_list;
-	size_t size; /* object size, >= sizeof(void *) */
+	size_t size; /* size of a recycled object, >= sizeof(void *) */
 	unsigned n_free;
 	unsigned keep;
 };
 
 void rrc_pool_init(struct rrc_pool *p, size_t size, unsigned keep);
-/* Returns a zeroed object of p->size bytes, or NULL when out of memory. */
-void *rrc_pool_get(struct rrc_pool *p);
-/* Gives an object from rrc_pool_get back. */
-void rrc_pool_put(struct rrc_pool *p, void *obj);
+/* Returns a zeroed object of size bytes, or NULL when out of memory: a recycled one when size
+ * fits p->size, else a fresh allocation. */
+void *rrc_pool_get(struct rrc_pool *p, size_t size);
+/* Gives back an object from rrc_pool_get, with the size it was asked for. */
+void rrc_pool_put(struct rrc_pool *p, void *obj, size_t size);
 /* Frees every kept object. */
 void rrc_pool_drain(struct rrc_pool *p);
 
