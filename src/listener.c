@@ -142,10 +142,30 @@ static void write_pktinfo(struct msghdr *mh, uint8_t *ctl, size_t cap, const str
 	}
 }
 
-static void send_batch(struct rrc_udp_listener *ul, struct mmsghdr *msgs, unsigned n)
+/* Adds datagram b->n, whose len bytes are already in b->buf[b->n], for peer, leaving from
+ * the local address the query came to. */
+static void batch_push(struct rrc_udp_batch *b, size_t len, void *peer, socklen_t peer_len,
+		       const struct rrc_pktinfo *local)
+{
+	unsigned i = b->n++;
+	b->iov[i].iov_base = b->buf[i];
+	b->iov[i].iov_len = len;
+	struct msghdr *mh = &b->msg[i].msg_hdr;
+	mh->msg_name = peer;
+	mh->msg_namelen = peer_len;
+	mh->msg_iov = &b->iov[i];
+	mh->msg_iovlen = 1;
+	mh->msg_flags = 0;
+	write_pktinfo(mh, b->ctl[i], sizeof(b->ctl[i]), local);
+}
+
+/* Sends the batch and empties it. */
+static void send_batch(struct rrc_udp_listener *ul, struct rrc_udp_batch *b)
 {
 	struct rrc_worker *w = ul->w;
-	unsigned sent = 0;
+	struct mmsghdr *msgs = b->msg;
+	unsigned n = b->n, sent = 0;
+	b->n = 0;
 	while (sent < n) {
 		int r = sendmmsg(ul->fd, msgs + sent, n - sent, 0);
 		if (r > 0) {
@@ -187,7 +207,7 @@ static void on_udp_readable(uv_poll_t *h, int status, int events)
 		int n = recvmmsg(ul->fd, w->rmsg, RRC_UDP_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return;
-		unsigned out = 0;
+		struct rrc_udp_batch *out = &w->send;
 		for (int i = 0; i < n; i++) {
 			struct msghdr *mh = &w->rmsg[i].msg_hdr;
 			if (mh->msg_flags & MSG_TRUNC) {
@@ -203,22 +223,12 @@ static void on_udp_readable(uv_poll_t *h, int status, int events)
 						    .peer_len = mh->msg_namelen,
 						    .local = &local};
 			size_t len = rrc_query_handle(w, &src, w->rbuf[i], w->rmsg[i].msg_len,
-						      w->sbuf[out], RRC_UDP_SEND_MAX);
-			if (len == 0)
-				continue;
-			struct msghdr *sh = &w->smsg[out].msg_hdr;
-			w->siov[out].iov_base = w->sbuf[out];
-			w->siov[out].iov_len = len;
-			sh->msg_name = &w->rpeer[i];
-			sh->msg_namelen = mh->msg_namelen;
-			sh->msg_iov = &w->siov[out];
-			sh->msg_iovlen = 1;
-			sh->msg_flags = 0;
-			write_pktinfo(sh, w->sctl[out], sizeof(w->sctl[out]), &local);
-			out++;
+						      out->buf[out->n], RRC_UDP_SEND_MAX);
+			if (len)
+				batch_push(out, len, &w->rpeer[i], mh->msg_namelen, &local);
 		}
-		if (out)
-			send_batch(ul, w->smsg, out);
+		if (out->n)
+			send_batch(ul, out);
 		if (n < RRC_UDP_BATCH)
 			return;
 	}
@@ -226,11 +236,12 @@ static void on_udp_readable(uv_poll_t *h, int status, int events)
 
 static void flush_deferred(struct rrc_udp_listener *ul)
 {
-	struct rrc_udp_deferred *d = ul->deferred;
+	struct rrc_udp_batch *d = ul->deferred;
 	if (d && d->n) {
 		if (ul->fd >= 0)
-			send_batch(ul, d->msg, d->n);
-		d->n = 0;
+			send_batch(ul, d);
+		else
+			d->n = 0; /* the socket is gone: nothing can leave */
 	}
 }
 
@@ -251,23 +262,15 @@ static void on_flush(uv_check_t *h)
 static void udp_answer(struct rrc_worker *w, struct rrc_waiter *wt, const uint8_t *buf, size_t len)
 {
 	struct rrc_udp_listener *ul = wt->ul;
-	struct rrc_udp_deferred *d = ul->deferred;
+	struct rrc_udp_batch *d = ul->deferred;
 	if (len > RRC_UDP_SEND_MAX) {
 		w->st.udp_send_dropped++;
 		return;
 	}
-	unsigned i = d->n++;
+	unsigned i = d->n;
 	memcpy(d->buf[i], buf, len);
 	memcpy(&d->peer[i], &wt->peer, RRC_MIN((size_t)wt->peer_len, sizeof(d->peer[i])));
-	d->iov[i].iov_base = d->buf[i];
-	d->iov[i].iov_len = len;
-	struct msghdr *mh = &d->msg[i].msg_hdr;
-	mh->msg_name = &d->peer[i];
-	mh->msg_namelen = wt->peer_len;
-	mh->msg_iov = &d->iov[i];
-	mh->msg_iovlen = 1;
-	mh->msg_flags = 0;
-	write_pktinfo(mh, d->ctl[i], sizeof(d->ctl[i]), &wt->local);
+	batch_push(d, len, &d->peer[i], wt->peer_len, &wt->local);
 	w->deferred_pending = true;
 	if (d->n == RRC_UDP_BATCH)
 		flush_deferred(ul);

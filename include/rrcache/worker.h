@@ -66,13 +66,13 @@ struct rrc_pktinfo {
 	};
 };
 
-/* Answers that complete later (misses) wait here until the end of the loop iteration and
- * leave in one sendmmsg. */
-struct rrc_udp_deferred {
+/* Datagrams that leave together in one sendmmsg: the answers to one recvmmsg batch, or the
+ * answers that complete later (misses), which wait until the end of the loop iteration. */
+struct rrc_udp_batch {
 	unsigned n;
 	struct mmsghdr msg[RRC_UDP_BATCH];
 	struct iovec iov[RRC_UDP_BATCH];
-	struct sockaddr_storage peer[RRC_UDP_BATCH];
+	struct sockaddr_storage peer[RRC_UDP_BATCH]; /* kept client addresses (deferred answers) */
 	uint8_t ctl[RRC_UDP_BATCH][64];
 	uint8_t buf[RRC_UDP_BATCH][RRC_UDP_SEND_MAX];
 };
@@ -83,7 +83,7 @@ struct rrc_udp_listener {
 	int fd;
 	int family;
 	bool polling;
-	struct rrc_udp_deferred *deferred; /* allocated with the listener */
+	struct rrc_udp_batch *deferred; /* allocated with the listener */
 };
 
 struct rrc_tcp_listener {
@@ -169,10 +169,7 @@ struct rrc_worker {
 	struct sockaddr_storage rpeer[RRC_UDP_BATCH];
 	uint8_t rctl[RRC_UDP_BATCH][64];
 	uint8_t rbuf[RRC_UDP_BATCH][RRC_UDP_RECV_MAX];
-	struct mmsghdr smsg[RRC_UDP_BATCH];
-	struct iovec siov[RRC_UDP_BATCH];
-	uint8_t sctl[RRC_UDP_BATCH][64];
-	uint8_t sbuf[RRC_UDP_BATCH][RRC_UDP_SEND_MAX];
+	struct rrc_udp_batch send;
 	uint8_t big[RRC_WIRE_MAX_MSG + 2];   /* answers being built */
 	uint8_t upbuf[RRC_WIRE_MAX_MSG + 2]; /* datagrams from upstreams */
 };
