@@ -25,10 +25,8 @@ from helpers import Knot, free_port  # noqa: E402
 def one_run(knot_port, workers, work, warm, extra):
     port = free_port()
     out = os.path.join(work, f"cg.{time.time_ns()}")
-    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}",
-                             B.RRCACHE, "--listen", f"127.0.0.1:{port}", "--upstream",
-                             f"127.0.0.1:{knot_port}", "--workers", str(workers),
-                             "--log-level", "warning"],
+    proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] +
+                            B.rrcache_args(port, knot_port, workers=workers, cache_size="64MiB"),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     B.wait_port(port, proc, deadline=60)
     B.dnsperf(port, warm, once=True, outstanding=20)

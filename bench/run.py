@@ -20,12 +20,11 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
-from helpers import Knot, free_port, raw_udp  # noqa: E402
+from helpers import Knot, free_port, wait_answering  # noqa: E402
 
 RRCACHE = os.environ.get("RRCACHE_BIN", os.path.join(ROOT, "build", "src", "rrcache"))
 SERVER_CPU = "1"
@@ -63,17 +62,18 @@ def rss_bytes(pid):
     return 0
 
 
+# A real question: the peers do not all answer a header-only query.
+PROBE = b"\x52\x54\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + \
+    b"\x02b0\x07example\x04test\x00\x00\x01\x00\x01"
+
+
 def wait_port(port, proc, deadline=15):
-    probe = b"\x52\x54\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + \
-        b"\x02b0\x07example\x04test\x00\x00\x01\x00\x01"
-    end = time.time() + deadline
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
-        if raw_udp("127.0.0.1", port, probe, timeout=0.3) is not None:
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing answers on {port}")
+    wait_answering(port, proc=proc, deadline=deadline, probe=PROBE)
+
+
+def rrcache_args(port, upstream_port, workers=1, cache_size="512MiB"):
+    return [RRCACHE, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
+            "--workers", str(workers), "--cache-size", cache_size, "--log-level", "warning"]
 
 
 class Server:
@@ -90,8 +90,7 @@ class Server:
         self.pid = self.proc.pid
 
     def cmd_rrcache(self, up):
-        return [RRCACHE, "--listen", f"127.0.0.1:{self.port}", "--upstream", f"127.0.0.1:{up}",
-                "--workers", "1", "--cache-size", "512MiB", "--log-level", "warning"]
+        return rrcache_args(self.port, up)
 
     def cmd_dnsdist(self, up):
         conf = os.path.join(self.dir, "dnsdist.conf")
@@ -273,10 +272,8 @@ def budget_check(knot_port, work, quick):
     touched by the first misses (ldns, libcrypto) count as idle, not as cache."""
     n = 300000 if quick else 1000000
     port = free_port()
-    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU, RRCACHE, "--listen",
-                             f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{knot_port}",
-                             "--workers", "1", "--cache-size", "16MiB", "--log-level",
-                             "warning"])
+    proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] +
+                            rrcache_args(port, knot_port, cache_size="16MiB"))
     try:
         wait_port(port, proc)
         warm = os.path.join(work, "budget-warm.txt")

@@ -82,11 +82,11 @@ def raw_udp(server, port, payload, timeout=1.0, source="127.0.0.1"):
 STARTUP_PROBE = dns.name.from_text("rrcache-startup-probe.invalid.")
 
 
-def wait_answering(port, host="127.0.0.1", deadline=10.0, proc=None):
-    """Waits until rrcache answers on host:port. The probe is a query with QDCOUNT=0, which
-    rrcache answers itself (FORMERR) without asking any upstream."""
+def wait_answering(port, host="127.0.0.1", deadline=10.0, proc=None, probe=None):
+    """Waits until a server answers probe on host:port. The default probe is a query with
+    QDCOUNT=0, which rrcache answers itself (FORMERR) without asking any upstream."""
     end = time.time() + deadline
-    probe = struct.pack("!HHHHHH", 0x5254, 0x0100, 0, 0, 0, 0)
+    probe = probe or struct.pack("!HHHHHH", 0x5254, 0x0100, 0, 0, 0, 0)
     while time.time() < end:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process exited with {proc.returncode}")

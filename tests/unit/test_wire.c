@@ -182,6 +182,21 @@ static void test_synth(void **state)
 	assert_int_equal(rrc_get16(out + 2) & RRC_F_Z, 0);
 }
 
+/* Loads corpus reply name into buf, checks it and turns it into its stored form under pol.
+ * Returns the lifetime; *len (if given) gets the loaded length. */
+static uint32_t stored_life(const char *name, const struct rrc_wire_ttl_policy *pol, uint8_t *buf,
+			    size_t cap, size_t *len)
+{
+	struct rrc_wire_reply r;
+	uint32_t life;
+	size_t n = corpus_load(name, buf, cap);
+	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
+	rrc_wire_make_stored(buf, n, &r, pol, &life);
+	if (len)
+		*len = n;
+	return life;
+}
+
 static void test_reply_and_store(void **state)
 {
 	uint8_t buf[512];
@@ -212,23 +227,15 @@ static void test_reply_and_store(void **state)
 	s = rrc_wire_make_stored(buf, n, &r, &pol, &life);
 	assert_int_equal(life, 60);
 	pol.max_negative_ttl = 10;
-	n = corpus_load("reply_nxdomain_soa", buf, sizeof(buf));
-	rrc_wire_check_reply(buf, n, &r);
-	rrc_wire_make_stored(buf, n, &r, &pol, &life);
-	assert_int_equal(life, 10);
+	assert_int_equal(stored_life("reply_nxdomain_soa", &pol, buf, sizeof(buf), NULL), 10);
 
 	/* min_ttl raises a negative TTL too (found by the fuzzer); SOA MINIMUM 0 is never
 	 * cached whatever min_ttl says (RFC 2308 §5). */
 	pol.min_ttl = 30;
 	pol.max_negative_ttl = 3600;
-	n = corpus_load("reply_nxdomain_soa", buf, sizeof(buf));
-	rrc_wire_check_reply(buf, n, &r);
-	rrc_wire_make_stored(buf, n, &r, &pol, &life);
-	assert_int_equal(life, 60);
-	n = corpus_load("reply_nxdomain_soa_minimum_1", buf, sizeof(buf));
-	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
-	rrc_wire_make_stored(buf, n, &r, &pol, &life);
-	assert_int_equal(life, 30);
+	assert_int_equal(stored_life("reply_nxdomain_soa", &pol, buf, sizeof(buf), NULL), 60);
+	assert_int_equal(stored_life("reply_nxdomain_soa_minimum_1", &pol, buf, sizeof(buf), NULL),
+			 30);
 	n = corpus_load("reply_nxdomain_soa", buf, sizeof(buf));
 	rrc_put32(buf + n - 4, 0); /* MINIMUM 0 */
 	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
@@ -279,20 +286,13 @@ static void test_reply_and_store(void **state)
 static void test_ttl_clamp(void **state)
 {
 	uint8_t buf[512];
-	struct rrc_wire_reply r;
-	uint32_t life;
+	size_t n;
 	struct rrc_wire_ttl_policy pol = {
 		.min_ttl = 600, .max_ttl = 86400, .max_negative_ttl = 3600};
-	size_t n = corpus_load("reply_a", buf, sizeof(buf));
-	assert_int_equal(rrc_wire_check_reply(buf, n, &r), 0);
-	rrc_wire_make_stored(buf, n, &r, &pol, &life);
-	assert_int_equal(life, 600);
+	assert_int_equal(stored_life("reply_a", &pol, buf, sizeof(buf), NULL), 600);
 	pol.min_ttl = 0;
 	pol.max_ttl = 100;
-	n = corpus_load("reply_a", buf, sizeof(buf));
-	rrc_wire_check_reply(buf, n, &r);
-	rrc_wire_make_stored(buf, n, &r, &pol, &life);
-	assert_int_equal(life, 100);
+	assert_int_equal(stored_life("reply_a", &pol, buf, sizeof(buf), &n), 100);
 	assert_int_equal(rrc_get32(buf + n - 10), 100);
 }
 
