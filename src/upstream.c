@@ -3,6 +3,14 @@
  *
  * Limits: at most RRC_MAX_UPSTREAMS servers; a TCP reply of at most 65535 bytes; the random
  * port search gives up after RRC_PORT_TRIES binds and lets the kernel choose.
+ *
+ * UDP attempts do not go through uv_udp_t: each is a plain non-blocking socket registered in
+ * one epoll set of the set's own, which the loop watches with a single uv_poll_t. Compared with
+ * a uv_udp_t per attempt this saves two of the nine system calls a miss costs upstream (the
+ * EPOLL_CTL_DEL libuv makes before close, where close alone leaves the set, and the read libuv
+ * repeats until EAGAIN), and about 1 us each on this kind of machine (bench/README.md).
+ * Attempts cancelled while a batch of events is being dispatched are freed after the batch,
+ * since a later event of the same batch may still point at them.
  */
 #include "rrcache/upstream.h"
 #include "rrcache/balancer.h"
@@ -13,12 +21,16 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/random.h>
+#include <unistd.h>
 
 /* Binds tried on random ports before falling back to an ephemeral one. */
 #define RRC_PORT_TRIES 8
 /* Lowest source port we pick: below it are the privileged and well-known ports. */
 #define RRC_PORT_MIN 1024
+/* Socket events taken from the set's epoll per readable event of the loop. */
+#define RRC_EVENTS_BATCH 64
 
 struct server {
 	struct rrc_sockaddr addr;
@@ -42,6 +54,10 @@ struct rrc_upstreams {
 	struct rrc_attempt *attempts; /* every live attempt, for close-all */
 	unsigned closes;	      /* handles not yet closed */
 	bool closing;
+	int epfd;		      /* the UDP attempts' sockets */
+	uv_poll_t ep_poll;
+	bool dispatching;	   /* in on_sockets_readable: frees wait for the batch's end */
+	struct rrc_attempt *dead; /* cancelled during the batch, freed after it */
 	uint8_t rnd[256];
 	size_t rnd_pos;
 };
@@ -57,14 +73,11 @@ struct rrc_attempt {
 	bool closing;
 	bool timed_out;
 	bool delivered;
-	union {
-		uv_handle_t handle;
-		uv_udp_t udp;
-		uv_tcp_t tcp;
-	} h;
+	int fd;	       /* UDP socket, -1 once closed (or for TCP) */
+	bool tcp_init; /* conn is a libuv handle that must be closed */
+	uv_tcp_t conn;
 	uv_connect_t connect_req;
 	uv_write_t write_req;
-	uv_udp_send_t send_req;
 	uint16_t id;
 	uint8_t *rbuf; /* TCP reply */
 	size_t rlen, rcap;
@@ -166,6 +179,7 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 }
 
 static void on_probe_tick(uv_timer_t *t);
+static void on_sockets_readable(uv_poll_t *p, int status, int events);
 
 struct rrc_upstreams *rrc_upstreams_create(struct rrc_worker *w, const struct rrc_config *cfg)
 {
@@ -178,6 +192,17 @@ struct rrc_upstreams *rrc_upstreams_create(struct rrc_worker *w, const struct rr
 		free(u);
 		return NULL;
 	}
+	u->epfd = epoll_create1(EPOLL_CLOEXEC);
+	if (u->epfd < 0 || uv_poll_init(&w->loop, &u->ep_poll, u->epfd) != 0) {
+		if (u->epfd >= 0)
+			close(u->epfd);
+		for (unsigned i = 0; i < u->n; i++)
+			server_put(u->srv[i]);
+		free(u);
+		return NULL;
+	}
+	u->ep_poll.data = u;
+	uv_poll_start(&u->ep_poll, UV_READABLE, on_sockets_readable);
 	uv_timer_init(&w->loop, &u->probe_timer);
 	u->probe_timer.data = u;
 	uv_timer_start(&u->probe_timer, on_probe_tick, cfg->probe_interval_ms,
@@ -230,9 +255,19 @@ static void maybe_free_set(struct rrc_upstreams *u)
 	free(u);
 }
 
-static void on_attempt_closed(uv_handle_t *h)
+static void attempt_free(struct rrc_attempt *a)
 {
-	struct rrc_attempt *a = h->data;
+	struct rrc_upstreams *u = a->u;
+	if (a->srv->idx >= 0 && u->bal[a->srv->idx].outstanding > 0)
+		u->bal[a->srv->idx].outstanding--;
+	server_put(a->srv);
+	free(a->rbuf);
+	rrc_pool_put(&u->w->pool_attempt, a, sizeof(*a) + 2 + a->qlen);
+	maybe_free_set(u);
+}
+
+static void unlink_attempt(struct rrc_attempt *a)
+{
 	struct rrc_upstreams *u = a->u;
 	if (a->prev)
 		a->prev->next = a->next;
@@ -240,13 +275,43 @@ static void on_attempt_closed(uv_handle_t *h)
 		u->attempts = a->next;
 	if (a->next)
 		a->next->prev = a->prev;
-	if (a->srv->idx >= 0 && u->bal[a->srv->idx].outstanding > 0)
-		u->bal[a->srv->idx].outstanding--;
-	server_put(a->srv);
-	free(a->rbuf);
-	rrc_pool_put(&u->w->pool_attempt, a, sizeof(*a) + 2 + a->qlen);
-	u->closes--;
-	maybe_free_set(u);
+	a->prev = a->next = NULL;
+}
+
+static void on_tcp_closed(uv_handle_t *h)
+{
+	struct rrc_attempt *a = h->data;
+	a->u->closes--;
+	attempt_free(a);
+}
+
+/* Closing the socket also takes it out of the epoll set. */
+static void close_udp(struct rrc_attempt *a)
+{
+	if (a->fd >= 0) {
+		close(a->fd);
+		a->fd = -1;
+	}
+}
+
+/* Ends an attempt whose TCP handle (if any) was never initialized or is being closed here. */
+static void attempt_end(struct rrc_attempt *a, bool tcp_handle)
+{
+	struct rrc_upstreams *u = a->u;
+	a->closing = true;
+	unlink_attempt(a);
+	if (tcp_handle) {
+		u->closes++;
+		uv_close((uv_handle_t *)&a->conn, on_tcp_closed);
+		return;
+	}
+	close_udp(a);
+	if (u->dispatching) {
+		a->next = u->dead;
+		u->dead = a;
+		return;
+	}
+	attempt_free(a);
 }
 
 void rrc_upstream_cancel(struct rrc_attempt *a)
@@ -255,8 +320,7 @@ void rrc_upstream_cancel(struct rrc_attempt *a)
 	a->ctx = NULL;
 	if (a->closing)
 		return;
-	a->closing = true;
-	uv_close(&a->h.handle, on_attempt_closed);
+	attempt_end(a, a->tcp_init);
 }
 
 int rrc_upstream_attempt_server(const struct rrc_attempt *a)
@@ -287,9 +351,9 @@ static void deliver(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struc
 	void *ctx = a->ctx;
 	a->delivered = true;
 	if (a->tcp)
-		uv_read_stop((uv_stream_t *)&a->h.tcp);
+		uv_read_stop((uv_stream_t *)&a->conn);
 	else
-		uv_udp_recv_stop(&a->h.udp);
+		close_udp(a);
 	if (!pkt) {
 		a->srv->errors++;
 		a->u->w->st.upstream_errors++;
@@ -342,41 +406,47 @@ static bool consider_reply(struct rrc_attempt *a, uint8_t *pkt, size_t len)
 	return true;
 }
 
-static void on_udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+/* Reads one datagram from an attempt's socket; the loop comes back while more are queued. */
+static void read_udp(struct rrc_attempt *a)
 {
-	struct rrc_attempt *a = h->data;
-	buf->base = (char *)a->u->w->upbuf;
-	buf->len = sizeof(a->u->w->upbuf);
-}
-
-static void on_udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf,
-			const struct sockaddr *addr, unsigned flags)
-{
-	struct rrc_attempt *a = h->data;
-	if (a->closing || (nread == 0 && !addr))
-		return;
-	if (nread < 0) {
+	struct rrc_worker *w = a->u->w;
+	struct rrc_sockaddr from;
+	socklen_t flen = sizeof(from.ss);
+	ssize_t n = recvfrom(a->fd, w->upbuf, sizeof(w->upbuf), MSG_TRUNC, &from.sa, &flen);
+	if (n < 0) {
+		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+			return;
 		/* ICMP port unreachable on a connected socket: the server is not there. */
 		deliver(a, NULL, 0, NULL);
 		return;
 	}
-	struct rrc_sockaddr from = {.len = 0};
-	if (addr)
-		memcpy(&from.ss, addr,
-		       addr->sa_family == AF_INET ? sizeof(struct sockaddr_in)
-						  : sizeof(struct sockaddr_in6));
-	if (!addr || !rrc_sockaddr_equal(&from, &a->srv->addr) || (flags & UV_UDP_PARTIAL)) {
-		a->u->w->st.unwanted_replies++;
+	/* The kernel only passes the connected peer's datagrams; checked again all the same. */
+	if (!rrc_sockaddr_equal(&from, &a->srv->addr) || (size_t)n > sizeof(w->upbuf)) {
+		w->st.unwanted_replies++;
 		return;
 	}
-	consider_reply(a, (uint8_t *)buf->base, (size_t)nread);
+	consider_reply(a, w->upbuf, (size_t)n);
 }
 
-static void on_udp_sent(uv_udp_send_t *req, int status)
+static void on_sockets_readable(uv_poll_t *p, int status, int events)
 {
-	struct rrc_attempt *a = req->data;
-	if (status < 0 && status != UV_ECANCELED && !a->closing)
-		deliver(a, NULL, 0, NULL);
+	struct rrc_upstreams *u = p->data;
+	struct epoll_event ev[RRC_EVENTS_BATCH];
+	(void)status;
+	(void)events;
+	int n = epoll_wait(u->epfd, ev, RRC_EVENTS_BATCH, 0);
+	u->dispatching = true;
+	for (int i = 0; i < n; i++) {
+		struct rrc_attempt *a = ev[i].data.ptr;
+		if (a->fd >= 0 && !a->closing)
+			read_udp(a);
+	}
+	u->dispatching = false;
+	while (u->dead) {
+		struct rrc_attempt *a = u->dead;
+		u->dead = a->next;
+		attempt_free(a);
+	}
 }
 
 static int start_udp(struct rrc_attempt *a)
@@ -384,11 +454,10 @@ static int start_udp(struct rrc_attempt *a)
 	struct rrc_upstreams *u = a->u;
 	struct rrc_sockaddr local;
 	int family = a->srv->addr.sa.sa_family;
-	int rc = uv_udp_init_ex(&u->w->loop, &a->h.udp, (unsigned)family);
-	if (rc)
-		return rc;
-	u->closes++;
-	a->h.udp.data = a;
+	a->fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	if (a->fd < 0)
+		return -errno;
+	int rc = 0;
 	/* RFC 5452 §9.2: a random source port, from the CSPRNG, for every query. */
 	for (int i = 0; i <= RRC_PORT_TRIES; i++) {
 		uint16_t port = 0;
@@ -400,27 +469,28 @@ static int start_udp(struct rrc_attempt *a)
 		if (family == AF_INET) {
 			local.sin.sin_family = AF_INET;
 			local.sin.sin_port = htons(port);
+			local.len = sizeof(local.sin);
 		} else {
 			local.sin6.sin6_family = AF_INET6;
 			local.sin6.sin6_port = htons(port);
+			local.len = sizeof(local.sin6);
 		}
-		rc = uv_udp_bind(&a->h.udp, &local.sa, 0);
-		if (rc != UV_EADDRINUSE && rc != UV_EACCES)
+		rc = bind(a->fd, &local.sa, local.len) == 0 ? 0 : -errno;
+		if (rc != -EADDRINUSE && rc != -EACCES)
 			break;
 	}
 	if (rc)
 		return rc;
-	if ((rc = uv_udp_connect(&a->h.udp, &a->srv->addr.sa)))
-		return rc;
-	if ((rc = uv_udp_recv_start(&a->h.udp, on_udp_alloc, on_udp_recv)))
-		return rc;
-	uv_buf_t b = uv_buf_init((char *)a->q + 2, (unsigned)a->qlen);
-	rc = uv_udp_try_send(&a->h.udp, &b, 1, NULL);
-	if (rc == UV_EAGAIN) {
-		a->send_req.data = a;
-		rc = uv_udp_send(&a->send_req, &a->h.udp, &b, 1, NULL, on_udp_sent);
-	}
-	return rc < 0 ? rc : 0;
+	socklen_t alen = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	if (connect(a->fd, &a->srv->addr.sa, alen) != 0)
+		return -errno;
+	/* A fresh socket has an empty send buffer: a failure here is a real error. */
+	if (send(a->fd, a->q + 2, a->qlen, 0) < 0)
+		return -errno;
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = a};
+	if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, a->fd, &ev) != 0)
+		return -errno;
+	return 0;
 }
 
 static void on_tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -468,26 +538,26 @@ static void on_tcp_connected(uv_connect_t *req, int status)
 	struct rrc_attempt *a = req->data;
 	if (status == UV_ECANCELED || a->closing)
 		return;
-	if (status < 0 || uv_read_start((uv_stream_t *)&a->h.tcp, on_tcp_alloc, on_tcp_read) != 0) {
+	if (status < 0 || uv_read_start((uv_stream_t *)&a->conn, on_tcp_alloc, on_tcp_read) != 0) {
 		deliver(a, NULL, 0, NULL);
 		return;
 	}
 	uv_buf_t b = uv_buf_init((char *)a->q, (unsigned)(a->qlen + 2));
 	a->write_req.data = a;
-	if (uv_write(&a->write_req, (uv_stream_t *)&a->h.tcp, &b, 1, on_tcp_written) != 0)
+	if (uv_write(&a->write_req, (uv_stream_t *)&a->conn, &b, 1, on_tcp_written) != 0)
 		deliver(a, NULL, 0, NULL);
 }
 
 static int start_tcp(struct rrc_attempt *a)
 {
-	int rc = uv_tcp_init(&a->u->w->loop, &a->h.tcp);
+	int rc = uv_tcp_init(&a->u->w->loop, &a->conn);
 	if (rc)
 		return rc;
-	a->u->closes++;
-	a->h.tcp.data = a;
-	uv_tcp_nodelay(&a->h.tcp, 1);
+	a->tcp_init = true;
+	a->conn.data = a;
+	uv_tcp_nodelay(&a->conn, 1);
 	a->connect_req.data = a;
-	return uv_tcp_connect(&a->connect_req, &a->h.tcp, &a->srv->addr.sa, on_tcp_connected);
+	return uv_tcp_connect(&a->connect_req, &a->conn, &a->srv->addr.sa, on_tcp_connected);
 }
 
 static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tcp,
@@ -507,6 +577,7 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 	a->cb = cb;
 	a->ctx = ctx;
 	a->qlen = len;
+	a->fd = -1;
 	rrc_put16(a->q, (uint16_t)len);
 	memcpy(a->q + 2, query, len);
 	random_bytes(u, &a->id, sizeof(a->id));
@@ -517,7 +588,6 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 	u->attempts = a;
 	u->bal[idx].outstanding++;
 	a->srv->queries++;
-	unsigned closes_before = u->closes;
 	int rc = tcp ? start_tcp(a) : start_udp(a);
 	if (rc) {
 		rrc_log_limited(RRC_LOG_WARN, RRC_LG_UPSTREAM, "cannot query %s: %s", a->srv->name,
@@ -525,15 +595,7 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 		a->srv->errors++;
 		u->w->st.upstream_errors++;
 		health(u, a->srv, false);
-		a->cb = NULL;
-		if (u->closes > closes_before) {
-			a->closing = true;
-			uv_close(&a->h.handle, on_attempt_closed);
-		} else {
-			u->closes++; /* balance the decrement in on_attempt_closed */
-			a->h.handle.data = a;
-			on_attempt_closed(&a->h.handle);
-		}
+		rrc_upstream_cancel(a);
 		return NULL;
 	}
 	if (!probe) {
@@ -555,7 +617,9 @@ static void on_probe_tick(uv_timer_t *t)
 {
 	struct rrc_upstreams *u = t->data;
 	/* A probe still open from the last tick got no answer: it failed. */
-	for (struct rrc_attempt *a = u->attempts; a; a = a->next) {
+	struct rrc_attempt *next;
+	for (struct rrc_attempt *a = u->attempts; a; a = next) {
+		next = a->next;
 		if (a->probe && !a->closing) {
 			a->srv->good_probes = 0;
 			rrc_upstream_cancel(a);
@@ -577,13 +641,25 @@ static void on_probe_timer_closed(uv_handle_t *h)
 	maybe_free_set(u);
 }
 
+static void on_sockets_poll_closed(uv_handle_t *h)
+{
+	struct rrc_upstreams *u = h->data;
+	close(u->epfd);
+	u->closes--;
+	maybe_free_set(u);
+}
+
 void rrc_upstreams_close(struct rrc_upstreams *u)
 {
 	u->closing = true;
-	for (struct rrc_attempt *a = u->attempts; a; a = a->next)
-		rrc_upstream_cancel(a);
-	u->closes++;
+	u->closes += 2;
 	uv_close((uv_handle_t *)&u->probe_timer, on_probe_timer_closed);
+	uv_close((uv_handle_t *)&u->ep_poll, on_sockets_poll_closed);
+	struct rrc_attempt *next;
+	for (struct rrc_attempt *a = u->attempts; a; a = next) {
+		next = a->next;
+		rrc_upstream_cancel(a);
+	}
 }
 
 void rrc_upstream_init_pool(struct rrc_worker *w)

@@ -11,9 +11,10 @@
  * malformed replies seen here) mark a server down; down servers get a ". NS" probe every
  * probe_interval and are up again after probe_successes good probes in a row.
  *
- * Ownership: an attempt is owned by this module and freed in its handle's close callback. The
- * caller's ctx is non-owning and is cleared by rrc_upstream_cancel(); after cancel, the
- * callback is never called.
+ * Ownership: an attempt is owned by this module and freed once cancelled (a TCP attempt in its
+ * handle's close callback, a UDP attempt at once or, when cancelled from inside a reply
+ * callback, after the current batch of socket events). The caller's ctx is non-owning and is
+ * cleared by rrc_upstream_cancel(); after cancel, the callback is never called.
  */
 #ifndef RRCACHE_UPSTREAM_H
 #define RRCACHE_UPSTREAM_H
