@@ -260,10 +260,11 @@ def main():
                     f"{results[name][w][-1]['cpu_us_per_q']:.2f} us/q"
                     for w in ("HIT", "MISS", "MIX")), flush=True)
         budget = budget_check(knot.port, work, args.quick) if "rrcache" in names else None
+        sc = syscall_costs(work, args.quick)
     finally:
         knot.stop()
         shutil.rmtree(work, ignore_errors=True)
-    report(results, rss, names, args, rounds, secs, miss_n, budget)
+    report(results, rss, names, args, rounds, secs, miss_n, budget, sc)
 
 
 def budget_check(knot_port, work, quick):
@@ -295,6 +296,20 @@ def budget_check(knot_port, work, quick):
     return res
 
 
+def syscall_costs(work, quick):
+    """Per-call cost of the system calls of one upstream query (bench/syscalls.c), pinned to
+    the server's CPU: the floor a fresh socket per upstream query (CONFORMANCE U2) puts under
+    every miss."""
+    exe = os.path.join(work, "syscalls")
+    subprocess.run(["cc", "-O2", "-o", exe, os.path.join(HERE, "syscalls.c")], check=True)
+    out = subprocess.run(["taskset", "-c", SERVER_CPU, exe, "20000" if quick else "100000"],
+                         capture_output=True, text=True, timeout=300, check=True).stdout
+    costs = {k: float(v) for k, v in (line.split() for line in out.splitlines())}
+    print("system calls (us): " + ", ".join(f"{k} {v:.2f}" for k, v in costs.items()),
+          flush=True)
+    return costs
+
+
 def med(xs):
     return statistics.median(xs) if xs else 0.0
 
@@ -307,7 +322,7 @@ def version(cmd):
         return "?"
 
 
-def report(results, rss, names, args, rounds, secs, miss_n, budget=None):
+def report(results, rss, names, args, rounds, secs, miss_n, budget=None, sc=None):
     base = "dnsdist" if "dnsdist" in names else names[0]
 
     def ratio(v, b):
@@ -357,6 +372,17 @@ def report(results, rss, names, args, rounds, secs, miss_n, budget=None):
                   f"after the flood, idle {budget['idle'] / 2**20:.1f} MiB, limit "
                   f"{budget['limit'] / 2**20:.1f} MiB (16 MiB + idle + 10 %): "
                   f"{'holds' if budget['ok'] else 'EXCEEDED'}.", ""]
+    if sc:
+        setup = sum(sc[k] for k in ("socket", "bind", "connect", "epoll_add", "close"))
+        io = sc["send"] + sc["recv"]
+        base_miss = b.get("MISS", {}).get("cpu_us_per_q", 0.0)
+        lines += ["System calls on the server's CPU (`bench/syscalls.c`, us per call): " +
+                  ", ".join(f"{k} {v:.2f}" for k, v in sc.items()) + ". "
+                  f"A fresh upstream socket per query (CONFORMANCE U2: socket, bind to a "
+                  f"random port, connect, epoll add, close) costs {setup:.1f} us, its send "
+                  f"and recv {io:.1f} us more: {setup + io:.1f} us of every miss before any "
+                  f"client I/O or user-space work, {ratio(setup + io, base_miss)}x "
+                  f"{base}'s whole miss in this run (which reuses its upstream socket).", ""]
     text = "\n".join(lines)
     print(text)
     with open(args.out, "w") as f:
