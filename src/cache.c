@@ -346,6 +346,27 @@ bool rrc_cache_remove(struct rrc_cache *c, const uint8_t *key, size_t keylen)
 	return found;
 }
 
+size_t rrc_cache_remove_name(struct rrc_cache *c, const uint8_t *name, size_t len)
+{
+	size_t removed = 0;
+	for (unsigned i = 0; i < RRC_CACHE_SHARDS; i++) {
+		struct shard *s = &c->shards[i];
+		pthread_mutex_lock(&s->lock);
+		struct entry *e = s->head;
+		while (e) {
+			struct entry *next = e->next;
+			/* A key is the name, then type, class and a flags octet (5 bytes). */
+			if (e->keylen == len + 5 && memcmp(e->data, name, len) == 0) {
+				remove_entry(s, e);
+				removed++;
+			}
+			e = next;
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+	return removed;
+}
+
 void rrc_cache_clear(struct rrc_cache *c)
 {
 	for (unsigned i = 0; i < RRC_CACHE_SHARDS; i++) {

@@ -9,6 +9,7 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <netdb.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -39,6 +40,19 @@ static const struct rrc_config rrc_config_defaults = {
 	.tcp_max_queries = 1000,
 	.acl_action = RRC_ACL_DROP,
 	.log_level = RRC_LOG_INFO,
+	.redis =
+		{
+			.port = 6379,
+			.timeout_ms = 20,
+			.connect_timeout_ms = 1000,
+			.max_pending = 1000,
+			.max_failures = 5,
+			.backoff_min_ms = 100,
+			.backoff_max_ms = 10000,
+			.fleet_coalescing = true,
+			.fleet_wait_ms = 200,
+			.key_prefix = "rrc:",
+		},
 };
 
 static const char *const default_listen[] = {"127.0.0.1:53", "[::1]:53"};
@@ -182,6 +196,177 @@ bool rrc_sockaddr_equal(const struct rrc_sockaddr *a, const struct rrc_sockaddr 
 	return false;
 }
 
+/* The first line of a file (a password or a secret), without its newline. */
+static int read_secret_file(const char *file, char *out, size_t cap, char *err)
+{
+	FILE *f = fopen(file, "r");
+	if (!f) {
+		snprintf(err, RRC_ERR_LEN, "%.100s: %s", file, strerror(errno));
+		return -EINVAL;
+	}
+	char line[512];
+	bool ok = fgets(line, sizeof(line), f) != NULL;
+	fclose(f);
+	if (!ok) {
+		snprintf(err, RRC_ERR_LEN, "%.100s is empty", file);
+		return -EINVAL;
+	}
+	line[strcspn(line, "\r\n")] = '\0';
+	if (line[0] == '\0' || strlen(line) >= cap) {
+		snprintf(err, RRC_ERR_LEN, "%.100s: want one line of 1 to %zu bytes", file, cap - 1);
+		return -EINVAL;
+	}
+	memcpy(out, line, strlen(line) + 1);
+	return 0;
+}
+
+/* Percent-decodes s[0..n) into out (cap bytes, NUL-terminated). Returns 0 or -EINVAL. */
+static int url_unescape(const char *s, size_t n, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (ch == '%') {
+			char hex[3] = {0};
+			if (i + 2 >= n || !isxdigit((unsigned char)s[i + 1]) ||
+			    !isxdigit((unsigned char)s[i + 2]))
+				return -EINVAL;
+			memcpy(hex, s + i + 1, 2);
+			ch = (unsigned char)strtoul(hex, NULL, 16);
+			i += 2;
+		}
+		if (ch == '\0' || o + 1 >= cap)
+			return -EINVAL;
+		out[o++] = (char)ch;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+static int parse_db(const char *s, uint32_t *db)
+{
+	char *e;
+	if (!isdigit((unsigned char)s[0]))
+		return -EINVAL;
+	errno = 0;
+	unsigned long v = strtoul(s, &e, 10);
+	if (*e || errno || v > 65535)
+		return -EINVAL;
+	*db = (uint32_t)v;
+	return 0;
+}
+
+int rrc_config_parse_redis_url(const char *url, struct rrc_redis_conf *rc, char err[RRC_ERR_LEN])
+{
+	static const char tcp[] = "redis://", unx[] = "unix://";
+	rc->db = 0;
+	if (strncmp(url, unx, sizeof(unx) - 1) == 0) {
+		const char *p = url + sizeof(unx) - 1;
+		const char *q = strchr(p, '?');
+		size_t n = q ? (size_t)(q - p) : strlen(p);
+		if (p[0] != '/' || url_unescape(p, n, rc->path, sizeof(rc->path))) {
+			snprintf(err, RRC_ERR_LEN, "bad unix socket path (want unix:///path?db=N)");
+			return -EINVAL;
+		}
+		if (q && (strncmp(q, "?db=", 4) != 0 || parse_db(q + 4, &rc->db))) {
+			snprintf(err, RRC_ERR_LEN, "bad query '%.40s' (want ?db=N)", q);
+			return -EINVAL;
+		}
+		rc->unix_socket = true;
+		rc->enabled = true;
+		return 0;
+	}
+	if (strncmp(url, tcp, sizeof(tcp) - 1) != 0) {
+		snprintf(err, RRC_ERR_LEN,
+			 "want redis://[user:password@]host[:port][/db] or unix:///path[?db=N]");
+		return -EINVAL;
+	}
+	const char *p = url + sizeof(tcp) - 1;
+	const char *slash = strchr(p, '/');
+	const char *end = slash ? slash : p + strlen(p);
+	const char *at = NULL;
+	for (const char *x = p; x < end; x++) {
+		if (*x == '@')
+			at = x;
+	}
+	if (at) {
+		/* redis://user:password@host, or redis://password@host (AUTH with a password
+		 * alone, as before Redis 6). */
+		const char *colon = memchr(p, ':', (size_t)(at - p));
+		int bad = colon ? url_unescape(p, (size_t)(colon - p), rc->user, sizeof(rc->user)) ||
+					  url_unescape(colon + 1, (size_t)(at - colon - 1),
+						       rc->password, sizeof(rc->password))
+				: url_unescape(p, (size_t)(at - p), rc->password,
+					       sizeof(rc->password));
+		if (bad) {
+			snprintf(err, RRC_ERR_LEN, "bad user or password in the URL");
+			return -EINVAL;
+		}
+		p = at + 1;
+	}
+	char host[256];
+	uint16_t port = 6379;
+	const char *hend = end;
+	if (p[0] == '[') {
+		const char *close = memchr(p, ']', (size_t)(end - p));
+		if (!close || (size_t)(close - p - 1) >= sizeof(host)) {
+			snprintf(err, RRC_ERR_LEN, "bad IPv6 address in the URL");
+			return -EINVAL;
+		}
+		memcpy(host, p + 1, (size_t)(close - p - 1));
+		host[close - p - 1] = '\0';
+		hend = close + 1;
+		if (hend < end && *hend != ':') {
+			snprintf(err, RRC_ERR_LEN, "bad address in the URL");
+			return -EINVAL;
+		}
+	} else {
+		const char *colon = memchr(p, ':', (size_t)(end - p));
+		hend = colon ? colon : end;
+		if ((size_t)(hend - p) >= sizeof(host) || hend == p) {
+			snprintf(err, RRC_ERR_LEN, "bad host in the URL");
+			return -EINVAL;
+		}
+		memcpy(host, p, (size_t)(hend - p));
+		host[hend - p] = '\0';
+	}
+	if (hend < end && *hend == ':') {
+		char ps[8];
+		size_t n = (size_t)(end - hend - 1);
+		if (n == 0 || n >= sizeof(ps)) {
+			snprintf(err, RRC_ERR_LEN, "bad port in the URL");
+			return -EINVAL;
+		}
+		memcpy(ps, hend + 1, n);
+		ps[n] = '\0';
+		if (parse_port(ps, &port)) {
+			snprintf(err, RRC_ERR_LEN, "bad port '%s' in the URL", ps);
+			return -EINVAL;
+		}
+	}
+	if (slash && slash[1] && parse_db(slash + 1, &rc->db)) {
+		snprintf(err, RRC_ERR_LEN, "bad database number '%.20s' in the URL", slash + 1);
+		return -EINVAL;
+	}
+	/* hiredis would resolve a name on the event loop; resolve it once here instead. */
+	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
+	int gai = getaddrinfo(host, NULL, &hints, &ai);
+	if (gai != 0 || !ai) {
+		snprintf(err, RRC_ERR_LEN, "cannot resolve Redis host '%.60s': %s", host,
+			 gai_strerror(gai));
+		return -EINVAL;
+	}
+	const void *addr = ai->ai_family == AF_INET
+				   ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
+				   : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
+	inet_ntop(ai->ai_family, addr, rc->host, sizeof(rc->host));
+	freeaddrinfo(ai);
+	rc->port = port;
+	rc->unix_socket = false;
+	rc->enabled = true;
+	return 0;
+}
+
 /* ---- the YAML walk ---- */
 
 enum kind {
@@ -198,6 +383,9 @@ enum kind {
 	K_SERVERS,
 	K_ALLOW,
 	K_DENY,
+	K_STRING,      /* char[max] at off: a string of at most max - 1 bytes */
+	K_REDIS_URL,   /* redis.url */
+	K_SECRET_FILE, /* char[max] at off, read from the file named by the value */
 };
 
 struct key {
@@ -242,6 +430,25 @@ static const struct key acl_keys[] = {{"action", K_ACL_ACTION, 0, 0, 0, NULL},
 				      {"deny", K_DENY, 0, 0, 0, NULL},
 				      {NULL, 0, 0, 0, 0, NULL}};
 
+#define FR(field) offsetof(struct rrc_config, redis.field)
+#define FRS(field) FR(field), 0, sizeof(((struct rrc_config *)0)->redis.field)
+
+static const struct key redis_keys[] = {
+	{"url", K_REDIS_URL, 0, 0, 0, NULL},
+	{"password_file", K_SECRET_FILE, FRS(password), NULL},
+	{"timeout", K_DURATION, FR(timeout_ms), 1, 10000, NULL},
+	{"connect_timeout", K_DURATION, FR(connect_timeout_ms), 10, 60000, NULL},
+	{"max_pending", K_UINT, FR(max_pending), 1, 1000000, NULL},
+	{"max_failures", K_UINT, FR(max_failures), 1, 1000, NULL},
+	{"backoff_min", K_DURATION, FR(backoff_min_ms), 10, 600000, NULL},
+	{"backoff_max", K_DURATION, FR(backoff_max_ms), 10, 3600000, NULL},
+	{"fleet_coalescing", K_BOOL, FR(fleet_coalescing), 0, 1, NULL},
+	{"fleet_wait", K_DURATION, FR(fleet_wait_ms), 1, 10000, NULL},
+	{"key_prefix", K_STRING, FRS(key_prefix), NULL},
+	{"key_secret", K_STRING, FRS(key_secret), NULL},
+	{"key_secret_file", K_SECRET_FILE, FRS(key_secret), NULL},
+	{NULL, 0, 0, 0, 0, NULL}};
+
 static const struct key log_keys[] = {{"level", K_LOG_LEVEL, 0, 0, 0, NULL},
 				      {NULL, 0, 0, 0, 0, NULL}};
 
@@ -252,6 +459,7 @@ static const struct key top_keys[] = {{"workers", K_UINT, F(workers), 0, RRC_MAX
 				      {"tcp", K_SECTION, 0, 0, 0, tcp_keys},
 				      {"acl", K_SECTION, 0, 0, 0, acl_keys},
 				      {"log", K_SECTION, 0, 0, 0, log_keys},
+				      {"redis", K_SECTION, 0, 0, 0, redis_keys},
 				      {NULL, 0, 0, 0, 0, NULL}};
 
 struct ctx {
@@ -496,6 +704,24 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 			return fail(c, v, path,
 				    "unknown level '%.40s' (error, warning, info, debug)", s);
 		return 0;
+	case K_STRING:
+		if (strlen(s) >= k->max)
+			return fail(c, v, path, "longer than %llu bytes",
+				    (unsigned long long)k->max - 1);
+		memcpy(base + k->off, s, strlen(s) + 1);
+		return 0;
+	case K_SECRET_FILE: {
+		char why[RRC_ERR_LEN];
+		if (read_secret_file(s, (char *)base + k->off, k->max, why))
+			return fail(c, v, path, "%s", why);
+		return 0;
+	}
+	case K_REDIS_URL: {
+		char why[RRC_ERR_LEN];
+		if (rrc_config_parse_redis_url(s, &cfg->redis, why))
+			return fail(c, v, path, "%s", why);
+		return 0;
+	}
 	default:
 		return fail(c, v, path, "internal: unhandled kind");
 	}
@@ -623,6 +849,12 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 			 ov->log_level);
 		return -EINVAL;
 	}
+	if (ov->redis_url && rrc_config_parse_redis_url(ov->redis_url, &cfg->redis, err)) {
+		char why[RRC_ERR_LEN];
+		snprintf(why, sizeof(why), "--redis: %s", err);
+		memcpy(err, why, RRC_ERR_LEN);
+		return -EINVAL;
+	}
 	if (ov->workers) {
 		char *e;
 		long w = strtol(ov->workers, &e, 10);
@@ -678,6 +910,11 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 		snprintf(err, RRC_ERR_LEN,
 			 "upstream.timeout (%ums) is above upstream.client_timeout (%ums)",
 			 cfg->upstream_timeout_ms, cfg->client_timeout_ms);
+		return -EINVAL;
+	}
+	if (cfg->redis.backoff_min_ms > cfg->redis.backoff_max_ms) {
+		snprintf(err, RRC_ERR_LEN, "redis.backoff_min (%ums) is above redis.backoff_max (%ums)",
+			 cfg->redis.backoff_min_ms, cfg->redis.backoff_max_ms);
 		return -EINVAL;
 	}
 	if (cfg->tcp_max_per_client > cfg->tcp_max_connections)

@@ -7,6 +7,7 @@
  */
 #include "rrcache/config.h"
 #include "rrcache/log.h"
+#include "rrcache/redis_tier.h"
 #include "rrcache/server.h"
 #include "rrcache/worker.h"
 
@@ -28,6 +29,11 @@ static const char usage[] =
 	"      --cache-size SIZE    L1 cache budget, e.g. 64MiB\n"
 	"      --workers N          worker threads (0 = one per CPU)\n"
 	"      --log-level LEVEL    error, warning, info or debug\n"
+	"      --redis URL          share answers through Redis: redis://[user:pass@]host:port/db\n"
+	"                           or unix:///path/to/socket?db=N (password: redis.password_file)\n"
+	"      --flush NAME         remove NAME (every type) from Redis and from the L1 cache of\n"
+	"                           every instance sharing it, then exit\n"
+	"      --flush-all          the same for everything under redis.key_prefix\n"
 	"      --check-config       validate the configuration, print the reason, exit 0 or 1\n"
 	"  -V, --version            print the version\n"
 	"  -h, --help               this text\n";
@@ -88,6 +94,16 @@ static void log_summary(struct rrc_server *s)
 		(unsigned long long)malformed, (unsigned long long)st.formerr,
 		(unsigned long long)st.servfail, (unsigned long long)st.acl_dropped,
 		(unsigned long long)st.acl_refused);
+	if (rrc_server_config_redis(s))
+		rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,
+			"totals: redis hits=%llu misses=%llu expired=%llu bad=%llu errors=%llu "
+			"timeouts=%llu skipped=%llu sets=%llu fleet_waits=%llu breaker_opens=%llu",
+			(unsigned long long)st.redis_hits, (unsigned long long)st.redis_misses,
+			(unsigned long long)st.redis_expired, (unsigned long long)st.redis_bad_values,
+			(unsigned long long)st.redis_errors, (unsigned long long)st.redis_timeouts,
+			(unsigned long long)st.redis_skipped, (unsigned long long)st.redis_sets,
+			(unsigned long long)st.redis_fleet_waits,
+			(unsigned long long)st.redis_breaker_opens);
 	for (unsigned i = 0; i < rrc_server_worker_count(s); i++) {
 		const struct rrc_worker_stats *ws = rrc_server_worker_stats(s, i);
 		rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,
@@ -99,7 +115,45 @@ static void log_summary(struct rrc_server *s)
 	}
 }
 
-enum { OPT_LISTEN = 256, OPT_UPSTREAM, OPT_CACHE_SIZE, OPT_LOG_LEVEL, OPT_CHECK, OPT_WORKERS };
+enum {
+	OPT_LISTEN = 256,
+	OPT_UPSTREAM,
+	OPT_CACHE_SIZE,
+	OPT_LOG_LEVEL,
+	OPT_CHECK,
+	OPT_WORKERS,
+	OPT_REDIS,
+	OPT_FLUSH,
+	OPT_FLUSH_ALL
+};
+
+/* The admin flush: NAME (NULL: everything) out of Redis and every instance's L1. */
+static int flush(const struct rrc_config *cfg, const char *name)
+{
+	char err[RRC_ERR_LEN];
+	if (!cfg->redis.enabled) {
+		fprintf(stderr, "rrcache: --flush needs Redis (redis.url or --redis)\n");
+		return 1;
+	}
+	ldns_rdf *dname = NULL;
+	if (name) {
+		if (ldns_str2rdf_dname(&dname, name) != LDNS_STATUS_OK) {
+			fprintf(stderr, "rrcache: --flush: '%s' is not a domain name\n", name);
+			return 1;
+		}
+		ldns_dname2canonical(dname);
+	}
+	long n = rrc_redis_flush(&cfg->redis, dname ? ldns_rdf_data(dname) : NULL,
+				 dname ? ldns_rdf_size(dname) : 0, err);
+	ldns_rdf_deep_free(dname);
+	if (n < 0) {
+		fprintf(stderr, "rrcache: %s\n", err);
+		return 1;
+	}
+	printf("rrcache: flushed %s: %ld key(s) deleted from Redis; every instance told\n",
+	       name ? name : "everything", n);
+	return 0;
+}
 
 int main(int argc, char **argv)
 {
@@ -111,11 +165,15 @@ int main(int argc, char **argv)
 		{"workers", required_argument, NULL, OPT_WORKERS},
 		{"log-level", required_argument, NULL, OPT_LOG_LEVEL},
 		{"check-config", no_argument, NULL, OPT_CHECK},
+		{"redis", required_argument, NULL, OPT_REDIS},
+		{"flush", required_argument, NULL, OPT_FLUSH},
+		{"flush-all", no_argument, NULL, OPT_FLUSH_ALL},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
 	struct app app = {0};
-	bool check = false;
+	bool check = false, flush_all = false;
+	const char *flush_name = NULL;
 	int c;
 	while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
 		switch (c) {
@@ -149,6 +207,15 @@ int main(int argc, char **argv)
 		case OPT_CHECK:
 			check = true;
 			break;
+		case OPT_REDIS:
+			app.ov.redis_url = optarg;
+			break;
+		case OPT_FLUSH:
+			flush_name = optarg;
+			break;
+		case OPT_FLUSH_ALL:
+			flush_all = true;
+			break;
 		case 'V':
 			printf("rrcache %s (libuv %s, ldns %s)\n", RRC_VERSION, uv_version_string(),
 			       ldns_version());
@@ -177,6 +244,11 @@ int main(int argc, char **argv)
 		printf("rrcache: configuration %s is valid\n", app.path ? app.path : "(flags)");
 		rrc_config_free(cfg);
 		return 0;
+	}
+	if (flush_name || flush_all) {
+		int frc = flush(cfg, flush_name);
+		rrc_config_free(cfg);
+		return frc;
 	}
 	rrc_log_set_level(cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);

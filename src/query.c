@@ -2,14 +2,18 @@
  * query: one client query from arrival to answer. See include/rrcache/query.h.
  *
  * Hit path (no allocation, no ldns): wire check -> ACL -> key -> L1 copy -> patch -> return.
- * Miss path: coalesce on the key, else a struct rrc_query with a budget timer (client_timeout)
- * and a retry timer (upstream timeout); every retry goes to another server while earlier
- * attempts stay open, and the first valid reply wins (U6).
+ * Miss path: coalesce on the key, else a struct rrc_query with a budget timer (client_timeout).
+ * With Redis, L2 is asked first (its own deadline, redis_tier.h); a hit is answered, a lookup
+ * another instance is resolving (fleet coalescing) is repeated after 5, 10, 20... ms up to
+ * redis.fleet_wait, and anything else goes upstream at once. Upstream: a retry timer
+ * (upstream timeout); every retry goes to another server while earlier attempts stay open,
+ * and the first valid reply wins (U6). A cacheable answer goes to L1 and to Redis.
  */
 #include "rrcache/query.h"
 #include "rrcache/listener.h"
 #include "rrcache/log.h"
 #include "rrcache/msg.h"
+#include "rrcache/redis_tier.h"
 #include "rrcache/upstream.h"
 
 #include <errno.h>
@@ -32,6 +36,9 @@ struct rrc_query {
 	unsigned live; /* attempts that may still deliver */
 	struct rrc_attempt *last;
 	uint64_t tried;
+	struct rrc_redis_req *l2; /* the Redis lookup in flight, or NULL */
+	uint64_t l2_since;	  /* when the first lookup went out */
+	uint32_t l2_poll_ms;	  /* next wait while another instance resolves it */
 	uint16_t qtype, qclass;
 	uint16_t keylen;
 	uint8_t key[RRC_WIRE_KEY_MAX];
@@ -43,6 +50,8 @@ struct rrc_query {
 
 /* RFC 8767 §4: the TTL of an answer served stale. */
 #define RRC_STALE_TTL 30
+/* First wait before looking again at a key another instance of the fleet is resolving. */
+#define RRC_L2_POLL_FIRST_MS 5
 
 static void waiter_client(const struct rrc_waiter *wt, struct rrc_wire_client *c)
 {
@@ -84,6 +93,10 @@ static void query_end(struct rrc_query *q)
 	q->done = true;
 	table_remove(w, q);
 	w->n_inflight--;
+	if (q->l2) {
+		rrc_redis_cancel(q->l2);
+		q->l2 = NULL;
+	}
 	for (unsigned i = 0; i < q->n_att; i++)
 		rrc_upstream_cancel(q->att[i]);
 	q->n_att = 0;
@@ -150,6 +163,25 @@ static void keep_stale(struct rrc_query *q, const uint8_t *stale, size_t len)
 static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, size_t len,
 			     const struct rrc_wire_reply *r);
 
+/* Answers every waiter from a stored answer (slen bytes) and ends the query. */
+static void answer_waiters(struct rrc_query *q, const uint8_t *stored, size_t slen)
+{
+	struct rrc_worker *w = q->w;
+	for (struct rrc_waiter *wt = q->waiters; wt; wt = wt->next) {
+		struct rrc_wire_client c;
+		waiter_client(wt, &c);
+		memcpy(w->big, stored, slen);
+		size_t n = rrc_wire_finish(w->big, slen, sizeof(w->big), 0, &c);
+		if (n && (rrc_get16(w->big + 2) & RRC_F_TC))
+			w->st.truncated++;
+		if ((rrc_get16(w->big + 2) & 0x0F) == RRC_RCODE_SERVFAIL)
+			w->st.servfail++;
+		w->st.answered++;
+		rrc_listener_answer(w, wt, w->big, n);
+	}
+	query_end(q);
+}
+
 static bool start_attempt(struct rrc_query *q, int idx, bool tcp)
 {
 	struct rrc_worker *w = q->w;
@@ -196,6 +228,61 @@ static void on_retry(uv_timer_t *t)
 		rrc_upstream_attempt_timeout(q->last);
 	if (q->n_att < RRC_QUERY_MAX_ATTEMPTS)
 		next_attempt(q);
+}
+
+static void go_upstream(struct rrc_query *q)
+{
+	const struct rrc_config *cfg = q->w->cfg->cfg;
+	uv_timer_start(&q->retry, on_retry, cfg->upstream_timeout_ms, cfg->upstream_timeout_ms);
+	next_attempt(q);
+}
+
+static void on_l2(void *ctx, const struct rrc_l2_result *r);
+
+/* Asks Redis. Returns false when the lookup was skipped (go upstream). */
+static bool ask_l2(struct rrc_query *q)
+{
+	q->l2 = rrc_redis_get(q->w->redis, q->key, q->keylen, on_l2, q);
+	return q->l2 != NULL;
+}
+
+static void on_l2_poll(uv_timer_t *t)
+{
+	struct rrc_query *q = t->data;
+	if (q->done)
+		return;
+	if (!ask_l2(q))
+		go_upstream(q);
+}
+
+static void on_l2(void *ctx, const struct rrc_l2_result *r)
+{
+	struct rrc_query *q = ctx;
+	struct rrc_worker *w = q->w;
+	const struct rrc_config *cfg = w->cfg->cfg;
+	q->l2 = NULL;
+	if (q->done)
+		return;
+	if (r->stale)
+		keep_stale(q, r->stale, r->stale_len);
+	if (r->outcome == RRC_L2_HIT) {
+		/* Checked like an upstream reply by the tier; its TTLs already aged. */
+		rrc_cache_insert(w->cache, q->key, q->keylen, r->answer, r->len, r->lifetime,
+				 uv_now(&w->loop));
+		answer_waiters(q, r->answer, r->len);
+		return;
+	}
+	if (r->outcome == RRC_L2_LOCKED) {
+		/* Another instance is asking the upstream: its answer should appear shortly. */
+		uint64_t waited = uv_now(&w->loop) - q->l2_since;
+		uint32_t next = q->l2_poll_ms ? q->l2_poll_ms : RRC_L2_POLL_FIRST_MS;
+		if (waited + next <= cfg->redis.fleet_wait_ms) {
+			q->l2_poll_ms = next * 2;
+			uv_timer_start(&q->retry, on_l2_poll, next, 0);
+			return;
+		}
+	}
+	go_upstream(q);
 }
 
 static void on_budget(uv_timer_t *t)
@@ -247,22 +334,13 @@ static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, siz
 			next_attempt(q);
 		return;
 	}
-	if (lifetime > 0 && !q->no_cache)
+	if (lifetime > 0 && !q->no_cache) {
 		rrc_cache_insert(w->cache, q->key, q->keylen, pkt, slen, lifetime,
 				 uv_now(&w->loop));
-	for (struct rrc_waiter *wt = q->waiters; wt; wt = wt->next) {
-		struct rrc_wire_client c;
-		waiter_client(wt, &c);
-		memcpy(w->big, pkt, slen);
-		size_t n = rrc_wire_finish(w->big, slen, sizeof(w->big), 0, &c);
-		if (n && (rrc_get16(w->big + 2) & RRC_F_TC))
-			w->st.truncated++;
-		if ((rrc_get16(w->big + 2) & 0x0F) == RRC_RCODE_SERVFAIL)
-			w->st.servfail++;
-		w->st.answered++;
-		rrc_listener_answer(w, wt, w->big, n);
+		rrc_redis_set(w->redis, q->key, q->keylen, pkt, slen, lifetime,
+			      cfg->serve_stale ? cfg->max_stale : 0);
 	}
-	query_end(q);
+	answer_waiters(q, pkt, slen);
 }
 
 static struct rrc_query *table_find(struct rrc_worker *w, uint64_t hash, const uint8_t *key,
@@ -339,8 +417,8 @@ static enum miss_result start_miss(struct rrc_worker *w, const struct rrc_query_
 		w->st.inflight_limit++;
 		return fail;
 	}
-	if (!rrc_upstreams_any_up(w->ups))
-		return fail; /* every upstream is down: answer at once */
+	if (!rrc_upstreams_any_up(w->ups) && !rrc_redis_state(w->redis))
+		return fail; /* every upstream is down and no L2: answer at once */
 
 	/* ECS queries go upstream as the client sent them (only the ID changes) and their
 	 * answers are not cached (DESIGN); everything else is rebuilt from the key. */
@@ -378,7 +456,6 @@ static enum miss_result start_miss(struct rrc_worker *w, const struct rrc_query_
 	q->budget.data = q;
 	q->retry.data = q;
 	uv_timer_start(&q->budget, on_budget, cfg->client_timeout_ms, 0);
-	uv_timer_start(&q->retry, on_retry, cfg->upstream_timeout_ms, cfg->upstream_timeout_ms);
 	/* ECS queries are in the table too (so shutdown finds them); lookups skip them. */
 	size_t b = hash & (w->inflight_buckets - 1);
 	q->hnext = w->inflight[b];
@@ -386,7 +463,9 @@ static enum miss_result start_miss(struct rrc_worker *w, const struct rrc_query_
 	q->in_table = true;
 	w->n_inflight++;
 	keep_stale(q, stale, stale_len);
-	next_attempt(q);
+	q->l2_since = uv_now(&w->loop);
+	if (q->no_cache || !ask_l2(q))
+		go_upstream(q);
 	return MISS_LATER;
 }
 

@@ -124,6 +124,18 @@ int rrc_server_start(struct rrc_server *s)
 	return 0;
 }
 
+static bool redis_same(const struct rrc_redis_conf *a, const struct rrc_redis_conf *b)
+{
+	return a->enabled == b->enabled && a->unix_socket == b->unix_socket &&
+	       !strcmp(a->host, b->host) && a->port == b->port && !strcmp(a->path, b->path) &&
+	       a->db == b->db && !strcmp(a->user, b->user) && !strcmp(a->password, b->password) &&
+	       a->timeout_ms == b->timeout_ms && a->connect_timeout_ms == b->connect_timeout_ms &&
+	       a->max_pending == b->max_pending && a->max_failures == b->max_failures &&
+	       a->backoff_min_ms == b->backoff_min_ms && a->backoff_max_ms == b->backoff_max_ms &&
+	       a->fleet_coalescing == b->fleet_coalescing && a->fleet_wait_ms == b->fleet_wait_ms &&
+	       !strcmp(a->key_prefix, b->key_prefix) && !strcmp(a->key_secret, b->key_secret);
+}
+
 int rrc_server_reload(struct rrc_server *s, struct rrc_config *cfg)
 {
 	const struct rrc_config *old = s->cur->cfg;
@@ -136,6 +148,9 @@ int rrc_server_reload(struct rrc_server *s, struct rrc_config *cfg)
 	if (cfg->workers != old->workers)
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
 			"workers changed: it takes effect at the next restart");
+	if (!redis_same(&cfg->redis, &old->redis))
+		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
+			"redis settings changed: they take effect at the next restart");
 	struct rrc_cfg_ref *r = ref_new(cfg, s->generation + 1);
 	if (!r) {
 		rrc_config_free(cfg);
@@ -263,6 +278,11 @@ void rrc_server_sum_stats(struct rrc_server *s, struct rrc_worker_stats *out)
 		for (size_t k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
 			o[k] += in[k];
 	}
+}
+
+bool rrc_server_config_redis(const struct rrc_server *s)
+{
+	return s->cur->cfg->redis.enabled;
 }
 
 unsigned rrc_server_worker_count(const struct rrc_server *s)

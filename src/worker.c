@@ -10,6 +10,7 @@
 #include "rrcache/listener.h"
 #include "rrcache/log.h"
 #include "rrcache/query.h"
+#include "rrcache/redis_tier.h"
 #include "rrcache/upstream.h"
 
 #include <errno.h>
@@ -76,6 +77,10 @@ static void finish_now(struct rrc_worker *w)
 		rrc_upstreams_close(w->ups);
 		w->ups = NULL;
 	}
+	if (w->redis) {
+		rrc_redis_tier_close(w->redis);
+		w->redis = NULL;
+	}
 	uv_close((uv_handle_t *)&w->grace, on_closed_noop);
 	uv_close((uv_handle_t *)&w->async, on_closed_noop);
 }
@@ -127,6 +132,13 @@ struct rrc_worker *rrc_worker_create(struct rrc_server *s, unsigned index, struc
 	}
 	if (rrc_listener_open(w, cfg->cfg, err) != 0)
 		goto fail;
+	if (cfg->cfg->redis.enabled) {
+		w->redis = rrc_redis_tier_create(w, cfg->cfg);
+		if (!w->redis) {
+			snprintf(err, RRC_ERR_LEN, "out of memory");
+			goto fail;
+		}
+	}
 	return w;
 fail:
 	rrc_worker_destroy(w);

@@ -72,6 +72,10 @@ bool rrc_cache_remove(struct rrc_cache *c, const uint8_t *key, size_t keylen);
 /* Removes every entry. */
 void rrc_cache_clear(struct rrc_cache *c);
 
+/* Removes every entry of one name (lowercased wire form: keys of any type, class and flags).
+ * Walks the whole cache (an admin action). Returns how many went. */
+size_t rrc_cache_remove_name(struct rrc_cache *c, const uint8_t *name, size_t len);
+
 /* Sums the shards' counters (takes each lock in turn). */
 void rrc_cache_get_stats(struct rrc_cache *c, struct rrc_cache_stats *st);
 

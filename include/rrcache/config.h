@@ -38,6 +38,27 @@ struct rrc_upstream_conf {
 	uint32_t weight;
 };
 
+/* The Redis tier (L2), shared by a fleet of instances. enabled when a URL was given. */
+struct rrc_redis_conf {
+	bool enabled;
+	bool unix_socket;
+	char host[64]; /* numeric address (a host name is resolved when the config is built) */
+	uint16_t port;
+	char path[108]; /* unix socket */
+	uint32_t db;
+	char user[64];
+	char password[256];
+	uint32_t timeout_ms;	     /* deadline of one command on the query's path */
+	uint32_t connect_timeout_ms; /* of one connection attempt */
+	uint32_t max_pending;	     /* commands in flight per worker; beyond, skip Redis */
+	uint32_t max_failures;	     /* consecutive errors/timeouts that open the breaker */
+	uint32_t backoff_min_ms, backoff_max_ms; /* reconnect delays while it is open */
+	bool fleet_coalescing;			 /* one instance fetches, the others wait */
+	uint32_t fleet_wait_ms;			 /* how long the others wait */
+	char key_prefix[64];
+	char key_secret[256]; /* shared by the fleet: keys are a keyed hash of the question */
+};
+
 struct rrc_config {
 	char *path;	  /* the file it came from, or NULL */
 	unsigned workers; /* 0 in the file means one per CPU; resolved here */
@@ -71,6 +92,8 @@ struct rrc_config {
 	enum rrc_acl_action acl_action;
 
 	enum rrc_log_level log_level;
+
+	struct rrc_redis_conf redis;
 };
 
 /* Command-line values that override the file. NULL / 0 = not given. */
@@ -83,6 +106,7 @@ struct rrc_config_overrides {
 	const char *log_level;
 	const char *workers;
 	const char *resolv_conf; /* where to read nameservers; default /etc/resolv.conf */
+	const char *redis_url;
 };
 
 /*
@@ -102,5 +126,12 @@ int rrc_config_parse_addr(const char *s, uint16_t default_port, struct rrc_socka
 /* Writes "192.0.2.1:53" or "[::1]:53" into out. */
 void rrc_config_format_addr(const struct rrc_sockaddr *a, char *out, size_t cap);
 bool rrc_sockaddr_equal(const struct rrc_sockaddr *a, const struct rrc_sockaddr *b);
+/*
+ * "redis://[user:password@]host[:port][/db]" or "unix:///path/to/socket[?db=N]" -> rc (enabled,
+ * address, db, and the credentials when the URL has them (else those of password_file stay);
+ * the other fields untouched). A host name is resolved here.
+ * Returns 0, or -EINVAL with the reason in err (never containing the password).
+ */
+int rrc_config_parse_redis_url(const char *url, struct rrc_redis_conf *rc, char err[RRC_ERR_LEN]);
 
 #endif

@@ -53,6 +53,8 @@ struct rrc_worker_stats;
 void rrc_server_sum_stats(struct rrc_server *s, struct rrc_worker_stats *out);
 /* Number of workers, and worker i's own counters (same caveat). */
 unsigned rrc_server_worker_count(const struct rrc_server *s);
+/* True when the running configuration has a Redis tier. */
+bool rrc_server_config_redis(const struct rrc_server *s);
 const struct rrc_worker_stats *rrc_server_worker_stats(const struct rrc_server *s, unsigned i);
 
 /* Frees everything; call after rrc_server_stop (or instead of start). */

@@ -55,6 +55,10 @@ struct rrc_worker_stats {
 	uint64_t udp_send_dropped;
 	uint64_t tcp_accepted, tcp_refused_limit, tcp_closed_idle;
 	uint64_t inflight_limit;
+	/* The Redis tier (L2) */
+	uint64_t redis_hits, redis_misses, redis_expired, redis_bad_values;
+	uint64_t redis_errors, redis_timeouts, redis_skipped;
+	uint64_t redis_sets, redis_fleet_waits, redis_breaker_opens;
 };
 
 /* The local address a UDP query arrived at, so the answer leaves from it (RFC 2181 §4.1). */
@@ -146,6 +150,7 @@ struct rrc_worker {
 	struct rrc_tcp_conn *conns;
 
 	struct rrc_upstreams *ups;
+	struct rrc_redis_tier *redis; /* NULL without Redis */
 
 	/* In-flight queries by cache key (coalescing, RFC 5452 §5). */
 	struct rrc_query **inflight;

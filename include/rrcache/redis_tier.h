@@ -1,0 +1,86 @@
+/*
+ * redis_tier: the L2 cache in Redis, shared by a fleet of instances, one connection per worker.
+ *
+ * Never on the critical path longer than redis.timeout: every command has a deadline (one
+ * timer per worker, armed for the oldest command; replies come in order), the loop never waits
+ * for Redis (hiredis async through redis_uv), and when the connection is not ready, when
+ * redis.max_pending commands are in flight, or while the circuit breaker is open, a lookup
+ * is skipped at once (RRC_L2_SKIP) and the query goes upstream.
+ *
+ * Breaker: redis.max_failures consecutive errors or timeouts close the connection; it is
+ * opened again after a backoff that doubles from redis.backoff_min up to redis.backoff_max.
+ * Changes of state are logged once each and counted.
+ *
+ * Fleet coalescing (redis.fleet_coalescing): a lookup sends GET and, in the same write, a
+ * short lock (SET lock NX PX fleet_wait). The instance that gets the lock asks the upstream;
+ * the others are told RRC_L2_LOCKED and ask again after a short wait, up to fleet_wait in all.
+ *
+ * Flush: worker 0 of each instance subscribes to key_prefix + "flush"; a message "*" empties
+ * the L1 cache, any other message is a lowercased name in wire form whose L1 entries go.
+ * rrc_redis_flush() (the `rrcache --flush` command) deletes the keys in Redis and publishes.
+ */
+#ifndef RRCACHE_REDIS_TIER_H
+#define RRCACHE_REDIS_TIER_H
+
+#include "rrcache/config.h"
+#include "rrcache/wire.h"
+
+struct rrc_worker;
+struct rrc_redis_tier;
+struct rrc_redis_req;
+
+enum rrc_l2_outcome {
+	RRC_L2_HIT,    /* answer is a checked stored answer, lifetime seconds left */
+	RRC_L2_MISS,   /* not there (and this instance holds the lock): ask the upstream */
+	RRC_L2_LOCKED, /* not there, another instance is asking: look again shortly */
+	RRC_L2_SKIP,   /* error, timeout, breaker open, too many pending: ask the upstream */
+};
+
+struct rrc_l2_result {
+	enum rrc_l2_outcome outcome;
+	uint8_t *answer; /* HIT: valid during the call only */
+	size_t len;
+	uint32_t lifetime;
+	/* MISS/LOCKED/SKIP: an expired answer still inside the stale window (serve-stale), for
+	 * the query to fall back on; NULL when none. Valid during the call only. */
+	const uint8_t *stale;
+	size_t stale_len;
+};
+
+typedef void (*rrc_l2_cb)(void *ctx, const struct rrc_l2_result *r);
+
+/* Creates worker w's tier and starts connecting. NULL when Redis is not configured or out of
+ * memory (the worker then runs without L2). */
+struct rrc_redis_tier *rrc_redis_tier_create(struct rrc_worker *w, const struct rrc_config *cfg);
+
+/* Cancels every request (their callbacks are not called) and frees the tier once its handles
+ * are closed. */
+void rrc_redis_tier_close(struct rrc_redis_tier *t);
+
+/*
+ * Looks key up. Returns a request whose callback comes exactly once (unless cancelled), or NULL
+ * when the lookup is skipped (counted; the caller goes upstream at once).
+ */
+struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
+				    rrc_l2_cb cb, void *ctx);
+
+/* The caller is gone: its callback will not be called. */
+void rrc_redis_cancel(struct rrc_redis_req *r);
+
+/* Stores a stored-form answer that L1 took with lifetime seconds; Redis keeps it lifetime +
+ * stale_window seconds. Fire and forget (skipped when the tier is not usable). */
+void rrc_redis_set(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
+		   const uint8_t *answer, size_t len, uint32_t lifetime, uint32_t stale_window);
+
+/* 0 closed (breaker open or not connected yet), 1 ready. */
+int rrc_redis_state(const struct rrc_redis_tier *t);
+
+/*
+ * The admin flush, synchronous (for the command line): deletes the keys of name (lowercased
+ * wire form) or of everything under key_prefix when name is NULL, then tells every instance to
+ * drop it from L1. Returns the number of keys deleted, or -1 with the reason in err.
+ */
+long rrc_redis_flush(const struct rrc_redis_conf *rc, const uint8_t *name, size_t len,
+		     char err[RRC_ERR_LEN]);
+
+#endif

@@ -1,0 +1,817 @@
+/*
+ * redis_tier: L2 in Redis. See include/rrcache/redis_tier.h.
+ *
+ * Requests: every command batch (a GET with its lock, or a SET) is one struct rrc_redis_req in
+ * the tier's FIFO, in the order it was written; Redis answers in that order, so the head is
+ * always the oldest and one timer armed for the first unexpired request serves every deadline.
+ * A request is freed after hiredis has called back for each of its commands (with a reply, or
+ * with NULL when the connection goes); its caller may be told earlier (deadline) and is never
+ * told twice.
+ *
+ * Connections: "data" (per worker, commands) and, on worker 0, "sub" (SUBSCRIBE to flushes).
+ * Each goes CLOSED -> CONNECTING -> READY, back to CLOSED on an error, and is reopened after a
+ * backoff. The data connection also closes when its breaker opens.
+ */
+#include "rrcache/redis_tier.h"
+#include "rrcache/cache.h"
+#include "rrcache/l2value.h"
+#include "rrcache/log.h"
+#include "rrcache/msg.h"
+#include "rrcache/redis_uv.h"
+#include "rrcache/worker.h"
+
+#include <errno.h>
+#include <hiredis/hiredis.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+
+enum conn_state { C_CLOSED, C_CONNECTING, C_READY };
+
+struct conn {
+	struct rrc_redis_tier *t;
+	bool sub; /* the flush subscription */
+	enum conn_state state;
+	redisAsyncContext *ac;
+	uv_timer_t timer; /* connect deadline, then reconnect backoff */
+	uint32_t backoff_ms;
+	unsigned setup_left; /* AUTH/SELECT replies still to come */
+	bool logged_down;    /* "unreachable" said once until it is up again */
+};
+
+struct rrc_redis_req {
+	struct rrc_redis_tier *t;
+	struct rrc_redis_req *prev, *next; /* FIFO */
+	redisAsyncContext *ac;		   /* the connection it was written on */
+	uint64_t deadline;
+	unsigned cmds; /* callbacks still to come from hiredis */
+	bool expired;  /* its deadline passed */
+	bool told;     /* the caller got its result (or is gone) */
+	bool lock;     /* a lock SET NX follows the GET */
+	bool got_miss; /* GET found nothing usable; waiting for the lock's reply */
+	rrc_l2_cb cb;
+	void *ctx;
+	uint8_t *stale; /* expired answer kept until the lock's reply (malloc'd) */
+	size_t stale_len;
+	uint16_t keylen;
+	uint8_t key[RRC_WIRE_KEY_MAX];
+};
+
+struct rrc_redis_tier {
+	struct rrc_worker *w;
+	struct rrc_redis_conf rc; /* a copy: the tier outlives no config but needs no ref */
+	struct rrc_wire_ttl_policy pol;
+	bool serve_stale;
+	uint32_t max_stale;
+	struct rrc_l2_keys keys;
+	struct conn data, sub;
+	struct rrc_redis_req *head, *tail;
+	unsigned pending; /* commands written, not yet answered */
+	uint32_t failures; /* consecutive */
+	uv_timer_t deadline;
+	bool deadline_armed;
+	unsigned closes; /* handles not yet closed */
+	bool closing;
+	uint8_t buf[RRC_WIRE_MAX_MSG + 2];	      /* an answer being checked */
+	uint8_t val[RRC_L2_HDR + RRC_WIRE_KEY_MAX + RRC_WIRE_MAX_MSG]; /* a value being written */
+};
+
+static uint64_t wall_ms(void)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
+}
+
+static const char *conn_name(const struct conn *c)
+{
+	return c->sub ? "flush subscription" : "connection";
+}
+
+static void conn_open(struct conn *c);
+static void conn_drop(struct conn *c, const char *why);
+
+/* ---- requests ---- */
+
+static void fifo_remove(struct rrc_redis_tier *t, struct rrc_redis_req *r)
+{
+	if (r->prev)
+		r->prev->next = r->next;
+	else
+		t->head = r->next;
+	if (r->next)
+		r->next->prev = r->prev;
+	else
+		t->tail = r->prev;
+	r->prev = r->next = NULL;
+}
+
+static void maybe_free_tier(struct rrc_redis_tier *t)
+{
+	if (t->closing && t->closes == 0 && t->head == NULL)
+		free(t);
+}
+
+static void tell(struct rrc_redis_req *r, const struct rrc_l2_result *res)
+{
+	if (r->told)
+		return;
+	r->told = true;
+	rrc_l2_cb cb = r->cb;
+	r->cb = NULL;
+	if (cb)
+		cb(r->ctx, res);
+}
+
+static void tell_outcome(struct rrc_redis_req *r, enum rrc_l2_outcome o)
+{
+	struct rrc_l2_result res = {.outcome = o, .stale = r->stale, .stale_len = r->stale_len};
+	tell(r, &res);
+}
+
+static void arm_deadline(struct rrc_redis_tier *t);
+
+/* One of r's commands was answered (or dropped). */
+static void req_done_one(struct rrc_redis_req *r)
+{
+	struct rrc_redis_tier *t = r->t;
+	RRC_REQUIRE(r->cmds > 0 && t->pending > 0);
+	r->cmds--;
+	t->pending--;
+	if (r->cmds > 0)
+		return;
+	bool was_head = t->head == r;
+	fifo_remove(t, r);
+	free(r->stale);
+	free(r);
+	if (was_head)
+		arm_deadline(t);
+	maybe_free_tier(t);
+}
+
+/* An error or a timeout on the data connection; enough in a row open the breaker. */
+static void failure(struct rrc_redis_tier *t, bool timeout)
+{
+	if (timeout)
+		t->w->st.redis_timeouts++;
+	else
+		t->w->st.redis_errors++;
+	if (++t->failures >= t->rc.max_failures && t->data.state == C_READY) {
+		t->w->st.redis_breaker_opens++;
+		char why[96];
+		snprintf(why, sizeof(why), "%u %s in a row: circuit open", t->failures,
+			 timeout ? "timeouts" : "failures");
+		conn_drop(&t->data, why);
+	}
+}
+
+static void success(struct rrc_redis_tier *t)
+{
+	t->failures = 0;
+	t->data.backoff_ms = 0;
+}
+
+static void on_deadline(uv_timer_t *h)
+{
+	struct rrc_redis_tier *t = h->data;
+	uint64_t now = uv_now(&t->w->loop);
+	unsigned expired = 0;
+	t->deadline_armed = false;
+	for (struct rrc_redis_req *r = t->head; r && r->deadline <= now; r = r->next) {
+		if (r->expired)
+			continue;
+		r->expired = true;
+		expired++;
+		/* The query goes upstream now; the late reply will be dropped. */
+		tell_outcome(r, RRC_L2_SKIP);
+	}
+	/* Count after the walk: opening the breaker frees requests. */
+	for (unsigned i = 0; i < expired && !t->closing; i++)
+		failure(t, true);
+	arm_deadline(t);
+}
+
+static void arm_deadline(struct rrc_redis_tier *t)
+{
+	if (t->closing)
+		return;
+	struct rrc_redis_req *r = t->head;
+	while (r && r->expired)
+		r = r->next;
+	if (!r) {
+		if (t->deadline_armed)
+			uv_timer_stop(&t->deadline);
+		t->deadline_armed = false;
+		return;
+	}
+	uint64_t now = uv_now(&t->w->loop);
+	uv_timer_start(&t->deadline, on_deadline, r->deadline > now ? r->deadline - now : 0, 0);
+	t->deadline_armed = true;
+}
+
+static struct rrc_redis_req *req_new(struct rrc_redis_tier *t, unsigned cmds)
+{
+	if (t->closing || t->data.state != C_READY) {
+		t->w->st.redis_skipped++;
+		return NULL;
+	}
+	if (t->pending + cmds > t->rc.max_pending) {
+		t->w->st.redis_skipped++;
+		return NULL;
+	}
+	struct rrc_redis_req *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->t = t;
+	r->ac = t->data.ac;
+	r->deadline = uv_now(&t->w->loop) + t->rc.timeout_ms;
+	r->prev = t->tail;
+	if (t->tail)
+		t->tail->next = r;
+	else
+		t->head = r;
+	t->tail = r;
+	if (!t->deadline_armed)
+		arm_deadline(t);
+	return r;
+}
+
+/* Counts a command written for r (hiredis owes one callback for it). */
+static bool sent(struct rrc_redis_req *r, int rc)
+{
+	if (rc != REDIS_OK)
+		return false;
+	r->cmds++;
+	r->t->pending++;
+	return true;
+}
+
+/* Drops a request that got no command out. */
+static void req_abandon(struct rrc_redis_req *r)
+{
+	struct rrc_redis_tier *t = r->t;
+	fifo_remove(t, r);
+	free(r->stale);
+	free(r);
+	arm_deadline(t);
+}
+
+/* ---- GET ---- */
+
+/* Checks a value for r's key. Fills res for a hit; keeps a stale candidate in r. */
+static bool check_value(struct rrc_redis_req *r, const redisReply *rep, struct rrc_l2_result *res)
+{
+	struct rrc_redis_tier *t = r->t;
+	struct rrc_worker *w = t->w;
+	if (rep->type != REDIS_REPLY_STRING)
+		return false;
+	struct rrc_l2_value v;
+	enum rrc_l2_verdict vd = rrc_l2_decode((const uint8_t *)rep->str, (size_t)rep->len, r->key,
+					       r->keylen, wall_ms(), &v);
+	if (vd == RRC_L2_MALFORMED || vd == RRC_L2_OTHER_KEY || v.alen > RRC_WIRE_MAX_MSG) {
+		/* Counted, answered from upstream, and overwritten by the next fill. */
+		w->st.redis_bad_values++;
+		rrc_log_limited(RRC_LOG_DEBUG, RRC_LG_REDIS, "worker %u: refused a Redis value (%s)",
+				w->index, vd == RRC_L2_OTHER_KEY ? "another question" : "malformed");
+		return false;
+	}
+	memcpy(t->buf, v.answer, v.alen);
+	if (vd == RRC_L2_EXPIRED) {
+		w->st.redis_expired++;
+		uint32_t life;
+		if (!t->serve_stale || v.expired_ms > (uint64_t)t->max_stale * 1000 || r->stale)
+			return false;
+		/* Checked the same way (as if fresh) before it may be served stale. */
+		size_t n = rrc_l2_accept(t->buf, v.alen, r->key, r->keylen, 0, UINT32_MAX, &t->pol,
+					 &life);
+		if (n && rrc_msg_check_reply(t->buf, n) == 0 && (r->stale = malloc(n))) {
+			memcpy(r->stale, t->buf, n);
+			r->stale_len = n;
+		}
+		return false;
+	}
+	uint32_t life = 0;
+	uint32_t remaining = (uint32_t)RRC_MIN(v.remaining_ms / 1000, (uint64_t)UINT32_MAX);
+	size_t n = rrc_l2_accept(t->buf, v.alen, r->key, r->keylen, v.age, remaining, &t->pol,
+				 &life);
+	if (n == 0 || rrc_msg_check_reply(t->buf, n) != 0) {
+		if (n != 0 || remaining > 0)
+			w->st.redis_bad_values++;
+		return false;
+	}
+	res->outcome = RRC_L2_HIT;
+	res->answer = t->buf;
+	res->len = n;
+	res->lifetime = life;
+	return true;
+}
+
+static void on_get(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct rrc_redis_req *r = priv;
+	struct rrc_redis_tier *t = r->t;
+	redisReply *rep = reply;
+	bool current = !t->closing && ac == t->data.ac;
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		if (rep && current)
+			failure(t, false);
+		if (!r->expired)
+			tell_outcome(r, RRC_L2_SKIP);
+		req_done_one(r);
+		return;
+	}
+	if (current)
+		success(t);
+	if (!r->expired && !r->told) {
+		struct rrc_l2_result res = {0};
+		if (check_value(r, rep, &res)) {
+			t->w->st.redis_hits++;
+			tell(r, &res);
+		} else {
+			t->w->st.redis_misses++;
+			r->got_miss = true;
+			if (!r->lock)
+				tell_outcome(r, RRC_L2_MISS);
+		}
+	}
+	req_done_one(r);
+}
+
+static void on_lock(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct rrc_redis_req *r = priv;
+	struct rrc_redis_tier *t = r->t;
+	redisReply *rep = reply;
+	bool current = !t->closing && ac == t->data.ac;
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		if (rep && current)
+			failure(t, false);
+		if (!r->expired)
+			tell_outcome(r, RRC_L2_SKIP);
+	} else if (!r->expired && r->got_miss) {
+		/* OK: ours, ask the upstream. Nil: another instance holds it. */
+		if (rep->type == REDIS_REPLY_NIL)
+			t->w->st.redis_fleet_waits++;
+		tell_outcome(r, rep->type == REDIS_REPLY_NIL ? RRC_L2_LOCKED : RRC_L2_MISS);
+	}
+	req_done_one(r);
+}
+
+struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
+				    rrc_l2_cb cb, void *ctx)
+{
+	if (!t || keylen > RRC_WIRE_KEY_MAX)
+		return NULL;
+	bool lock = t->rc.fleet_coalescing;
+	struct rrc_redis_req *r = req_new(t, lock ? 2 : 1);
+	if (!r)
+		return NULL;
+	r->cb = cb;
+	r->ctx = ctx;
+	r->lock = lock;
+	r->keylen = (uint16_t)keylen;
+	memcpy(r->key, key, keylen);
+	char k[RRC_L2_KEY_MAX];
+	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, false, k);
+	if (!sent(r, redisAsyncCommand(t->data.ac, on_get, r, "GET %b", k, klen))) {
+		req_abandon(r);
+		t->w->st.redis_errors++;
+		return NULL;
+	}
+	if (lock) {
+		klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, true, k);
+		if (!sent(r, redisAsyncCommand(t->data.ac, on_lock, r, "SET %b 1 NX PX %u", k, klen,
+					       t->rc.fleet_wait_ms))) {
+			/* The GET is out: let it decide alone. */
+			r->lock = false;
+		}
+	}
+	return r;
+}
+
+void rrc_redis_cancel(struct rrc_redis_req *r)
+{
+	r->cb = NULL;
+	r->ctx = NULL;
+	r->told = true;
+}
+
+/* ---- SET ---- */
+
+static void on_set(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct rrc_redis_req *r = priv;
+	struct rrc_redis_tier *t = r->t;
+	redisReply *rep = reply;
+	if (!t->closing && ac == t->data.ac && rep) {
+		if (rep->type == REDIS_REPLY_ERROR) {
+			rrc_log_limited(RRC_LOG_WARN, RRC_LG_REDIS, "worker %u: Redis SET: %.*s",
+					t->w->index, (int)RRC_MIN(rep->len, 200), rep->str);
+			failure(t, false);
+		} else {
+			success(t);
+		}
+	}
+	req_done_one(r);
+}
+
+void rrc_redis_set(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
+		   const uint8_t *answer, size_t len, uint32_t lifetime, uint32_t stale_window)
+{
+	if (!t || lifetime == 0)
+		return;
+	size_t vlen = rrc_l2_encode(t->val, sizeof(t->val), key, keylen, answer, len, wall_ms(),
+				    lifetime);
+	if (vlen == 0)
+		return;
+	struct rrc_redis_req *r = req_new(t, 1);
+	if (!r)
+		return;
+	r->told = true;
+	char k[RRC_L2_KEY_MAX];
+	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, false, k);
+	unsigned long long px = ((unsigned long long)lifetime + stale_window) * 1000;
+	if (!sent(r, redisAsyncCommand(t->data.ac, on_set, r, "SET %b %b PX %llu", k, klen, t->val,
+				       vlen, px))) {
+		req_abandon(r);
+		t->w->st.redis_errors++;
+		return;
+	}
+	t->w->st.redis_sets++;
+}
+
+/* ---- flush messages ---- */
+
+static void on_message(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct conn *c = priv;
+	struct rrc_redis_tier *t = c->t;
+	redisReply *rep = reply;
+	if (!rep || t->closing || ac != c->ac || rep->type != REDIS_REPLY_ARRAY ||
+	    rep->elements != 3 || rep->element[0]->type != REDIS_REPLY_STRING ||
+	    rep->element[2]->type != REDIS_REPLY_STRING)
+		return;
+	if (strcmp(rep->element[0]->str, "subscribe") == 0) {
+		rrc_log(RRC_LOG_INFO, RRC_LG_REDIS, "Redis: listening for fleet flushes");
+		return;
+	}
+	if (strcmp(rep->element[0]->str, "message") != 0)
+		return;
+	const redisReply *m = rep->element[2];
+	struct rrc_cache *cache = t->w->cache;
+	if (m->len == 1 && m->str[0] == '*') {
+		rrc_cache_clear(cache);
+		rrc_log(RRC_LOG_INFO, RRC_LG_REDIS, "fleet flush: L1 emptied");
+		return;
+	}
+	/* A name in wire form, lowercased by the sender; checked before use all the same. */
+	uint8_t name[RRC_WIRE_MAX_NAME];
+	size_t end, nlen;
+	if (m->len < 1 || m->len > sizeof(name)) {
+		return;
+	}
+	memcpy(name, m->str, m->len);
+	if (rrc_wire_name(name, m->len, 0, &end, &nlen, NULL) != 0 || end != m->len)
+		return;
+	for (size_t i = 0; i < m->len; i++) {
+		if (name[i] >= 'A' && name[i] <= 'Z')
+			name[i] = (uint8_t)(name[i] - 'A' + 'a');
+	}
+	size_t n = rrc_cache_remove_name(cache, name, m->len);
+	rrc_log(RRC_LOG_INFO, RRC_LG_REDIS, "fleet flush of one name: %zu L1 entries removed", n);
+}
+
+/* ---- connections ---- */
+
+static void on_conn_timer(uv_timer_t *h);
+
+static void schedule_reopen(struct conn *c)
+{
+	struct rrc_redis_tier *t = c->t;
+	if (t->closing)
+		return;
+	c->backoff_ms = c->backoff_ms ? RRC_MIN(c->backoff_ms * 2, t->rc.backoff_max_ms)
+				      : t->rc.backoff_min_ms;
+	uv_timer_start(&c->timer, on_conn_timer, c->backoff_ms, 0);
+}
+
+/* Closes the connection (every pending command is called back with NULL) and schedules the
+ * next attempt. */
+static void conn_drop(struct conn *c, const char *why)
+{
+	struct rrc_redis_tier *t = c->t;
+	redisAsyncContext *ac = c->ac;
+	bool was_ready = c->state == C_READY;
+	c->ac = NULL;
+	c->state = C_CLOSED;
+	uv_timer_stop(&c->timer);
+	if (!t->closing) {
+		if (was_ready || !c->logged_down)
+			rrc_log(RRC_LOG_WARN, RRC_LG_REDIS,
+				"worker %u: Redis %s down (%s); retrying with backoff", t->w->index,
+				conn_name(c), why);
+		c->logged_down = true;
+		schedule_reopen(c);
+	}
+	if (ac)
+		redisAsyncFree(ac); /* deferred by hiredis when inside one of its callbacks */
+}
+
+static void became_ready(struct conn *c)
+{
+	struct rrc_redis_tier *t = c->t;
+	c->state = C_READY;
+	uv_timer_stop(&c->timer);
+	if (!c->sub)
+		t->failures = 0;
+	rrc_log(c->logged_down ? RRC_LOG_WARN : RRC_LOG_INFO, RRC_LG_REDIS,
+		"worker %u: Redis %s ready%s", t->w->index, conn_name(c),
+		c->logged_down ? " again" : "");
+	c->logged_down = false;
+	if (c->sub) {
+		char ch[80];
+		int n = snprintf(ch, sizeof(ch), "%sflush", t->rc.key_prefix);
+		if (redisAsyncCommand(c->ac, on_message, c, "SUBSCRIBE %b", ch, (size_t)n) !=
+		    REDIS_OK)
+			conn_drop(c, "cannot subscribe");
+	}
+}
+
+static void on_setup(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct conn *c = priv;
+	redisReply *rep = reply;
+	if (c->t->closing || ac != c->ac)
+		return;
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		char why[160];
+		snprintf(why, sizeof(why), "set-up refused: %.*s", rep ? (int)RRC_MIN(rep->len, 100) : 4,
+			 rep ? rep->str : "gone");
+		conn_drop(c, why);
+		return;
+	}
+	if (--c->setup_left == 0 && c->state == C_CONNECTING)
+		became_ready(c);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+	struct conn *c = ac->data;
+	if (!c || c->t->closing || ac != c->ac)
+		return;
+	if (status != REDIS_OK) {
+		/* hiredis frees the context itself after a failed connect. */
+		char why[128];
+		snprintf(why, sizeof(why), "connect: %.100s", ac->errstr);
+		c->ac = NULL;
+		conn_drop(c, why);
+		return;
+	}
+	if (c->setup_left == 0)
+		became_ready(c);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct conn *c = ac->data;
+	if (!c || c->t->closing || ac != c->ac)
+		return;
+	/* hiredis frees the context after this returns. */
+	char why[128];
+	snprintf(why, sizeof(why), "%.100s", status == REDIS_OK ? "closed" : ac->errstr);
+	c->ac = NULL;
+	conn_drop(c, why);
+}
+
+static void on_conn_timer(uv_timer_t *h)
+{
+	struct conn *c = h->data;
+	if (c->state == C_CONNECTING)
+		conn_drop(c, "connect timed out");
+	else if (c->state == C_CLOSED)
+		conn_open(c);
+}
+
+static void conn_open(struct conn *c)
+{
+	struct rrc_redis_tier *t = c->t;
+	const struct rrc_redis_conf *rc = &t->rc;
+	redisAsyncContext *ac = rc->unix_socket ? redisAsyncConnectUnix(rc->path)
+						: redisAsyncConnect(rc->host, rc->port);
+	if (!ac || ac->err) {
+		char why[128];
+		snprintf(why, sizeof(why), "%.100s", ac ? ac->errstr : "out of memory");
+		if (ac)
+			redisAsyncFree(ac);
+		conn_drop(c, why);
+		return;
+	}
+	if (rrc_redis_uv_attach(ac, &t->w->loop) != 0) {
+		redisAsyncFree(ac);
+		conn_drop(c, "cannot watch the socket");
+		return;
+	}
+	ac->data = c;
+	c->ac = ac;
+	c->state = C_CONNECTING;
+	c->setup_left = 0;
+	redisAsyncSetConnectCallback(ac, on_connect);
+	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	/* Written at once, sent when the connection is up. The password never goes to a log. */
+	if (rc->password[0]) {
+		int r = rc->user[0] ? redisAsyncCommand(ac, on_setup, c, "AUTH %b %b", rc->user,
+							strlen(rc->user), rc->password,
+							strlen(rc->password))
+				    : redisAsyncCommand(ac, on_setup, c, "AUTH %b", rc->password,
+							strlen(rc->password));
+		c->setup_left += r == REDIS_OK;
+	}
+	if (rc->db && !c->sub) {
+		c->setup_left +=
+			redisAsyncCommand(ac, on_setup, c, "SELECT %u", (unsigned)rc->db) == REDIS_OK;
+	}
+	uv_timer_start(&c->timer, on_conn_timer, rc->connect_timeout_ms, 0);
+}
+
+static void on_deadline_closed(uv_handle_t *h)
+{
+	struct rrc_redis_tier *t = h->data;
+	t->closes--;
+	maybe_free_tier(t);
+}
+
+static void on_conn_timer_closed(uv_handle_t *h)
+{
+	struct conn *c = h->data;
+	c->t->closes--;
+	maybe_free_tier(c->t);
+}
+
+static void conn_init(struct rrc_redis_tier *t, struct conn *c, bool sub)
+{
+	c->t = t;
+	c->sub = sub;
+	uv_timer_init(&t->w->loop, &c->timer);
+	c->timer.data = c;
+	t->closes++;
+}
+
+struct rrc_redis_tier *rrc_redis_tier_create(struct rrc_worker *w, const struct rrc_config *cfg)
+{
+	if (!cfg->redis.enabled)
+		return NULL;
+	struct rrc_redis_tier *t = calloc(1, sizeof(*t));
+	if (!t)
+		return NULL;
+	t->w = w;
+	t->rc = cfg->redis;
+	t->pol.min_ttl = cfg->min_ttl;
+	t->pol.max_ttl = cfg->max_ttl;
+	t->pol.max_negative_ttl = cfg->max_negative_ttl;
+	t->serve_stale = cfg->serve_stale;
+	t->max_stale = cfg->max_stale;
+	rrc_l2_derive_keys(cfg->redis.key_secret, &t->keys);
+	uv_timer_init(&w->loop, &t->deadline);
+	t->deadline.data = t;
+	t->closes++;
+	conn_init(t, &t->data, false);
+	conn_open(&t->data);
+	if (w->index == 0) {
+		conn_init(t, &t->sub, true);
+		conn_open(&t->sub);
+	}
+	return t;
+}
+
+void rrc_redis_tier_close(struct rrc_redis_tier *t)
+{
+	if (!t)
+		return;
+	/* Callers are gone (their queries ended first): nobody is told anything now. */
+	for (struct rrc_redis_req *r = t->head; r; r = r->next)
+		rrc_redis_cancel(r);
+	t->closing = true;
+	struct conn *conns[] = {&t->data, &t->sub};
+	for (size_t i = 0; i < RRC_ARRAY_SIZE(conns); i++) {
+		struct conn *c = conns[i];
+		if (!c->t)
+			continue;
+		redisAsyncContext *ac = c->ac;
+		c->ac = NULL;
+		c->state = C_CLOSED;
+		if (ac)
+			redisAsyncFree(ac); /* calls back every pending command with NULL */
+		uv_close((uv_handle_t *)&c->timer, on_conn_timer_closed);
+	}
+	uv_close((uv_handle_t *)&t->deadline, on_deadline_closed);
+}
+
+int rrc_redis_state(const struct rrc_redis_tier *t)
+{
+	return t && t->data.state == C_READY;
+}
+
+/* ---- the admin flush ---- */
+
+/* Escapes the glob characters of s for SCAN MATCH. */
+static size_t glob_escape(const char *s, char *out, size_t cap)
+{
+	size_t n = 0;
+	for (; *s && n + 3 < cap; s++) {
+		if (strchr("*?[]\\", *s))
+			out[n++] = '\\';
+		out[n++] = *s;
+	}
+	out[n] = '\0';
+	return n;
+}
+
+long rrc_redis_flush(const struct rrc_redis_conf *rc, const uint8_t *name, size_t len,
+		     char err[RRC_ERR_LEN])
+{
+	struct timeval tv = {.tv_sec = rc->connect_timeout_ms / 1000,
+			     .tv_usec = (rc->connect_timeout_ms % 1000) * 1000};
+	redisContext *c = rc->unix_socket ? redisConnectUnixWithTimeout(rc->path, tv)
+					  : redisConnectWithTimeout(rc->host, rc->port, tv);
+	if (!c || c->err) {
+		snprintf(err, RRC_ERR_LEN, "cannot connect to Redis: %s",
+			 c ? c->errstr : "out of memory");
+		if (c)
+			redisFree(c);
+		return -1;
+	}
+	struct timeval ct = {.tv_sec = 10};
+	redisSetTimeout(c, ct);
+	long deleted = -1;
+	redisReply *rep = NULL;
+	if (rc->password[0]) {
+		rep = rc->user[0] ? redisCommand(c, "AUTH %b %b", rc->user, strlen(rc->user),
+						 rc->password, strlen(rc->password))
+				  : redisCommand(c, "AUTH %b", rc->password, strlen(rc->password));
+		if (!rep || rep->type == REDIS_REPLY_ERROR)
+			goto fail;
+		freeReplyObject(rep);
+	}
+	if (rc->db) {
+		rep = redisCommand(c, "SELECT %u", (unsigned)rc->db);
+		if (!rep || rep->type == REDIS_REPLY_ERROR)
+			goto fail;
+		freeReplyObject(rep);
+	}
+	char pattern[RRC_L2_KEY_MAX * 2 + 8];
+	size_t plen = glob_escape(rc->key_prefix, pattern, sizeof(pattern));
+	if (name) {
+		struct rrc_l2_keys keys;
+		char hash[17];
+		rrc_l2_derive_keys(rc->key_secret, &keys);
+		rrc_l2_name_hash(&keys, name, len, hash);
+		plen += (size_t)snprintf(pattern + plen, sizeof(pattern) - plen, "%s:*", hash);
+	} else {
+		pattern[plen++] = '*';
+		pattern[plen] = '\0';
+	}
+	deleted = 0;
+	char cursor[32] = "0";
+	do {
+		rep = redisCommand(c, "SCAN %s MATCH %b COUNT 1000", cursor, pattern, plen);
+		if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+		    rep->element[0]->type != REDIS_REPLY_STRING ||
+		    rep->element[1]->type != REDIS_REPLY_ARRAY)
+			goto fail;
+		snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
+		redisReply *keys = rep->element[1];
+		for (size_t i = 0; i < keys->elements; i++) {
+			redisReply *k = keys->element[i];
+			if (k->type != REDIS_REPLY_STRING)
+				continue;
+			redisReply *d = redisCommand(c, "UNLINK %b", k->str, (size_t)k->len);
+			if (!d || d->type == REDIS_REPLY_ERROR) {
+				freeReplyObject(d);
+				goto fail;
+			}
+			deleted += d->type == REDIS_REPLY_INTEGER ? (long)d->integer : 0;
+			freeReplyObject(d);
+		}
+		freeReplyObject(rep);
+		rep = NULL;
+	} while (strcmp(cursor, "0") != 0);
+	char ch[80];
+	int chlen = snprintf(ch, sizeof(ch), "%sflush", rc->key_prefix);
+	rep = name ? redisCommand(c, "PUBLISH %b %b", ch, (size_t)chlen, name, len)
+		   : redisCommand(c, "PUBLISH %b *", ch, (size_t)chlen);
+	if (!rep || rep->type == REDIS_REPLY_ERROR)
+		goto fail;
+	freeReplyObject(rep);
+	redisFree(c);
+	return deleted;
+fail:
+	snprintf(err, RRC_ERR_LEN, "Redis: %s",
+		 rep && rep->type == REDIS_REPLY_ERROR ? rep->str
+		 : c->err			       ? c->errstr
+						       : "unexpected reply");
+	freeReplyObject(rep);
+	redisFree(c);
+	return -1;
+}
