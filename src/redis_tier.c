@@ -450,14 +450,14 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv)
 	struct rrc_redis_tier *t = c->t;
 	redisReply *rep = reply;
 	if (!rep || t->closing || ac != c->ac || rep->type != REDIS_REPLY_ARRAY ||
-	    rep->elements != 3 || rep->element[0]->type != REDIS_REPLY_STRING ||
-	    rep->element[2]->type != REDIS_REPLY_STRING)
+	    rep->elements != 3 || rep->element[0]->type != REDIS_REPLY_STRING)
 		return;
 	if (strcmp(rep->element[0]->str, "subscribe") == 0) {
 		rrc_log(RRC_LOG_INFO, RRC_LG_REDIS, "Redis: listening for fleet flushes");
 		return;
 	}
-	if (strcmp(rep->element[0]->str, "message") != 0)
+	if (strcmp(rep->element[0]->str, "message") != 0 ||
+	    rep->element[2]->type != REDIS_REPLY_STRING)
 		return;
 	const redisReply *m = rep->element[2];
 	struct rrc_cache *cache = t->w->cache;

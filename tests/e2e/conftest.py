@@ -43,3 +43,18 @@ def rrcache():
                 errors.append(str(e))
     if errors:
         pytest.fail("\n".join(errors))
+
+
+@pytest.fixture
+def redis():
+    """Starts redis-server instances of the test's own; each is stopped after the test."""
+    from helpers import Redis
+    started = []
+
+    def make(**kw):
+        r = Redis(**kw)
+        started.append(r)
+        return r
+    yield make
+    for r in started:
+        r.stop()

@@ -424,3 +424,139 @@ log:
             assert rc == 0, f"rrcache exited with {rc}\n{log}"
             assert "runtime error" not in log and "AddressSanitizer" not in log, log
         return rc, log
+
+
+# ---------------------------------------------------------------- Redis
+
+class RespError(Exception):
+    pass
+
+
+class RedisClient:
+    """A minimal RESP client for the tests (binary-safe arguments, blocking)."""
+
+    def __init__(self, port=None, path=None, timeout=5.0):
+        if path:
+            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.sock.settimeout(timeout)
+            self.sock.connect(path)
+        else:
+            self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def close(self):
+        self.sock.close()
+
+    def send(self, *args):
+        out = [b"*%d\r\n" % len(args)]
+        for a in args:
+            if isinstance(a, str):
+                a = a.encode()
+            elif isinstance(a, int):
+                a = str(a).encode()
+            out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+        self.sock.sendall(b"".join(out))
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("Redis closed the connection")
+            self.buf += chunk
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n + 2:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("Redis closed the connection")
+            self.buf += chunk
+        data, self.buf = self.buf[:n], self.buf[n + 2:]
+        return data
+
+    def reply(self):
+        line = self._line()
+        kind, rest = line[:1], line[1:]
+        if kind == b"+":
+            return rest.decode()
+        if kind == b"-":
+            raise RespError(rest.decode())
+        if kind == b":":
+            return int(rest)
+        if kind == b"$":
+            n = int(rest)
+            return None if n < 0 else self._exact(n)
+        if kind == b"*":
+            n = int(rest)
+            return None if n < 0 else [self.reply() for _ in range(n)]
+        raise RespError(f"unexpected reply {line!r}")
+
+    def cmd(self, *args):
+        self.send(*args)
+        return self.reply()
+
+
+class Redis:
+    """A redis-server of the test's own on a random loopback port and a unix socket."""
+
+    def __init__(self, port=None, password=None, extra=()):
+        self.exe = need("redis-server", "redis-server")
+        self.dir = tempfile.mkdtemp(prefix="rrc-redis-")
+        self.port = port or free_port()
+        self.sock = os.path.join(self.dir, "redis.sock")
+        self.password = password
+        self.extra = list(extra)
+        self.proc = None
+        self.start()
+
+    def start(self):
+        args = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1",
+                "--unixsocket", self.sock, "--unixsocketperm", "700",
+                "--save", "", "--appendonly", "no", "--daemonize", "no",
+                "--enable-debug-command", "yes", "--dir", self.dir,
+                "--logfile", os.path.join(self.dir, "redis.log")] + self.extra
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        end = time.time() + 10
+        while time.time() < end:
+            try:
+                c = self.client()
+                c.cmd("PING")
+                c.close()
+                return
+            except (OSError, RespError):
+                if self.proc.poll() is not None:
+                    raise RuntimeError("redis-server exited at start")
+                time.sleep(0.05)
+        raise RuntimeError("redis-server does not answer")
+
+    def client(self):
+        c = RedisClient(port=self.port)
+        if self.password:
+            c.cmd("AUTH", self.password)
+        return c
+
+    def cmd(self, *args):
+        c = self.client()
+        try:
+            return c.cmd(*args)
+        finally:
+            c.close()
+
+    def keys(self, pattern="*"):
+        return sorted(self.cmd("KEYS", pattern))
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def stop(self):
+        self.kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
