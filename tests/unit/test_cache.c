@@ -181,6 +181,41 @@ static void test_stale_window(void **state)
 	rrc_cache_destroy(c);
 }
 
+static void test_remove_name(void **state)
+{
+	struct rrc_cache *c = rrc_cache_create(1 << 20);
+	/* www.example.com A, AAAA, A with other flags; www.example.co (a prefix of the name) and
+	 * example.com (a suffix) stay. */
+	const uint8_t www[] = "\3www\7example\3com";
+	uint8_t keys[5][32];
+	size_t lens[5];
+	const uint16_t types[] = {1, 28, 1};
+	for (int i = 0; i < 3; i++) {
+		memcpy(keys[i], www, sizeof(www));
+		keys[i][sizeof(www)] = 0;
+		keys[i][sizeof(www) + 1] = (uint8_t)types[i];
+		keys[i][sizeof(www) + 2] = 0;
+		keys[i][sizeof(www) + 3] = 1;
+		keys[i][sizeof(www) + 4] = (uint8_t)i;
+		lens[i] = sizeof(www) + 5;
+	}
+	memcpy(keys[3], "\3www\7example\2co\0\0\1\0\1\0", 21);
+	lens[3] = 21;
+	memcpy(keys[4], "\7example\3com\0\0\1\0\1\0", 18);
+	lens[4] = 18;
+	for (int i = 0; i < 5; i++)
+		rrc_cache_insert(c, keys[i], lens[i], (const uint8_t *)"ans", 3, 60, 0);
+	assert_int_equal(rrc_cache_remove_name(c, www, sizeof(www)), 3);
+	uint8_t out[16];
+	size_t len;
+	uint32_t age;
+	for (int i = 0; i < 5; i++)
+		assert_int_equal(rrc_cache_lookup(c, keys[i], lens[i], 1000, out, sizeof(out), &len,
+						  &age),
+				 i < 3 ? RRC_CACHE_MISS : RRC_CACHE_HIT);
+	rrc_cache_destroy(c);
+}
+
 static void test_siphash_vector(void **state)
 {
 	/* Keyed: another key gives another hash for the same data. */
@@ -196,6 +231,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_hit_miss_age),
 		cmocka_unit_test(test_full_key),
+		cmocka_unit_test(test_remove_name),
 		cmocka_unit_test(test_too_big_prefix),
 		cmocka_unit_test(test_budget),
 		cmocka_unit_test(test_lru),

@@ -265,8 +265,121 @@ static void test_shipped_file(void **state)
 	assert_int_equal(shipped->log_level, defaults->log_level);
 	assert_int_equal(shipped->policy, defaults->policy);
 	assert_int_equal(shipped->workers, defaults->workers);
+	/* The shipped file documents the Redis keys with the default values, commented out. */
+	assert_false(shipped->redis.enabled);
+	assert_int_equal(shipped->redis.timeout_ms, defaults->redis.timeout_ms);
+	assert_int_equal(shipped->redis.fleet_wait_ms, defaults->redis.fleet_wait_ms);
 	rrc_config_free(shipped);
 	rrc_config_free(defaults);
+}
+
+static void test_redis_urls(void **state)
+{
+	char err[RRC_ERR_LEN];
+	struct rrc_redis_conf rc;
+
+	memset(&rc, 0, sizeof(rc));
+	assert_int_equal(rrc_config_parse_redis_url("redis://127.0.0.1:6380/2", &rc, err), 0);
+	assert_true(rc.enabled);
+	assert_false(rc.unix_socket);
+	assert_string_equal(rc.host, "127.0.0.1");
+	assert_int_equal(rc.port, 6380);
+	assert_int_equal(rc.db, 2);
+	assert_string_equal(rc.password, "");
+
+	memset(&rc, 0, sizeof(rc));
+	assert_int_equal(rrc_config_parse_redis_url("redis://app:p%40ss%3Aw@[::1]/0", &rc, err), 0);
+	assert_string_equal(rc.host, "::1");
+	assert_int_equal(rc.port, 6379);
+	assert_string_equal(rc.user, "app");
+	assert_string_equal(rc.password, "p@ss:w");
+
+	memset(&rc, 0, sizeof(rc));
+	assert_int_equal(rrc_config_parse_redis_url("redis://only-pass@localhost", &rc, err), 0);
+	assert_string_equal(rc.user, "");
+	assert_string_equal(rc.password, "only-pass");
+	assert_true(strcmp(rc.host, "127.0.0.1") == 0 || strcmp(rc.host, "::1") == 0);
+
+	memset(&rc, 0, sizeof(rc));
+	assert_int_equal(rrc_config_parse_redis_url("unix:///run/redis/redis.sock?db=5", &rc, err),
+			 0);
+	assert_true(rc.unix_socket);
+	assert_string_equal(rc.path, "/run/redis/redis.sock");
+	assert_int_equal(rc.db, 5);
+
+	static const char *const bad[] = {
+		"rediss://127.0.0.1",	  "http://x",		"redis://",
+		"redis://127.0.0.1:0",	  "redis://127.0.0.1:99999", "redis://127.0.0.1/x",
+		"redis://[::1",		  "unix://relative.sock",   "unix:///s?database=1",
+		"redis://u:p%zz@127.0.0.1"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		memset(&rc, 0, sizeof(rc));
+		if (rrc_config_parse_redis_url(bad[i], &rc, err) == 0)
+			fail_msg("accepted %s", bad[i]);
+		/* Reasons never repeat a password. */
+		assert_null(strstr(err, "%zz"));
+	}
+}
+
+static void test_redis_section(void **state)
+{
+	char err[RRC_ERR_LEN];
+	char pw[] = "/tmp/rrc-test-pw-XXXXXX";
+	int fd = mkstemp(pw);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, "from-file\nignored\n", 19), 19);
+	close(fd);
+	char text[512];
+	snprintf(text, sizeof(text),
+		 "upstream:\n  servers: [192.0.2.1]\nredis:\n  url: redis://127.0.0.1:7000\n"
+		 "  password_file: %s\n  timeout: 15ms\n  max_pending: 50\n  fleet_wait: 1s\n"
+		 "  fleet_coalescing: no\n  key_prefix: \"fleet-a:\"\n  key_secret: shh\n",
+		 pw);
+	struct rrc_config *cfg = build(text, err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_true(cfg->redis.enabled);
+	assert_int_equal(cfg->redis.port, 7000);
+	assert_string_equal(cfg->redis.password, "from-file");
+	assert_int_equal(cfg->redis.timeout_ms, 15);
+	assert_int_equal(cfg->redis.max_pending, 50);
+	assert_int_equal(cfg->redis.fleet_wait_ms, 1000);
+	assert_false(cfg->redis.fleet_coalescing);
+	assert_string_equal(cfg->redis.key_prefix, "fleet-a:");
+	assert_string_equal(cfg->redis.key_secret, "shh");
+	rrc_config_free(cfg);
+
+	/* Errors point at the line. */
+	cfg = build("upstream:\n  servers: [192.0.2.1]\nredis:\n  url: redis://x:1:2\n", err);
+	assert_null(cfg);
+	assert_non_null(strstr(err, ":4:8: redis.url:"));
+	cfg = build("upstream:\n  servers: [192.0.2.1]\nredis:\n  password_file: /nonexistent\n",
+		    err);
+	assert_null(cfg);
+	assert_non_null(strstr(err, "redis.password_file"));
+	cfg = build("upstream:\n  servers: [192.0.2.1]\nredis:\n  key_prefix: "
+		    "\"0123456789012345678901234567890123456789012345678901234567890123456789\"\n",
+		    err);
+	assert_null(cfg);
+	assert_non_null(strstr(err, "longer than 63 bytes"));
+	cfg = build("upstream:\n  servers: [192.0.2.1]\nredis:\n  backoff_min: 5s\n"
+		    "  backoff_max: 1s\n",
+		    err);
+	assert_null(cfg);
+	unlink(pw);
+
+	/* --redis overrides the file. */
+	struct rrc_config_overrides ov = {.resolv_conf = resolv,
+					  .upstream = {"192.0.2.53"},
+					  .n_upstream = 1,
+					  .redis_url = "unix:///tmp/r.sock"};
+	cfg = rrc_config_build(NULL, &ov, err);
+	assert_non_null(cfg);
+	assert_true(cfg->redis.unix_socket);
+	rrc_config_free(cfg);
+	ov.redis_url = "redis://";
+	assert_null(rrc_config_build(NULL, &ov, err));
+	assert_non_null(strstr(err, "--redis:"));
 }
 
 int main(void)
@@ -275,6 +388,7 @@ int main(void)
 		cmocka_unit_test(test_sizes_durations),	   cmocka_unit_test(test_addresses),
 		cmocka_unit_test(test_full_file),	   cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_defaults_and_flags), cmocka_unit_test(test_resolv_conf_self),
+		cmocka_unit_test(test_redis_urls),	   cmocka_unit_test(test_redis_section),
 		cmocka_unit_test(test_shipped_file),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
