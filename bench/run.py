@@ -24,7 +24,7 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
-from helpers import Knot, free_port, wait_answering  # noqa: E402
+from helpers import Knot, Redis, free_port, wait_answering  # noqa: E402
 
 RRCACHE = os.environ.get("RRCACHE_BIN", os.path.join(ROOT, "build", "src", "rrcache"))
 SERVER_CPU = "1"
@@ -71,9 +71,10 @@ def wait_port(port, proc, deadline=15):
     wait_answering(port, proc=proc, deadline=deadline, probe=PROBE)
 
 
-def rrcache_args(port, upstream_port, workers=1, cache_size="512MiB"):
-    return [RRCACHE, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
+def rrcache_args(port, upstream_port, workers=1, cache_size="512MiB", redis_url=None):
+    args = [RRCACHE, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
             "--workers", str(workers), "--cache-size", cache_size, "--log-level", "warning"]
+    return args + (["--redis", redis_url] if redis_url else [])
 
 
 class Server:
@@ -261,10 +262,11 @@ def main():
                     for w in ("HIT", "MISS", "MIX")), flush=True)
         budget = budget_check(knot.port, work, args.quick) if "rrcache" in names else None
         sc = syscall_costs(work, args.quick)
+        l2 = redis_tier(knot.port, work, args.quick) if "rrcache" in names else None
     finally:
         knot.stop()
         shutil.rmtree(work, ignore_errors=True)
-    report(results, rss, names, args, rounds, secs, miss_n, budget, sc)
+    report(results, rss, names, args, rounds, secs, miss_n, budget, sc, l2)
 
 
 def budget_check(knot_port, work, quick):
@@ -296,6 +298,68 @@ def budget_check(knot_port, work, quick):
     return res
 
 
+def redis_tier(knot_port, work, quick):
+    """The Redis tier against the same upstream: instance A fills Redis with unique names;
+    fresh instances B answer them from Redis (L2 hits: cold L1, warm Redis), then from L1;
+    misses through B pay Redis's GET and lock before the upstream. Redis runs on the client's
+    CPU; the figures are rrcache's CPU per answered query and dnsperf's latency."""
+    n = 20000 if quick else 100000
+    rd = Redis(extra=["--maxmemory", "1gb", "--maxmemory-policy", "allkeys-lru"])
+    subprocess.run(["taskset", "-p", "-c", CLIENT_CPU, str(rd.proc.pid)],
+                   capture_output=True, check=False)
+    names = os.path.join(work, "l2-names.txt")
+    write_names(names, [f"l2-{i}.u.example.test." for i in range(n)])
+    fresh = os.path.join(work, "l2-fresh.txt")
+    write_names(fresh, [f"l2m-{i}.u.example.test." for i in range(n)])
+    out = {}
+
+    def start():
+        port = free_port()
+        proc = subprocess.Popen(["taskset", "-c", SERVER_CPU] +
+                                rrcache_args(port, knot_port, redis_url=rd.url))
+        wait_port(port, proc)
+
+        class S:
+            pass
+        srv = S()
+        srv.name, srv.pid, srv.port, srv.proc = "rrcache", proc.pid, port, proc
+        return srv
+
+    def stop(srv):
+        srv.proc.terminate()
+        srv.proc.wait(10)
+    try:
+        a = start()
+        try:
+            out["fill (L1 miss, Redis miss, upstream)"] = measure(
+                a, lambda: dnsperf(a.port, names, once=True))
+        finally:
+            stop(a)
+        filled = len(rd.keys("rrc:*")) - len(rd.keys("rrc:lock:*"))
+        b = start()
+        try:
+            out["L2 hit (cold L1, warm Redis)"] = measure(
+                b, lambda: dnsperf(b.port, names, once=True))
+            out["L1 hit (same names again)"] = measure(
+                b, lambda: dnsperf(b.port, names, once=True))
+            out["miss with Redis (GET + lock + upstream + SET)"] = measure(
+                b, lambda: dnsperf(b.port, fresh, once=True))
+        finally:
+            stop(b)
+        c = start()
+        try:
+            out["L2 hit at 10,000 qps (latency)"] = measure(
+                c, lambda: dnsperf(c.port, names, once=True, qps=10000, verbose=True))
+        finally:
+            stop(c)
+    finally:
+        rd.stop()
+    for k, r in out.items():
+        print(f"redis tier: {k}: {r['qps']:.0f} qps, {r['cpu_us_per_q']:.2f} us/q, "
+              f"avg {r['avg_lat'] * 1000:.3f} ms", flush=True)
+    return {"names": n, "filled": filled, "runs": out}
+
+
 def syscall_costs(work, quick):
     """Per-call cost of the system calls of one upstream query (bench/syscalls.c), pinned to
     the server's CPU: the floor a fresh socket per upstream query (CONFORMANCE U2) puts under
@@ -322,7 +386,7 @@ def version(cmd):
         return "?"
 
 
-def report(results, rss, names, args, rounds, secs, miss_n, budget=None, sc=None):
+def report(results, rss, names, args, rounds, secs, miss_n, budget=None, sc=None, l2=None):
     base = "dnsdist" if "dnsdist" in names else names[0]
 
     def ratio(v, b):
@@ -381,8 +445,21 @@ def report(results, rss, names, args, rounds, secs, miss_n, budget=None, sc=None
                   f"A fresh upstream socket per query (CONFORMANCE U2: socket, bind to a "
                   f"random port, connect, epoll add, close) costs {setup:.1f} us, its send "
                   f"and recv {io:.1f} us more: {setup + io:.1f} us of every miss before any "
-                  f"client I/O or user-space work, {ratio(setup + io, base_miss)}x "
-                  f"{base}'s whole miss in this run (which reuses its upstream socket).", ""]
+                  "client I/O or user-space work" +
+                  (f", {ratio(setup + io, base_miss)}x dnsdist's whole miss in this run (which "
+                   "reuses its upstream socket)." if base == "dnsdist" else "."), ""]
+    if l2:
+        rv = version(["redis-server", "--version"]).split(" v=")[-1].split()[0]
+        lines += [f"Redis tier (`--redis`, redis-server {rv} on loopback, on dnsperf's CPU; "
+                  f"{l2['names']} unique names, {l2['filled']} keys filled by a first "
+                  "instance, then read by fresh ones):", "",
+                  "| run | qps | rrcache CPU us/q | avg latency ms | p99 ms | lost |",
+                  "|---|---|---|---|---|---|"]
+        for k, r in l2["runs"].items():
+            p99 = f"{r['p99'] * 1000:.3f}" if "p99" in r else "-"
+            lines.append(f"| {k} | {r['qps']:.0f} | {r['cpu_us_per_q']:.2f} | "
+                         f"{r['avg_lat'] * 1000:.3f} | {p99} | {r['lost']:.0f} |")
+        lines.append("")
     text = "\n".join(lines)
     print(text)
     with open(args.out, "w") as f:
