@@ -34,7 +34,12 @@ static int open_socket(const struct rrc_sockaddr *a, int type, char *err)
 		goto fail;
 	if (family == AF_INET6 && setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)))
 		goto fail;
-	if (type == SOCK_DGRAM) {
+	/* The destination address of each query is needed only on a wildcard address, where the
+	 * answer must leave from it (RFC 2181 §4.1); on a specific address the kernel uses that
+	 * one, and asking for it would cost a control message per datagram each way. */
+	bool wildcard = family == AF_INET6 ? IN6_IS_ADDR_UNSPECIFIED(&a->sin6.sin6_addr)
+					   : a->sin.sin_addr.s_addr == htonl(INADDR_ANY);
+	if (type == SOCK_DGRAM && wildcard) {
 		int rc = family == AF_INET6
 				 ? setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one))
 				 : setsockopt(fd, IPPROTO_IP, IP_PKTINFO, &one, sizeof(one));

@@ -49,7 +49,7 @@ struct rrc_redis_req {
 	unsigned cmds; /* callbacks still to come from hiredis */
 	bool expired;  /* its deadline passed */
 	bool told;     /* the caller got its result (or is gone) */
-	bool lock;     /* a lock SET NX follows the GET */
+	bool lock;     /* a lock SET NX was sent after the GET missed */
 	bool got_miss; /* GET found nothing usable; waiting for the lock's reply */
 	rrc_l2_cb cb;
 	void *ctx;
@@ -308,6 +308,8 @@ static bool check_value(struct rrc_redis_req *r, const redisReply *rep, struct r
 	return true;
 }
 
+static bool send_lock(struct rrc_redis_req *r);
+
 static void on_get(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct rrc_redis_req *r = priv;
@@ -332,7 +334,9 @@ static void on_get(redisAsyncContext *ac, void *reply, void *priv)
 		} else {
 			t->w->st.redis_misses++;
 			r->got_miss = true;
-			if (!r->lock)
+			/* Only a miss takes the fleet lock: hits cost one command and leave no key
+			 * behind to expire. */
+			if (!t->rc.fleet_coalescing || !current || !send_lock(r))
 				tell_outcome(r, RRC_L2_MISS);
 		}
 	}
@@ -359,18 +363,31 @@ static void on_lock(redisAsyncContext *ac, void *reply, void *priv)
 	req_done_one(r);
 }
 
+/* After a miss: SET lock NX, within the request's deadline. False if it cannot be sent. */
+static bool send_lock(struct rrc_redis_req *r)
+{
+	struct rrc_redis_tier *t = r->t;
+	if (t->pending + 1 > t->rc.max_pending)
+		return false;
+	char k[RRC_L2_KEY_MAX];
+	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, r->key, r->keylen, true, k);
+	if (!sent(r, redisAsyncCommand(t->data.ac, on_lock, r, "SET %b 1 NX PX %u", k, klen,
+				       t->rc.fleet_wait_ms)))
+		return false;
+	r->lock = true;
+	return true;
+}
+
 struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
 				    rrc_l2_cb cb, void *ctx)
 {
 	if (!t || keylen > RRC_WIRE_KEY_MAX)
 		return NULL;
-	bool lock = t->rc.fleet_coalescing;
-	struct rrc_redis_req *r = req_new(t, lock ? 2 : 1);
+	struct rrc_redis_req *r = req_new(t, 1);
 	if (!r)
 		return NULL;
 	r->cb = cb;
 	r->ctx = ctx;
-	r->lock = lock;
 	r->keylen = (uint16_t)keylen;
 	memcpy(r->key, key, keylen);
 	char k[RRC_L2_KEY_MAX];
@@ -379,14 +396,6 @@ struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key
 		req_abandon(r);
 		t->w->st.redis_errors++;
 		return NULL;
-	}
-	if (lock) {
-		klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, true, k);
-		if (!sent(r, redisAsyncCommand(t->data.ac, on_lock, r, "SET %b 1 NX PX %u", k, klen,
-					       t->rc.fleet_wait_ms))) {
-			/* The GET is out: let it decide alone. */
-			r->lock = false;
-		}
 	}
 	return r;
 }

@@ -11,9 +11,10 @@
  * opened again after a backoff that doubles from redis.backoff_min up to redis.backoff_max.
  * Changes of state are logged once each and counted.
  *
- * Fleet coalescing (redis.fleet_coalescing): a lookup sends GET and, in the same write, a
- * short lock (SET lock NX PX fleet_wait). The instance that gets the lock asks the upstream;
- * the others are told RRC_L2_LOCKED and ask again after a short wait, up to fleet_wait in all.
+ * Fleet coalescing (redis.fleet_coalescing): a lookup sends GET; when it misses, a short lock
+ * follows (SET lock NX PX fleet_wait), within the same deadline. The instance that gets the
+ * lock asks the upstream; the others are told RRC_L2_LOCKED and ask again after a short wait,
+ * up to fleet_wait in all. Hits cost one command and leave no lock to expire.
  *
  * Flush: worker 0 of each instance subscribes to key_prefix + "flush"; a message "*" empties
  * the L1 cache, any other message is a lowercased name in wire form whose L1 entries go.

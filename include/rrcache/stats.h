@@ -1,0 +1,134 @@
+/*
+ * stats: the pieces of rrcache's statistics that are not plain counters. Pure: no I/O, no
+ * loop, no locks; every structure here belongs to one worker thread (or to a snapshot of it).
+ *
+ * - histograms with fixed bounds (latencies in microseconds);
+ * - the fixed sets of query types and response codes that label counters ("other" for the
+ *   rest), so that every label comes from a bounded set;
+ * - top-K by the space-saving algorithm (Metwally et al., 2005): at most RRC_TOPK_CAP keys are
+ *   kept; a new key replaces the smallest, inheriting its count as its error bound; merging
+ *   summaries adds counts and errors;
+ * - writers that escape any byte string for Prometheus label values, JSON strings and DNS
+ *   presentation format, into a caller's buffer.
+ */
+#ifndef RRCACHE_STATS_H
+#define RRCACHE_STATS_H
+
+#include "rrcache/defs.h"
+
+/* ---- histograms ---- */
+
+#define RRC_HIST_BOUNDS 14
+/* Upper bounds of the buckets in microseconds; a last bucket (+Inf) follows. */
+extern const uint32_t rrc_hist_bounds_us[RRC_HIST_BOUNDS];
+
+struct rrc_hist {
+	uint64_t bucket[RRC_HIST_BOUNDS + 1]; /* not cumulative */
+	uint64_t count;
+	uint64_t sum_us;
+};
+
+static inline void rrc_hist_add(struct rrc_hist *h, uint64_t us)
+{
+	unsigned i = 0;
+	while (i < RRC_HIST_BOUNDS && us > rrc_hist_bounds_us[i])
+		i++;
+	h->bucket[i]++;
+	h->count++;
+	h->sum_us += us;
+}
+
+void rrc_hist_merge(struct rrc_hist *into, const struct rrc_hist *from);
+/* The value below which a fraction q (0..1) of the samples lie, in microseconds, interpolated
+ * inside its bucket; 0 with no samples. */
+double rrc_hist_quantile(const struct rrc_hist *h, double q);
+
+/* ---- bounded label sets ---- */
+
+enum rrc_qtype_slot {
+	RRC_QT_A,
+	RRC_QT_AAAA,
+	RRC_QT_CNAME,
+	RRC_QT_MX,
+	RRC_QT_TXT,
+	RRC_QT_NS,
+	RRC_QT_SOA,
+	RRC_QT_PTR,
+	RRC_QT_SRV,
+	RRC_QT_SVCB,
+	RRC_QT_HTTPS,
+	RRC_QT_CAA,
+	RRC_QT_DS,
+	RRC_QT_DNSKEY,
+	RRC_QT_ANY,
+	RRC_QT_OTHER,
+	RRC_QT_COUNT
+};
+unsigned rrc_stats_qtype_slot(uint16_t qtype);
+const char *rrc_stats_qtype_name(unsigned slot);
+
+enum rrc_rcode_slot {
+	RRC_RC_NOERROR,
+	RRC_RC_FORMERR,
+	RRC_RC_SERVFAIL,
+	RRC_RC_NXDOMAIN,
+	RRC_RC_NOTIMP,
+	RRC_RC_REFUSED,
+	RRC_RC_OTHER,
+	RRC_RC_COUNT
+};
+unsigned rrc_stats_rcode_slot(unsigned rcode);
+const char *rrc_stats_rcode_name(unsigned slot);
+
+/* ---- top-K ---- */
+
+#define RRC_TOPK_CAP 64
+#define RRC_TOPK_KEY 255 /* a name in wire form, or an address */
+#define RRC_TOPK_SLOTS 128
+
+struct rrc_topk_entry {
+	uint64_t count;
+	uint64_t error; /* count may overstate the truth by at most this */
+	uint32_t hash;
+	uint8_t len;
+	uint8_t key[RRC_TOPK_KEY];
+};
+
+struct rrc_topk {
+	unsigned n;
+	struct rrc_topk_entry e[RRC_TOPK_CAP];
+	int16_t slot[RRC_TOPK_SLOTS]; /* open addressing on hash: entry index, -1 empty */
+};
+
+void rrc_topk_init(struct rrc_topk *t);
+/* Counts one occurrence of key (len <= RRC_TOPK_KEY bytes). */
+void rrc_topk_add(struct rrc_topk *t, const uint8_t *key, size_t len, uint64_t inc);
+/* Adds every entry of from into into (counts and errors). */
+void rrc_topk_merge(struct rrc_topk *into, const struct rrc_topk *from);
+/* Fills out with pointers to the k largest entries, largest first. Returns how many. */
+size_t rrc_topk_top(const struct rrc_topk *t, const struct rrc_topk_entry **out, size_t k);
+
+/* ---- escaping writers ---- */
+
+/* A bounded output buffer: writes past cap are dropped and remembered. */
+struct rrc_buf {
+	char *p;
+	size_t len, cap;
+	bool overflow;
+};
+
+void rrc_buf_put(struct rrc_buf *b, const char *s, size_t n);
+__attribute__((format(printf, 2, 3))) void rrc_buf_printf(struct rrc_buf *b, const char *fmt,
+							  ...);
+/* A Prometheus label value (text format 0.0.4): backslash, double quote and newline escaped;
+ * other bytes kept, invalid UTF-8 replaced by U+FFFD so the text stays valid UTF-8. */
+void rrc_buf_prom_label(struct rrc_buf *b, const uint8_t *s, size_t n);
+/* A JSON string with its quotes: ", \ and control bytes escaped, </ written <\/ (safe inside
+ * HTML), invalid UTF-8 replaced by U+FFFD. */
+void rrc_buf_json_string(struct rrc_buf *b, const uint8_t *s, size_t n);
+/* A wire-form name into presentation format ("www.example.com."), bytes outside printable
+ * ASCII and the special characters . \ " ; ( ) @ $ and space as \DDD or \c (RFC 4343). Writes
+ * at most cap - 1 bytes plus NUL into out; returns the length. */
+size_t rrc_name_to_text(const uint8_t *name, size_t len, char *out, size_t cap);
+
+#endif
