@@ -310,25 +310,36 @@ static bool check_value(struct rrc_redis_req *r, const redisReply *rep, struct r
 
 static bool send_lock(struct rrc_redis_req *r);
 
+/* Judges a reply to one of r's commands: false for an error or a connection gone (counted
+ * when it is the current connection's; r's caller told to skip Redis). */
+static bool reply_ok(struct rrc_redis_req *r, redisAsyncContext *ac, const redisReply *rep,
+		     bool *current)
+{
+	struct rrc_redis_tier *t = r->t;
+	*current = !t->closing && ac == t->data.ac;
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		if (rep && *current) {
+			rrc_log_limited(RRC_LOG_WARN, RRC_LG_REDIS, "worker %u: Redis: %.*s",
+					t->w->index, (int)RRC_MIN(rep->len, 200), rep->str);
+			failure(t, false);
+		}
+		if (!r->expired)
+			tell_outcome(r, RRC_L2_SKIP);
+		return false;
+	}
+	if (*current)
+		success(t);
+	return true;
+}
+
 static void on_get(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct rrc_redis_req *r = priv;
 	struct rrc_redis_tier *t = r->t;
-	redisReply *rep = reply;
-	bool current = !t->closing && ac == t->data.ac;
-	if (!rep || rep->type == REDIS_REPLY_ERROR) {
-		if (rep && current)
-			failure(t, false);
-		if (!r->expired)
-			tell_outcome(r, RRC_L2_SKIP);
-		req_done_one(r);
-		return;
-	}
-	if (current)
-		success(t);
-	if (!r->expired && !r->told) {
+	bool current;
+	if (reply_ok(r, ac, reply, &current) && !r->expired && !r->told) {
 		struct rrc_l2_result res = {0};
-		if (check_value(r, rep, &res)) {
+		if (check_value(r, reply, &res)) {
 			t->w->st.redis_hits++;
 			tell(r, &res);
 		} else {
@@ -346,18 +357,12 @@ static void on_get(redisAsyncContext *ac, void *reply, void *priv)
 static void on_lock(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct rrc_redis_req *r = priv;
-	struct rrc_redis_tier *t = r->t;
-	redisReply *rep = reply;
-	bool current = !t->closing && ac == t->data.ac;
-	if (!rep || rep->type == REDIS_REPLY_ERROR) {
-		if (rep && current)
-			failure(t, false);
-		if (!r->expired)
-			tell_outcome(r, RRC_L2_SKIP);
-	} else if (!r->expired && r->got_miss) {
+	const redisReply *rep = reply;
+	bool current;
+	if (reply_ok(r, ac, rep, &current) && !r->expired && r->got_miss) {
 		/* OK: ours, ask the upstream. Nil: another instance holds it. */
 		if (rep->type == REDIS_REPLY_NIL)
-			t->w->st.redis_fleet_waits++;
+			r->t->w->st.redis_fleet_waits++;
 		tell_outcome(r, rep->type == REDIS_REPLY_NIL ? RRC_L2_LOCKED : RRC_L2_MISS);
 	}
 	req_done_one(r);
@@ -411,19 +416,9 @@ void rrc_redis_cancel(struct rrc_redis_req *r)
 
 static void on_set(redisAsyncContext *ac, void *reply, void *priv)
 {
-	struct rrc_redis_req *r = priv;
-	struct rrc_redis_tier *t = r->t;
-	redisReply *rep = reply;
-	if (!t->closing && ac == t->data.ac && rep) {
-		if (rep->type == REDIS_REPLY_ERROR) {
-			rrc_log_limited(RRC_LOG_WARN, RRC_LG_REDIS, "worker %u: Redis SET: %.*s",
-					t->w->index, (int)RRC_MIN(rep->len, 200), rep->str);
-			failure(t, false);
-		} else {
-			success(t);
-		}
-	}
-	req_done_one(r);
+	bool current;
+	reply_ok(priv, ac, reply, &current);
+	req_done_one(priv);
 }
 
 void rrc_redis_set(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,

@@ -14,7 +14,9 @@
 #ifndef RRCACHE_STATS_H
 #define RRCACHE_STATS_H
 
+#include "rrcache/balancer.h"
 #include "rrcache/defs.h"
+#include "rrcache/wire.h"
 
 /* ---- histograms ---- */
 
@@ -80,9 +82,49 @@ enum rrc_rcode_slot {
 unsigned rrc_stats_rcode_slot(unsigned rcode);
 const char *rrc_stats_rcode_name(unsigned slot);
 
+/* ---- the counters of one worker ---- */
+
+/* One upstream server (by its position in the configuration) as one worker sees it. */
+struct rrc_upstream_stats {
+	uint64_t queries, timeouts, errors;
+	uint64_t outstanding; /* gauge */
+	uint64_t up;	      /* gauge: 1 when this worker counts it up */
+	struct rrc_hist rtt;
+};
+
+/*
+ * Written only by the worker's thread, plain uint64_t all through (no lock, no atomic on the
+ * query path); a reader sums the workers' structs word by word (rrc_server_sum_stats), so a
+ * scrape may see a counter one increment behind, never a torn one on a 64-bit machine.
+ */
+struct rrc_worker_stats {
+	uint64_t queries_udp, queries_tcp;
+	uint64_t qtype[RRC_QT_COUNT]; /* queries that passed the checks, by type */
+	uint64_t rcode[RRC_RC_COUNT]; /* answers sent, by rcode */
+	uint64_t answered;
+	uint64_t cache_hits, cache_misses, stale_served;
+	uint64_t coalesced;
+	uint64_t malformed[RRC_WR_COUNT];
+	uint64_t formerr, notimp, badvers, servfail, truncated;
+	uint64_t acl_dropped, acl_refused;
+	uint64_t upstream_queries, upstream_tcp, upstream_timeouts, upstream_errors;
+	uint64_t unwanted_replies, malformed_replies;
+	uint64_t udp_send_dropped;
+	uint64_t tcp_accepted, tcp_refused_limit, tcp_closed_idle;
+	uint64_t tcp_open; /* gauge */
+	uint64_t inflight_limit;
+	/* The Redis tier (L2) */
+	uint64_t redis_hits, redis_misses, redis_expired, redis_bad_values;
+	uint64_t redis_errors, redis_timeouts, redis_skipped;
+	uint64_t redis_sets, redis_fleet_waits, redis_breaker_opens;
+	uint64_t redis_up; /* gauge: the data connection is ready */
+	struct rrc_hist latency; /* client-visible: from the datagram's arrival to the answer */
+	struct rrc_upstream_stats up[RRC_BALANCER_MAX];
+};
+
 /* ---- top-K ---- */
 
-#define RRC_TOPK_CAP 64
+#define RRC_TOPK_CAP 32
 #define RRC_TOPK_KEY 255 /* a name in wire form, or an address */
 #define RRC_TOPK_SLOTS 128
 
@@ -107,6 +149,30 @@ void rrc_topk_add(struct rrc_topk *t, const uint8_t *key, size_t len, uint64_t i
 void rrc_topk_merge(struct rrc_topk *into, const struct rrc_topk *from);
 /* Fills out with pointers to the k largest entries, largest first. Returns how many. */
 size_t rrc_topk_top(const struct rrc_topk *t, const struct rrc_topk_entry **out, size_t k);
+
+/* Sliding windows of top-K: the last minute (6 x 10 s) and the last hour (6 x 10 min), for
+ * each category. A worker adds to the current 10 s summary; rrc_top_tick() (every 10 s) folds
+ * it into the current 10 min summary and rotates. */
+enum rrc_top_cat { RRC_TOP_NAMES, RRC_TOP_CLIENTS, RRC_TOP_NXDOMAIN, RRC_TOP_SERVFAIL, RRC_TOP_CATS };
+#define RRC_TOP_SUBS 6
+#define RRC_TOP_TICK_MS 10000
+
+struct rrc_top {
+	struct rrc_topk minute[RRC_TOP_CATS][RRC_TOP_SUBS];
+	struct rrc_topk hour[RRC_TOP_CATS][RRC_TOP_SUBS];
+	unsigned cur_minute, cur_hour, ticks;
+};
+
+void rrc_top_init(struct rrc_top *t);
+static inline void rrc_top_add(struct rrc_top *t, enum rrc_top_cat cat, const uint8_t *key,
+			       size_t len)
+{
+	rrc_topk_add(&t->minute[cat][t->cur_minute], key, len, 1);
+}
+void rrc_top_tick(struct rrc_top *t);
+/* Merges category cat over the last minute (hour false) or hour into out. */
+void rrc_top_window(const struct rrc_top *t, enum rrc_top_cat cat, bool hour, struct rrc_topk *out);
+const char *rrc_top_cat_name(enum rrc_top_cat cat);
 
 /* ---- escaping writers ---- */
 

@@ -11,6 +11,7 @@
 
 #include "rrcache/pool.h"
 #include "rrcache/server.h"
+#include "rrcache/stats.h"
 #include "rrcache/wire.h"
 
 #include <netinet/in.h>
@@ -40,26 +41,6 @@
 struct rrc_worker;
 struct rrc_query;
 struct rrc_upstreams;
-
-/* Counters of one worker; written only by its thread, summed when read. */
-struct rrc_worker_stats {
-	uint64_t queries_udp, queries_tcp;
-	uint64_t answered;
-	uint64_t cache_hits, cache_misses, stale_served;
-	uint64_t coalesced;
-	uint64_t malformed[RRC_WR_COUNT];
-	uint64_t formerr, notimp, badvers, servfail, truncated;
-	uint64_t acl_dropped, acl_refused;
-	uint64_t upstream_queries, upstream_tcp, upstream_timeouts, upstream_errors;
-	uint64_t unwanted_replies, malformed_replies;
-	uint64_t udp_send_dropped;
-	uint64_t tcp_accepted, tcp_refused_limit, tcp_closed_idle;
-	uint64_t inflight_limit;
-	/* The Redis tier (L2) */
-	uint64_t redis_hits, redis_misses, redis_expired, redis_bad_values;
-	uint64_t redis_errors, redis_timeouts, redis_skipped;
-	uint64_t redis_sets, redis_fleet_waits, redis_breaker_opens;
-};
 
 /* The local address a UDP query arrived at, so the answer leaves from it (RFC 2181 §4.1). */
 struct rrc_pktinfo {
