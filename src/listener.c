@@ -104,6 +104,42 @@ int rrc_listener_open(struct rrc_worker *w, const struct rrc_config *cfg, char e
 	return 0;
 }
 
+/* ---- accounting ---- */
+
+/* Counts an answer about to leave: its rcode and, for NXDOMAIN and SERVFAIL, its name in the
+ * top-K. The name is taken from the answer's question (rrcache wrote it: well-formed). */
+static void count_answer(struct rrc_worker *w, const uint8_t *ans, size_t len)
+{
+	if (len < RRC_WIRE_HDR + 1)
+		return;
+	unsigned rcode = ans[3] & 0x0F;
+	w->st.rcode[rrc_stats_rcode_slot(rcode)]++;
+	if (rcode != RRC_RCODE_NXDOMAIN && rcode != RRC_RCODE_SERVFAIL)
+		return;
+	uint8_t name[RRC_WIRE_MAX_NAME];
+	size_t i = RRC_WIRE_HDR, n = 0;
+	while (i < len && n < sizeof(name)) {
+		uint8_t l = ans[i];
+		if (l > RRC_WIRE_MAX_LABEL || i + 1 + l > len || n + 1 + l > sizeof(name))
+			return;
+		name[n++] = l;
+		for (size_t k = 0; k < l; k++) {
+			uint8_t c = ans[i + 1 + k];
+			name[n++] = (c >= 'A' && c <= 'Z') ? (uint8_t)(c - 'A' + 'a') : c;
+		}
+		i += 1 + (size_t)l;
+		if (l == 0)
+			break;
+	}
+	rrc_top_add(&w->top, rcode == RRC_RCODE_NXDOMAIN ? RRC_TOP_NXDOMAIN : RRC_TOP_SERVFAIL,
+		    name, n);
+}
+
+static inline uint64_t now_us(void)
+{
+	return uv_hrtime() / 1000;
+}
+
 /* ---- UDP ---- */
 
 static void read_pktinfo(struct msghdr *mh, struct rrc_pktinfo *pi)
@@ -212,6 +248,9 @@ static void on_udp_readable(uv_poll_t *h, int status, int events)
 		int n = recvmmsg(ul->fd, w->rmsg, RRC_UDP_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return;
+		/* One clock reading per batch: every query of it arrived by now. */
+		uint64_t t0 = now_us();
+		w->batch_start_us = t0;
 		struct rrc_udp_batch *out = &w->send;
 		for (int i = 0; i < n; i++) {
 			struct msghdr *mh = &w->rmsg[i].msg_hdr;
@@ -229,11 +268,16 @@ static void on_udp_readable(uv_poll_t *h, int status, int events)
 						    .local = &local};
 			size_t len = rrc_query_handle(w, &src, w->rbuf[i], w->rmsg[i].msg_len,
 						      out->buf[out->n], RRC_UDP_SEND_MAX);
-			if (len)
+			if (len) {
+				count_answer(w, out->buf[out->n], len);
 				batch_push(out, len, &w->rpeer[i], mh->msg_namelen, &local);
+			}
 		}
-		if (out->n)
+		if (out->n) {
+			unsigned answered = out->n;
 			send_batch(ul, out);
+			rrc_hist_add_n(&w->st.latency, now_us() - t0, answered);
+		}
 		if (n < RRC_UDP_BATCH)
 			return;
 	}
@@ -328,6 +372,7 @@ static void conn_close(struct rrc_tcp_conn *c)
 		return;
 	struct rrc_worker *w = c->w;
 	rrc_server_tcp_release(w->server, (struct sockaddr *)&c->peer);
+	w->st.tcp_open--;
 	conn_unlink_close(c);
 	/* A stopping worker may be waiting for its last connection. */
 	rrc_worker_check_done(w);
@@ -447,10 +492,14 @@ static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 					    .peer = (struct sockaddr *)&c->peer,
 					    .peer_len = sizeof(c->peer),
 					    .conn = c};
+		w->batch_start_us = now_us();
 		size_t n =
 			rrc_query_handle(w, &src, c->rbuf + off + 2, mlen, w->big, sizeof(w->big));
-		if (n)
+		if (n) {
+			count_answer(w, w->big, n);
 			tcp_send(c, w->big, n);
+			rrc_hist_add(&w->st.latency, now_us() - w->batch_start_us);
+		}
 		off += 2 + mlen;
 		if (c->queries >= cfg->tcp_max_queries)
 			stop_reading(c);
@@ -495,6 +544,7 @@ static void on_connection(uv_stream_t *server, int status)
 		return;
 	}
 	w->st.tcp_accepted++;
+	w->st.tcp_open++;
 	uv_tcp_nodelay(&c->handle, 1);
 	uv_timer_start(&c->idle, on_idle, cfg->tcp_idle_timeout_ms, 0);
 	if (uv_read_start((uv_stream_t *)&c->handle, on_tcp_alloc, on_tcp_read) != 0) {
@@ -581,6 +631,11 @@ void rrc_listener_close_all(struct rrc_worker *w)
 void rrc_listener_answer(struct rrc_worker *w, struct rrc_waiter *wt, const uint8_t *buf,
 			 size_t len)
 {
+	if (len) {
+		count_answer(w, buf, len);
+		uint64_t t = now_us();
+		rrc_hist_add(&w->st.latency, t > wt->start_us ? t - wt->start_us : 0);
+	}
 	if (!wt->tcp) {
 		if (len && wt->ul->fd >= 0 && wt->ul->deferred)
 			udp_answer(w, wt, buf, len);

@@ -371,7 +371,7 @@ static struct rrc_waiter *waiter_new(struct rrc_worker *w, const struct rrc_quer
 		wt->local = *src->local;
 	else
 		wt->local.family = 0;
-	wt->start_ms = uv_now(&w->loop);
+	wt->start_us = w->batch_start_us;
 	wt->id = wq->id;
 	wt->flags = wq->flags;
 	wt->has_edns = wq->has_edns;
@@ -469,6 +469,25 @@ static enum miss_result start_miss(struct rrc_worker *w, const struct rrc_query_
 	return MISS_LATER;
 }
 
+/* The client's address (family, then the address bytes) in the top-K. */
+static void count_client(struct rrc_worker *w, const struct sockaddr *peer)
+{
+	uint8_t k[17];
+	size_t n;
+	if (peer->sa_family == AF_INET) {
+		k[0] = 4;
+		memcpy(k + 1, &((const struct sockaddr_in *)peer)->sin_addr, 4);
+		n = 5;
+	} else if (peer->sa_family == AF_INET6) {
+		k[0] = 6;
+		memcpy(k + 1, &((const struct sockaddr_in6 *)peer)->sin6_addr, 16);
+		n = 17;
+	} else {
+		return;
+	}
+	rrc_top_add(&w->top, RRC_TOP_CLIENTS, k, n);
+}
+
 size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, const uint8_t *pkt,
 			size_t len, uint8_t *out, size_t cap)
 {
@@ -518,6 +537,11 @@ size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, c
 	uint16_t limit = src->tcp ? RRC_WIRE_MAX_MSG : rrc_wire_udp_limit(&wq);
 	uint8_t key[RRC_WIRE_KEY_MAX];
 	size_t keylen = rrc_wire_key(pkt, &wq, key);
+	/* Statistics: the type, and the name (the key starts with it, lowercased) and the client
+	 * in the top-K. */
+	w->st.qtype[rrc_stats_qtype_slot(wq.qtype)]++;
+	rrc_top_add(&w->top, RRC_TOP_NAMES, key, wq.qname_len);
+	count_client(w, src->peer);
 	struct rrc_wire_client c;
 	rrc_wire_client_from_query(&c, pkt, &wq, limit);
 

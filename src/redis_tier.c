@@ -510,6 +510,8 @@ static void conn_drop(struct conn *c, const char *why)
 	bool was_ready = c->state == C_READY;
 	c->ac = NULL;
 	c->state = C_CLOSED;
+	if (!c->sub)
+		t->w->st.redis_up = 0;
 	uv_timer_stop(&c->timer);
 	if (!t->closing) {
 		if (was_ready || !c->logged_down)
@@ -528,8 +530,10 @@ static void became_ready(struct conn *c)
 	struct rrc_redis_tier *t = c->t;
 	c->state = C_READY;
 	uv_timer_stop(&c->timer);
-	if (!c->sub)
+	if (!c->sub) {
 		t->failures = 0;
+		t->w->st.redis_up = 1;
+	}
 	rrc_log(c->logged_down ? RRC_LOG_WARN : RRC_LOG_INFO, RRC_LG_REDIS,
 		"worker %u: Redis %s ready%s", t->w->index, conn_name(c),
 		c->logged_down ? " again" : "");

@@ -39,7 +39,6 @@ struct server {
 	int idx;       /* position in the set, -1 once removed by a reload */
 	uint32_t failures;
 	uint32_t good_probes;
-	uint64_t queries, timeouts, errors;
 };
 
 struct rrc_upstreams {
@@ -79,7 +78,8 @@ struct rrc_attempt {
 	uv_connect_t connect_req;
 	uv_write_t write_req;
 	uint16_t id;
-	uint8_t *rbuf; /* TCP reply */
+	uint64_t sent_us; /* for the round-trip time */
+	uint8_t *rbuf;	  /* TCP reply */
 	size_t rlen, rcap;
 	size_t qlen; /* message length, without the TCP prefix */
 	uint8_t q[]; /* 2-byte TCP length prefix, then the message */
@@ -96,6 +96,12 @@ static void random_bytes(struct rrc_upstreams *u, void *out, size_t n)
 	u->rnd_pos += n;
 }
 
+/* The worker's counters of server s, or NULL once a reload removed it. */
+static struct rrc_upstream_stats *ust(struct rrc_upstreams *u, const struct server *s)
+{
+	return s->idx >= 0 ? &u->w->st.up[s->idx] : NULL;
+}
+
 static void server_put(struct server *s)
 {
 	if (--s->refs == 0)
@@ -107,6 +113,7 @@ static void set_up(struct rrc_upstreams *u, struct server *s, bool up)
 	if (s->idx < 0 || u->bal[s->idx].up == up)
 		return;
 	u->bal[s->idx].up = up;
+	u->w->st.up[s->idx].up = up;
 	rrc_log(up ? RRC_LOG_INFO : RRC_LOG_WARN, RRC_LG_UPSTREAM, "worker %u: upstream %s is %s",
 		u->w->index, s->name, up ? "up again" : "down");
 }
@@ -164,6 +171,18 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 		bal[i].weight = cfg->upstreams[i].weight;
 		bal[i].current = 0;
 	}
+	/* Counters follow their server to its new position; a new server starts at zero. */
+	static _Thread_local struct rrc_upstream_stats moved[RRC_MAX_UPSTREAMS];
+	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
+		if (from[i] >= 0)
+			moved[i] = u->w->st.up[from[i]];
+		else
+			memset(&moved[i], 0, sizeof(moved[i]));
+		moved[i].up = bal[i].up;
+		moved[i].outstanding = bal[i].outstanding;
+	}
+	memset(u->w->st.up, 0, sizeof(u->w->st.up));
+	memcpy(u->w->st.up, moved, cfg->n_upstreams * sizeof(moved[0]));
 	/* The old array's references go; kept servers hold the one taken above. */
 	for (unsigned j = 0; j < n_old; j++)
 		server_put(old[j]);
@@ -258,8 +277,10 @@ static void maybe_free_set(struct rrc_upstreams *u)
 static void attempt_free(struct rrc_attempt *a)
 {
 	struct rrc_upstreams *u = a->u;
-	if (a->srv->idx >= 0 && u->bal[a->srv->idx].outstanding > 0)
+	if (a->srv->idx >= 0 && u->bal[a->srv->idx].outstanding > 0) {
 		u->bal[a->srv->idx].outstanding--;
+		u->w->st.up[a->srv->idx].outstanding = u->bal[a->srv->idx].outstanding;
+	}
 	server_put(a->srv);
 	free(a->rbuf);
 	rrc_pool_put(&u->w->pool_attempt, a, sizeof(*a) + 2 + a->qlen);
@@ -339,7 +360,9 @@ void rrc_upstream_attempt_timeout(struct rrc_attempt *a)
 	if (a->timed_out || a->delivered)
 		return;
 	a->timed_out = true;
-	a->srv->timeouts++;
+	struct rrc_upstream_stats *us = ust(a->u, a->srv);
+	if (us)
+		us->timeouts++;
 	a->u->w->st.upstream_timeouts++;
 	health(a->u, a->srv, false);
 }
@@ -354,9 +377,14 @@ static void deliver(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struc
 		uv_read_stop((uv_stream_t *)&a->conn);
 	else
 		close_udp(a);
+	struct rrc_upstream_stats *us = ust(a->u, a->srv);
 	if (!pkt) {
-		a->srv->errors++;
+		if (us)
+			us->errors++;
 		a->u->w->st.upstream_errors++;
+	} else if (us && !a->probe) {
+		uint64_t now = uv_hrtime() / 1000;
+		rrc_hist_add(&us->rtt, now > a->sent_us ? now - a->sent_us : 0);
 	}
 	health(a->u, a->srv, pkt != NULL);
 	if (a->probe) {
@@ -587,12 +615,15 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 		u->attempts->prev = a;
 	u->attempts = a;
 	u->bal[idx].outstanding++;
-	a->srv->queries++;
+	u->w->st.up[idx].outstanding = u->bal[idx].outstanding;
+	if (!probe)
+		u->w->st.up[idx].queries++;
+	a->sent_us = uv_hrtime() / 1000;
 	int rc = tcp ? start_tcp(a) : start_udp(a);
 	if (rc) {
 		rrc_log_limited(RRC_LOG_WARN, RRC_LG_UPSTREAM, "cannot query %s: %s", a->srv->name,
 				uv_strerror(rc));
-		a->srv->errors++;
+		u->w->st.up[idx].errors++;
 		u->w->st.upstream_errors++;
 		health(u, a->srv, false);
 		rrc_upstream_cancel(a);

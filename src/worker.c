@@ -41,6 +41,30 @@ static void adopt_config(struct rrc_worker *w)
 	w->cfg = cur;
 }
 
+/* Once a second: publish this worker's top-K windows for readers (the HTTP thread), and every
+ * RRC_TOP_TICK_MS move the windows on. Off the query path; the lock is held for two copies. */
+static void on_stats_timer(uv_timer_t *t)
+{
+	struct rrc_worker *w = t->data;
+	if (++w->stats_ticks % (RRC_TOP_TICK_MS / 1000) == 0)
+		rrc_top_tick(&w->top);
+	static _Thread_local struct rrc_topk win[RRC_TOP_CATS][2];
+	for (unsigned c = 0; c < RRC_TOP_CATS; c++) {
+		rrc_top_window(&w->top, c, false, &win[c][0]);
+		rrc_top_window(&w->top, c, true, &win[c][1]);
+	}
+	pthread_mutex_lock(&w->top_lock);
+	memcpy(w->top_pub, win, sizeof(win));
+	pthread_mutex_unlock(&w->top_lock);
+}
+
+void rrc_worker_top(struct rrc_worker *w, enum rrc_top_cat cat, bool hour, struct rrc_topk *into)
+{
+	pthread_mutex_lock(&w->top_lock);
+	rrc_topk_merge(into, &w->top_pub[cat][hour ? 1 : 0]);
+	pthread_mutex_unlock(&w->top_lock);
+}
+
 static void on_grace(uv_timer_t *t)
 {
 	struct rrc_worker *w = t->data;
@@ -82,6 +106,7 @@ static void finish_now(struct rrc_worker *w)
 		w->redis = NULL;
 	}
 	uv_close((uv_handle_t *)&w->grace, on_closed_noop);
+	uv_close((uv_handle_t *)&w->stats_timer, on_closed_noop);
 	uv_close((uv_handle_t *)&w->async, on_closed_noop);
 }
 
@@ -125,6 +150,15 @@ struct rrc_worker *rrc_worker_create(struct rrc_server *s, unsigned index, struc
 	w->async.data = w;
 	uv_timer_init(&w->loop, &w->grace);
 	w->grace.data = w;
+	rrc_top_init(&w->top);
+	for (unsigned c = 0; c < RRC_TOP_CATS; c++) {
+		rrc_topk_init(&w->top_pub[c][0]);
+		rrc_topk_init(&w->top_pub[c][1]);
+	}
+	pthread_mutex_init(&w->top_lock, NULL);
+	uv_timer_init(&w->loop, &w->stats_timer);
+	w->stats_timer.data = w;
+	uv_timer_start(&w->stats_timer, on_stats_timer, 1000, 1000);
 	w->ups = rrc_upstreams_create(w, cfg->cfg);
 	if (!w->ups) {
 		snprintf(err, RRC_ERR_LEN, "out of memory");
@@ -182,6 +216,7 @@ void rrc_worker_destroy(struct rrc_worker *w)
 	rrc_pool_drain(&w->pool_query);
 	rrc_pool_drain(&w->pool_waiter);
 	rrc_pool_drain(&w->pool_attempt);
+	pthread_mutex_destroy(&w->top_lock);
 	free(w->udp);
 	free(w->tcp);
 	free(w->inflight);

@@ -40,6 +40,17 @@ static inline void rrc_hist_add(struct rrc_hist *h, uint64_t us)
 	h->sum_us += us;
 }
 
+/* n samples of the same value (a batch answered at once). */
+static inline void rrc_hist_add_n(struct rrc_hist *h, uint64_t us, uint64_t n)
+{
+	unsigned i = 0;
+	while (i < RRC_HIST_BOUNDS && us > rrc_hist_bounds_us[i])
+		i++;
+	h->bucket[i] += n;
+	h->count += n;
+	h->sum_us += us * n;
+}
+
 void rrc_hist_merge(struct rrc_hist *into, const struct rrc_hist *from);
 /* The value below which a fraction q (0..1) of the samples lie, in microseconds, interpolated
  * inside its bucket; 0 with no samples. */

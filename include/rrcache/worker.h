@@ -15,6 +15,7 @@
 #include "rrcache/wire.h"
 
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <uv.h>
 
@@ -103,7 +104,7 @@ struct rrc_waiter {
 	socklen_t peer_len;
 	struct rrc_pktinfo local;
 	struct rrc_tcp_conn *conn;
-	uint64_t start_ms;
+	uint64_t start_us; /* arrival (uv_hrtime / 1000), for the latency histogram */
 	uint16_t id, flags;
 	bool has_edns, edns_do;
 	uint16_t limit;
@@ -140,6 +141,12 @@ struct rrc_worker {
 	uint8_t hash_key[16];
 
 	struct rrc_worker_stats st;
+	uint64_t batch_start_us; /* arrival of the datagrams being handled */
+	struct rrc_top top;	 /* top-K, this worker's own */
+	uv_timer_t stats_timer;	 /* ticks top-K windows, publishes them */
+	unsigned stats_ticks;
+	pthread_mutex_t top_lock; /* guards top_pub */
+	struct rrc_topk top_pub[RRC_TOP_CATS][2]; /* last minute, last hour: for readers */
 
 	/* Recycled miss-path objects (see pool.h). */
 	struct rrc_pool pool_query;
@@ -169,6 +176,9 @@ void rrc_worker_notify(struct rrc_worker *w);
 /* Asks the worker to stop (any thread) and joins it. */
 void rrc_worker_stop_join(struct rrc_worker *w);
 void rrc_worker_destroy(struct rrc_worker *w);
+/* Merges the worker's last published top-K window of cat (the last minute or hour) into
+ * into. Any thread. */
+void rrc_worker_top(struct rrc_worker *w, enum rrc_top_cat cat, bool hour, struct rrc_topk *into);
 /* Called by query.c whenever a query ends, so a stopping worker can finish. */
 void rrc_worker_check_done(struct rrc_worker *w);
 
