@@ -73,7 +73,8 @@ def wait_port(port, proc, deadline=15):
 
 def rrcache_args(port, upstream_port, workers=1, cache_size="512MiB", redis_url=None):
     args = [RRCACHE, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{upstream_port}",
-            "--workers", str(workers), "--cache-size", cache_size, "--log-level", "warning"]
+            "--workers", str(workers), "--cache-size", cache_size, "--log-level", "warning",
+            "--metrics", f"127.0.0.1:{free_port()}"]
     return args + (["--redis", redis_url] if redis_url else [])
 
 

@@ -6,6 +6,7 @@
  * not in its table is an error, so a typo never passes silently.
  */
 #include "rrcache/config.h"
+#include "rrcache/stats.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -53,7 +54,17 @@ static const struct rrc_config rrc_config_defaults = {
 			.fleet_wait_ms = 200,
 			.key_prefix = "rrc:",
 		},
+	.stats =
+		{
+			.enabled = true,
+			.max_connections = 32,
+			.top_k = 10,
+			.top_sample = 8,
+		},
 };
+
+static const char default_stats_listen[] = "127.0.0.1:9153";
+static const char *const default_stats_allow[] = {"127.0.0.0/8", "::1/128"};
 
 static const char *const default_listen[] = {"127.0.0.1:53", "[::1]:53"};
 
@@ -367,6 +378,18 @@ int rrc_config_parse_redis_url(const char *url, struct rrc_redis_conf *rc, char 
 	return 0;
 }
 
+static int parse_stats_listen(const char *s, struct rrc_stats_conf *st)
+{
+	if (strcmp(s, "off") == 0 || s[0] == '\0') {
+		st->enabled = false;
+		return 0;
+	}
+	if (rrc_config_parse_addr(s, 9153, &st->listen))
+		return -EINVAL;
+	st->enabled = true;
+	return 0;
+}
+
 /* ---- the YAML walk ---- */
 
 enum kind {
@@ -386,6 +409,9 @@ enum kind {
 	K_STRING,      /* char[max] at off: a string of at most max - 1 bytes */
 	K_REDIS_URL,   /* redis.url */
 	K_SECRET_FILE, /* char[max] at off, read from the file named by the value */
+	K_STATS_LISTEN,
+	K_STATS_ALLOW,
+	K_POW2,	       /* uint32_t, a power of two in [min, max] */
 };
 
 struct key {
@@ -449,6 +475,19 @@ static const struct key redis_keys[] = {
 	{"key_secret_file", K_SECRET_FILE, FRS(key_secret), NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
 
+#define FS(field) offsetof(struct rrc_config, stats.field)
+
+static const struct key stats_keys[] = {
+	{"listen", K_STATS_LISTEN, 0, 0, 0, NULL},
+	{"allow", K_STATS_ALLOW, 0, 0, 0, NULL},
+	{"token", K_STRING, FS(token), 0, sizeof(((struct rrc_config *)0)->stats.token), NULL},
+	{"token_file", K_SECRET_FILE, FS(token), 0, sizeof(((struct rrc_config *)0)->stats.token),
+	 NULL},
+	{"max_connections", K_UINT, FS(max_connections), 1, 10000, NULL},
+	{"top_k", K_UINT, FS(top_k), 1, RRC_TOPK_MAX_SHOWN, NULL},
+	{"top_sample", K_POW2, FS(top_sample), 1, 1024, NULL},
+	{NULL, 0, 0, 0, 0, NULL}};
+
 static const struct key log_keys[] = {{"level", K_LOG_LEVEL, 0, 0, 0, NULL},
 				      {NULL, 0, 0, 0, 0, NULL}};
 
@@ -460,6 +499,7 @@ static const struct key top_keys[] = {{"workers", K_UINT, F(workers), 0, RRC_MAX
 				      {"acl", K_SECTION, 0, 0, 0, acl_keys},
 				      {"log", K_SECTION, 0, 0, 0, log_keys},
 				      {"redis", K_SECTION, 0, 0, 0, redis_keys},
+				      {"stats", K_SECTION, 0, 0, 0, stats_keys},
 				      {NULL, 0, 0, 0, 0, NULL}};
 
 struct ctx {
@@ -468,6 +508,7 @@ struct ctx {
 	char *err;
 	struct rrc_config *cfg;
 	bool acl_given;
+	bool stats_allow_given;
 };
 
 __attribute__((format(printf, 4, 5))) static int fail(struct ctx *c, const yaml_node_t *n,
@@ -510,6 +551,33 @@ static int add_server(struct ctx *c, const yaml_node_t *n, const char *key, cons
 		return fail(c, n, key, "bad address '%.60s' (want 192.0.2.1[:53] or [::1]:53)", s);
 	u->weight = weight;
 	cfg->n_upstreams++;
+	return 0;
+}
+
+static int add_rule(struct rrc_acl_rule **rules, size_t *n, const char *s, bool allow)
+{
+	if (*n >= RRC_MAX_ACL_RULES)
+		return -E2BIG;
+	if (*n % 64 == 0) {
+		void *p = realloc(*rules, (*n + 64) * sizeof(**rules));
+		if (!p)
+			return -ENOMEM;
+		*rules = p;
+	}
+	if (rrc_acl_rule_parse(s, allow, &(*rules)[*n]))
+		return -EINVAL;
+	(*n)++;
+	return 0;
+}
+
+static int add_stats_allow(struct ctx *c, const yaml_node_t *n, const char *key, const char *s)
+{
+	int rc = add_rule(&c->cfg->stats.allow, &c->cfg->stats.n_allow, s, true);
+	if (rc == -EINVAL)
+		return fail(c, n, key, "bad network '%.60s' (want 127.0.0.0/8 or ::1/128)", s);
+	if (rc)
+		return fail(c, n, key, "too many rules or out of memory");
+	c->stats_allow_given = true;
 	return 0;
 }
 
@@ -583,6 +651,8 @@ static int walk_list(struct ctx *c, const yaml_node_t *n, const char *key, enum 
 			rc = add_listen(c, item, key, s);
 		} else if (kind == K_SERVERS) {
 			rc = add_server(c, item, key, s, 1);
+		} else if (kind == K_STATS_ALLOW) {
+			rc = add_stats_allow(c, item, key, s);
 		} else {
 			rc = add_acl(c, item, key, s, kind == K_ALLOW);
 		}
@@ -635,7 +705,7 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 	if (k->kind == K_SECTION)
 		return walk_map(c, v, k->sub, path);
 	if (k->kind == K_LISTEN || k->kind == K_SERVERS || k->kind == K_ALLOW ||
-	    k->kind == K_DENY) {
+	    k->kind == K_DENY || k->kind == K_STATS_ALLOW) {
 		if (v->type == YAML_SCALAR_NODE && scalar(v)[0] == '\0')
 			return 0; /* an empty value: an empty list */
 		return walk_list(c, v, path, k->kind);
@@ -716,6 +786,19 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 			return fail(c, v, path, "%s", why);
 		return 0;
 	}
+	case K_STATS_LISTEN:
+		if (parse_stats_listen(s, &cfg->stats))
+			return fail(c, v, path, "bad address '%.60s' (want 127.0.0.1:9153, "
+						"[::1]:9153 or off)", s);
+		return 0;
+	case K_POW2: {
+		char *e;
+		errno = 0;
+		val = strtoull(s, &e, 10);
+		if (!isdigit((unsigned char)s[0]) || *e || errno || val == 0 || (val & (val - 1)))
+			return fail(c, v, path, "want a power of two, got '%.40s'", s);
+		break;
+	}
 	case K_REDIS_URL: {
 		char why[RRC_ERR_LEN];
 		if (rrc_config_parse_redis_url(s, &cfg->redis, why))
@@ -761,6 +844,7 @@ static int load_file(struct rrc_config *cfg, const char *path, char *err, bool *
 		struct ctx c = {.file = path, .doc = &doc, .err = err, .cfg = cfg};
 		rc = walk_map(&c, root, top_keys, "");
 		*acl_given = c.acl_given;
+		cfg->stats_allow_given = c.stats_allow_given;
 	}
 	yaml_document_delete(&doc);
 	yaml_parser_delete(&parser);
@@ -855,6 +939,11 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 		memcpy(err, why, RRC_ERR_LEN);
 		return -EINVAL;
 	}
+	if (ov->metrics && parse_stats_listen(ov->metrics, &cfg->stats)) {
+		snprintf(err, RRC_ERR_LEN, "--metrics: bad address '%.60s' (want ADDR:PORT or off)",
+			 ov->metrics);
+		return -EINVAL;
+	}
 	if (ov->workers) {
 		char *e;
 		long w = strtol(ov->workers, &e, 10);
@@ -900,6 +989,17 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 			return -ENOMEM;
 		}
 		cfg->n_acl_rules = rrc_acl_default_rules(cfg->acl_rules, 16);
+	}
+	if (cfg->stats.listen.len == 0)
+		rrc_config_parse_addr(default_stats_listen, 9153, &cfg->stats.listen);
+	if (!cfg->stats_allow_given) {
+		for (size_t i = 0; i < RRC_ARRAY_SIZE(default_stats_allow); i++) {
+			if (add_rule(&cfg->stats.allow, &cfg->stats.n_allow, default_stats_allow[i],
+				     true)) {
+				snprintf(err, RRC_ERR_LEN, "out of memory");
+				return -ENOMEM;
+			}
+		}
 	}
 	if (cfg->min_ttl > cfg->max_ttl) {
 		snprintf(err, RRC_ERR_LEN, "cache.min_ttl (%u) is above cache.max_ttl (%u)",
@@ -959,6 +1059,7 @@ void rrc_config_free(struct rrc_config *cfg)
 	if (!cfg)
 		return;
 	free(cfg->acl_rules);
+	free(cfg->stats.allow);
 	free(cfg->path);
 	free(cfg);
 }

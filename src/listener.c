@@ -114,7 +114,8 @@ static void count_answer(struct rrc_worker *w, const uint8_t *ans, size_t len)
 		return;
 	unsigned rcode = ans[3] & 0x0F;
 	w->st.rcode[rrc_stats_rcode_slot(rcode)]++;
-	if (rcode != RRC_RCODE_NXDOMAIN && rcode != RRC_RCODE_SERVFAIL)
+	if ((rcode != RRC_RCODE_NXDOMAIN && rcode != RRC_RCODE_SERVFAIL) ||
+	    !rrc_top_sampled(&w->top))
 		return;
 	uint8_t name[RRC_WIRE_MAX_NAME];
 	size_t i = RRC_WIRE_HDR, n = 0;

@@ -6,6 +6,7 @@
  * the same command-line overrides, keeping the old configuration if the new one is bad.
  */
 #include "rrcache/config.h"
+#include "rrcache/http.h"
 #include "rrcache/log.h"
 #include "rrcache/redis_tier.h"
 #include "rrcache/server.h"
@@ -29,6 +30,7 @@ static const char usage[] =
 	"      --cache-size SIZE    L1 cache budget, e.g. 64MiB\n"
 	"      --workers N          worker threads (0 = one per CPU)\n"
 	"      --log-level LEVEL    error, warning, info or debug\n"
+	"      --metrics ADDR:PORT  statistics endpoint (default 127.0.0.1:9153), or off\n"
 	"      --redis URL          share answers through Redis: redis://[user:pass@]host:port/db\n"
 	"                           or unix:///path/to/socket?db=N (password: redis.password_file)\n"
 	"      --flush NAME         remove NAME (every type) from Redis and from the L1 cache of\n"
@@ -124,7 +126,8 @@ enum {
 	OPT_WORKERS,
 	OPT_REDIS,
 	OPT_FLUSH,
-	OPT_FLUSH_ALL
+	OPT_FLUSH_ALL,
+	OPT_METRICS
 };
 
 /* The admin flush: NAME (NULL: everything) out of Redis and every instance's L1. */
@@ -168,6 +171,7 @@ int main(int argc, char **argv)
 		{"redis", required_argument, NULL, OPT_REDIS},
 		{"flush", required_argument, NULL, OPT_FLUSH},
 		{"flush-all", no_argument, NULL, OPT_FLUSH_ALL},
+		{"metrics", required_argument, NULL, OPT_METRICS},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
@@ -216,6 +220,9 @@ int main(int argc, char **argv)
 		case OPT_FLUSH_ALL:
 			flush_all = true;
 			break;
+		case OPT_METRICS:
+			app.ov.metrics = optarg;
+			break;
 		case 'V':
 			printf("rrcache %s (libuv %s, ldns %s)\n", RRC_VERSION, uv_version_string(),
 			       ldns_version());
@@ -257,12 +264,18 @@ int main(int argc, char **argv)
 	rrc_config_format_addr(&cfg->upstreams[0].addr, up, sizeof(up));
 	rrc_config_format_addr(&cfg->listen[0], lst, sizeof(lst));
 	unsigned workers = cfg->workers, n_up = cfg->n_upstreams, n_listen = cfg->n_listen;
+	bool stats_on = cfg->stats.enabled;
+	/* The endpoint reads the settings it starts with; the server owns cfg from here on. */
+	struct rrc_cfg_ref *start_ref = NULL;
+	const struct rrc_config *stats_cfg = NULL;
 	app.server = rrc_server_create(cfg, err);
 	if (!app.server) {
 		fprintf(stderr, "rrcache: %s\n", err);
 		return 1;
 	}
 
+	start_ref = rrc_server_cfg_get(app.server);
+	stats_cfg = start_ref->cfg;
 	uv_loop_t loop;
 	uv_loop_init(&loop);
 	uv_signal_init(&loop, &app.sig_term);
@@ -274,12 +287,22 @@ int main(int argc, char **argv)
 	uv_signal_start(&app.sig_hup, on_hup, SIGHUP);
 
 	int rc = rrc_server_start(app.server);
+	struct rrc_http *http = NULL;
+	if (rc == 0 && stats_on) {
+		http = rrc_http_start(app.server, stats_cfg, err);
+		if (!http) {
+			rrc_log(RRC_LOG_ERR, RRC_LG_MAIN, "%s", err);
+			rrc_server_stop(app.server);
+			rc = -1;
+		}
+	}
 	if (rc == 0) {
 		rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,
 			"rrcache %s ready: %u worker(s), listening on %s (%u address(es)), "
 			"upstream %s (%u server(s))",
 			RRC_VERSION, workers, lst, n_listen, up, n_up);
 		uv_run(&loop, UV_RUN_DEFAULT);
+		rrc_http_stop(http);
 		rrc_server_stop(app.server);
 		log_summary(app.server);
 	}
@@ -288,6 +311,7 @@ int main(int argc, char **argv)
 	uv_close((uv_handle_t *)&app.sig_hup, NULL);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	int lc = uv_loop_close(&loop);
+	rrc_cfg_ref_put(start_ref);
 	rrc_server_destroy(app.server);
 	if (lc != 0) {
 		rrc_log(RRC_LOG_ERR, RRC_LG_MAIN, "event loop did not close cleanly");

@@ -540,8 +540,10 @@ size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, c
 	/* Statistics: the type, and the name (the key starts with it, lowercased) and the client
 	 * in the top-K. */
 	w->st.qtype[rrc_stats_qtype_slot(wq.qtype)]++;
-	rrc_top_add(&w->top, RRC_TOP_NAMES, key, wq.qname_len);
-	count_client(w, src->peer);
+	if (rrc_top_sampled(&w->top)) {
+		rrc_top_add(&w->top, RRC_TOP_NAMES, key, wq.qname_len);
+		count_client(w, src->peer);
+	}
 	struct rrc_wire_client c;
 	rrc_wire_client_from_query(&c, pkt, &wq, limit);
 

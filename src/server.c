@@ -29,7 +29,7 @@ struct rrc_server {
 	unsigned generation;
 	struct rrc_worker **workers;
 	unsigned n_workers;
-	bool running;
+	atomic_bool running; /* read by the HTTP thread */
 
 	pthread_mutex_t tcp_lock;
 	unsigned tcp_total;
@@ -148,6 +148,12 @@ int rrc_server_reload(struct rrc_server *s, struct rrc_config *cfg)
 	if (cfg->workers != old->workers)
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
 			"workers changed: it takes effect at the next restart");
+	if (cfg->stats.enabled != old->stats.enabled ||
+	    !rrc_sockaddr_equal(&cfg->stats.listen, &old->stats.listen) ||
+	    strcmp(cfg->stats.token, old->stats.token) != 0 ||
+	    cfg->stats.n_allow != old->stats.n_allow)
+		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
+			"stats settings changed: they take effect at the next restart");
 	if (!redis_same(&cfg->redis, &old->redis))
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
 			"redis settings changed: they take effect at the next restart");
@@ -278,6 +284,23 @@ void rrc_server_sum_stats(struct rrc_server *s, struct rrc_worker_stats *out)
 		for (size_t k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
 			o[k] += in[k];
 	}
+}
+
+void rrc_server_top(struct rrc_server *s, unsigned cat, bool hour, struct rrc_topk *into)
+{
+	for (unsigned i = 0; i < s->n_workers; i++)
+		rrc_worker_top(s->workers[i], (enum rrc_top_cat)cat, hour, into);
+}
+
+void rrc_server_top_reset(struct rrc_server *s)
+{
+	for (unsigned i = 0; i < s->n_workers; i++)
+		atomic_store(&s->workers[i]->top_reset, true);
+}
+
+bool rrc_server_running(const struct rrc_server *s)
+{
+	return s->running;
 }
 
 bool rrc_server_config_redis(const struct rrc_server *s)

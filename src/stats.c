@@ -3,6 +3,7 @@
  */
 #include "rrcache/stats.h"
 
+#include <arpa/inet.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -221,8 +222,10 @@ size_t rrc_topk_top(const struct rrc_topk *t, const struct rrc_topk_entry **out,
 
 /* ---- sliding windows ---- */
 
-void rrc_top_init(struct rrc_top *t)
+void rrc_top_init(struct rrc_top *t, uint32_t sample, uint32_t seed)
 {
+	t->sample = sample ? sample : 1;
+	t->rnd = seed ? seed : 0x9E3779B9u;
 	for (unsigned c = 0; c < RRC_TOP_CATS; c++) {
 		for (unsigned i = 0; i < RRC_TOP_SUBS; i++) {
 			rrc_topk_init(&t->minute[c][i]);
@@ -417,4 +420,347 @@ size_t rrc_name_to_text(const uint8_t *name, size_t len, char *out, size_t cap)
 done:
 	out[o] = '\0';
 	return o;
+}
+
+/* ---- rendering ---- */
+
+size_t rrc_stats_key_text(enum rrc_top_cat cat, const struct rrc_topk_entry *e, char *out,
+			  size_t cap)
+{
+	if (cat != RRC_TOP_CLIENTS)
+		return rrc_name_to_text(e->key, e->len, out, cap);
+	int family = e->len == 5 && e->key[0] == 4 ? AF_INET : e->len == 17 && e->key[0] == 6 ? AF_INET6 : 0;
+	if (!family || !inet_ntop(family, e->key + 1, out, (socklen_t)cap)) {
+		snprintf(out, cap, "?");
+		return 1;
+	}
+	return strlen(out);
+}
+
+static void family(struct rrc_buf *b, const char *name, const char *type, const char *help)
+{
+	rrc_buf_printf(b, "# HELP rrcache_%s %s\n# TYPE rrcache_%s %s\n", name, help, name, type);
+}
+
+static void hist_prom(struct rrc_buf *b, const char *name, const char *labels,
+		      const struct rrc_hist *h)
+{
+	uint64_t cum = 0;
+	const char *sep = labels[0] ? "," : "";
+	for (unsigned i = 0; i < RRC_HIST_BOUNDS; i++) {
+		cum += h->bucket[i];
+		rrc_buf_printf(b, "rrcache_%s_bucket{%s%sle=\"%g\"} %llu\n", name, labels, sep,
+			       rrc_hist_bounds_us[i] / 1e6, (unsigned long long)cum);
+	}
+	cum += h->bucket[RRC_HIST_BOUNDS];
+	rrc_buf_printf(b, "rrcache_%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, labels, sep,
+		       (unsigned long long)cum);
+	rrc_buf_printf(b, "rrcache_%s_sum%s%s%s %.6f\n", name, labels[0] ? "{" : "", labels,
+		       labels[0] ? "}" : "", (double)h->sum_us / 1e6);
+	rrc_buf_printf(b, "rrcache_%s_count%s%s%s %llu\n", name, labels[0] ? "{" : "", labels,
+		       labels[0] ? "}" : "", (unsigned long long)h->count);
+}
+
+#define U(x) ((unsigned long long)(x))
+
+void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
+{
+	const struct rrc_worker_stats *s = v->sum;
+	const struct rrc_cache_stats *c = v->cache;
+
+	family(b, "build_info", "gauge", "Version of rrcache and of the libraries it runs on.");
+	rrc_buf_printf(b, "rrcache_build_info{version=\"");
+	rrc_buf_prom_label(b, (const uint8_t *)v->version, strlen(v->version));
+	rrc_buf_printf(b, "\",libuv=\"");
+	rrc_buf_prom_label(b, (const uint8_t *)v->libuv_version, strlen(v->libuv_version));
+	rrc_buf_printf(b, "\",ldns=\"");
+	rrc_buf_prom_label(b, (const uint8_t *)v->ldns_version, strlen(v->ldns_version));
+	rrc_buf_printf(b, "\"} 1\n");
+	family(b, "uptime_seconds", "gauge", "Seconds since rrcache started.");
+	rrc_buf_printf(b, "rrcache_uptime_seconds %.3f\n", v->uptime_s);
+	family(b, "workers", "gauge", "Worker threads.");
+	rrc_buf_printf(b, "rrcache_workers %u\n", v->n_workers);
+
+	family(b, "queries_total", "counter", "Client queries received, by transport.");
+	rrc_buf_printf(b, "rrcache_queries_total{transport=\"udp\"} %llu\n", U(s->queries_udp));
+	rrc_buf_printf(b, "rrcache_queries_total{transport=\"tcp\"} %llu\n", U(s->queries_tcp));
+	family(b, "queries_by_type_total", "counter",
+	       "Well-formed client queries, by query type (a fixed set, the rest as other).");
+	for (unsigned i = 0; i < RRC_QT_COUNT; i++)
+		rrc_buf_printf(b, "rrcache_queries_by_type_total{qtype=\"%s\"} %llu\n",
+			       rrc_stats_qtype_name(i), U(s->qtype[i]));
+	family(b, "responses_total", "counter", "Answers sent to clients, by response code.");
+	for (unsigned i = 0; i < RRC_RC_COUNT; i++)
+		rrc_buf_printf(b, "rrcache_responses_total{rcode=\"%s\"} %llu\n",
+			       rrc_stats_rcode_name(i), U(s->rcode[i]));
+	family(b, "responses_truncated_total", "counter", "Answers sent with TC=1.");
+	rrc_buf_printf(b, "rrcache_responses_truncated_total %llu\n", U(s->truncated));
+	family(b, "response_latency_seconds", "histogram",
+	       "Client-visible latency: from the query's arrival to its answer leaving.");
+	hist_prom(b, "response_latency_seconds", "", &s->latency);
+
+	family(b, "cache_requests_total", "counter", "L1 cache lookups by result.");
+	rrc_buf_printf(b, "rrcache_cache_requests_total{result=\"hit\"} %llu\n", U(c->hits));
+	rrc_buf_printf(b, "rrcache_cache_requests_total{result=\"miss\"} %llu\n", U(c->misses));
+	rrc_buf_printf(b, "rrcache_cache_requests_total{result=\"stale\"} %llu\n", U(c->stale));
+	family(b, "cache_expired_total", "counter", "Entries found expired by a lookup.");
+	rrc_buf_printf(b, "rrcache_cache_expired_total %llu\n", U(c->expired));
+	family(b, "cache_inserted_total", "counter", "Answers stored in L1.");
+	rrc_buf_printf(b, "rrcache_cache_inserted_total %llu\n", U(c->inserted));
+	family(b, "cache_evicted_total", "counter", "Entries evicted to keep the byte budget.");
+	rrc_buf_printf(b, "rrcache_cache_evicted_total %llu\n", U(c->evicted));
+	family(b, "cache_entries", "gauge", "Entries in L1.");
+	rrc_buf_printf(b, "rrcache_cache_entries %llu\n", U(c->entries));
+	family(b, "cache_bytes", "gauge", "Bytes L1 holds, as charged against its budget.");
+	rrc_buf_printf(b, "rrcache_cache_bytes %llu\n", U(c->bytes));
+	family(b, "cache_budget_bytes", "gauge", "L1's byte budget (cache.size).");
+	rrc_buf_printf(b, "rrcache_cache_budget_bytes %llu\n", U(c->budget));
+	family(b, "stale_answers_total", "counter", "Expired answers served (RFC 8767).");
+	rrc_buf_printf(b, "rrcache_stale_answers_total %llu\n", U(s->stale_served));
+	family(b, "coalesced_queries_total", "counter",
+	       "Queries that joined an identical one already in flight.");
+	rrc_buf_printf(b, "rrcache_coalesced_queries_total %llu\n", U(s->coalesced));
+
+	family(b, "upstream_queries_total", "counter", "Queries sent to each upstream.");
+	for (unsigned i = 0; i < v->n_upstreams; i++) {
+		rrc_buf_printf(b, "rrcache_upstream_queries_total{upstream=\"");
+		rrc_buf_prom_label(b, (const uint8_t *)v->upstream_names[i],
+				   strlen(v->upstream_names[i]));
+		rrc_buf_printf(b, "\"} %llu\n", U(s->up[i].queries));
+	}
+	static const struct {
+		const char *name, *type, *help;
+		size_t off;
+	} per_up[] = {
+		{"upstream_timeouts_total", "counter", "Upstream attempts that got no answer in time.",
+		 offsetof(struct rrc_upstream_stats, timeouts)},
+		{"upstream_errors_total", "counter",
+		 "Upstream attempts that failed (refused, socket error, malformed reply).",
+		 offsetof(struct rrc_upstream_stats, errors)},
+		{"upstream_outstanding", "gauge", "Queries in flight to each upstream.",
+		 offsetof(struct rrc_upstream_stats, outstanding)},
+		{"upstream_up", "gauge",
+		 "Workers that count the upstream up (rrcache_workers when all do, 0 when it is down).",
+		 offsetof(struct rrc_upstream_stats, up)},
+	};
+	for (size_t f = 0; f < RRC_ARRAY_SIZE(per_up); f++) {
+		family(b, per_up[f].name, per_up[f].type, per_up[f].help);
+		for (unsigned i = 0; i < v->n_upstreams; i++) {
+			uint64_t val;
+			memcpy(&val, (const uint8_t *)&s->up[i] + per_up[f].off, sizeof(val));
+			rrc_buf_printf(b, "rrcache_%s{upstream=\"", per_up[f].name);
+			rrc_buf_prom_label(b, (const uint8_t *)v->upstream_names[i],
+					   strlen(v->upstream_names[i]));
+			rrc_buf_printf(b, "\"} %llu\n", U(val));
+		}
+	}
+	family(b, "upstream_rtt_seconds", "histogram", "Round-trip time of answered upstream queries.");
+	for (unsigned i = 0; i < v->n_upstreams; i++) {
+		char lab[160];
+		struct rrc_buf lb = {.p = lab, .cap = sizeof(lab) - 1};
+		rrc_buf_printf(&lb, "upstream=\"");
+		rrc_buf_prom_label(&lb, (const uint8_t *)v->upstream_names[i],
+				   strlen(v->upstream_names[i]));
+		rrc_buf_printf(&lb, "\"");
+		lab[lb.overflow ? 0 : lb.len] = '\0';
+		hist_prom(b, "upstream_rtt_seconds", lab, &s->up[i].rtt);
+	}
+	family(b, "upstream_tcp_queries_total", "counter", "Upstream queries retried over TCP (TC=1).");
+	rrc_buf_printf(b, "rrcache_upstream_tcp_queries_total %llu\n", U(s->upstream_tcp));
+	family(b, "unwanted_replies_total", "counter",
+	       "Upstream datagrams ignored: wrong address, port, ID or question (RFC 5452).");
+	rrc_buf_printf(b, "rrcache_unwanted_replies_total %llu\n", U(s->unwanted_replies));
+	family(b, "malformed_replies_total", "counter", "Upstream replies refused as malformed.");
+	rrc_buf_printf(b, "rrcache_malformed_replies_total %llu\n", U(s->malformed_replies));
+
+	family(b, "malformed_queries_total", "counter", "Client queries refused, by reason.");
+	for (unsigned i = 1; i < RRC_WR_COUNT; i++)
+		rrc_buf_printf(b, "rrcache_malformed_queries_total{reason=\"%s\"} %llu\n",
+			       rrc_wire_reason_name((enum rrc_wire_reason)i), U(s->malformed[i]));
+	family(b, "acl_total", "counter", "Queries from clients outside the ACL, by action.");
+	rrc_buf_printf(b, "rrcache_acl_total{action=\"drop\"} %llu\n", U(s->acl_dropped));
+	rrc_buf_printf(b, "rrcache_acl_total{action=\"refuse\"} %llu\n", U(s->acl_refused));
+	family(b, "inflight_limit_total", "counter",
+	       "Misses answered SERVFAIL because upstream.max_inflight was reached.");
+	rrc_buf_printf(b, "rrcache_inflight_limit_total %llu\n", U(s->inflight_limit));
+	family(b, "udp_send_dropped_total", "counter", "UDP answers the socket could not take.");
+	rrc_buf_printf(b, "rrcache_udp_send_dropped_total %llu\n", U(s->udp_send_dropped));
+
+	family(b, "tcp_connections_total", "counter", "TCP connections, by outcome.");
+	rrc_buf_printf(b, "rrcache_tcp_connections_total{outcome=\"accepted\"} %llu\n",
+		       U(s->tcp_accepted));
+	rrc_buf_printf(b, "rrcache_tcp_connections_total{outcome=\"refused_limit\"} %llu\n",
+		       U(s->tcp_refused_limit));
+	rrc_buf_printf(b, "rrcache_tcp_connections_total{outcome=\"closed_idle\"} %llu\n",
+		       U(s->tcp_closed_idle));
+	family(b, "tcp_connections_open", "gauge", "TCP client connections open now.");
+	rrc_buf_printf(b, "rrcache_tcp_connections_open %llu\n", U(s->tcp_open));
+
+	if (v->redis_enabled) {
+		family(b, "redis_requests_total", "counter", "Redis lookups, by result.");
+		static const struct {
+			const char *result;
+			size_t off;
+		} rr[] = {
+			{"hit", offsetof(struct rrc_worker_stats, redis_hits)},
+			{"miss", offsetof(struct rrc_worker_stats, redis_misses)},
+			{"expired", offsetof(struct rrc_worker_stats, redis_expired)},
+			{"bad_value", offsetof(struct rrc_worker_stats, redis_bad_values)},
+			{"skipped", offsetof(struct rrc_worker_stats, redis_skipped)},
+		};
+		for (size_t i = 0; i < RRC_ARRAY_SIZE(rr); i++) {
+			uint64_t val;
+			memcpy(&val, (const uint8_t *)s + rr[i].off, sizeof(val));
+			rrc_buf_printf(b, "rrcache_redis_requests_total{result=\"%s\"} %llu\n",
+				       rr[i].result, U(val));
+		}
+		family(b, "redis_errors_total", "counter", "Redis commands that failed.");
+		rrc_buf_printf(b, "rrcache_redis_errors_total %llu\n", U(s->redis_errors));
+		family(b, "redis_timeouts_total", "counter", "Redis commands past their deadline.");
+		rrc_buf_printf(b, "rrcache_redis_timeouts_total %llu\n", U(s->redis_timeouts));
+		family(b, "redis_sets_total", "counter", "Answers written to Redis.");
+		rrc_buf_printf(b, "rrcache_redis_sets_total %llu\n", U(s->redis_sets));
+		family(b, "redis_fleet_waits_total", "counter",
+		       "Lookups that found another instance resolving the name.");
+		rrc_buf_printf(b, "rrcache_redis_fleet_waits_total %llu\n", U(s->redis_fleet_waits));
+		family(b, "redis_breaker_opens_total", "counter", "Times the circuit breaker opened.");
+		rrc_buf_printf(b, "rrcache_redis_breaker_opens_total %llu\n",
+			       U(s->redis_breaker_opens));
+		family(b, "redis_up", "gauge",
+		       "Workers whose Redis connection is ready (breaker closed).");
+		rrc_buf_printf(b, "rrcache_redis_up %llu\n", U(s->redis_up));
+	}
+
+	family(b, "top_queries", "gauge",
+	       "Top-K over the last minute and hour (space-saving estimates, top_k per table).");
+	for (unsigned cat = 0; cat < RRC_TOP_CATS; cat++) {
+		for (int win = 0; win < 2; win++) {
+			const struct rrc_topk *t = v->top[cat][win];
+			const struct rrc_topk_entry *top[RRC_TOPK_MAX_SHOWN];
+			size_t n = t ? rrc_topk_top(t, top, RRC_MIN(v->top_k, RRC_TOPK_MAX_SHOWN)) : 0;
+			for (size_t i = 0; i < n; i++) {
+				char text[1100];
+				size_t tl = rrc_stats_key_text(cat, top[i], text, sizeof(text));
+				rrc_buf_printf(b, "rrcache_top_queries{table=\"%s\",window=\"%s\","
+						  "rank=\"%zu\",key=\"",
+					       rrc_top_cat_name(cat), win ? "1h" : "1m", i + 1);
+				rrc_buf_prom_label(b, (const uint8_t *)text, tl);
+				rrc_buf_printf(b, "\"} %llu\n", U(top[i]->count));
+			}
+		}
+	}
+}
+
+static void json_kv(struct rrc_buf *b, const char *k, uint64_t v, bool comma)
+{
+	rrc_buf_printf(b, "\"%s\":%llu%s", k, U(v), comma ? "," : "");
+}
+
+static void json_hist(struct rrc_buf *b, const char *k, const struct rrc_hist *h)
+{
+	rrc_buf_printf(b, "\"%s\":{\"count\":%llu,\"sum_seconds\":%.6f,\"p50_seconds\":%.6f,"
+			  "\"p90_seconds\":%.6f,\"p99_seconds\":%.6f}",
+		       k, U(h->count), (double)h->sum_us / 1e6, rrc_hist_quantile(h, 0.5) / 1e6,
+		       rrc_hist_quantile(h, 0.9) / 1e6, rrc_hist_quantile(h, 0.99) / 1e6);
+}
+
+void rrc_stats_json(const struct rrc_stats_view *v, struct rrc_buf *b)
+{
+	const struct rrc_worker_stats *s = v->sum;
+	const struct rrc_cache_stats *c = v->cache;
+	rrc_buf_printf(b, "{\"version\":");
+	rrc_buf_json_string(b, (const uint8_t *)v->version, strlen(v->version));
+	rrc_buf_printf(b, ",\"uptime_seconds\":%.3f,\"workers\":%u,", v->uptime_s, v->n_workers);
+	rrc_buf_printf(b, "\"queries\":{");
+	json_kv(b, "udp", s->queries_udp, true);
+	json_kv(b, "tcp", s->queries_tcp, true);
+	json_kv(b, "total", s->queries_udp + s->queries_tcp, false);
+	rrc_buf_printf(b, "},\"qtypes\":{");
+	for (unsigned i = 0; i < RRC_QT_COUNT; i++)
+		json_kv(b, rrc_stats_qtype_name(i), s->qtype[i], i + 1 < RRC_QT_COUNT);
+	rrc_buf_printf(b, "},\"rcodes\":{");
+	for (unsigned i = 0; i < RRC_RC_COUNT; i++)
+		json_kv(b, rrc_stats_rcode_name(i), s->rcode[i], i + 1 < RRC_RC_COUNT);
+	rrc_buf_printf(b, "},\"cache\":{");
+	json_kv(b, "hits", c->hits, true);
+	json_kv(b, "misses", c->misses, true);
+	json_kv(b, "stale", c->stale, true);
+	json_kv(b, "expired", c->expired, true);
+	json_kv(b, "inserted", c->inserted, true);
+	json_kv(b, "evicted", c->evicted, true);
+	json_kv(b, "entries", c->entries, true);
+	json_kv(b, "bytes", c->bytes, true);
+	json_kv(b, "budget_bytes", c->budget, false);
+	rrc_buf_printf(b, "},");
+	json_hist(b, "latency", &s->latency);
+	rrc_buf_printf(b, ",\"upstream\":{");
+	json_kv(b, "queries", s->upstream_queries, true);
+	json_kv(b, "tcp", s->upstream_tcp, true);
+	json_kv(b, "timeouts", s->upstream_timeouts, true);
+	json_kv(b, "errors", s->upstream_errors, true);
+	json_kv(b, "unwanted_replies", s->unwanted_replies, true);
+	json_kv(b, "malformed_replies", s->malformed_replies, false);
+	uint64_t malformed = 0;
+	for (unsigned i = 0; i < RRC_WR_COUNT; i++)
+		malformed += s->malformed[i];
+	rrc_buf_printf(b, "},\"clients\":{");
+	json_kv(b, "malformed", malformed, true);
+	json_kv(b, "acl_dropped", s->acl_dropped, true);
+	json_kv(b, "acl_refused", s->acl_refused, true);
+	json_kv(b, "coalesced", s->coalesced, true);
+	json_kv(b, "stale_served", s->stale_served, true);
+	json_kv(b, "tcp_open", s->tcp_open, false);
+	rrc_buf_printf(b, "}");
+	if (v->redis_enabled) {
+		rrc_buf_printf(b, ",\"redis\":{");
+		json_kv(b, "hits", s->redis_hits, true);
+		json_kv(b, "misses", s->redis_misses, true);
+		json_kv(b, "errors", s->redis_errors, true);
+		json_kv(b, "timeouts", s->redis_timeouts, true);
+		json_kv(b, "skipped", s->redis_skipped, true);
+		json_kv(b, "breaker_opens", s->redis_breaker_opens, true);
+		json_kv(b, "up_workers", s->redis_up, false);
+		rrc_buf_printf(b, "}");
+	}
+	rrc_buf_printf(b, "}\n");
+}
+
+void rrc_stats_json_upstreams(const struct rrc_stats_view *v, struct rrc_buf *b)
+{
+	rrc_buf_printf(b, "{\"upstreams\":[");
+	for (unsigned i = 0; i < v->n_upstreams; i++) {
+		const struct rrc_upstream_stats *u = &v->sum->up[i];
+		rrc_buf_printf(b, "%s{\"address\":", i ? "," : "");
+		rrc_buf_json_string(b, (const uint8_t *)v->upstream_names[i],
+				    strlen(v->upstream_names[i]));
+		rrc_buf_printf(b, ",\"up\":%s,\"up_workers\":%llu,", u->up ? "true" : "false", U(u->up));
+		json_kv(b, "queries", u->queries, true);
+		json_kv(b, "timeouts", u->timeouts, true);
+		json_kv(b, "errors", u->errors, true);
+		json_kv(b, "outstanding", u->outstanding, true);
+		json_hist(b, "rtt", &u->rtt);
+		rrc_buf_printf(b, "}");
+	}
+	rrc_buf_printf(b, "]}\n");
+}
+
+void rrc_stats_json_top(const struct rrc_stats_view *v, int window, struct rrc_buf *b)
+{
+	rrc_buf_printf(b, "{\"window\":\"%s\",\"k\":%u", window ? "1h" : "1m", v->top_k);
+	for (unsigned cat = 0; cat < RRC_TOP_CATS; cat++) {
+		const struct rrc_topk *t = v->top[cat][window ? 1 : 0];
+		const struct rrc_topk_entry *top[RRC_TOPK_MAX_SHOWN];
+		size_t n = t ? rrc_topk_top(t, top, RRC_MIN(v->top_k, RRC_TOPK_MAX_SHOWN)) : 0;
+		rrc_buf_printf(b, ",\"%s\":[", rrc_top_cat_name(cat));
+		for (size_t i = 0; i < n; i++) {
+			char text[1100];
+			size_t tl = rrc_stats_key_text(cat, top[i], text, sizeof(text));
+			rrc_buf_printf(b, "%s{\"key\":", i ? "," : "");
+			rrc_buf_json_string(b, (const uint8_t *)text, tl);
+			rrc_buf_printf(b, ",\"count\":%llu,\"error\":%llu}", U(top[i]->count),
+				       U(top[i]->error));
+		}
+		rrc_buf_printf(b, "]");
+	}
+	rrc_buf_printf(b, "}\n");
 }

@@ -46,6 +46,8 @@ static void adopt_config(struct rrc_worker *w)
 static void on_stats_timer(uv_timer_t *t)
 {
 	struct rrc_worker *w = t->data;
+	if (atomic_exchange(&w->top_reset, false))
+		rrc_top_init(&w->top, w->top.sample, w->top.rnd);
 	if (++w->stats_ticks % (RRC_TOP_TICK_MS / 1000) == 0)
 		rrc_top_tick(&w->top);
 	static _Thread_local struct rrc_topk win[RRC_TOP_CATS][2];
@@ -150,7 +152,7 @@ struct rrc_worker *rrc_worker_create(struct rrc_server *s, unsigned index, struc
 	w->async.data = w;
 	uv_timer_init(&w->loop, &w->grace);
 	w->grace.data = w;
-	rrc_top_init(&w->top);
+	rrc_top_init(&w->top, cfg->cfg->stats.top_sample, (uint32_t)(uintptr_t)w ^ index);
 	for (unsigned c = 0; c < RRC_TOP_CATS; c++) {
 		rrc_topk_init(&w->top_pub[c][0]);
 		rrc_topk_init(&w->top_pub[c][1]);

@@ -59,6 +59,18 @@ struct rrc_redis_conf {
 	char key_secret[256]; /* shared by the fleet: keys are a keyed hash of the question */
 };
 
+/* The statistics endpoint (HTTP: /metrics, /api/v1/..., the dashboard). */
+struct rrc_stats_conf {
+	bool enabled; /* stats.listen not "off" */
+	struct rrc_sockaddr listen;
+	struct rrc_acl_rule *allow; /* who may connect (default: loopback) */
+	size_t n_allow;
+	char token[128]; /* writes (flush, reset) need "Authorization: Bearer <token>"; "" = none */
+	uint32_t max_connections;
+	uint32_t top_k;	     /* entries shown per top-K table */
+	uint32_t top_sample; /* 1 query in top_sample is counted in the top-K (a power of two) */
+};
+
 struct rrc_config {
 	char *path;	  /* the file it came from, or NULL */
 	unsigned workers; /* 0 in the file means one per CPU; resolved here */
@@ -94,6 +106,8 @@ struct rrc_config {
 	enum rrc_log_level log_level;
 
 	struct rrc_redis_conf redis;
+	struct rrc_stats_conf stats;
+	bool stats_allow_given; /* internal: the file listed stats.allow */
 };
 
 /* Command-line values that override the file. NULL / 0 = not given. */
@@ -107,6 +121,7 @@ struct rrc_config_overrides {
 	const char *workers;
 	const char *resolv_conf; /* where to read nameservers; default /etc/resolv.conf */
 	const char *redis_url;
+	const char *metrics; /* --metrics ADDR:PORT or off */
 };
 
 /*

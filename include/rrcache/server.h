@@ -48,6 +48,7 @@ int rrc_server_reload(struct rrc_server *s, struct rrc_config *cfg);
 void rrc_server_stop(struct rrc_server *s);
 
 struct rrc_worker_stats;
+struct rrc_topk;
 /* Sums the workers' counters into *out. Exact only after rrc_server_stop (workers write them
  * without synchronisation while they run). */
 void rrc_server_sum_stats(struct rrc_server *s, struct rrc_worker_stats *out);
@@ -56,6 +57,12 @@ unsigned rrc_server_worker_count(const struct rrc_server *s);
 /* True when the running configuration has a Redis tier. */
 bool rrc_server_config_redis(const struct rrc_server *s);
 const struct rrc_worker_stats *rrc_server_worker_stats(const struct rrc_server *s, unsigned i);
+/* Merges every worker's last published top-K window of category cat into into (any thread). */
+void rrc_server_top(struct rrc_server *s, unsigned cat, bool hour, struct rrc_topk *into);
+/* Asks every worker to start its top-K afresh (any thread; done at their next second). */
+void rrc_server_top_reset(struct rrc_server *s);
+/* True while the workers run (listening). */
+bool rrc_server_running(const struct rrc_server *s);
 
 /* Frees everything; call after rrc_server_stop (or instead of start). */
 void rrc_server_destroy(struct rrc_server *s);

@@ -15,6 +15,7 @@
 #define RRCACHE_STATS_H
 
 #include "rrcache/balancer.h"
+#include "rrcache/cache.h"
 #include "rrcache/defs.h"
 #include "rrcache/wire.h"
 
@@ -136,6 +137,7 @@ struct rrc_worker_stats {
 /* ---- top-K ---- */
 
 #define RRC_TOPK_CAP 32
+#define RRC_TOPK_MAX_SHOWN 25 /* stats.top_k's limit: well inside what the summary keeps */
 #define RRC_TOPK_KEY 255 /* a name in wire form, or an address */
 #define RRC_TOPK_SLOTS 128
 
@@ -172,13 +174,33 @@ struct rrc_top {
 	struct rrc_topk minute[RRC_TOP_CATS][RRC_TOP_SUBS];
 	struct rrc_topk hour[RRC_TOP_CATS][RRC_TOP_SUBS];
 	unsigned cur_minute, cur_hour, ticks;
+	uint32_t sample; /* 1 in sample queries is counted, weighing sample (1: every query) */
+	uint32_t rnd;	 /* xorshift state for the sampling */
 };
 
-void rrc_top_init(struct rrc_top *t);
+/* sample: a power of two; 1 counts every query. */
+void rrc_top_init(struct rrc_top *t, uint32_t sample, uint32_t seed);
+
+/* True for the queries the top-K counts: a random 1 in sample, so that the cost of keeping
+ * the summaries (a hash and, for a key not yet kept, a scan for the smallest) is paid by few
+ * queries, and a periodic pattern of names cannot hide from it. */
+static inline bool rrc_top_sampled(struct rrc_top *t)
+{
+	if (t->sample <= 1)
+		return true;
+	uint32_t x = t->rnd;
+	x ^= x << 13;
+	x ^= x >> 17;
+	x ^= x << 5;
+	t->rnd = x;
+	return (x & (t->sample - 1)) == 0;
+}
+
+/* Counts key in category cat, with the sampling's weight. Call after rrc_top_sampled(). */
 static inline void rrc_top_add(struct rrc_top *t, enum rrc_top_cat cat, const uint8_t *key,
 			       size_t len)
 {
-	rrc_topk_add(&t->minute[cat][t->cur_minute], key, len, 1);
+	rrc_topk_add(&t->minute[cat][t->cur_minute], key, len, t->sample ? t->sample : 1);
 }
 void rrc_top_tick(struct rrc_top *t);
 /* Merges category cat over the last minute (hour false) or hour into out. */
@@ -207,5 +229,33 @@ void rrc_buf_json_string(struct rrc_buf *b, const uint8_t *s, size_t n);
  * ASCII and the special characters . \ " ; ( ) @ $ and space as \DDD or \c (RFC 4343). Writes
  * at most cap - 1 bytes plus NUL into out; returns the length. */
 size_t rrc_name_to_text(const uint8_t *name, size_t len, char *out, size_t cap);
+
+/* ---- rendering ---- */
+
+/* Everything a scrape shows, gathered by the caller (http) from the workers and the cache. */
+struct rrc_stats_view {
+	const struct rrc_worker_stats *sum; /* summed over the workers */
+	const struct rrc_cache_stats *cache;
+	unsigned n_workers;
+	unsigned n_upstreams;
+	const char *const *upstream_names; /* "192.0.2.1:53", one per upstream */
+	bool redis_enabled;
+	const char *version, *libuv_version, *ldns_version;
+	double uptime_s;
+	unsigned top_k;
+	const struct rrc_topk *top[RRC_TOP_CATS][2]; /* [cat][0 = last minute, 1 = last hour] */
+};
+
+/* Prometheus text format 0.0.4: every family with # HELP and # TYPE, rrcache_ prefix, base
+ * units, labels from bounded sets only (the top-K family is capped at top_k per table). */
+void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b);
+/* GET /api/v1/stats, /api/v1/upstreams, /api/v1/top (window: 0 minute, 1 hour). */
+void rrc_stats_json(const struct rrc_stats_view *v, struct rrc_buf *b);
+void rrc_stats_json_upstreams(const struct rrc_stats_view *v, struct rrc_buf *b);
+void rrc_stats_json_top(const struct rrc_stats_view *v, int window, struct rrc_buf *b);
+
+/* A top-K key as text: a name in presentation format, or a client address. */
+size_t rrc_stats_key_text(enum rrc_top_cat cat, const struct rrc_topk_entry *e, char *out,
+			  size_t cap);
 
 #endif

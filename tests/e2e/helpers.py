@@ -352,7 +352,7 @@ class Rrcache:
     """The real rrcache binary with a generated YAML file."""
 
     def __init__(self, upstreams, config_extra="", workers=1, listen=None, args=None,
-                 upstream_extra=""):
+                 upstream_extra="", stats_extra=""):
         if not os.path.exists(RRCACHE):
             raise RuntimeError(f"{RRCACHE} is missing: build first (cmake --build build)")
         self.dir = tempfile.mkdtemp(prefix="rrc-")
@@ -366,6 +366,7 @@ class Rrcache:
             self.port = free_port()
             listen = [f"127.0.0.1:{self.port}"]
         self.listen = listen
+        self.stats_port = free_port()
         ups = "\n".join(f"    - {u}" for u in upstreams)
         self.conf = os.path.join(self.dir, "rrcache.yaml")
         self.write_config(f"""workers: {workers}
@@ -377,6 +378,9 @@ upstream:
 {upstream_extra}
 log:
   level: info
+stats:
+  listen: "127.0.0.1:{self.stats_port}"
+{stats_extra}
 """ + config_extra)
         self.logpath = os.path.join(self.dir, "rrcache.log")
         self.logf = open(self.logpath, "w")
@@ -398,6 +402,32 @@ log:
     def log(self):
         with open(self.logpath) as f:
             return f.read()
+
+    def http(self, path, method="GET", body=None, headers=None, timeout=5):
+        """A request to the statistics endpoint: (status, headers, body bytes)."""
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", self.stats_port, timeout=timeout)
+        try:
+            c.request(method, path, body=body, headers=headers or {})
+            r = c.getresponse()
+            return r.status, dict(r.getheaders()), r.read()
+        finally:
+            c.close()
+
+    def metrics(self):
+        """/metrics as {(name, frozenset of label items): value}."""
+        import re
+        status, _, body = self.http("/metrics")
+        assert status == 200
+        out = {}
+        for line in body.decode().splitlines():
+            if not line or line.startswith("#"):
+                continue
+            m = re.match(r'^(\w+)(?:\{(.*)\})? (\S+)$', line)
+            assert m, line
+            labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            out[(m.group(1), labels)] = float(m.group(3))
+        return out
 
     def hup(self):
         self.proc.send_signal(signal.SIGHUP)

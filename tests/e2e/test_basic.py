@@ -175,7 +175,8 @@ def test_flags_only_sidecar(fault):
     up = fault()
     port = free_port()
     p = subprocess.Popen([RRCACHE, "--listen", f"127.0.0.1:{port}", "--upstream",
-                          f"127.0.0.1:{up.port}", "--workers", "1", "--cache-size", "1MiB"],
+                          f"127.0.0.1:{up.port}", "--workers", "1", "--cache-size", "1MiB",
+                          "--metrics", f"127.0.0.1:{free_port()}"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         wait_answering(port, proc=p)

@@ -179,7 +179,8 @@ def test_bind_failure_is_reported(fault):
     hog = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     hog.bind(("127.0.0.1", port))
     try:
-        p = run("--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{up.port}")
+        p = run("--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{up.port}",
+                "--metrics", "off")
         assert p.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}/udp" in p.stderr
     finally:

@@ -112,7 +112,8 @@ static void test_windows(void **state)
 {
 	static struct rrc_top t;
 	static struct rrc_topk w;
-	rrc_top_init(&t);
+	rrc_top_init(&t, 1, 0);
+	assert_true(rrc_top_sampled(&t));
 	rrc_top_add(&t, RRC_TOP_NAMES, (const uint8_t *)"old", 3);
 	for (int i = 0; i < RRC_TOP_SUBS; i++)
 		rrc_top_tick(&t); /* a minute later: "old" has left the minute window */
@@ -128,6 +129,19 @@ static void test_windows(void **state)
 		rrc_top_tick(&t); /* an hour and more */
 	rrc_top_window(&t, RRC_TOP_NAMES, true, &w);
 	assert_int_equal(w.n, 0);
+
+	/* Sampled 1 in 8: about an eighth of the queries counted, each weighing 8. */
+	rrc_top_init(&t, 8, 12345);
+	unsigned taken = 0;
+	for (int i = 0; i < 80000; i++) {
+		if (rrc_top_sampled(&t)) {
+			rrc_top_add(&t, RRC_TOP_NAMES, (const uint8_t *)"x", 1);
+			taken++;
+		}
+	}
+	assert_true(taken > 9000 && taken < 11000);
+	rrc_top_window(&t, RRC_TOP_NAMES, false, &w);
+	assert_int_equal(w.e[0].count, 8 * taken);
 }
 
 static void test_escaping(void **state)

@@ -1,0 +1,410 @@
+/*
+ * http: the statistics endpoint. See include/rrcache/http.h.
+ */
+#include "rrcache/http.h"
+#include "rrcache/acl.h"
+#include "rrcache/cache.h"
+#include "rrcache/log.h"
+#include "rrcache/redis_tier.h"
+#include "rrcache/server.h"
+#include "rrcache/stats.h"
+#include "rrcache/worker.h"
+
+#include <errno.h>
+#include <ldns/ldns.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define HTTP_PER_CLIENT 8
+#define HTTP_TIMEOUT_S 10
+#define HTTP_MEMORY (16 * 1024)
+#define HTTP_MAX_BODY 4096
+/* Room for /metrics: a few hundred lines plus 64 upstreams' histograms and the top-K. */
+#define HTTP_OUT_MAX (1024 * 1024)
+
+struct rrc_http {
+	struct rrc_server *server;
+	struct MHD_Daemon *daemon;
+	struct rrc_acl *allow;
+	char token[128];
+	unsigned top_k;
+	bool redis;
+	struct rrc_redis_conf redis_conf;
+	struct timespec started;
+};
+
+/* One request's POST body, gathered across calls. */
+struct request {
+	size_t len;
+	bool too_big;
+	char body[HTTP_MAX_BODY + 1];
+};
+
+static enum MHD_Result allow_client(void *cls, const struct sockaddr *addr, socklen_t len)
+{
+	struct rrc_http *h = cls;
+	(void)len;
+	return rrc_acl_allows(h->allow, addr) ? MHD_YES : MHD_NO;
+}
+
+static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type,
+			       const char *body, size_t len)
+{
+	struct MHD_Response *r =
+		MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+	if (!r)
+		return MHD_NO;
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+	MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
+	MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+	enum MHD_Result rc = MHD_queue_response(c, status, r);
+	MHD_destroy_response(r);
+	return rc;
+}
+
+static enum MHD_Result respond_text(struct MHD_Connection *c, unsigned status, const char *text)
+{
+	return respond(c, status, "text/plain; charset=utf-8", text, strlen(text));
+}
+
+/* Everything a page shows, gathered now. The top-K tables are merged only when asked for. */
+struct view_data {
+	struct rrc_worker_stats sum;
+	struct rrc_cache_stats cache;
+	char names[RRC_MAX_UPSTREAMS][64];
+	const char *name_ptr[RRC_MAX_UPSTREAMS];
+	struct rrc_topk top[RRC_TOP_CATS][2];
+	struct rrc_stats_view v;
+};
+
+static void gather(struct rrc_http *h, struct view_data *d, bool with_top)
+{
+	rrc_server_sum_stats(h->server, &d->sum);
+	rrc_cache_get_stats(rrc_server_cache(h->server), &d->cache);
+	struct rrc_cfg_ref *ref = rrc_server_cfg_get(h->server);
+	const struct rrc_config *cfg = ref->cfg;
+	memset(&d->v, 0, sizeof(d->v));
+	d->v.n_upstreams = cfg->n_upstreams;
+	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
+		rrc_config_format_addr(&cfg->upstreams[i].addr, d->names[i], sizeof(d->names[i]));
+		d->name_ptr[i] = d->names[i];
+	}
+	rrc_cfg_ref_put(ref);
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	d->v.sum = &d->sum;
+	d->v.cache = &d->cache;
+	d->v.n_workers = rrc_server_worker_count(h->server);
+	d->v.upstream_names = d->name_ptr;
+	d->v.redis_enabled = h->redis;
+	d->v.version = RRC_VERSION;
+	d->v.libuv_version = uv_version_string();
+	d->v.ldns_version = ldns_version();
+	d->v.uptime_s = (double)(now.tv_sec - h->started.tv_sec) +
+			(double)(now.tv_nsec - h->started.tv_nsec) / 1e9;
+	d->v.top_k = h->top_k;
+	if (with_top) {
+		for (unsigned cat = 0; cat < RRC_TOP_CATS; cat++) {
+			for (int win = 0; win < 2; win++) {
+				rrc_topk_init(&d->top[cat][win]);
+				rrc_server_top(h->server, cat, win == 1, &d->top[cat][win]);
+				d->v.top[cat][win] = &d->top[cat][win];
+			}
+		}
+	}
+}
+
+typedef void (*render_fn)(const struct rrc_stats_view *v, int arg, struct rrc_buf *b);
+
+static void r_prom(const struct rrc_stats_view *v, int arg, struct rrc_buf *b)
+{
+	(void)arg;
+	rrc_stats_prometheus(v, b);
+}
+
+static void r_stats(const struct rrc_stats_view *v, int arg, struct rrc_buf *b)
+{
+	(void)arg;
+	rrc_stats_json(v, b);
+}
+
+static void r_upstreams(const struct rrc_stats_view *v, int arg, struct rrc_buf *b)
+{
+	(void)arg;
+	rrc_stats_json_upstreams(v, b);
+}
+
+static void r_top(const struct rrc_stats_view *v, int arg, struct rrc_buf *b)
+{
+	rrc_stats_json_top(v, arg, b);
+}
+
+static enum MHD_Result render(struct rrc_http *h, struct MHD_Connection *c, render_fn fn,
+			      int arg, bool with_top, const char *type)
+{
+	struct view_data *d = malloc(sizeof(*d));
+	char *out = malloc(HTTP_OUT_MAX);
+	enum MHD_Result rc;
+	if (!d || !out) {
+		rc = respond_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+	} else {
+		gather(h, d, with_top);
+		struct rrc_buf b = {.p = out, .cap = HTTP_OUT_MAX};
+		fn(&d->v, arg, &b);
+		rc = b.overflow ? respond_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "too large\n")
+				: respond(c, MHD_HTTP_OK, type, out, b.len);
+	}
+	free(d);
+	free(out);
+	return rc;
+}
+
+static bool authorized(struct rrc_http *h, struct MHD_Connection *c)
+{
+	if (!h->token[0])
+		return false;
+	const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+	static const char bearer[] = "Bearer ";
+	if (!a || strncmp(a, bearer, sizeof(bearer) - 1) != 0)
+		return false;
+	/* Compared in time independent of where they differ. */
+	const char *given = a + sizeof(bearer) - 1;
+	size_t n = strlen(h->token), m = strlen(given);
+	unsigned diff = (unsigned)(n ^ m);
+	for (size_t i = 0; i < n; i++)
+		diff |= (unsigned)(h->token[i] ^ (i < m ? given[i] : 0));
+	return diff == 0;
+}
+
+/* The value of field in an application/x-www-form-urlencoded body, decoded into out. */
+static bool form_value(char *body, const char *field, char *out, size_t cap)
+{
+	size_t fl = strlen(field);
+	for (char *p = body; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
+		if (strncmp(p, field, fl) != 0 || p[fl] != '=')
+			continue;
+		const char *v = p + fl + 1;
+		size_t o = 0;
+		for (; *v && *v != '&' && o + 1 < cap; v++) {
+			if (*v == '+') {
+				out[o++] = ' ';
+			} else if (*v == '%' && v[1] && v[2]) {
+				char hex[3] = {v[1], v[2], 0};
+				char *e;
+				long x = strtol(hex, &e, 16);
+				if (*e)
+					return false;
+				out[o++] = (char)x;
+				v += 2;
+			} else {
+				out[o++] = *v;
+			}
+		}
+		out[o] = '\0';
+		return true;
+	}
+	return false;
+}
+
+static enum MHD_Result flush(struct rrc_http *h, struct MHD_Connection *c, struct request *req)
+{
+	char name[512] = "";
+	const char *q = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name");
+	if (q)
+		snprintf(name, sizeof(name), "%s", q);
+	else
+		form_value(req->body, "name", name, sizeof(name));
+	ldns_rdf *dname = NULL;
+	if (name[0]) {
+		if (ldns_str2rdf_dname(&dname, name) != LDNS_STATUS_OK)
+			return respond_text(c, MHD_HTTP_BAD_REQUEST, "not a domain name\n");
+		ldns_dname2canonical(dname);
+	}
+	const uint8_t *wire = dname ? ldns_rdf_data(dname) : NULL;
+	size_t wlen = dname ? ldns_rdf_size(dname) : 0;
+	struct rrc_cache *cache = rrc_server_cache(h->server);
+	size_t removed = 0;
+	if (dname) {
+		removed = rrc_cache_remove_name(cache, wire, wlen);
+	} else {
+		struct rrc_cache_stats st;
+		rrc_cache_get_stats(cache, &st);
+		removed = st.entries;
+		rrc_cache_clear(cache);
+	}
+	char msg[RRC_ERR_LEN + 128];
+	int n = snprintf(msg, sizeof(msg), "{\"flushed\":%s,\"l1_entries_removed\":%zu",
+			 dname ? "\"name\"" : "\"all\"", removed);
+	if (h->redis) {
+		/* The fleet too: Redis's keys, and every instance's L1 through pub/sub. */
+		char err[RRC_ERR_LEN];
+		long keys = rrc_redis_flush(&h->redis_conf, wire, wlen, err);
+		if (keys < 0) {
+			ldns_rdf_deep_free(dname);
+			rrc_log(RRC_LOG_WARN, RRC_LG_HTTP, "flush: %s", err);
+			return respond_text(c, MHD_HTTP_BAD_GATEWAY, "L1 flushed; Redis failed\n");
+		}
+		n += snprintf(msg + n, sizeof(msg) - (size_t)n, ",\"redis_keys_deleted\":%ld", keys);
+	}
+	snprintf(msg + n, sizeof(msg) - (size_t)n, "}\n");
+	ldns_rdf_deep_free(dname);
+	rrc_log(RRC_LOG_INFO, RRC_LG_HTTP, "cache flush (%s) from the API",
+		name[0] ? "one name" : "all");
+	return respond(c, MHD_HTTP_OK, "application/json", msg, strlen(msg));
+}
+
+static bool ready(struct rrc_http *h)
+{
+	if (!rrc_server_running(h->server))
+		return false;
+	struct rrc_worker_stats *sum = malloc(sizeof(*sum));
+	if (!sum)
+		return false;
+	rrc_server_sum_stats(h->server, sum);
+	struct rrc_cfg_ref *ref = rrc_server_cfg_get(h->server);
+	bool any = false;
+	for (unsigned i = 0; i < ref->cfg->n_upstreams; i++)
+		any |= sum->up[i].up > 0;
+	rrc_cfg_ref_put(ref);
+	free(sum);
+	return any;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+				  const char *method, const char *version, const char *upload,
+				  size_t *upload_size, void **con_cls)
+{
+	struct rrc_http *h = cls;
+	(void)version;
+	bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+	bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
+		   strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
+	if (post) {
+		struct request *req = *con_cls;
+		if (!req) {
+			req = calloc(1, sizeof(*req));
+			if (!req)
+				return MHD_NO;
+			*con_cls = req;
+			return MHD_YES;
+		}
+		if (*upload_size) {
+			size_t take = *upload_size;
+			if (req->len + take > HTTP_MAX_BODY)
+				req->too_big = true;
+			else
+				memcpy(req->body + req->len, upload, take);
+			req->len += req->too_big ? 0 : take;
+			*upload_size = 0;
+			return MHD_YES;
+		}
+		req->body[req->len] = '\0';
+		if (req->too_big)
+			return respond_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n");
+		if (strcmp(url, "/api/v1/cache/flush") != 0 && strcmp(url, "/api/v1/top/reset") != 0)
+			return respond_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
+		if (!authorized(h, c))
+			return respond_text(c, h->token[0] ? MHD_HTTP_UNAUTHORIZED : MHD_HTTP_FORBIDDEN,
+					    h->token[0] ? "a valid bearer token is needed\n"
+							: "writes are off: no stats.token configured\n");
+		if (strcmp(url, "/api/v1/top/reset") == 0) {
+			rrc_server_top_reset(h->server);
+			return respond(c, MHD_HTTP_OK, "application/json", "{\"reset\":true}\n", 15);
+		}
+		return flush(h, c, req);
+	}
+	if (!get)
+		return respond_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
+	if (strcmp(url, "/metrics") == 0)
+		return render(h, c, r_prom, 0, true, "text/plain; version=0.0.4; charset=utf-8");
+	if (strcmp(url, "/api/v1/stats") == 0)
+		return render(h, c, r_stats, 0, false, "application/json");
+	if (strcmp(url, "/api/v1/upstreams") == 0)
+		return render(h, c, r_upstreams, 0, false, "application/json");
+	if (strcmp(url, "/api/v1/top") == 0) {
+		const char *w = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "window");
+		if (w && strcmp(w, "1m") != 0 && strcmp(w, "1h") != 0)
+			return respond_text(c, MHD_HTTP_BAD_REQUEST, "window: 1m or 1h\n");
+		return render(h, c, r_top, w && strcmp(w, "1h") == 0, true, "application/json");
+	}
+	if (strcmp(url, "/healthz") == 0)
+		return respond_text(c, MHD_HTTP_OK, "ok\n");
+	if (strcmp(url, "/readyz") == 0)
+		return ready(h) ? respond_text(c, MHD_HTTP_OK, "ready\n")
+				: respond_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+					       "not ready: not listening or no upstream up\n");
+	return respond_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+			 enum MHD_RequestTerminationCode toe)
+{
+	(void)cls;
+	(void)c;
+	(void)toe;
+	free(*con_cls);
+	*con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap)
+{
+	(void)cls;
+	char msg[256];
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	msg[strcspn(msg, "\n")] = '\0';
+	rrc_log_limited(RRC_LOG_WARN, RRC_LG_HTTP, "%s", msg);
+}
+
+struct rrc_http *rrc_http_start(struct rrc_server *s, const struct rrc_config *cfg,
+				char err[RRC_ERR_LEN])
+{
+	struct rrc_http *h = calloc(1, sizeof(*h));
+	if (!h) {
+		snprintf(err, RRC_ERR_LEN, "out of memory");
+		return NULL;
+	}
+	h->server = s;
+	h->allow = rrc_acl_create(cfg->stats.allow, cfg->stats.n_allow);
+	snprintf(h->token, sizeof(h->token), "%s", cfg->stats.token);
+	h->top_k = cfg->stats.top_k;
+	h->redis = cfg->redis.enabled;
+	h->redis_conf = cfg->redis;
+	clock_gettime(CLOCK_MONOTONIC, &h->started);
+	if (!h->allow) {
+		snprintf(err, RRC_ERR_LEN, "out of memory");
+		free(h);
+		return NULL;
+	}
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	if (cfg->stats.listen.sa.sa_family == AF_INET6)
+		flags |= MHD_USE_IPv6;
+	uint16_t port = ntohs(cfg->stats.listen.sin.sin_port); /* same offset for both families */
+	h->daemon = MHD_start_daemon(
+		flags, port, allow_client, h, on_request, h, MHD_OPTION_SOCK_ADDR,
+		&cfg->stats.listen.sa, MHD_OPTION_CONNECTION_LIMIT,
+		(unsigned)cfg->stats.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+		(unsigned)HTTP_PER_CLIENT, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
+		on_completed, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_END);
+	if (!h->daemon) {
+		char a[64];
+		rrc_config_format_addr(&cfg->stats.listen, a, sizeof(a));
+		snprintf(err, RRC_ERR_LEN, "cannot serve statistics on %s (stats.listen)", a);
+		rrc_acl_destroy(h->allow);
+		free(h);
+		return NULL;
+	}
+	return h;
+}
+
+void rrc_http_stop(struct rrc_http *h)
+{
+	if (!h)
+		return;
+	MHD_stop_daemon(h->daemon);
+	rrc_acl_destroy(h->allow);
+	free(h);
+}
