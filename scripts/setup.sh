@@ -26,10 +26,14 @@ install_pkgs() {
 		apt-get install -y -q --no-install-recommends $missing
 	fi
 	# The Debian knot package enables a system knotd on port 53, which rrcache's shipped
-	# configuration wants; the tests start their own knotd on a random port.
-	if command -v systemctl >/dev/null 2>&1 && systemctl is-enabled --quiet knot 2>/dev/null; then
-		systemctl disable --now knot || true
-	fi
+	# configuration wants; the tests start their own knotd, redis-server on random ports and
+	# use promtool alone, so the services these packages enable are stopped too.
+	for svc in knot redis-server prometheus prometheus-node-exporter; do
+		if command -v systemctl >/dev/null 2>&1 &&
+			systemctl is-enabled --quiet "$svc" 2>/dev/null; then
+			systemctl disable --now "$svc" || true
+		fi
+	done
 }
 
 build() { # build DIR [cmake args...]

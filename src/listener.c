@@ -110,12 +110,17 @@ int rrc_listener_open(struct rrc_worker *w, const struct rrc_config *cfg, char e
  * top-K. The name is taken from the answer's question (rrcache wrote it: well-formed). */
 static void count_answer(struct rrc_worker *w, const uint8_t *ans, size_t len)
 {
-	if (len < RRC_WIRE_HDR + 1)
+	if (len < RRC_WIRE_HDR)
 		return;
 	unsigned rcode = ans[3] & 0x0F;
+	/* rrcache's own OPT, when there is one, is the last 11 bytes: its TTL's first byte holds
+	 * the upper bits of the rcode (BADVERS = 16, RFC 6891 §6.1.3). */
+	if (rrc_get16(ans + 10) > 0 && len >= RRC_WIRE_HDR + RRC_WIRE_OPT_LEN &&
+	    ans[len - RRC_WIRE_OPT_LEN] == 0 && rrc_get16(ans + len - RRC_WIRE_OPT_LEN + 1) == 41)
+		rcode |= (unsigned)ans[len - RRC_WIRE_OPT_LEN + 5] << 4;
 	w->st.rcode[rrc_stats_rcode_slot(rcode)]++;
 	if ((rcode != RRC_RCODE_NXDOMAIN && rcode != RRC_RCODE_SERVFAIL) ||
-	    !rrc_top_sampled(&w->top))
+	    len <= RRC_WIRE_HDR || !rrc_top_sampled(&w->top))
 		return;
 	uint8_t name[RRC_WIRE_MAX_NAME];
 	size_t i = RRC_WIRE_HDR, n = 0;

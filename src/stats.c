@@ -81,6 +81,8 @@ unsigned rrc_stats_rcode_slot(unsigned rcode)
 		return RRC_RC_NOTIMP;
 	case 5:
 		return RRC_RC_REFUSED;
+	case 16:
+		return RRC_RC_BADVERS;
 	default:
 		return RRC_RC_OTHER;
 	}
@@ -88,8 +90,9 @@ unsigned rrc_stats_rcode_slot(unsigned rcode)
 
 const char *rrc_stats_rcode_name(unsigned slot)
 {
-	static const char *const names[RRC_RC_COUNT] = {"NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN",
-							"NOTIMP",  "REFUSED", "other"};
+	static const char *const names[RRC_RC_COUNT] = {"NOERROR", "FORMERR", "SERVFAIL",
+							"NXDOMAIN", "NOTIMP",  "REFUSED",
+							"BADVERS", "other"};
 	return slot < RRC_RC_COUNT ? names[slot] : "other";
 }
 

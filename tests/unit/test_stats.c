@@ -47,7 +47,8 @@ static void test_label_sets(void **state)
 	assert_int_equal(rrc_stats_qtype_slot(65535), RRC_QT_OTHER);
 	assert_string_equal(rrc_stats_qtype_name(RRC_QT_OTHER), "other");
 	assert_string_equal(rrc_stats_rcode_name(rrc_stats_rcode_slot(3)), "NXDOMAIN");
-	assert_int_equal(rrc_stats_rcode_slot(16), RRC_RC_OTHER);
+	assert_string_equal(rrc_stats_rcode_name(rrc_stats_rcode_slot(16)), "BADVERS");
+	assert_int_equal(rrc_stats_rcode_slot(17), RRC_RC_OTHER);
 	/* Every name is distinct: labels never collide. */
 	for (unsigned i = 0; i < RRC_QT_COUNT; i++)
 		for (unsigned j = i + 1; j < RRC_QT_COUNT; j++)
