@@ -25,6 +25,10 @@
 /* Room for /metrics: a few hundred lines plus 64 upstreams' histograms and the top-K. */
 #define HTTP_OUT_MAX (1024 * 1024)
 
+/* src/dashboard.html, embedded at build time. */
+extern const unsigned char rrc_dashboard_html[];
+extern const size_t rrc_dashboard_html_len;
+
 struct rrc_http {
 	struct rrc_server *server;
 	struct MHD_Daemon *daemon;
@@ -329,6 +333,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (w && strcmp(w, "1m") != 0 && strcmp(w, "1h") != 0)
 			return respond_text(c, MHD_HTTP_BAD_REQUEST, "window: 1m or 1h\n");
 		return render(h, c, r_top, w && strcmp(w, "1h") == 0, true, "application/json");
+	}
+	if (strcmp(url, "/") == 0) {
+		struct MHD_Response *r = MHD_create_response_from_buffer(
+			rrc_dashboard_html_len, (void *)rrc_dashboard_html, MHD_RESPMEM_PERSISTENT);
+		if (!r)
+			return MHD_NO;
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+		/* The page loads nothing from anywhere but this endpoint. */
+		MHD_add_response_header(r, "Content-Security-Policy",
+					"default-src 'none'; script-src 'unsafe-inline'; "
+					"style-src 'unsafe-inline'; connect-src 'self'");
+		MHD_add_response_header(r, "X-Content-Type-Options", "nosniff");
+		enum MHD_Result rc = MHD_queue_response(c, MHD_HTTP_OK, r);
+		MHD_destroy_response(r);
+		return rc;
 	}
 	if (strcmp(url, "/healthz") == 0)
 		return respond_text(c, MHD_HTTP_OK, "ok\n");

@@ -659,12 +659,20 @@ static void json_kv(struct rrc_buf *b, const char *k, uint64_t v, bool comma)
 	rrc_buf_printf(b, "\"%s\":%llu%s", k, U(v), comma ? "," : "");
 }
 
+/* Count, sum, percentiles since start, and the buckets (bounds in seconds, counts per bucket
+ * with +Inf last) so that a reader can compute percentiles between two polls. */
 static void json_hist(struct rrc_buf *b, const char *k, const struct rrc_hist *h)
 {
 	rrc_buf_printf(b, "\"%s\":{\"count\":%llu,\"sum_seconds\":%.6f,\"p50_seconds\":%.6f,"
-			  "\"p90_seconds\":%.6f,\"p99_seconds\":%.6f}",
+			  "\"p90_seconds\":%.6f,\"p99_seconds\":%.6f,\"bounds\":[",
 		       k, U(h->count), (double)h->sum_us / 1e6, rrc_hist_quantile(h, 0.5) / 1e6,
 		       rrc_hist_quantile(h, 0.9) / 1e6, rrc_hist_quantile(h, 0.99) / 1e6);
+	for (unsigned i = 0; i < RRC_HIST_BOUNDS; i++)
+		rrc_buf_printf(b, "%s%g", i ? "," : "", rrc_hist_bounds_us[i] / 1e6);
+	rrc_buf_printf(b, "],\"buckets\":[");
+	for (unsigned i = 0; i <= RRC_HIST_BOUNDS; i++)
+		rrc_buf_printf(b, "%s%llu", i ? "," : "", U(h->bucket[i]));
+	rrc_buf_printf(b, "]}");
 }
 
 void rrc_stats_json(const struct rrc_stats_view *v, struct rrc_buf *b)
