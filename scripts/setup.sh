@@ -9,8 +9,8 @@ set -eu
 
 cd "$(dirname "$0")/.."
 
-BUILD_PKGS="build-essential cmake pkg-config libuv1-dev libldns-dev libyaml-dev libcmocka-dev libhiredis-dev libssl-dev libmicrohttpd-dev"
-TEST_PKGS="knot knot-dnsutils ldnsutils python3 python3-pytest python3-dnspython redis-server prometheus chromium"
+BUILD_PKGS="build-essential cmake pkg-config libuv1-dev libldns-dev libyaml-dev libcmocka-dev libhiredis-dev libssl-dev libmicrohttpd-dev libfstrm-dev"
+TEST_PKGS="knot knot-dnsutils ldnsutils python3 python3-pytest python3-dnspython redis-server prometheus chromium dnstap-ldns"
 
 install_pkgs() {
 	missing=""

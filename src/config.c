@@ -61,6 +61,14 @@ static const struct rrc_config rrc_config_defaults = {
 			.top_k = 10,
 			.top_sample = 8,
 		},
+	.dnstap =
+		{
+			.queue_size = 4096,
+			.client_queries = true,
+			.client_responses = true,
+			.forwarder_queries = true,
+			.forwarder_responses = true,
+		},
 };
 
 static const char default_stats_listen[] = "127.0.0.1:9153";
@@ -488,6 +496,20 @@ static const struct key stats_keys[] = {
 	{"top_sample", K_POW2, FS(top_sample), 1, 1024, NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
 
+#define FD(field) offsetof(struct rrc_config, dnstap.field)
+#define FDS(field) FD(field), 0, sizeof(((struct rrc_config *)0)->dnstap.field)
+
+static const struct key dnstap_keys[] = {
+	{"file", K_STRING, FDS(file), NULL},
+	{"socket", K_STRING, FDS(socket), NULL},
+	{"identity", K_STRING, FDS(identity), NULL},
+	{"queue_size", K_POW2, FD(queue_size), 2, 16384, NULL},
+	{"client_queries", K_BOOL, FD(client_queries), 0, 1, NULL},
+	{"client_responses", K_BOOL, FD(client_responses), 0, 1, NULL},
+	{"forwarder_queries", K_BOOL, FD(forwarder_queries), 0, 1, NULL},
+	{"forwarder_responses", K_BOOL, FD(forwarder_responses), 0, 1, NULL},
+	{NULL, 0, 0, 0, 0, NULL}};
+
 static const struct key log_keys[] = {{"level", K_LOG_LEVEL, 0, 0, 0, NULL},
 				      {NULL, 0, 0, 0, 0, NULL}};
 
@@ -500,6 +522,7 @@ static const struct key top_keys[] = {{"workers", K_UINT, F(workers), 0, RRC_MAX
 				      {"log", K_SECTION, 0, 0, 0, log_keys},
 				      {"redis", K_SECTION, 0, 0, 0, redis_keys},
 				      {"stats", K_SECTION, 0, 0, 0, stats_keys},
+				      {"dnstap", K_SECTION, 0, 0, 0, dnstap_keys},
 				      {NULL, 0, 0, 0, 0, NULL}};
 
 struct ctx {
@@ -1001,6 +1024,11 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 			}
 		}
 	}
+	if (cfg->dnstap.file[0] && cfg->dnstap.socket[0]) {
+		snprintf(err, RRC_ERR_LEN, "dnstap: give file or socket, not both");
+		return -EINVAL;
+	}
+	cfg->dnstap.enabled = cfg->dnstap.file[0] || cfg->dnstap.socket[0];
 	if (cfg->min_ttl > cfg->max_ttl) {
 		snprintf(err, RRC_ERR_LEN, "cache.min_ttl (%u) is above cache.max_ttl (%u)",
 			 cfg->min_ttl, cfg->max_ttl);

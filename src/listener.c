@@ -3,6 +3,7 @@
  * See include/rrcache/listener.h.
  */
 #include "rrcache/listener.h"
+#include "rrcache/dnstap.h"
 #include "rrcache/log.h"
 #include "rrcache/query.h"
 
@@ -77,6 +78,7 @@ int rrc_listener_open(struct rrc_worker *w, const struct rrc_config *cfg, char e
 			snprintf(err, RRC_ERR_LEN, "out of memory");
 			return -ENOMEM;
 		}
+		ul->addr = cfg->listen[i];
 		ul->fd = open_socket(&cfg->listen[i], SOCK_DGRAM, err);
 		if (ul->fd < 0) {
 			free(ul->deferred);
@@ -144,6 +146,24 @@ static void count_answer(struct rrc_worker *w, const uint8_t *ans, size_t len)
 static inline uint64_t now_us(void)
 {
 	return uv_hrtime() / 1000;
+}
+
+/* The query log's CLIENT_RESPONSE (when dnstap is on). */
+static void tap_response(struct rrc_worker *w, bool tcp, const void *peer,
+			 const struct rrc_udp_listener *ul, uint64_t query_us, const uint8_t *ans,
+			 size_t len)
+{
+	if (!w->tap)
+		return;
+	struct rrc_dnstap_msg m = {.type = RRC_DT_CLIENT_RESPONSE,
+				   .tcp = tcp,
+				   .query_addr = peer,
+				   .response_addr = ul ? &ul->addr.sa : NULL,
+				   .query_time_us = rrc_worker_wall_us(w, query_us),
+				   .response_time_us = rrc_worker_wall_us(w, now_us()),
+				   .wire = ans,
+				   .len = len};
+	rrc_worker_tap(w, &m);
 }
 
 /* ---- UDP ---- */
@@ -276,6 +296,7 @@ static void on_udp_readable(uv_poll_t *h, int status, int events)
 						      out->buf[out->n], RRC_UDP_SEND_MAX);
 			if (len) {
 				count_answer(w, out->buf[out->n], len);
+				tap_response(w, false, &w->rpeer[i], ul, t0, out->buf[out->n], len);
 				batch_push(out, len, &w->rpeer[i], mh->msg_namelen, &local);
 			}
 		}
@@ -503,6 +524,7 @@ static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			rrc_query_handle(w, &src, c->rbuf + off + 2, mlen, w->big, sizeof(w->big));
 		if (n) {
 			count_answer(w, w->big, n);
+			tap_response(w, true, &c->peer, NULL, w->batch_start_us, w->big, n);
 			tcp_send(c, w->big, n);
 			rrc_hist_add(&w->st.latency, now_us() - w->batch_start_us);
 		}
@@ -639,6 +661,7 @@ void rrc_listener_answer(struct rrc_worker *w, struct rrc_waiter *wt, const uint
 {
 	if (len) {
 		count_answer(w, buf, len);
+		tap_response(w, wt->tcp, &wt->peer, wt->tcp ? NULL : wt->ul, wt->start_us, buf, len);
 		uint64_t t = now_us();
 		rrc_hist_add(&w->st.latency, t > wt->start_us ? t - wt->start_us : 0);
 	}

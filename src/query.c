@@ -10,6 +10,7 @@
  * and the first valid reply wins (U6). A cacheable answer goes to L1 and to Redis.
  */
 #include "rrcache/query.h"
+#include "rrcache/dnstap.h"
 #include "rrcache/listener.h"
 #include "rrcache/log.h"
 #include "rrcache/msg.h"
@@ -509,6 +510,16 @@ size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, c
 		}
 		w->st.acl_refused++;
 		return rrc_wire_synth(pkt, &wq, RRC_RCODE_REFUSED, false, out, cap);
+	}
+	if (w->tap) {
+		struct rrc_dnstap_msg m = {.type = RRC_DT_CLIENT_QUERY,
+					   .tcp = src->tcp,
+					   .query_addr = src->peer,
+					   .response_addr = src->ul ? &src->ul->addr.sa : NULL,
+					   .query_time_us = rrc_worker_wall_us(w, w->batch_start_us),
+					   .wire = pkt,
+					   .len = len};
+		rrc_worker_tap(w, &m);
 	}
 	switch (v) {
 	case RRC_WIRE_OK:

@@ -3,6 +3,7 @@
  * include/rrcache/server.h.
  */
 #include "rrcache/server.h"
+#include "rrcache/dnstap.h"
 #include "rrcache/log.h"
 #include "rrcache/worker.h"
 
@@ -30,6 +31,7 @@ struct rrc_server {
 	struct rrc_worker **workers;
 	unsigned n_workers;
 	atomic_bool running; /* read by the HTTP thread */
+	struct rrc_dnstap *tap; /* the query log, or NULL */
 
 	pthread_mutex_t tcp_lock;
 	unsigned tcp_total;
@@ -95,6 +97,11 @@ struct rrc_server *rrc_server_create(struct rrc_config *cfg, char err[RRC_ERR_LE
 			rrc_config_free(cfg);
 		snprintf(err, RRC_ERR_LEN, "out of memory");
 		goto fail;
+	}
+	if (cfg->dnstap.enabled) {
+		s->tap = rrc_dnstap_start(cfg, cfg->workers, err);
+		if (!s->tap)
+			goto fail;
 	}
 	for (unsigned i = 0; i < cfg->workers; i++) {
 		s->workers[i] = rrc_worker_create(s, i, rrc_server_cfg_get(s), err);
@@ -193,6 +200,7 @@ void rrc_server_destroy(struct rrc_server *s)
 	for (unsigned i = 0; i < s->n_workers; i++)
 		rrc_worker_destroy(s->workers[i]);
 	free(s->workers);
+	rrc_dnstap_stop(s->tap); /* after the workers: nothing is logged any more */
 	if (s->cur)
 		rrc_cfg_ref_put(s->cur);
 	rrc_cache_destroy(s->cache);
@@ -296,6 +304,11 @@ void rrc_server_top_reset(struct rrc_server *s)
 {
 	for (unsigned i = 0; i < s->n_workers; i++)
 		atomic_store(&s->workers[i]->top_reset, true);
+}
+
+struct rrc_dnstap *rrc_server_dnstap(struct rrc_server *s)
+{
+	return s->tap;
 }
 
 bool rrc_server_running(const struct rrc_server *s)

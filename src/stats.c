@@ -599,6 +599,13 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	family(b, "tcp_connections_open", "gauge", "TCP client connections open now.");
 	rrc_buf_printf(b, "rrcache_tcp_connections_open %llu\n", U(s->tcp_open));
 
+	family(b, "dnstap_messages_total", "counter",
+	       "dnstap messages queued for the log, and dropped because its queue was full.");
+	rrc_buf_printf(b, "rrcache_dnstap_messages_total{outcome=\"sent\"} %llu\n",
+		       U(s->dnstap_sent));
+	rrc_buf_printf(b, "rrcache_dnstap_messages_total{outcome=\"dropped\"} %llu\n",
+		       U(s->dnstap_dropped));
+
 	if (v->redis_enabled) {
 		family(b, "redis_requests_total", "counter", "Redis lookups, by result.");
 		static const struct {

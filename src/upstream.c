@@ -14,6 +14,7 @@
  */
 #include "rrcache/upstream.h"
 #include "rrcache/balancer.h"
+#include "rrcache/dnstap.h"
 #include "rrcache/log.h"
 #include "rrcache/msg.h"
 #include "rrcache/worker.h"
@@ -430,6 +431,16 @@ static bool consider_reply(struct rrc_attempt *a, uint8_t *pkt, size_t len)
 		w->st.unwanted_replies++;
 		return false;
 	}
+	if (w->tap && !a->probe) {
+		struct rrc_dnstap_msg m = {.type = RRC_DT_FORWARDER_RESPONSE,
+					   .tcp = a->tcp,
+					   .response_addr = &a->srv->addr.sa,
+					   .query_time_us = rrc_worker_wall_us(w, a->sent_us),
+					   .response_time_us = rrc_worker_wall_us(w, uv_hrtime() / 1000),
+					   .wire = pkt,
+					   .len = len};
+		rrc_worker_tap(w, &m);
+	}
 	deliver(a, pkt, len, &r);
 	return true;
 }
@@ -628,6 +639,15 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 		health(u, a->srv, false);
 		rrc_upstream_cancel(a);
 		return NULL;
+	}
+	if (!probe && u->w->tap) {
+		struct rrc_dnstap_msg m = {.type = RRC_DT_FORWARDER_QUERY,
+					   .tcp = tcp,
+					   .response_addr = &a->srv->addr.sa,
+					   .query_time_us = rrc_worker_wall_us(u->w, a->sent_us),
+					   .wire = a->q + 2,
+					   .len = a->qlen};
+		rrc_worker_tap(u->w, &m);
 	}
 	if (!probe) {
 		u->w->st.upstream_queries++;

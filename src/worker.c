@@ -9,6 +9,7 @@
 #include "rrcache/worker.h"
 #include "rrcache/listener.h"
 #include "rrcache/log.h"
+#include "rrcache/dnstap.h"
 #include "rrcache/query.h"
 #include "rrcache/redis_tier.h"
 #include "rrcache/upstream.h"
@@ -19,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <time.h>
 
 static void finish_now(struct rrc_worker *w);
 
@@ -112,6 +114,21 @@ static void finish_now(struct rrc_worker *w)
 	uv_close((uv_handle_t *)&w->async, on_closed_noop);
 }
 
+void rrc_worker_tap(struct rrc_worker *w, const struct rrc_dnstap_msg *m)
+{
+	if (!rrc_dnstap_wants(w->tap, m->type))
+		return;
+	if (rrc_dnstap_log(w->tap, w->index, m))
+		w->st.dnstap_sent++;
+	else
+		w->st.dnstap_dropped++;
+}
+
+uint64_t rrc_worker_wall_us(const struct rrc_worker *w, uint64_t mono_us)
+{
+	return (uint64_t)((int64_t)mono_us + w->wall_offset_us);
+}
+
 void rrc_worker_check_done(struct rrc_worker *w)
 {
 	if (w->stopping && w->stop_begun && w->n_inflight == 0 && w->conns == NULL)
@@ -152,6 +169,13 @@ struct rrc_worker *rrc_worker_create(struct rrc_server *s, unsigned index, struc
 	w->async.data = w;
 	uv_timer_init(&w->loop, &w->grace);
 	w->grace.data = w;
+	w->tap = rrc_server_dnstap(s);
+	{
+		struct timespec rt;
+		clock_gettime(CLOCK_REALTIME, &rt);
+		w->wall_offset_us = (int64_t)rt.tv_sec * 1000000 + rt.tv_nsec / 1000 -
+				    (int64_t)(uv_hrtime() / 1000);
+	}
 	rrc_top_init(&w->top, cfg->cfg->stats.top_sample, (uint32_t)(uintptr_t)w ^ index);
 	for (unsigned c = 0; c < RRC_TOP_CATS; c++) {
 		rrc_topk_init(&w->top_pub[c][0]);

@@ -71,6 +71,16 @@ struct rrc_stats_conf {
 	uint32_t top_sample; /* 1 query in top_sample is counted in the top-K (a power of two) */
 };
 
+/* The dnstap query log (one of file or socket). */
+struct rrc_dnstap_conf {
+	bool enabled;
+	char file[256];
+	char socket[108];
+	char identity[256]; /* "" = the host name */
+	uint32_t queue_size; /* per worker, a power of two */
+	bool client_queries, client_responses, forwarder_queries, forwarder_responses;
+};
+
 struct rrc_config {
 	char *path;	  /* the file it came from, or NULL */
 	unsigned workers; /* 0 in the file means one per CPU; resolved here */
@@ -107,6 +117,7 @@ struct rrc_config {
 
 	struct rrc_redis_conf redis;
 	struct rrc_stats_conf stats;
+	struct rrc_dnstap_conf dnstap;
 	bool stats_allow_given; /* internal: the file listed stats.allow */
 };
 

@@ -61,6 +61,8 @@ const struct rrc_worker_stats *rrc_server_worker_stats(const struct rrc_server *
 void rrc_server_top(struct rrc_server *s, unsigned cat, bool hour, struct rrc_topk *into);
 /* Asks every worker to start its top-K afresh (any thread; done at their next second). */
 void rrc_server_top_reset(struct rrc_server *s);
+/* The query log, or NULL. */
+struct rrc_dnstap *rrc_server_dnstap(struct rrc_server *s);
 /* True while the workers run (listening). */
 bool rrc_server_running(const struct rrc_server *s);
 

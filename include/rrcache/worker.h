@@ -65,6 +65,7 @@ struct rrc_udp_batch {
 
 struct rrc_udp_listener {
 	struct rrc_worker *w;
+	struct rrc_sockaddr addr; /* bound to */
 	uv_poll_t poll;
 	int fd;
 	int family;
@@ -133,6 +134,8 @@ struct rrc_worker {
 
 	struct rrc_upstreams *ups;
 	struct rrc_redis_tier *redis; /* NULL without Redis */
+	struct rrc_dnstap *tap;	      /* the query log, or NULL */
+	int64_t wall_offset_us;	      /* wall clock - uv_hrtime, for dnstap's timestamps */
 
 	/* In-flight queries by cache key (coalescing, RFC 5452 §5). */
 	struct rrc_query **inflight;
@@ -180,6 +183,11 @@ void rrc_worker_destroy(struct rrc_worker *w);
 /* Merges the worker's last published top-K window of cat (the last minute or hour) into
  * into. Any thread. */
 void rrc_worker_top(struct rrc_worker *w, enum rrc_top_cat cat, bool hour, struct rrc_topk *into);
+struct rrc_dnstap_msg;
+/* Logs m to dnstap when it is on and wants this type; counts it sent or dropped. */
+void rrc_worker_tap(struct rrc_worker *w, const struct rrc_dnstap_msg *m);
+/* Wall-clock microseconds of a uv_hrtime()/1000 reading. */
+uint64_t rrc_worker_wall_us(const struct rrc_worker *w, uint64_t mono_us);
 /* Called by query.c whenever a query ends, so a stopping worker can finish. */
 void rrc_worker_check_done(struct rrc_worker *w);
 

@@ -1,0 +1,265 @@
+/*
+ * dnstap: the query log. See include/rrcache/dnstap.h.
+ *
+ * Wire format (dnstap.proto): Dnstap { identity = 1 (bytes), version = 2 (bytes), message = 14
+ * (Message), type = 15 (enum: MESSAGE = 1) }; Message { type = 1, socket_family = 2 (INET 1,
+ * INET6 2), socket_protocol = 3 (UDP 1, TCP 2), query_address = 4, response_address = 5,
+ * query_port = 6, response_port = 7, query_time_sec = 8 (uint64), query_time_nsec = 9
+ * (fixed32), query_message = 10, response_time_sec = 12, response_time_nsec = 13 (fixed32),
+ * response_message = 14 }.
+ */
+#include "rrcache/dnstap.h"
+#include "rrcache/log.h"
+
+#include <fstrm.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static const char content_type[] = "protobuf:dnstap.Dnstap";
+
+struct rrc_dnstap {
+	struct fstrm_iothr *iothr;
+	struct fstrm_iothr_queue **queues;
+	unsigned n_queues;
+	bool wants[RRC_DT_FORWARDER_RESPONSE + 1];
+	char identity[256];
+};
+
+/* ---- protobuf, by hand ---- */
+
+struct pb {
+	uint8_t *p;
+	size_t len, cap;
+	bool full;
+};
+
+static void pb_byte(struct pb *b, uint8_t v)
+{
+	if (b->len < b->cap)
+		b->p[b->len++] = v;
+	else
+		b->full = true;
+}
+
+static void pb_varint(struct pb *b, uint64_t v)
+{
+	while (v >= 0x80) {
+		pb_byte(b, (uint8_t)(v | 0x80));
+		v >>= 7;
+	}
+	pb_byte(b, (uint8_t)v);
+}
+
+static void pb_key(struct pb *b, unsigned field, unsigned wire_type)
+{
+	pb_varint(b, (uint64_t)field << 3 | wire_type);
+}
+
+static void pb_uint(struct pb *b, unsigned field, uint64_t v)
+{
+	pb_key(b, field, 0);
+	pb_varint(b, v);
+}
+
+static void pb_fixed32(struct pb *b, unsigned field, uint32_t v)
+{
+	pb_key(b, field, 5);
+	for (int i = 0; i < 4; i++)
+		pb_byte(b, (uint8_t)(v >> (8 * i)));
+}
+
+static void pb_bytes(struct pb *b, unsigned field, const void *data, size_t n)
+{
+	pb_key(b, field, 2);
+	pb_varint(b, n);
+	if (b->len + n > b->cap) {
+		b->full = true;
+		return;
+	}
+	memcpy(b->p + b->len, data, n);
+	b->len += n;
+}
+
+static size_t varint_len(uint64_t v)
+{
+	size_t n = 1;
+	while (v >= 0x80) {
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+static void pb_addr(struct pb *b, unsigned addr_field, unsigned port_field,
+		    const struct sockaddr *sa)
+{
+	if (!sa)
+		return;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		pb_bytes(b, addr_field, &in->sin_addr, 4);
+		pb_uint(b, port_field, ntohs(in->sin_port));
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		pb_bytes(b, addr_field, &in6->sin6_addr, 16);
+		pb_uint(b, port_field, ntohs(in6->sin6_port));
+	}
+}
+
+/* The Message, into b. */
+static void encode_message(struct pb *b, const struct rrc_dnstap_msg *m)
+{
+	const struct sockaddr *any = m->query_addr ? m->query_addr : m->response_addr;
+	pb_uint(b, 1, (uint64_t)m->type);
+	if (any)
+		pb_uint(b, 2, any->sa_family == AF_INET6 ? 2 : 1);
+	pb_uint(b, 3, m->tcp ? 2 : 1);
+	pb_addr(b, 4, 6, m->query_addr);
+	pb_addr(b, 5, 7, m->response_addr);
+	bool response = m->type == RRC_DT_CLIENT_RESPONSE || m->type == RRC_DT_FORWARDER_RESPONSE;
+	if (m->query_time_us) {
+		pb_uint(b, 8, m->query_time_us / 1000000);
+		pb_fixed32(b, 9, (uint32_t)(m->query_time_us % 1000000 * 1000));
+	}
+	if (!response)
+		pb_bytes(b, 10, m->wire, m->len);
+	if (response && m->response_time_us) {
+		pb_uint(b, 12, m->response_time_us / 1000000);
+		pb_fixed32(b, 13, (uint32_t)(m->response_time_us % 1000000 * 1000));
+	}
+	if (response)
+		pb_bytes(b, 14, m->wire, m->len);
+}
+
+size_t rrc_dnstap_encode(const char *identity, const struct rrc_dnstap_msg *m, uint8_t *out,
+			 size_t cap)
+{
+	static const char version[] = "rrcache " RRC_VERSION;
+	struct pb b = {.p = out, .cap = cap};
+	pb_bytes(&b, 1, identity, strlen(identity));
+	pb_bytes(&b, 2, version, sizeof(version) - 1);
+	/* The Message is length-delimited: encode it after room for its key and the longest
+	 * length we allow (3 bytes), then move it up against its real header. */
+	size_t at = b.len, room = 1 + 3;
+	if (b.full || at + room > cap)
+		return 0;
+	struct pb inner = {.p = out + at + room, .cap = cap - at - room};
+	encode_message(&inner, m);
+	if (inner.full || inner.len >= (1u << 21))
+		return 0;
+	size_t mlen = inner.len;
+	memmove(out + at + 1 + varint_len(mlen), out + at + room, mlen);
+	pb_key(&b, 14, 2);
+	pb_varint(&b, mlen);
+	b.len += mlen;
+	pb_uint(&b, 15, 1); /* Dnstap.Type MESSAGE */
+	return b.full ? 0 : b.len;
+}
+
+/* ---- the writer ---- */
+
+struct rrc_dnstap *rrc_dnstap_start(const struct rrc_config *cfg, unsigned n_workers,
+				    char err[RRC_ERR_LEN])
+{
+	const struct rrc_dnstap_conf *dc = &cfg->dnstap;
+	struct rrc_dnstap *d = calloc(1, sizeof(*d));
+	struct fstrm_writer_options *wopt = fstrm_writer_options_init();
+	struct fstrm_iothr_options *iopt = fstrm_iothr_options_init();
+	struct fstrm_writer *writer = NULL;
+	if (!d || !wopt || !iopt)
+		goto oom;
+	d->queues = calloc(n_workers, sizeof(*d->queues));
+	if (!d->queues)
+		goto oom;
+	d->n_queues = n_workers;
+	d->wants[RRC_DT_CLIENT_QUERY] = dc->client_queries;
+	d->wants[RRC_DT_CLIENT_RESPONSE] = dc->client_responses;
+	d->wants[RRC_DT_FORWARDER_QUERY] = dc->forwarder_queries;
+	d->wants[RRC_DT_FORWARDER_RESPONSE] = dc->forwarder_responses;
+	if (dc->identity[0]) {
+		snprintf(d->identity, sizeof(d->identity), "%s", dc->identity);
+	} else if (gethostname(d->identity, sizeof(d->identity) - 1) != 0) {
+		snprintf(d->identity, sizeof(d->identity), "rrcache");
+	}
+	fstrm_writer_options_add_content_type(wopt, content_type, sizeof(content_type) - 1);
+	if (dc->socket[0]) {
+		struct fstrm_unix_writer_options *uopt = fstrm_unix_writer_options_init();
+		if (!uopt)
+			goto oom;
+		fstrm_unix_writer_options_set_socket_path(uopt, dc->socket);
+		writer = fstrm_unix_writer_init(uopt, wopt);
+		fstrm_unix_writer_options_destroy(&uopt);
+	} else {
+		struct fstrm_file_options *fopt = fstrm_file_options_init();
+		if (!fopt)
+			goto oom;
+		fstrm_file_options_set_file_path(fopt, dc->file);
+		writer = fstrm_file_writer_init(fopt, wopt);
+		fstrm_file_options_destroy(&fopt);
+	}
+	if (!writer) {
+		snprintf(err, RRC_ERR_LEN, "dnstap: cannot open %.200s",
+			 dc->socket[0] ? dc->socket : dc->file);
+		goto fail;
+	}
+	fstrm_iothr_options_set_num_input_queues(iopt, n_workers);
+	fstrm_iothr_options_set_input_queue_size(iopt, dc->queue_size);
+	fstrm_iothr_options_set_queue_model(iopt, FSTRM_IOTHR_QUEUE_MODEL_SPSC);
+	d->iothr = fstrm_iothr_init(iopt, &writer); /* takes the writer */
+	if (!d->iothr) {
+		snprintf(err, RRC_ERR_LEN, "dnstap: cannot start its I/O thread");
+		goto fail;
+	}
+	for (unsigned i = 0; i < n_workers; i++)
+		d->queues[i] = fstrm_iothr_get_input_queue_idx(d->iothr, i);
+	fstrm_writer_options_destroy(&wopt);
+	fstrm_iothr_options_destroy(&iopt);
+	return d;
+oom:
+	snprintf(err, RRC_ERR_LEN, "out of memory");
+fail:
+	if (writer)
+		fstrm_writer_destroy(&writer);
+	if (wopt)
+		fstrm_writer_options_destroy(&wopt);
+	if (iopt)
+		fstrm_iothr_options_destroy(&iopt);
+	if (d)
+		free(d->queues);
+	free(d);
+	return NULL;
+}
+
+void rrc_dnstap_stop(struct rrc_dnstap *d)
+{
+	if (!d)
+		return;
+	fstrm_iothr_destroy(&d->iothr); /* flushes the queues */
+	free(d->queues);
+	free(d);
+}
+
+bool rrc_dnstap_wants(const struct rrc_dnstap *d, enum rrc_dnstap_type type)
+{
+	return d && type <= RRC_DT_FORWARDER_RESPONSE && d->wants[type];
+}
+
+bool rrc_dnstap_log(struct rrc_dnstap *d, unsigned worker, const struct rrc_dnstap_msg *m)
+{
+	if (worker >= d->n_queues)
+		return false;
+	size_t cap = 128 + strlen(d->identity) + m->len;
+	uint8_t *buf = malloc(cap);
+	if (!buf)
+		return false;
+	size_t n = rrc_dnstap_encode(d->identity, m, buf, cap);
+	if (n == 0 || fstrm_iothr_submit(d->iothr, d->queues[worker], buf, n, fstrm_free_wrapper,
+					 NULL) != fstrm_res_success) {
+		free(buf);
+		return false;
+	}
+	return true;
+}
