@@ -269,6 +269,16 @@ static void test_shipped_file(void **state)
 	assert_false(shipped->redis.enabled);
 	assert_int_equal(shipped->redis.timeout_ms, defaults->redis.timeout_ms);
 	assert_int_equal(shipped->redis.fleet_wait_ms, defaults->redis.fleet_wait_ms);
+	assert_true(shipped->stats.enabled && defaults->stats.enabled);
+	assert_true(rrc_sockaddr_equal(&shipped->stats.listen, &defaults->stats.listen));
+	assert_int_equal(shipped->stats.n_allow, defaults->stats.n_allow);
+	assert_memory_equal(shipped->stats.allow, defaults->stats.allow,
+			    defaults->stats.n_allow * sizeof(defaults->stats.allow[0]));
+	assert_int_equal(shipped->stats.top_k, defaults->stats.top_k);
+	assert_int_equal(shipped->stats.top_sample, defaults->stats.top_sample);
+	assert_int_equal(shipped->stats.max_connections, defaults->stats.max_connections);
+	assert_false(shipped->dnstap.enabled);
+	assert_int_equal(shipped->dnstap.queue_size, defaults->dnstap.queue_size);
 	rrc_config_free(shipped);
 	rrc_config_free(defaults);
 }
