@@ -333,6 +333,19 @@ static size_t utf8_len(const uint8_t *s, size_t n)
 
 static const char replacement[] = "\xEF\xBF\xBD"; /* U+FFFD */
 
+/* Copies the valid UTF-8 sequence at s[i], or U+FFFD for a byte that starts none. Returns how
+ * many bytes it took. */
+static size_t put_utf8(struct rrc_buf *b, const uint8_t *s, size_t i, size_t n)
+{
+	size_t l = utf8_len(s + i, n - i);
+	if (l == 0) {
+		rrc_buf_put(b, replacement, 3);
+		return 1;
+	}
+	rrc_buf_put(b, (const char *)s + i, l);
+	return l;
+}
+
 void rrc_buf_prom_label(struct rrc_buf *b, const uint8_t *s, size_t n)
 {
 	for (size_t i = 0; i < n;) {
@@ -345,14 +358,7 @@ void rrc_buf_prom_label(struct rrc_buf *b, const uint8_t *s, size_t n)
 			rrc_buf_put(b, "\\n", 2);
 			i++;
 		} else {
-			size_t l = utf8_len(s + i, n - i);
-			if (l == 0) {
-				rrc_buf_put(b, replacement, 3);
-				i++;
-			} else {
-				rrc_buf_put(b, (const char *)s + i, l);
-				i += l;
-			}
+			i += put_utf8(b, s, i, n);
 		}
 	}
 }
@@ -373,14 +379,7 @@ void rrc_buf_json_string(struct rrc_buf *b, const uint8_t *s, size_t n)
 			rrc_buf_printf(b, "\\u%04x", c);
 			i++;
 		} else {
-			size_t l = utf8_len(s + i, n - i);
-			if (l == 0) {
-				rrc_buf_put(b, replacement, 3);
-				i++;
-			} else {
-				rrc_buf_put(b, (const char *)s + i, l);
-				i += l;
-			}
+			i += put_utf8(b, s, i, n);
 		}
 	}
 	rrc_buf_put(b, "\"", 1);
@@ -445,6 +444,14 @@ static void family(struct rrc_buf *b, const char *name, const char *type, const 
 	rrc_buf_printf(b, "# HELP rrcache_%s %s\n# TYPE rrcache_%s %s\n", name, help, name, type);
 }
 
+/* A family of one sample without labels. */
+static void single(struct rrc_buf *b, const char *name, const char *type, const char *help,
+		   uint64_t value)
+{
+	family(b, name, type, help);
+	rrc_buf_printf(b, "rrcache_%s %llu\n", name, (unsigned long long)value);
+}
+
 static void hist_prom(struct rrc_buf *b, const char *name, const char *labels,
 		      const struct rrc_hist *h)
 {
@@ -496,8 +503,8 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	for (unsigned i = 0; i < RRC_RC_COUNT; i++)
 		rrc_buf_printf(b, "rrcache_responses_total{rcode=\"%s\"} %llu\n",
 			       rrc_stats_rcode_name(i), U(s->rcode[i]));
-	family(b, "responses_truncated_total", "counter", "Answers sent with TC=1.");
-	rrc_buf_printf(b, "rrcache_responses_truncated_total %llu\n", U(s->truncated));
+	single(b, "responses_truncated_total", "counter", "Answers sent with TC=1.",
+	       s->truncated);
 	family(b, "response_latency_seconds", "histogram",
 	       "Client-visible latency: from the query's arrival to its answer leaving.");
 	hist_prom(b, "response_latency_seconds", "", &s->latency);
@@ -506,23 +513,22 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	rrc_buf_printf(b, "rrcache_cache_requests_total{result=\"hit\"} %llu\n", U(c->hits));
 	rrc_buf_printf(b, "rrcache_cache_requests_total{result=\"miss\"} %llu\n", U(c->misses));
 	rrc_buf_printf(b, "rrcache_cache_requests_total{result=\"stale\"} %llu\n", U(c->stale));
-	family(b, "cache_expired_total", "counter", "Entries found expired by a lookup.");
-	rrc_buf_printf(b, "rrcache_cache_expired_total %llu\n", U(c->expired));
-	family(b, "cache_inserted_total", "counter", "Answers stored in L1.");
-	rrc_buf_printf(b, "rrcache_cache_inserted_total %llu\n", U(c->inserted));
-	family(b, "cache_evicted_total", "counter", "Entries evicted to keep the byte budget.");
-	rrc_buf_printf(b, "rrcache_cache_evicted_total %llu\n", U(c->evicted));
-	family(b, "cache_entries", "gauge", "Entries in L1.");
-	rrc_buf_printf(b, "rrcache_cache_entries %llu\n", U(c->entries));
-	family(b, "cache_bytes", "gauge", "Bytes L1 holds, as charged against its budget.");
-	rrc_buf_printf(b, "rrcache_cache_bytes %llu\n", U(c->bytes));
-	family(b, "cache_budget_bytes", "gauge", "L1's byte budget (cache.size).");
-	rrc_buf_printf(b, "rrcache_cache_budget_bytes %llu\n", U(c->budget));
-	family(b, "stale_answers_total", "counter", "Expired answers served (RFC 8767).");
-	rrc_buf_printf(b, "rrcache_stale_answers_total %llu\n", U(s->stale_served));
-	family(b, "coalesced_queries_total", "counter",
-	       "Queries that joined an identical one already in flight.");
-	rrc_buf_printf(b, "rrcache_coalesced_queries_total %llu\n", U(s->coalesced));
+	single(b, "cache_expired_total", "counter", "Entries found expired by a lookup.",
+	       c->expired);
+	single(b, "cache_inserted_total", "counter", "Answers stored in L1.",
+	       c->inserted);
+	single(b, "cache_evicted_total", "counter", "Entries evicted to keep the byte budget.",
+	       c->evicted);
+	single(b, "cache_entries", "gauge", "Entries in L1.",
+	       c->entries);
+	single(b, "cache_bytes", "gauge", "Bytes L1 holds, as charged against its budget.",
+	       c->bytes);
+	single(b, "cache_budget_bytes", "gauge", "L1's byte budget (cache.size).",
+	       c->budget);
+	single(b, "stale_answers_total", "counter", "Expired answers served (RFC 8767).",
+	       s->stale_served);
+	single(b, "coalesced_queries_total", "counter", "Queries that joined an identical one already in flight.",
+	       s->coalesced);
 
 	family(b, "upstream_queries_total", "counter", "Queries sent to each upstream.");
 	for (unsigned i = 0; i < v->n_upstreams; i++) {
@@ -568,13 +574,12 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		lab[lb.overflow ? 0 : lb.len] = '\0';
 		hist_prom(b, "upstream_rtt_seconds", lab, &s->up[i].rtt);
 	}
-	family(b, "upstream_tcp_queries_total", "counter", "Upstream queries retried over TCP (TC=1).");
-	rrc_buf_printf(b, "rrcache_upstream_tcp_queries_total %llu\n", U(s->upstream_tcp));
-	family(b, "unwanted_replies_total", "counter",
-	       "Upstream datagrams ignored: wrong address, port, ID or question (RFC 5452).");
-	rrc_buf_printf(b, "rrcache_unwanted_replies_total %llu\n", U(s->unwanted_replies));
-	family(b, "malformed_replies_total", "counter", "Upstream replies refused as malformed.");
-	rrc_buf_printf(b, "rrcache_malformed_replies_total %llu\n", U(s->malformed_replies));
+	single(b, "upstream_tcp_queries_total", "counter", "Upstream queries retried over TCP (TC=1).",
+	       s->upstream_tcp);
+	single(b, "unwanted_replies_total", "counter", "Upstream datagrams ignored: wrong address, port, ID or question (RFC 5452).",
+	       s->unwanted_replies);
+	single(b, "malformed_replies_total", "counter", "Upstream replies refused as malformed.",
+	       s->malformed_replies);
 
 	family(b, "malformed_queries_total", "counter", "Client queries refused, by reason.");
 	for (unsigned i = 1; i < RRC_WR_COUNT; i++)
@@ -583,11 +588,10 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	family(b, "acl_total", "counter", "Queries from clients outside the ACL, by action.");
 	rrc_buf_printf(b, "rrcache_acl_total{action=\"drop\"} %llu\n", U(s->acl_dropped));
 	rrc_buf_printf(b, "rrcache_acl_total{action=\"refuse\"} %llu\n", U(s->acl_refused));
-	family(b, "inflight_limit_total", "counter",
-	       "Misses answered SERVFAIL because upstream.max_inflight was reached.");
-	rrc_buf_printf(b, "rrcache_inflight_limit_total %llu\n", U(s->inflight_limit));
-	family(b, "udp_send_dropped_total", "counter", "UDP answers the socket could not take.");
-	rrc_buf_printf(b, "rrcache_udp_send_dropped_total %llu\n", U(s->udp_send_dropped));
+	single(b, "inflight_limit_total", "counter", "Misses answered SERVFAIL because upstream.max_inflight was reached.",
+	       s->inflight_limit);
+	single(b, "udp_send_dropped_total", "counter", "UDP answers the socket could not take.",
+	       s->udp_send_dropped);
 
 	family(b, "tcp_connections_total", "counter", "TCP connections, by outcome.");
 	rrc_buf_printf(b, "rrcache_tcp_connections_total{outcome=\"accepted\"} %llu\n",
@@ -596,8 +600,8 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		       U(s->tcp_refused_limit));
 	rrc_buf_printf(b, "rrcache_tcp_connections_total{outcome=\"closed_idle\"} %llu\n",
 		       U(s->tcp_closed_idle));
-	family(b, "tcp_connections_open", "gauge", "TCP client connections open now.");
-	rrc_buf_printf(b, "rrcache_tcp_connections_open %llu\n", U(s->tcp_open));
+	single(b, "tcp_connections_open", "gauge", "TCP client connections open now.",
+	       s->tcp_open);
 
 	family(b, "dnstap_messages_total", "counter",
 	       "dnstap messages queued for the log, and dropped because its queue was full.");
@@ -624,21 +628,18 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 			rrc_buf_printf(b, "rrcache_redis_requests_total{result=\"%s\"} %llu\n",
 				       rr[i].result, U(val));
 		}
-		family(b, "redis_errors_total", "counter", "Redis commands that failed.");
-		rrc_buf_printf(b, "rrcache_redis_errors_total %llu\n", U(s->redis_errors));
-		family(b, "redis_timeouts_total", "counter", "Redis commands past their deadline.");
-		rrc_buf_printf(b, "rrcache_redis_timeouts_total %llu\n", U(s->redis_timeouts));
-		family(b, "redis_sets_total", "counter", "Answers written to Redis.");
-		rrc_buf_printf(b, "rrcache_redis_sets_total %llu\n", U(s->redis_sets));
-		family(b, "redis_fleet_waits_total", "counter",
-		       "Lookups that found another instance resolving the name.");
-		rrc_buf_printf(b, "rrcache_redis_fleet_waits_total %llu\n", U(s->redis_fleet_waits));
-		family(b, "redis_breaker_opens_total", "counter", "Times the circuit breaker opened.");
-		rrc_buf_printf(b, "rrcache_redis_breaker_opens_total %llu\n",
-			       U(s->redis_breaker_opens));
-		family(b, "redis_up", "gauge",
-		       "Workers whose Redis connection is ready (breaker closed).");
-		rrc_buf_printf(b, "rrcache_redis_up %llu\n", U(s->redis_up));
+		single(b, "redis_errors_total", "counter", "Redis commands that failed.",
+		       s->redis_errors);
+		single(b, "redis_timeouts_total", "counter", "Redis commands past their deadline.",
+		       s->redis_timeouts);
+		single(b, "redis_sets_total", "counter", "Answers written to Redis.",
+		       s->redis_sets);
+		single(b, "redis_fleet_waits_total", "counter", "Lookups that found another instance resolving the name.",
+		       s->redis_fleet_waits);
+		single(b, "redis_breaker_opens_total", "counter", "Times the circuit breaker opened.",
+		       s->redis_breaker_opens);
+		single(b, "redis_up", "gauge", "Workers whose Redis connection is ready (breaker closed).",
+		       s->redis_up);
 	}
 
 	family(b, "top_queries", "gauge",
@@ -664,6 +665,20 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 static void json_kv(struct rrc_buf *b, const char *k, uint64_t v, bool comma)
 {
 	rrc_buf_printf(b, "\"%s\":%llu%s", k, U(v), comma ? "," : "");
+}
+
+struct kv {
+	const char *k;
+	uint64_t v;
+};
+
+/* "name":{"k":v,...} */
+static void json_object(struct rrc_buf *b, const char *name, const struct kv *kvs, size_t n)
+{
+	rrc_buf_printf(b, "\"%s\":{", name);
+	for (size_t i = 0; i < n; i++)
+		json_kv(b, kvs[i].k, kvs[i].v, i + 1 < n);
+	rrc_buf_printf(b, "}");
 }
 
 /* Count, sum, percentiles since start, and the buckets (bounds in seconds, counts per bucket
@@ -699,46 +714,37 @@ void rrc_stats_json(const struct rrc_stats_view *v, struct rrc_buf *b)
 	rrc_buf_printf(b, "},\"rcodes\":{");
 	for (unsigned i = 0; i < RRC_RC_COUNT; i++)
 		json_kv(b, rrc_stats_rcode_name(i), s->rcode[i], i + 1 < RRC_RC_COUNT);
-	rrc_buf_printf(b, "},\"cache\":{");
-	json_kv(b, "hits", c->hits, true);
-	json_kv(b, "misses", c->misses, true);
-	json_kv(b, "stale", c->stale, true);
-	json_kv(b, "expired", c->expired, true);
-	json_kv(b, "inserted", c->inserted, true);
-	json_kv(b, "evicted", c->evicted, true);
-	json_kv(b, "entries", c->entries, true);
-	json_kv(b, "bytes", c->bytes, true);
-	json_kv(b, "budget_bytes", c->budget, false);
 	rrc_buf_printf(b, "},");
-	json_hist(b, "latency", &s->latency);
-	rrc_buf_printf(b, ",\"upstream\":{");
-	json_kv(b, "queries", s->upstream_queries, true);
-	json_kv(b, "tcp", s->upstream_tcp, true);
-	json_kv(b, "timeouts", s->upstream_timeouts, true);
-	json_kv(b, "errors", s->upstream_errors, true);
-	json_kv(b, "unwanted_replies", s->unwanted_replies, true);
-	json_kv(b, "malformed_replies", s->malformed_replies, false);
 	uint64_t malformed = 0;
 	for (unsigned i = 0; i < RRC_WR_COUNT; i++)
 		malformed += s->malformed[i];
-	rrc_buf_printf(b, "},\"clients\":{");
-	json_kv(b, "malformed", malformed, true);
-	json_kv(b, "acl_dropped", s->acl_dropped, true);
-	json_kv(b, "acl_refused", s->acl_refused, true);
-	json_kv(b, "coalesced", s->coalesced, true);
-	json_kv(b, "stale_served", s->stale_served, true);
-	json_kv(b, "tcp_open", s->tcp_open, false);
-	rrc_buf_printf(b, "}");
+	const struct kv cache[] = {
+		{"hits", c->hits},	   {"misses", c->misses},     {"stale", c->stale},
+		{"expired", c->expired},   {"inserted", c->inserted}, {"evicted", c->evicted},
+		{"entries", c->entries},   {"bytes", c->bytes},	      {"budget_bytes", c->budget}};
+	const struct kv upstream[] = {{"queries", s->upstream_queries},
+				      {"tcp", s->upstream_tcp},
+				      {"timeouts", s->upstream_timeouts},
+				      {"errors", s->upstream_errors},
+				      {"unwanted_replies", s->unwanted_replies},
+				      {"malformed_replies", s->malformed_replies}};
+	const struct kv clients[] = {{"malformed", malformed},	   {"acl_dropped", s->acl_dropped},
+				     {"acl_refused", s->acl_refused}, {"coalesced", s->coalesced},
+				     {"stale_served", s->stale_served}, {"tcp_open", s->tcp_open}};
+	const struct kv redis[] = {{"hits", s->redis_hits},	    {"misses", s->redis_misses},
+				   {"errors", s->redis_errors},	    {"timeouts", s->redis_timeouts},
+				   {"skipped", s->redis_skipped},	    {"breaker_opens", s->redis_breaker_opens},
+				   {"up_workers", s->redis_up}};
+	json_object(b, "cache", cache, RRC_ARRAY_SIZE(cache));
+	rrc_buf_printf(b, ",");
+	json_hist(b, "latency", &s->latency);
+	rrc_buf_printf(b, ",");
+	json_object(b, "upstream", upstream, RRC_ARRAY_SIZE(upstream));
+	rrc_buf_printf(b, ",");
+	json_object(b, "clients", clients, RRC_ARRAY_SIZE(clients));
 	if (v->redis_enabled) {
-		rrc_buf_printf(b, ",\"redis\":{");
-		json_kv(b, "hits", s->redis_hits, true);
-		json_kv(b, "misses", s->redis_misses, true);
-		json_kv(b, "errors", s->redis_errors, true);
-		json_kv(b, "timeouts", s->redis_timeouts, true);
-		json_kv(b, "skipped", s->redis_skipped, true);
-		json_kv(b, "breaker_opens", s->redis_breaker_opens, true);
-		json_kv(b, "up_workers", s->redis_up, false);
-		rrc_buf_printf(b, "}");
+		rrc_buf_printf(b, ",");
+		json_object(b, "redis", redis, RRC_ARRAY_SIZE(redis));
 	}
 	rrc_buf_printf(b, "}\n");
 }

@@ -54,6 +54,16 @@ def free_port(host="127.0.0.1"):
     raise RuntimeError("no free port")
 
 
+def wait_for(pred, deadline=5.0):
+    """Polls pred every 50 ms until it is true (True) or the deadline passes (False)."""
+    end = time.time() + deadline
+    while time.time() < end:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def query(server, port, name, rdtype="A", tcp=False, timeout=3.0, **kw):
     q = dns.message.make_query(name, rdtype, **kw)
     if tcp:

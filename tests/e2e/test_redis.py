@@ -5,7 +5,7 @@ import time
 import dns.rcode
 import dns.rdatatype
 
-from helpers import default_answer, query
+from helpers import default_answer, query, wait_for
 
 
 def redis_conf(url, extra=""):
@@ -21,14 +21,6 @@ def totals(log):
     assert m, log
     return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(1))}
 
-
-def wait_for(pred, deadline=5.0):
-    end = time.time() + deadline
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_second_instance_answers_from_redis_with_aged_ttl(fault, rrcache, redis):

@@ -13,7 +13,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from helpers import free_port, query, raw_udp
+from helpers import free_port, query, raw_udp, wait_for
 
 TOP_EXACT = "  top_sample: 1\n"
 
@@ -21,14 +21,6 @@ TOP_EXACT = "  top_sample: 1\n"
 def metric(m, name, **labels):
     return m.get((name, frozenset(labels.items())), 0.0)
 
-
-def wait_for(pred, deadline=5.0):
-    end = time.time() + deadline
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_counters_equal_what_was_sent(fault, rrcache):
