@@ -367,3 +367,29 @@ def test_wrong_password_is_reported_and_queries_still_answered(fault, rrcache, r
     assert wait_for(lambda: "set-up refused" in r.log()), r.log()
     assert r.query("nopass.test.").rcode() == dns.rcode.NOERROR
     assert "wrong" not in r.log().replace("WRONGPASS", "")
+
+
+def test_fleet_flush_through_the_api(fault, rrcache, redis):
+    """POST /api/v1/cache/flush on one instance flushes Redis and every instance's L1."""
+    import json
+    up = fault()
+    rd = redis()
+    token = '  token: "t0k"\n'
+    a = rrcache([f"127.0.0.1:{up.port}"], config_extra=redis_conf(rd.url), stats_extra=token)
+    b = rrcache([f"127.0.0.1:{up.port}"], config_extra=redis_conf(rd.url), stats_extra=token)
+    assert wait_for(lambda: "listening for fleet flushes" in a.log() and
+                    "listening for fleet flushes" in b.log())
+    a.query("api-flush.test.")
+    assert wait_for(lambda: len(rd.keys("t:[0-9a-f]*")) == 1)
+    b.query("api-flush.test.")  # from Redis, now in b's L1
+    assert up.count("api-flush.test.") == 1
+    status, _, body = a.http("/api/v1/cache/flush", "POST", body="name=api-flush.test",
+                             headers={"Authorization": "Bearer t0k",
+                                      "Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 200, body
+    res = json.loads(body)
+    assert res["redis_keys_deleted"] == 1 and res["l1_entries_removed"] == 1
+    assert rd.keys("t:[0-9a-f]*") == []
+    assert wait_for(lambda: "fleet flush of one name" in b.log())
+    b.query("api-flush.test.")
+    assert up.count("api-flush.test.") == 2
