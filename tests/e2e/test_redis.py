@@ -393,3 +393,23 @@ def test_fleet_flush_through_the_api(fault, rrcache, redis):
     assert wait_for(lambda: "fleet flush of one name" in b.log())
     b.query("api-flush.test.")
     assert up.count("api-flush.test.") == 2
+
+
+def test_acl_user_in_the_url(fault, rrcache, redis):
+    """redis://user:password@host/db: AUTH with a user (Redis 6 ACL), SELECT of the db."""
+    up = fault()
+    rd = redis()
+    rd.cmd("ACL", "SETUSER", "dnsfleet", "on", ">p@ss word", "~*", "&*", "+@all")
+    rd.cmd("ACL", "SETUSER", "default", "off")
+    url = f"redis://dnsfleet:p%40ss%20word@127.0.0.1:{rd.port}/2"
+    r = rrcache([f"127.0.0.1:{up.port}"], config_extra=redis_conf(url))
+    assert wait_for(lambda: "Redis connection ready" in r.log() and
+                    "listening for fleet flushes" in r.log()), r.log()
+    r.query("acl-user.test.")
+    from helpers import RedisClient
+    c = RedisClient(port=rd.port)
+    c.cmd("AUTH", "dnsfleet", "p@ss word")
+    c.cmd("SELECT", 2)
+    assert wait_for(lambda: len(c.cmd("KEYS", "t:*")) == 1)
+    c.close()
+    assert "p@ss" not in r.log()
