@@ -413,3 +413,27 @@ def test_acl_user_in_the_url(fault, rrcache, redis):
     assert wait_for(lambda: len(c.cmd("KEYS", "t:*")) == 1)
     c.close()
     assert "p@ss" not in r.log()
+
+
+def test_pending_commands_are_bounded(fault, rrcache, redis):
+    """With Redis stuck, no more than redis.max_pending commands wait per worker: further
+    lookups skip Redis at once (counted) and go upstream."""
+    import concurrent.futures
+    import threading
+    up = fault()
+    rd = redis()
+    r = rrcache([f"127.0.0.1:{up.port}"],
+                config_extra=redis_conf(rd.url, "  max_pending: 2\n  timeout: 300ms\n"
+                                                "  max_failures: 100\n"))
+    assert wait_for(lambda: "Redis connection ready" in r.log())
+    sleeper = threading.Thread(target=lambda: rd.cmd("DEBUG", "SLEEP", "1"))
+    sleeper.start()
+    time.sleep(0.1)
+    with concurrent.futures.ThreadPoolExecutor(10) as ex:
+        took = list(ex.map(lambda i: timed_query(r, f"pending{i}.test.")[1], range(10)))
+    sleeper.join()
+    # Two waited for the 300 ms deadline; the eight others did not wait for Redis at all.
+    assert sorted(took)[7] < 0.25, took
+    _, log = r.stop()
+    t = totals(log)
+    assert t["skipped"] >= 8 and t["timeouts"] >= 1, t
