@@ -232,7 +232,8 @@ static int read_secret_file(const char *file, char *out, size_t cap, char *err)
 	}
 	line[strcspn(line, "\r\n")] = '\0';
 	if (line[0] == '\0' || strlen(line) >= cap) {
-		snprintf(err, RRC_ERR_LEN, "%.100s: want one line of 1 to %zu bytes", file, cap - 1);
+		snprintf(err, RRC_ERR_LEN, "%.100s: want one line of 1 to %zu bytes", file,
+			 cap - 1);
 		return -EINVAL;
 	}
 	memcpy(out, line, strlen(line) + 1);
@@ -312,11 +313,12 @@ int rrc_config_parse_redis_url(const char *url, struct rrc_redis_conf *rc, char 
 		/* redis://user:password@host, or redis://password@host (AUTH with a password
 		 * alone, as before Redis 6). */
 		const char *colon = memchr(p, ':', (size_t)(at - p));
-		int bad = colon ? url_unescape(p, (size_t)(colon - p), rc->user, sizeof(rc->user)) ||
-					  url_unescape(colon + 1, (size_t)(at - colon - 1),
-						       rc->password, sizeof(rc->password))
-				: url_unescape(p, (size_t)(at - p), rc->password,
-					       sizeof(rc->password));
+		int bad =
+			colon ? url_unescape(p, (size_t)(colon - p), rc->user, sizeof(rc->user)) ||
+					url_unescape(colon + 1, (size_t)(at - colon - 1),
+						     rc->password, sizeof(rc->password))
+			      : url_unescape(p, (size_t)(at - p), rc->password,
+					     sizeof(rc->password));
 		if (bad) {
 			snprintf(err, RRC_ERR_LEN, "bad user or password in the URL");
 			return -EINVAL;
@@ -419,7 +421,7 @@ enum kind {
 	K_SECRET_FILE, /* char[max] at off, read from the file named by the value */
 	K_STATS_LISTEN,
 	K_STATS_ALLOW,
-	K_POW2,	       /* uint32_t, a power of two in [min, max] */
+	K_POW2, /* uint32_t, a power of two in [min, max] */
 };
 
 struct key {
@@ -811,8 +813,10 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 	}
 	case K_STATS_LISTEN:
 		if (parse_stats_listen(s, &cfg->stats))
-			return fail(c, v, path, "bad address '%.60s' (want 127.0.0.1:9153, "
-						"[::1]:9153 or off)", s);
+			return fail(c, v, path,
+				    "bad address '%.60s' (want 127.0.0.1:9153, "
+				    "[::1]:9153 or off)",
+				    s);
 		return 0;
 	case K_POW2: {
 		char *e;
@@ -1041,7 +1045,8 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 		return -EINVAL;
 	}
 	if (cfg->redis.backoff_min_ms > cfg->redis.backoff_max_ms) {
-		snprintf(err, RRC_ERR_LEN, "redis.backoff_min (%ums) is above redis.backoff_max (%ums)",
+		snprintf(err, RRC_ERR_LEN,
+			 "redis.backoff_min (%ums) is above redis.backoff_max (%ums)",
 			 cfg->redis.backoff_min_ms, cfg->redis.backoff_max_ms);
 		return -EINVAL;
 	}

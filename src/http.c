@@ -146,8 +146,8 @@ static void r_top(const struct rrc_stats_view *v, int arg, struct rrc_buf *b)
 	rrc_stats_json_top(v, arg, b);
 }
 
-static enum MHD_Result render(struct rrc_http *h, struct MHD_Connection *c, render_fn fn,
-			      int arg, bool with_top, const char *type)
+static enum MHD_Result render(struct rrc_http *h, struct MHD_Connection *c, render_fn fn, int arg,
+			      bool with_top, const char *type)
 {
 	struct view_data *d = malloc(sizeof(*d));
 	char *out = malloc(HTTP_OUT_MAX);
@@ -251,7 +251,8 @@ static enum MHD_Result flush(struct rrc_http *h, struct MHD_Connection *c, struc
 			rrc_log(RRC_LOG_WARN, RRC_LG_HTTP, "flush: %s", err);
 			return respond_text(c, MHD_HTTP_BAD_GATEWAY, "L1 flushed; Redis failed\n");
 		}
-		n += snprintf(msg + n, sizeof(msg) - (size_t)n, ",\"redis_keys_deleted\":%ld", keys);
+		n += snprintf(msg + n, sizeof(msg) - (size_t)n, ",\"redis_keys_deleted\":%ld",
+			      keys);
 	}
 	snprintf(msg + n, sizeof(msg) - (size_t)n, "}\n");
 	ldns_rdf_deep_free(dname);
@@ -308,15 +309,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		req->body[req->len] = '\0';
 		if (req->too_big)
 			return respond_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n");
-		if (strcmp(url, "/api/v1/cache/flush") != 0 && strcmp(url, "/api/v1/top/reset") != 0)
+		if (strcmp(url, "/api/v1/cache/flush") != 0 &&
+		    strcmp(url, "/api/v1/top/reset") != 0)
 			return respond_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
 		if (!authorized(h, c))
-			return respond_text(c, h->token[0] ? MHD_HTTP_UNAUTHORIZED : MHD_HTTP_FORBIDDEN,
-					    h->token[0] ? "a valid bearer token is needed\n"
-							: "writes are off: no stats.token configured\n");
+			return respond_text(
+				c, h->token[0] ? MHD_HTTP_UNAUTHORIZED : MHD_HTTP_FORBIDDEN,
+				h->token[0] ? "a valid bearer token is needed\n"
+					    : "writes are off: no stats.token configured\n");
 		if (strcmp(url, "/api/v1/top/reset") == 0) {
 			rrc_server_top_reset(h->server);
-			return respond(c, MHD_HTTP_OK, "application/json", "{\"reset\":true}\n", 15);
+			return respond(c, MHD_HTTP_OK, "application/json", "{\"reset\":true}\n",
+				       15);
 		}
 		return flush(h, c, req);
 	}
@@ -339,7 +343,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			rrc_dashboard_html_len, (void *)rrc_dashboard_html, MHD_RESPMEM_PERSISTENT);
 		if (!r)
 			return MHD_NO;
-		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
+		MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE,
+					"text/html; charset=utf-8");
 		/* The page loads nothing from anywhere but this endpoint. */
 		MHD_add_response_header(r, "Content-Security-Policy",
 					"default-src 'none'; script-src 'unsafe-inline'; "
@@ -406,8 +411,9 @@ struct rrc_http *rrc_http_start(struct rrc_server *s, const struct rrc_config *c
 		&cfg->stats.listen.sa, MHD_OPTION_CONNECTION_LIMIT,
 		(unsigned)cfg->stats.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
 		(unsigned)HTTP_PER_CLIENT, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY, MHD_OPTION_NOTIFY_COMPLETED,
-		on_completed, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_END);
+		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY,
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+		h, MHD_OPTION_END);
 	if (!h->daemon) {
 		char a[64];
 		rrc_config_format_addr(&cfg->stats.listen, a, sizeof(a));

@@ -96,8 +96,8 @@ size_t rrc_l2_encode(uint8_t *out, size_t cap, const uint8_t *key, size_t keylen
 /* No lifetime we store exceeds a week (cache.max_ttl's limit) plus the stale window (30 d). */
 #define RRC_L2_MAX_LIFE_S (7u * 86400 + 30u * 86400)
 
-enum rrc_l2_verdict rrc_l2_decode(const uint8_t *val, size_t len, const uint8_t *key,
-				  size_t keylen, uint64_t now_ms, struct rrc_l2_value *out)
+enum rrc_l2_verdict rrc_l2_decode(const uint8_t *val, size_t len, const uint8_t *key, size_t keylen,
+				  uint64_t now_ms, struct rrc_l2_value *out)
 {
 	memset(out, 0, sizeof(*out));
 	if (len < RRC_L2_HDR || memcmp(val, magic, 4) != 0 || val[4] != RRC_L2_VERSION ||
@@ -136,11 +136,11 @@ size_t rrc_l2_accept(uint8_t *buf, size_t len, const uint8_t *key, size_t keylen
 	const uint8_t *tail = key + qlen;
 	/* The answer must be for the key's question (RFC 5452 §9.1 holds for Redis too). */
 	if (r.qname_len != qlen || !rrc_wire_name_equal(buf + RRC_WIRE_HDR, key, qlen) ||
-	    r.qtype != rrc_get16(tail) || r.qclass != rrc_get16(tail + 2) ||
-	    (r.flags & RRC_F_TC) || r.opt_off != 0)
+	    r.qtype != rrc_get16(tail) || r.qclass != rrc_get16(tail + 2) || (r.flags & RRC_F_TC) ||
+	    r.opt_off != 0)
 		return 0;
-	if (age > 0 && (rrc_wire_age_ttls(buf, len, age) != 0 ||
-			rrc_wire_check_reply(buf, len, &r) != 0))
+	if (age > 0 &&
+	    (rrc_wire_age_ttls(buf, len, age) != 0 || rrc_wire_check_reply(buf, len, &r) != 0))
 		return 0;
 	uint32_t life = 0;
 	size_t slen = rrc_wire_make_stored(buf, len, &r, pol, &life);

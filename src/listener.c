@@ -121,8 +121,8 @@ static void count_answer(struct rrc_worker *w, const uint8_t *ans, size_t len)
 	    ans[len - RRC_WIRE_OPT_LEN] == 0 && rrc_get16(ans + len - RRC_WIRE_OPT_LEN + 1) == 41)
 		rcode |= (unsigned)ans[len - RRC_WIRE_OPT_LEN + 5] << 4;
 	w->st.rcode[rrc_stats_rcode_slot(rcode)]++;
-	if ((rcode != RRC_RCODE_NXDOMAIN && rcode != RRC_RCODE_SERVFAIL) ||
-	    len <= RRC_WIRE_HDR || !rrc_top_sampled(&w->top))
+	if ((rcode != RRC_RCODE_NXDOMAIN && rcode != RRC_RCODE_SERVFAIL) || len <= RRC_WIRE_HDR ||
+	    !rrc_top_sampled(&w->top))
 		return;
 	uint8_t name[RRC_WIRE_MAX_NAME];
 	size_t i = RRC_WIRE_HDR, n = 0;
@@ -661,7 +661,8 @@ void rrc_listener_answer(struct rrc_worker *w, struct rrc_waiter *wt, const uint
 {
 	if (len) {
 		count_answer(w, buf, len);
-		tap_response(w, wt->tcp, &wt->peer, wt->tcp ? NULL : wt->ul, wt->start_us, buf, len);
+		tap_response(w, wt->tcp, &wt->peer, wt->tcp ? NULL : wt->ul, wt->start_us, buf,
+			     len);
 		uint64_t t = now_us();
 		rrc_hist_add(&w->st.latency, t > wt->start_us ? t - wt->start_us : 0);
 	}

@@ -32,7 +32,8 @@ static const char usage[] =
 	"      --log-level LEVEL    error, warning, info or debug\n"
 	"      --metrics ADDR:PORT  statistics endpoint (default 127.0.0.1:9153), or off\n"
 	"      --redis URL          share answers through Redis: redis://[user:pass@]host:port/db\n"
-	"                           or unix:///path/to/socket?db=N (password: redis.password_file)\n"
+	"                           or unix:///path/to/socket?db=N (password: "
+	"redis.password_file)\n"
 	"      --flush NAME         remove NAME (every type) from Redis and from the L1 cache of\n"
 	"                           every instance sharing it, then exit\n"
 	"      --flush-all          the same for everything under redis.key_prefix\n"
@@ -101,7 +102,8 @@ static void log_summary(struct rrc_server *s)
 			"totals: redis hits=%llu misses=%llu expired=%llu bad=%llu errors=%llu "
 			"timeouts=%llu skipped=%llu sets=%llu fleet_waits=%llu breaker_opens=%llu",
 			(unsigned long long)st.redis_hits, (unsigned long long)st.redis_misses,
-			(unsigned long long)st.redis_expired, (unsigned long long)st.redis_bad_values,
+			(unsigned long long)st.redis_expired,
+			(unsigned long long)st.redis_bad_values,
 			(unsigned long long)st.redis_errors, (unsigned long long)st.redis_timeouts,
 			(unsigned long long)st.redis_skipped, (unsigned long long)st.redis_sets,
 			(unsigned long long)st.redis_fleet_waits,

@@ -516,7 +516,8 @@ size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, c
 					   .tcp = src->tcp,
 					   .query_addr = src->peer,
 					   .response_addr = src->ul ? &src->ul->addr.sa : NULL,
-					   .query_time_us = rrc_worker_wall_us(w, w->batch_start_us),
+					   .query_time_us =
+						   rrc_worker_wall_us(w, w->batch_start_us),
 					   .wire = pkt,
 					   .len = len};
 		rrc_worker_tap(w, &m);

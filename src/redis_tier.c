@@ -27,7 +27,6 @@
 #include <string.h>
 #include <sys/time.h>
 
-
 enum conn_state { C_CLOSED, C_CONNECTING, C_READY };
 
 struct conn {
@@ -68,13 +67,13 @@ struct rrc_redis_tier {
 	struct rrc_l2_keys keys;
 	struct conn data, sub;
 	struct rrc_redis_req *head, *tail;
-	unsigned pending; /* commands written, not yet answered */
+	unsigned pending;  /* commands written, not yet answered */
 	uint32_t failures; /* consecutive */
 	uv_timer_t deadline;
 	bool deadline_armed;
 	unsigned closes; /* handles not yet closed */
 	bool closing;
-	uint8_t buf[RRC_WIRE_MAX_MSG + 2];	      /* an answer being checked */
+	uint8_t buf[RRC_WIRE_MAX_MSG + 2];			       /* an answer being checked */
 	uint8_t val[RRC_L2_HDR + RRC_WIRE_KEY_MAX + RRC_WIRE_MAX_MSG]; /* a value being written */
 };
 
@@ -273,8 +272,9 @@ static bool check_value(struct rrc_redis_req *r, const redisReply *rep, struct r
 	if (vd == RRC_L2_MALFORMED || vd == RRC_L2_OTHER_KEY || v.alen > RRC_WIRE_MAX_MSG) {
 		/* Counted, answered from upstream, and overwritten by the next fill. */
 		w->st.redis_bad_values++;
-		rrc_log_limited(RRC_LOG_DEBUG, RRC_LG_REDIS, "worker %u: refused a Redis value (%s)",
-				w->index, vd == RRC_L2_OTHER_KEY ? "another question" : "malformed");
+		rrc_log_limited(RRC_LOG_DEBUG, RRC_LG_REDIS,
+				"worker %u: refused a Redis value (%s)", w->index,
+				vd == RRC_L2_OTHER_KEY ? "another question" : "malformed");
 		return false;
 	}
 	memcpy(t->buf, v.answer, v.alen);
@@ -294,8 +294,8 @@ static bool check_value(struct rrc_redis_req *r, const redisReply *rep, struct r
 	}
 	uint32_t life = 0;
 	uint32_t remaining = (uint32_t)RRC_MIN(v.remaining_ms / 1000, (uint64_t)UINT32_MAX);
-	size_t n = rrc_l2_accept(t->buf, v.alen, r->key, r->keylen, v.age, remaining, &t->pol,
-				 &life);
+	size_t n =
+		rrc_l2_accept(t->buf, v.alen, r->key, r->keylen, v.age, remaining, &t->pol, &life);
 	if (n == 0 || rrc_msg_check_reply(t->buf, n) != 0) {
 		if (n != 0 || remaining > 0)
 			w->st.redis_bad_values++;
@@ -555,8 +555,8 @@ static void on_setup(redisAsyncContext *ac, void *reply, void *priv)
 		return;
 	if (!rep || rep->type == REDIS_REPLY_ERROR) {
 		char why[160];
-		snprintf(why, sizeof(why), "set-up refused: %.*s", rep ? (int)RRC_MIN(rep->len, 100) : 4,
-			 rep ? rep->str : "gone");
+		snprintf(why, sizeof(why), "set-up refused: %.*s",
+			 rep ? (int)RRC_MIN(rep->len, 100) : 4, rep ? rep->str : "gone");
 		conn_drop(c, why);
 		return;
 	}
@@ -637,8 +637,8 @@ static void conn_open(struct conn *c)
 		c->setup_left += r == REDIS_OK;
 	}
 	if (rc->db && !c->sub) {
-		c->setup_left +=
-			redisAsyncCommand(ac, on_setup, c, "SELECT %u", (unsigned)rc->db) == REDIS_OK;
+		c->setup_left += redisAsyncCommand(ac, on_setup, c, "SELECT %u",
+						   (unsigned)rc->db) == REDIS_OK;
 	}
 	uv_timer_start(&c->timer, on_conn_timer, rc->connect_timeout_ms, 0);
 }

@@ -4,8 +4,8 @@
  * Writes are flushed eagerly: when hiredis has commands to send on a connected socket, a
  * uv_prepare_t writes them just before the loop next waits for events (one write for every
  * command queued since), and only a write the kernel could not take whole falls back to
- * waiting for the socket to become writable. Readability is watched all along. So a command costs no
- * epoll changes, where waiting for "writable" first would cost two (on, off) and a wake-up.
+ * waiting for the socket to become writable. Readability is watched all along. So a command costs
+ * no epoll changes, where waiting for "writable" first would cost two (on, off) and a wake-up.
  */
 #include "rrcache/redis_uv.h"
 

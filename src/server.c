@@ -30,7 +30,7 @@ struct rrc_server {
 	unsigned generation;
 	struct rrc_worker **workers;
 	unsigned n_workers;
-	atomic_bool running; /* read by the HTTP thread */
+	atomic_bool running;	/* read by the HTTP thread */
 	struct rrc_dnstap *tap; /* the query log, or NULL */
 
 	pthread_mutex_t tcp_lock;

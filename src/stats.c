@@ -11,8 +11,9 @@
 
 /* 100 us .. 2.5 s: a cache hit lands in the first buckets, an upstream answer in the middle,
  * a timeout in the last. */
-const uint32_t rrc_hist_bounds_us[RRC_HIST_BOUNDS] = {
-	100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 500000, 1000000, 2500000};
+const uint32_t rrc_hist_bounds_us[RRC_HIST_BOUNDS] = {100,    250,    500,     1000,   2500,
+						      5000,   10000,  25000,   50000,  100000,
+						      250000, 500000, 1000000, 2500000};
 
 void rrc_hist_merge(struct rrc_hist *into, const struct rrc_hist *from)
 {
@@ -47,10 +48,9 @@ double rrc_hist_quantile(const struct rrc_hist *h, double q)
 static const struct {
 	uint16_t type;
 	const char *name;
-} qtypes[RRC_QT_OTHER] = {
-	{1, "A"},      {28, "AAAA"}, {5, "CNAME"}, {15, "MX"},	{16, "TXT"},   {2, "NS"},
-	{6, "SOA"},    {12, "PTR"},  {33, "SRV"},  {64, "SVCB"}, {65, "HTTPS"}, {257, "CAA"},
-	{43, "DS"},    {48, "DNSKEY"}, {255, "ANY"}};
+} qtypes[RRC_QT_OTHER] = {{1, "A"},	 {28, "AAAA"}, {5, "CNAME"}, {15, "MX"},     {16, "TXT"},
+			  {2, "NS"},	 {6, "SOA"},   {12, "PTR"},  {33, "SRV"},    {64, "SVCB"},
+			  {65, "HTTPS"}, {257, "CAA"}, {43, "DS"},   {48, "DNSKEY"}, {255, "ANY"}};
 
 unsigned rrc_stats_qtype_slot(uint16_t qtype)
 {
@@ -90,9 +90,9 @@ unsigned rrc_stats_rcode_slot(unsigned rcode)
 
 const char *rrc_stats_rcode_name(unsigned slot)
 {
-	static const char *const names[RRC_RC_COUNT] = {"NOERROR", "FORMERR", "SERVFAIL",
+	static const char *const names[RRC_RC_COUNT] = {"NOERROR",  "FORMERR", "SERVFAIL",
 							"NXDOMAIN", "NOTIMP",  "REFUSED",
-							"BADVERS", "other"};
+							"BADVERS",  "other"};
 	return slot < RRC_RC_COUNT ? names[slot] : "other";
 }
 
@@ -117,7 +117,8 @@ static int find(const struct rrc_topk *t, uint32_t h, const uint8_t *key, size_t
 		unsigned *free_slot)
 {
 	unsigned s = h & (RRC_TOPK_SLOTS - 1);
-	for (unsigned probe = 0; probe < RRC_TOPK_SLOTS; probe++, s = (s + 1) & (RRC_TOPK_SLOTS - 1)) {
+	for (unsigned probe = 0; probe < RRC_TOPK_SLOTS;
+	     probe++, s = (s + 1) & (RRC_TOPK_SLOTS - 1)) {
 		int idx = t->slot[s];
 		if (idx < 0) {
 			*free_slot = s;
@@ -266,8 +267,7 @@ void rrc_top_window(const struct rrc_top *t, enum rrc_top_cat cat, bool hour, st
 
 const char *rrc_top_cat_name(enum rrc_top_cat cat)
 {
-	static const char *const names[RRC_TOP_CATS] = {"names", "clients", "nxdomain",
-							"servfail"};
+	static const char *const names[RRC_TOP_CATS] = {"names", "clients", "nxdomain", "servfail"};
 	return names[cat];
 }
 
@@ -431,7 +431,9 @@ size_t rrc_stats_key_text(enum rrc_top_cat cat, const struct rrc_topk_entry *e, 
 {
 	if (cat != RRC_TOP_CLIENTS)
 		return rrc_name_to_text(e->key, e->len, out, cap);
-	int family = e->len == 5 && e->key[0] == 4 ? AF_INET : e->len == 17 && e->key[0] == 6 ? AF_INET6 : 0;
+	int family = e->len == 5 && e->key[0] == 4    ? AF_INET
+		     : e->len == 17 && e->key[0] == 6 ? AF_INET6
+						      : 0;
 	if (!family || !inet_ntop(family, e->key + 1, out, (socklen_t)cap)) {
 		snprintf(out, cap, "?");
 		return 1;
@@ -503,8 +505,7 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	for (unsigned i = 0; i < RRC_RC_COUNT; i++)
 		rrc_buf_printf(b, "rrcache_responses_total{rcode=\"%s\"} %llu\n",
 			       rrc_stats_rcode_name(i), U(s->rcode[i]));
-	single(b, "responses_truncated_total", "counter", "Answers sent with TC=1.",
-	       s->truncated);
+	single(b, "responses_truncated_total", "counter", "Answers sent with TC=1.", s->truncated);
 	family(b, "response_latency_seconds", "histogram",
 	       "Client-visible latency: from the query's arrival to its answer leaving.");
 	hist_prom(b, "response_latency_seconds", "", &s->latency);
@@ -515,20 +516,17 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	rrc_buf_printf(b, "rrcache_cache_requests_total{result=\"stale\"} %llu\n", U(c->stale));
 	single(b, "cache_expired_total", "counter", "Entries found expired by a lookup.",
 	       c->expired);
-	single(b, "cache_inserted_total", "counter", "Answers stored in L1.",
-	       c->inserted);
+	single(b, "cache_inserted_total", "counter", "Answers stored in L1.", c->inserted);
 	single(b, "cache_evicted_total", "counter", "Entries evicted to keep the byte budget.",
 	       c->evicted);
-	single(b, "cache_entries", "gauge", "Entries in L1.",
-	       c->entries);
+	single(b, "cache_entries", "gauge", "Entries in L1.", c->entries);
 	single(b, "cache_bytes", "gauge", "Bytes L1 holds, as charged against its budget.",
 	       c->bytes);
-	single(b, "cache_budget_bytes", "gauge", "L1's byte budget (cache.size).",
-	       c->budget);
+	single(b, "cache_budget_bytes", "gauge", "L1's byte budget (cache.size).", c->budget);
 	single(b, "stale_answers_total", "counter", "Expired answers served (RFC 8767).",
 	       s->stale_served);
-	single(b, "coalesced_queries_total", "counter", "Queries that joined an identical one already in flight.",
-	       s->coalesced);
+	single(b, "coalesced_queries_total", "counter",
+	       "Queries that joined an identical one already in flight.", s->coalesced);
 
 	family(b, "upstream_queries_total", "counter", "Queries sent to each upstream.");
 	for (unsigned i = 0; i < v->n_upstreams; i++) {
@@ -541,7 +539,8 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		const char *name, *type, *help;
 		size_t off;
 	} per_up[] = {
-		{"upstream_timeouts_total", "counter", "Upstream attempts that got no answer in time.",
+		{"upstream_timeouts_total", "counter",
+		 "Upstream attempts that got no answer in time.",
 		 offsetof(struct rrc_upstream_stats, timeouts)},
 		{"upstream_errors_total", "counter",
 		 "Upstream attempts that failed (refused, socket error, malformed reply).",
@@ -549,7 +548,8 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		{"upstream_outstanding", "gauge", "Queries in flight to each upstream.",
 		 offsetof(struct rrc_upstream_stats, outstanding)},
 		{"upstream_up", "gauge",
-		 "Workers that count the upstream up (rrcache_workers when all do, 0 when it is down).",
+		 "Workers that count the upstream up (rrcache_workers when all do, 0 when it is "
+		 "down).",
 		 offsetof(struct rrc_upstream_stats, up)},
 	};
 	for (size_t f = 0; f < RRC_ARRAY_SIZE(per_up); f++) {
@@ -563,7 +563,8 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 			rrc_buf_printf(b, "\"} %llu\n", U(val));
 		}
 	}
-	family(b, "upstream_rtt_seconds", "histogram", "Round-trip time of answered upstream queries.");
+	family(b, "upstream_rtt_seconds", "histogram",
+	       "Round-trip time of answered upstream queries.");
 	for (unsigned i = 0; i < v->n_upstreams; i++) {
 		char lab[160];
 		struct rrc_buf lb = {.p = lab, .cap = sizeof(lab) - 1};
@@ -574,9 +575,10 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		lab[lb.overflow ? 0 : lb.len] = '\0';
 		hist_prom(b, "upstream_rtt_seconds", lab, &s->up[i].rtt);
 	}
-	single(b, "upstream_tcp_queries_total", "counter", "Upstream queries retried over TCP (TC=1).",
-	       s->upstream_tcp);
-	single(b, "unwanted_replies_total", "counter", "Upstream datagrams ignored: wrong address, port, ID or question (RFC 5452).",
+	single(b, "upstream_tcp_queries_total", "counter",
+	       "Upstream queries retried over TCP (TC=1).", s->upstream_tcp);
+	single(b, "unwanted_replies_total", "counter",
+	       "Upstream datagrams ignored: wrong address, port, ID or question (RFC 5452).",
 	       s->unwanted_replies);
 	single(b, "malformed_replies_total", "counter", "Upstream replies refused as malformed.",
 	       s->malformed_replies);
@@ -588,7 +590,8 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	family(b, "acl_total", "counter", "Queries from clients outside the ACL, by action.");
 	rrc_buf_printf(b, "rrcache_acl_total{action=\"drop\"} %llu\n", U(s->acl_dropped));
 	rrc_buf_printf(b, "rrcache_acl_total{action=\"refuse\"} %llu\n", U(s->acl_refused));
-	single(b, "inflight_limit_total", "counter", "Misses answered SERVFAIL because upstream.max_inflight was reached.",
+	single(b, "inflight_limit_total", "counter",
+	       "Misses answered SERVFAIL because upstream.max_inflight was reached.",
 	       s->inflight_limit);
 	single(b, "udp_send_dropped_total", "counter", "UDP answers the socket could not take.",
 	       s->udp_send_dropped);
@@ -600,8 +603,7 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		       U(s->tcp_refused_limit));
 	rrc_buf_printf(b, "rrcache_tcp_connections_total{outcome=\"closed_idle\"} %llu\n",
 		       U(s->tcp_closed_idle));
-	single(b, "tcp_connections_open", "gauge", "TCP client connections open now.",
-	       s->tcp_open);
+	single(b, "tcp_connections_open", "gauge", "TCP client connections open now.", s->tcp_open);
 
 	family(b, "dnstap_messages_total", "counter",
 	       "dnstap messages queued for the log, and dropped because its queue was full.");
@@ -634,12 +636,13 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		       s->redis_timeouts);
 		single(b, "redis_sets_total", "counter", "Answers written to Redis.",
 		       s->redis_sets);
-		single(b, "redis_fleet_waits_total", "counter", "Lookups that found another instance resolving the name.",
+		single(b, "redis_fleet_waits_total", "counter",
+		       "Lookups that found another instance resolving the name.",
 		       s->redis_fleet_waits);
-		single(b, "redis_breaker_opens_total", "counter", "Times the circuit breaker opened.",
-		       s->redis_breaker_opens);
-		single(b, "redis_up", "gauge", "Workers whose Redis connection is ready (breaker closed).",
-		       s->redis_up);
+		single(b, "redis_breaker_opens_total", "counter",
+		       "Times the circuit breaker opened.", s->redis_breaker_opens);
+		single(b, "redis_up", "gauge",
+		       "Workers whose Redis connection is ready (breaker closed).", s->redis_up);
 	}
 
 	family(b, "top_queries", "gauge",
@@ -648,12 +651,14 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		for (int win = 0; win < 2; win++) {
 			const struct rrc_topk *t = v->top[cat][win];
 			const struct rrc_topk_entry *top[RRC_TOPK_MAX_SHOWN];
-			size_t n = t ? rrc_topk_top(t, top, RRC_MIN(v->top_k, RRC_TOPK_MAX_SHOWN)) : 0;
+			size_t n =
+				t ? rrc_topk_top(t, top, RRC_MIN(v->top_k, RRC_TOPK_MAX_SHOWN)) : 0;
 			for (size_t i = 0; i < n; i++) {
 				char text[1100];
 				size_t tl = rrc_stats_key_text(cat, top[i], text, sizeof(text));
-				rrc_buf_printf(b, "rrcache_top_queries{table=\"%s\",window=\"%s\","
-						  "rank=\"%zu\",key=\"",
+				rrc_buf_printf(b,
+					       "rrcache_top_queries{table=\"%s\",window=\"%s\","
+					       "rank=\"%zu\",key=\"",
 					       rrc_top_cat_name(cat), win ? "1h" : "1m", i + 1);
 				rrc_buf_prom_label(b, (const uint8_t *)text, tl);
 				rrc_buf_printf(b, "\"} %llu\n", U(top[i]->count));
@@ -685,8 +690,9 @@ static void json_object(struct rrc_buf *b, const char *name, const struct kv *kv
  * with +Inf last) so that a reader can compute percentiles between two polls. */
 static void json_hist(struct rrc_buf *b, const char *k, const struct rrc_hist *h)
 {
-	rrc_buf_printf(b, "\"%s\":{\"count\":%llu,\"sum_seconds\":%.6f,\"p50_seconds\":%.6f,"
-			  "\"p90_seconds\":%.6f,\"p99_seconds\":%.6f,\"bounds\":[",
+	rrc_buf_printf(b,
+		       "\"%s\":{\"count\":%llu,\"sum_seconds\":%.6f,\"p50_seconds\":%.6f,"
+		       "\"p90_seconds\":%.6f,\"p99_seconds\":%.6f,\"bounds\":[",
 		       k, U(h->count), (double)h->sum_us / 1e6, rrc_hist_quantile(h, 0.5) / 1e6,
 		       rrc_hist_quantile(h, 0.9) / 1e6, rrc_hist_quantile(h, 0.99) / 1e6);
 	for (unsigned i = 0; i < RRC_HIST_BOUNDS; i++)
@@ -719,22 +725,24 @@ void rrc_stats_json(const struct rrc_stats_view *v, struct rrc_buf *b)
 	for (unsigned i = 0; i < RRC_WR_COUNT; i++)
 		malformed += s->malformed[i];
 	const struct kv cache[] = {
-		{"hits", c->hits},	   {"misses", c->misses},     {"stale", c->stale},
-		{"expired", c->expired},   {"inserted", c->inserted}, {"evicted", c->evicted},
-		{"entries", c->entries},   {"bytes", c->bytes},	      {"budget_bytes", c->budget}};
+		{"hits", c->hits},	 {"misses", c->misses},	    {"stale", c->stale},
+		{"expired", c->expired}, {"inserted", c->inserted}, {"evicted", c->evicted},
+		{"entries", c->entries}, {"bytes", c->bytes},	    {"budget_bytes", c->budget}};
 	const struct kv upstream[] = {{"queries", s->upstream_queries},
 				      {"tcp", s->upstream_tcp},
 				      {"timeouts", s->upstream_timeouts},
 				      {"errors", s->upstream_errors},
 				      {"unwanted_replies", s->unwanted_replies},
 				      {"malformed_replies", s->malformed_replies}};
-	const struct kv clients[] = {{"malformed", malformed},	   {"acl_dropped", s->acl_dropped},
-				     {"acl_refused", s->acl_refused}, {"coalesced", s->coalesced},
-				     {"stale_served", s->stale_served}, {"tcp_open", s->tcp_open}};
-	const struct kv redis[] = {{"hits", s->redis_hits},	    {"misses", s->redis_misses},
-				   {"errors", s->redis_errors},	    {"timeouts", s->redis_timeouts},
-				   {"skipped", s->redis_skipped},	    {"breaker_opens", s->redis_breaker_opens},
-				   {"up_workers", s->redis_up}};
+	const struct kv clients[] = {
+		{"malformed", malformed},	   {"acl_dropped", s->acl_dropped},
+		{"acl_refused", s->acl_refused},   {"coalesced", s->coalesced},
+		{"stale_served", s->stale_served}, {"tcp_open", s->tcp_open}};
+	const struct kv redis[] = {
+		{"hits", s->redis_hits},       {"misses", s->redis_misses},
+		{"errors", s->redis_errors},   {"timeouts", s->redis_timeouts},
+		{"skipped", s->redis_skipped}, {"breaker_opens", s->redis_breaker_opens},
+		{"up_workers", s->redis_up}};
 	json_object(b, "cache", cache, RRC_ARRAY_SIZE(cache));
 	rrc_buf_printf(b, ",");
 	json_hist(b, "latency", &s->latency);
@@ -757,7 +765,8 @@ void rrc_stats_json_upstreams(const struct rrc_stats_view *v, struct rrc_buf *b)
 		rrc_buf_printf(b, "%s{\"address\":", i ? "," : "");
 		rrc_buf_json_string(b, (const uint8_t *)v->upstream_names[i],
 				    strlen(v->upstream_names[i]));
-		rrc_buf_printf(b, ",\"up\":%s,\"up_workers\":%llu,", u->up ? "true" : "false", U(u->up));
+		rrc_buf_printf(b, ",\"up\":%s,\"up_workers\":%llu,", u->up ? "true" : "false",
+			       U(u->up));
 		json_kv(b, "queries", u->queries, true);
 		json_kv(b, "timeouts", u->timeouts, true);
 		json_kv(b, "errors", u->errors, true);

@@ -54,9 +54,9 @@ struct rrc_upstreams {
 	struct rrc_attempt *attempts; /* every live attempt, for close-all */
 	unsigned closes;	      /* handles not yet closed */
 	bool closing;
-	int epfd;		      /* the UDP attempts' sockets */
+	int epfd; /* the UDP attempts' sockets */
 	uv_poll_t ep_poll;
-	bool dispatching;	   /* in on_sockets_readable: frees wait for the batch's end */
+	bool dispatching;	  /* in on_sockets_readable: frees wait for the batch's end */
 	struct rrc_attempt *dead; /* cancelled during the batch, freed after it */
 	uint8_t rnd[256];
 	size_t rnd_pos;
@@ -436,7 +436,8 @@ static bool consider_reply(struct rrc_attempt *a, uint8_t *pkt, size_t len)
 					   .tcp = a->tcp,
 					   .response_addr = &a->srv->addr.sa,
 					   .query_time_us = rrc_worker_wall_us(w, a->sent_us),
-					   .response_time_us = rrc_worker_wall_us(w, uv_hrtime() / 1000),
+					   .response_time_us =
+						   rrc_worker_wall_us(w, uv_hrtime() / 1000),
 					   .wire = pkt,
 					   .len = len};
 		rrc_worker_tap(w, &m);
@@ -520,7 +521,8 @@ static int start_udp(struct rrc_attempt *a)
 	}
 	if (rc)
 		return rc;
-	socklen_t alen = family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	socklen_t alen =
+		family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 	if (connect(a->fd, &a->srv->addr.sa, alen) != 0)
 		return -errno;
 	/* A fresh socket has an empty send buffer: a failure here is a real error. */

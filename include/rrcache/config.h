@@ -76,7 +76,7 @@ struct rrc_dnstap_conf {
 	bool enabled;
 	char file[256];
 	char socket[108];
-	char identity[256]; /* "" = the host name */
+	char identity[256];  /* "" = the host name */
 	uint32_t queue_size; /* per worker, a power of two */
 	bool client_queries, client_responses, forwarder_queries, forwarder_responses;
 };

@@ -65,8 +65,8 @@ struct rrc_l2_value {
 };
 
 /* Checks a value's header against the L1 key it was looked up by, at now_ms. */
-enum rrc_l2_verdict rrc_l2_decode(const uint8_t *val, size_t len, const uint8_t *key,
-				  size_t keylen, uint64_t now_ms, struct rrc_l2_value *out);
+enum rrc_l2_verdict rrc_l2_decode(const uint8_t *val, size_t len, const uint8_t *key, size_t keylen,
+				  uint64_t now_ms, struct rrc_l2_value *out);
 
 /*
  * Checks an answer taken from a value like an upstream reply and makes it ready for L1: it must

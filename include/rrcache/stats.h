@@ -140,7 +140,7 @@ struct rrc_worker_stats {
 
 #define RRC_TOPK_CAP 32
 #define RRC_TOPK_MAX_SHOWN 25 /* stats.top_k's limit: well inside what the summary keeps */
-#define RRC_TOPK_KEY 255 /* a name in wire form, or an address */
+#define RRC_TOPK_KEY 255      /* a name in wire form, or an address */
 #define RRC_TOPK_SLOTS 128
 
 struct rrc_topk_entry {
@@ -168,7 +168,13 @@ size_t rrc_topk_top(const struct rrc_topk *t, const struct rrc_topk_entry **out,
 /* Sliding windows of top-K: the last minute (6 x 10 s) and the last hour (6 x 10 min), for
  * each category. A worker adds to the current 10 s summary; rrc_top_tick() (every 10 s) folds
  * it into the current 10 min summary and rotates. */
-enum rrc_top_cat { RRC_TOP_NAMES, RRC_TOP_CLIENTS, RRC_TOP_NXDOMAIN, RRC_TOP_SERVFAIL, RRC_TOP_CATS };
+enum rrc_top_cat {
+	RRC_TOP_NAMES,
+	RRC_TOP_CLIENTS,
+	RRC_TOP_NXDOMAIN,
+	RRC_TOP_SERVFAIL,
+	RRC_TOP_CATS
+};
 #define RRC_TOP_SUBS 6
 #define RRC_TOP_TICK_MS 10000
 
@@ -219,8 +225,7 @@ struct rrc_buf {
 };
 
 void rrc_buf_put(struct rrc_buf *b, const char *s, size_t n);
-__attribute__((format(printf, 2, 3))) void rrc_buf_printf(struct rrc_buf *b, const char *fmt,
-							  ...);
+__attribute__((format(printf, 2, 3))) void rrc_buf_printf(struct rrc_buf *b, const char *fmt, ...);
 /* A Prometheus label value (text format 0.0.4): backslash, double quote and newline escaped;
  * other bytes kept, invalid UTF-8 replaced by U+FFFD so the text stays valid UTF-8. */
 void rrc_buf_prom_label(struct rrc_buf *b, const uint8_t *s, size_t n);

@@ -148,8 +148,8 @@ struct rrc_worker {
 	struct rrc_top top;	 /* top-K, this worker's own */
 	uv_timer_t stats_timer;	 /* ticks top-K windows, publishes them */
 	unsigned stats_ticks;
-	atomic_bool top_reset;	  /* set by any thread: start the top-K afresh */
-	pthread_mutex_t top_lock; /* guards top_pub */
+	atomic_bool top_reset;			  /* set by any thread: start the top-K afresh */
+	pthread_mutex_t top_lock;		  /* guards top_pub */
 	struct rrc_topk top_pub[RRC_TOP_CATS][2]; /* last minute, last hour: for readers */
 
 	/* Recycled miss-path objects (see pool.h). */

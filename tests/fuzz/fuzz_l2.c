@@ -27,7 +27,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const uint64_t later[] = {0, 3500, 400000000};
 	for (size_t t = 0; t < sizeof(later) / sizeof(later[0]); t++) {
 		struct rrc_l2_value v;
-		enum rrc_l2_verdict vd = rrc_l2_decode(data, size, key, klen, stored + later[t], &v);
+		enum rrc_l2_verdict vd =
+			rrc_l2_decode(data, size, key, klen, stored + later[t], &v);
 		if (vd != RRC_L2_FRESH && vd != RRC_L2_EXPIRED)
 			continue;
 		if (v.answer < data + RRC_L2_HDR || v.answer + v.alen != data + size ||

@@ -210,9 +210,9 @@ static void test_remove_name(void **state)
 	size_t len;
 	uint32_t age;
 	for (int i = 0; i < 5; i++)
-		assert_int_equal(rrc_cache_lookup(c, keys[i], lens[i], 1000, out, sizeof(out), &len,
-						  &age),
-				 i < 3 ? RRC_CACHE_MISS : RRC_CACHE_HIT);
+		assert_int_equal(
+			rrc_cache_lookup(c, keys[i], lens[i], 1000, out, sizeof(out), &len, &age),
+			i < 3 ? RRC_CACHE_MISS : RRC_CACHE_HIT);
 	rrc_cache_destroy(c);
 }
 
@@ -229,14 +229,10 @@ static void test_siphash_vector(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_hit_miss_age),
-		cmocka_unit_test(test_full_key),
-		cmocka_unit_test(test_remove_name),
-		cmocka_unit_test(test_too_big_prefix),
-		cmocka_unit_test(test_budget),
-		cmocka_unit_test(test_lru),
-		cmocka_unit_test(test_siphash_vector),
-		cmocka_unit_test(test_stale_window),
+		cmocka_unit_test(test_hit_miss_age),   cmocka_unit_test(test_full_key),
+		cmocka_unit_test(test_remove_name),    cmocka_unit_test(test_too_big_prefix),
+		cmocka_unit_test(test_budget),	       cmocka_unit_test(test_lru),
+		cmocka_unit_test(test_siphash_vector), cmocka_unit_test(test_stale_window),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -317,11 +317,16 @@ static void test_redis_urls(void **state)
 	assert_string_equal(rc.path, "/run/redis/redis.sock");
 	assert_int_equal(rc.db, 5);
 
-	static const char *const bad[] = {
-		"rediss://127.0.0.1",	  "http://x",		"redis://",
-		"redis://127.0.0.1:0",	  "redis://127.0.0.1:99999", "redis://127.0.0.1/x",
-		"redis://[::1",		  "unix://relative.sock",   "unix:///s?database=1",
-		"redis://u:p%zz@127.0.0.1"};
+	static const char *const bad[] = {"rediss://127.0.0.1",
+					  "http://x",
+					  "redis://",
+					  "redis://127.0.0.1:0",
+					  "redis://127.0.0.1:99999",
+					  "redis://127.0.0.1/x",
+					  "redis://[::1",
+					  "unix://relative.sock",
+					  "unix:///s?database=1",
+					  "redis://u:p%zz@127.0.0.1"};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		memset(&rc, 0, sizeof(rc));
 		if (rrc_config_parse_redis_url(bad[i], &rc, err) == 0)

@@ -12,7 +12,8 @@
 #include "corpus.h"
 #include "rrcache/l2value.h"
 
-static const uint8_t name[] = {3, 'w', 'w', 'w', 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 3, 'c', 'o', 'm', 0};
+static const uint8_t name[] = {3,   'w', 'w', 'w', 7,	'e', 'x', 'a', 'm',
+			       'p', 'l', 'e', 3,   'c', 'o', 'm', 0};
 
 /* The L1 key of "www.example.com A IN" with a flags octet f. */
 static size_t make_key(uint8_t *key, uint16_t type, uint8_t f)
@@ -125,7 +126,8 @@ static void test_malformed_values(void **state)
 		if (vd == RRC_L2_FRESH) {
 			uint32_t left;
 			memcpy(bad, v.answer, v.alen);
-			assert_int_equal(rrc_l2_accept(bad, v.alen, key, klen, 0, 300, &pol, &left), 0);
+			assert_int_equal(rrc_l2_accept(bad, v.alen, key, klen, 0, 300, &pol, &left),
+					 0);
 		} else {
 			assert_int_equal(vd, RRC_L2_MALFORMED);
 		}

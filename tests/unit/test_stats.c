@@ -19,7 +19,7 @@ static void test_hist(void **state)
 		rrc_hist_add(&h, 50); /* first bucket (<= 100 us) */
 	for (int i = 0; i < 10; i++)
 		rrc_hist_add(&h, 20000); /* (10 ms, 25 ms] */
-	rrc_hist_add(&h, 10000000); /* +Inf */
+	rrc_hist_add(&h, 10000000);	 /* +Inf */
 	assert_int_equal(h.count, 101);
 	assert_int_equal(h.bucket[0], 90);
 	assert_int_equal(h.bucket[7], 10);
@@ -168,7 +168,11 @@ static void test_escaping(void **state)
 	assert_true(s.len <= sizeof(small));
 
 	/* Names: special characters and bytes outside printable ASCII as RFC 4343 escapes. */
-	const uint8_t name[] = "\x05" "a.b c" "\x03" "\x00\"\xff" "\x00";
+	const uint8_t name[] = "\x05"
+			       "a.b c"
+			       "\x03"
+			       "\x00\"\xff"
+			       "\x00";
 	rrc_name_to_text(name, sizeof(name) - 1, out, sizeof(out));
 	assert_string_equal(out, "a\\.b\\032c.\\000\\\"\\255.");
 	const uint8_t root[] = {0};
@@ -195,8 +199,8 @@ static void test_escaping(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_hist),	cmocka_unit_test(test_label_sets),
-		cmocka_unit_test(test_topk),	cmocka_unit_test(test_windows),
+		cmocka_unit_test(test_hist),	 cmocka_unit_test(test_label_sets),
+		cmocka_unit_test(test_topk),	 cmocka_unit_test(test_windows),
 		cmocka_unit_test(test_escaping),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
