@@ -407,13 +407,14 @@ struct rrc_http *rrc_http_start(struct rrc_server *s, const struct rrc_config *c
 		flags |= MHD_USE_IPv6;
 	uint16_t port = ntohs(cfg->stats.listen.sin.sin_port); /* same offset for both families */
 	h->daemon = MHD_start_daemon(
-		flags, port, allow_client, h, on_request, h, MHD_OPTION_SOCK_ADDR,
-		&cfg->stats.listen.sa, MHD_OPTION_CONNECTION_LIMIT,
-		(unsigned)cfg->stats.max_connections, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
-		(unsigned)HTTP_PER_CLIENT, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
+		flags, port, allow_client, h, on_request, h,
+		/* The logger first, so that every message of MHD's goes through rrcache's log. */
+		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_SOCK_ADDR, &cfg->stats.listen.sa,
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->stats.max_connections,
+		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_PER_CLIENT,
+		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
 		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY,
-		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
-		h, MHD_OPTION_END);
+		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
 	if (!h->daemon) {
 		char a[64];
 		rrc_config_format_addr(&cfg->stats.listen, a, sizeof(a));

@@ -237,3 +237,22 @@ def test_clients_outside_the_stats_acl_are_refused(fault, rrcache):
         raise ConnectionError(f"answered {status}")
     # The DNS side is unaffected.
     assert r.query("acl.test.").rcode() == dns.rcode.NOERROR
+
+
+def test_stats_port_taken_is_reported(fault):
+    """A statistics address that cannot be bound stops the start with the reason (exit 1)."""
+    from helpers import RRCACHE
+    up = fault()
+    hog = socket.socket()
+    hog.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    port = free_port()
+    hog.bind(("127.0.0.1", port))
+    hog.listen()
+    try:
+        p = subprocess.run([RRCACHE, "--listen", f"127.0.0.1:{free_port()}", "--upstream",
+                            f"127.0.0.1:{up.port}", "--metrics", f"127.0.0.1:{port}"],
+                           capture_output=True, text=True, timeout=10)
+        assert p.returncode == 1
+        assert f"cannot serve statistics on 127.0.0.1:{port} (stats.listen)" in p.stderr
+    finally:
+        hog.close()
