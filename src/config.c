@@ -595,34 +595,37 @@ static int add_rule(struct rrc_acl_rule **rules, size_t *n, const char *s, bool 
 	return 0;
 }
 
+/* Adds a rule parsed from s to a list of the file's, reporting what went wrong at node n. */
+static int add_rule_at(struct ctx *c, const yaml_node_t *n, const char *key,
+		       struct rrc_acl_rule **rules, size_t *count, const char *s, bool allow,
+		       const char *example)
+{
+	int rc = add_rule(rules, count, s, allow);
+	if (rc == -E2BIG)
+		return fail(c, n, key, "more than %d rules", RRC_MAX_ACL_RULES);
+	if (rc == -EINVAL)
+		return fail(c, n, key, "bad network '%.60s' (want %s)", s, example);
+	if (rc)
+		return fail(c, n, key, "out of memory");
+	return 0;
+}
+
 static int add_stats_allow(struct ctx *c, const yaml_node_t *n, const char *key, const char *s)
 {
-	int rc = add_rule(&c->cfg->stats.allow, &c->cfg->stats.n_allow, s, true);
-	if (rc == -EINVAL)
-		return fail(c, n, key, "bad network '%.60s' (want 127.0.0.0/8 or ::1/128)", s);
-	if (rc)
-		return fail(c, n, key, "too many rules or out of memory");
-	c->stats_allow_given = true;
-	return 0;
+	int rc = add_rule_at(c, n, key, &c->cfg->stats.allow, &c->cfg->stats.n_allow, s, true,
+			     "127.0.0.0/8 or ::1/128");
+	if (rc == 0)
+		c->stats_allow_given = true;
+	return rc;
 }
 
 static int add_acl(struct ctx *c, const yaml_node_t *n, const char *key, const char *s, bool allow)
 {
-	struct rrc_config *cfg = c->cfg;
-	if (cfg->n_acl_rules >= RRC_MAX_ACL_RULES)
-		return fail(c, n, key, "more than %d rules", RRC_MAX_ACL_RULES);
-	if (cfg->n_acl_rules % 64 == 0) {
-		void *p =
-			realloc(cfg->acl_rules, (cfg->n_acl_rules + 64) * sizeof(*cfg->acl_rules));
-		if (!p)
-			return fail(c, n, key, "out of memory");
-		cfg->acl_rules = p;
-	}
-	if (rrc_acl_rule_parse(s, allow, &cfg->acl_rules[cfg->n_acl_rules]))
-		return fail(c, n, key, "bad network '%.60s' (want 10.0.0.0/8 or fd00::/8)", s);
-	cfg->n_acl_rules++;
-	c->acl_given = true;
-	return 0;
+	int rc = add_rule_at(c, n, key, &c->cfg->acl_rules, &c->cfg->n_acl_rules, s, allow,
+			     "10.0.0.0/8 or fd00::/8");
+	if (rc == 0)
+		c->acl_given = true;
+	return rc;
 }
 
 /* A list of scalars, or one scalar; for servers, also {address: ..., weight: ...} maps. */
@@ -740,13 +743,17 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 		return fail(c, v, path, "expected a plain value");
 	uint64_t val = 0;
 	switch (k->kind) {
-	case K_UINT: {
+	case K_UINT:
+	case K_POW2: {
 		char *e;
-		if (!isdigit((unsigned char)s[0]))
-			return fail(c, v, path, "bad number '%.40s'", s);
 		errno = 0;
-		val = strtoull(s, &e, 10);
-		if (*e || errno)
+		bool number = isdigit((unsigned char)s[0]);
+		if (number)
+			val = strtoull(s, &e, 10);
+		number = number && !*e && !errno;
+		if (k->kind == K_POW2 && (!number || val == 0 || (val & (val - 1))))
+			return fail(c, v, path, "want a power of two, got '%.40s'", s);
+		if (!number)
 			return fail(c, v, path, "bad number '%.40s'", s);
 		break;
 	}
@@ -818,14 +825,6 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 				    "[::1]:9153 or off)",
 				    s);
 		return 0;
-	case K_POW2: {
-		char *e;
-		errno = 0;
-		val = strtoull(s, &e, 10);
-		if (!isdigit((unsigned char)s[0]) || *e || errno || val == 0 || (val & (val - 1)))
-			return fail(c, v, path, "want a power of two, got '%.40s'", s);
-		break;
-	}
 	case K_REDIS_URL: {
 		char why[RRC_ERR_LEN];
 		if (rrc_config_parse_redis_url(s, &cfg->redis, why))
