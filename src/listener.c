@@ -108,12 +108,31 @@ int rrc_listener_open(struct rrc_worker *w, const struct rrc_config *cfg, char e
 
 /* ---- accounting ---- */
 
-/* Counts an answer about to leave: its rcode and, for NXDOMAIN and SERVFAIL, its name in the
- * top-K. The name is taken from the answer's question (rrcache wrote it: well-formed). */
-static void count_answer(struct rrc_worker *w, const uint8_t *ans, size_t len)
+static inline uint64_t now_us(void)
+{
+	return uv_hrtime() / 1000;
+}
+
+/* Accounts for an answer about to leave (not its latency): its rcode; for NXDOMAIN and
+ * SERVFAIL, its name in the top-K; and the query log's CLIENT_RESPONSE when dnstap is on.
+ * peer and ul (NULL for TCP) say where it goes and from where; query_us when it came. */
+static void account_answer(struct rrc_worker *w, bool tcp, const void *peer,
+			   const struct rrc_udp_listener *ul, uint64_t query_us, const uint8_t *ans,
+			   size_t len)
 {
 	if (len < RRC_WIRE_HDR)
 		return;
+	if (w->tap) {
+		struct rrc_dnstap_msg m = {.type = RRC_DT_CLIENT_RESPONSE,
+					   .tcp = tcp,
+					   .query_addr = peer,
+					   .response_addr = ul ? &ul->addr.sa : NULL,
+					   .query_time_us = rrc_worker_wall_us(w, query_us),
+					   .response_time_us = rrc_worker_wall_us(w, now_us()),
+					   .wire = ans,
+					   .len = len};
+		rrc_worker_tap(w, &m);
+	}
 	unsigned rcode = ans[3] & 0x0F;
 	/* rrcache's own OPT, when there is one, is the last 11 bytes: its TTL's first byte holds
 	 * the upper bits of the rcode (BADVERS = 16, RFC 6891 §6.1.3). */
@@ -124,46 +143,14 @@ static void count_answer(struct rrc_worker *w, const uint8_t *ans, size_t len)
 	if ((rcode != RRC_RCODE_NXDOMAIN && rcode != RRC_RCODE_SERVFAIL) || len <= RRC_WIRE_HDR ||
 	    !rrc_top_sampled(&w->top))
 		return;
+	/* The name of the answer's question, lowercased (rrcache wrote it, but it is walked with
+	 * the same bounds as any name). */
 	uint8_t name[RRC_WIRE_MAX_NAME];
-	size_t i = RRC_WIRE_HDR, n = 0;
-	while (i < len && n < sizeof(name)) {
-		uint8_t l = ans[i];
-		if (l > RRC_WIRE_MAX_LABEL || i + 1 + l > len || n + 1 + l > sizeof(name))
-			return;
-		name[n++] = l;
-		for (size_t k = 0; k < l; k++) {
-			uint8_t c = ans[i + 1 + k];
-			name[n++] = (c >= 'A' && c <= 'Z') ? (uint8_t)(c - 'A' + 'a') : c;
-		}
-		i += 1 + (size_t)l;
-		if (l == 0)
-			break;
-	}
-	rrc_top_add(&w->top, rcode == RRC_RCODE_NXDOMAIN ? RRC_TOP_NXDOMAIN : RRC_TOP_SERVFAIL,
-		    name, n);
-}
-
-static inline uint64_t now_us(void)
-{
-	return uv_hrtime() / 1000;
-}
-
-/* The query log's CLIENT_RESPONSE (when dnstap is on). */
-static void tap_response(struct rrc_worker *w, bool tcp, const void *peer,
-			 const struct rrc_udp_listener *ul, uint64_t query_us, const uint8_t *ans,
-			 size_t len)
-{
-	if (!w->tap)
+	size_t end, nlen;
+	if (rrc_wire_name(ans, len, RRC_WIRE_HDR, &end, &nlen, name) != 0)
 		return;
-	struct rrc_dnstap_msg m = {.type = RRC_DT_CLIENT_RESPONSE,
-				   .tcp = tcp,
-				   .query_addr = peer,
-				   .response_addr = ul ? &ul->addr.sa : NULL,
-				   .query_time_us = rrc_worker_wall_us(w, query_us),
-				   .response_time_us = rrc_worker_wall_us(w, now_us()),
-				   .wire = ans,
-				   .len = len};
-	rrc_worker_tap(w, &m);
+	rrc_top_add(&w->top, rcode == RRC_RCODE_NXDOMAIN ? RRC_TOP_NXDOMAIN : RRC_TOP_SERVFAIL,
+		    name, nlen);
 }
 
 /* ---- UDP ---- */
@@ -295,8 +282,8 @@ static void on_udp_readable(uv_poll_t *h, int status, int events)
 			size_t len = rrc_query_handle(w, &src, w->rbuf[i], w->rmsg[i].msg_len,
 						      out->buf[out->n], RRC_UDP_SEND_MAX);
 			if (len) {
-				count_answer(w, out->buf[out->n], len);
-				tap_response(w, false, &w->rpeer[i], ul, t0, out->buf[out->n], len);
+				account_answer(w, false, &w->rpeer[i], ul, t0, out->buf[out->n],
+					       len);
 				batch_push(out, len, &w->rpeer[i], mh->msg_namelen, &local);
 			}
 		}
@@ -523,8 +510,7 @@ static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		size_t n =
 			rrc_query_handle(w, &src, c->rbuf + off + 2, mlen, w->big, sizeof(w->big));
 		if (n) {
-			count_answer(w, w->big, n);
-			tap_response(w, true, &c->peer, NULL, w->batch_start_us, w->big, n);
+			account_answer(w, true, &c->peer, NULL, w->batch_start_us, w->big, n);
 			tcp_send(c, w->big, n);
 			rrc_hist_add(&w->st.latency, now_us() - w->batch_start_us);
 		}
@@ -660,9 +646,8 @@ void rrc_listener_answer(struct rrc_worker *w, struct rrc_waiter *wt, const uint
 			 size_t len)
 {
 	if (len) {
-		count_answer(w, buf, len);
-		tap_response(w, wt->tcp, &wt->peer, wt->tcp ? NULL : wt->ul, wt->start_us, buf,
-			     len);
+		account_answer(w, wt->tcp, &wt->peer, wt->tcp ? NULL : wt->ul, wt->start_us, buf,
+			       len);
 		uint64_t t = now_us();
 		rrc_hist_add(&w->st.latency, t > wt->start_us ? t - wt->start_us : 0);
 	}
