@@ -470,20 +470,14 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv)
 		rrc_log(RRC_LOG_INFO, RRC_LG_REDIS, "fleet flush: L1 emptied");
 		return;
 	}
-	/* A name in wire form, lowercased by the sender; checked before use all the same. */
+	/* A name in wire form, lowercased by the sender; walked with the usual bounds and
+	 * lowercased again all the same. */
 	uint8_t name[RRC_WIRE_MAX_NAME];
 	size_t end, nlen;
-	if (m->len < 1 || m->len > sizeof(name)) {
+	if (rrc_wire_name((const uint8_t *)m->str, m->len, 0, &end, &nlen, name) != 0 ||
+	    end != m->len)
 		return;
-	}
-	memcpy(name, m->str, m->len);
-	if (rrc_wire_name(name, m->len, 0, &end, &nlen, NULL) != 0 || end != m->len)
-		return;
-	for (size_t i = 0; i < m->len; i++) {
-		if (name[i] >= 'A' && name[i] <= 'Z')
-			name[i] = (uint8_t)(name[i] - 'A' + 'a');
-	}
-	size_t n = rrc_cache_remove_name(cache, name, m->len);
+	size_t n = rrc_cache_remove_name(cache, name, nlen);
 	rrc_log(RRC_LOG_INFO, RRC_LG_REDIS, "fleet flush of one name: %zu L1 entries removed", n);
 }
 
