@@ -173,7 +173,7 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 		bal[i].current = 0;
 	}
 	/* Counters follow their server to its new position; a new server starts at zero. */
-	static _Thread_local struct rrc_upstream_stats moved[RRC_MAX_UPSTREAMS];
+	struct rrc_upstream_stats moved[RRC_MAX_UPSTREAMS];
 	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
 		if (from[i] >= 0)
 			moved[i] = u->w->st.up[from[i]];
