@@ -528,17 +528,22 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	single(b, "coalesced_queries_total", "counter",
 	       "Queries that joined an identical one already in flight.", s->coalesced);
 
-	family(b, "upstream_queries_total", "counter", "Queries sent to each upstream.");
+	/* Each upstream's label, escaped once for all its families. */
+	char lab[RRC_BALANCER_MAX][160];
 	for (unsigned i = 0; i < v->n_upstreams; i++) {
-		rrc_buf_printf(b, "rrcache_upstream_queries_total{upstream=\"");
-		rrc_buf_prom_label(b, (const uint8_t *)v->upstream_names[i],
+		struct rrc_buf lb = {.p = lab[i], .cap = sizeof(lab[i]) - 1};
+		rrc_buf_printf(&lb, "upstream=\"");
+		rrc_buf_prom_label(&lb, (const uint8_t *)v->upstream_names[i],
 				   strlen(v->upstream_names[i]));
-		rrc_buf_printf(b, "\"} %llu\n", U(s->up[i].queries));
+		rrc_buf_printf(&lb, "\"");
+		lab[i][lb.overflow ? 0 : lb.len] = '\0';
 	}
 	static const struct {
 		const char *name, *type, *help;
 		size_t off;
 	} per_up[] = {
+		{"upstream_queries_total", "counter", "Queries sent to each upstream.",
+		 offsetof(struct rrc_upstream_stats, queries)},
 		{"upstream_timeouts_total", "counter",
 		 "Upstream attempts that got no answer in time.",
 		 offsetof(struct rrc_upstream_stats, timeouts)},
@@ -557,24 +562,13 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		for (unsigned i = 0; i < v->n_upstreams; i++) {
 			uint64_t val;
 			memcpy(&val, (const uint8_t *)&s->up[i] + per_up[f].off, sizeof(val));
-			rrc_buf_printf(b, "rrcache_%s{upstream=\"", per_up[f].name);
-			rrc_buf_prom_label(b, (const uint8_t *)v->upstream_names[i],
-					   strlen(v->upstream_names[i]));
-			rrc_buf_printf(b, "\"} %llu\n", U(val));
+			rrc_buf_printf(b, "rrcache_%s{%s} %llu\n", per_up[f].name, lab[i], U(val));
 		}
 	}
 	family(b, "upstream_rtt_seconds", "histogram",
 	       "Round-trip time of answered upstream queries.");
-	for (unsigned i = 0; i < v->n_upstreams; i++) {
-		char lab[160];
-		struct rrc_buf lb = {.p = lab, .cap = sizeof(lab) - 1};
-		rrc_buf_printf(&lb, "upstream=\"");
-		rrc_buf_prom_label(&lb, (const uint8_t *)v->upstream_names[i],
-				   strlen(v->upstream_names[i]));
-		rrc_buf_printf(&lb, "\"");
-		lab[lb.overflow ? 0 : lb.len] = '\0';
-		hist_prom(b, "upstream_rtt_seconds", lab, &s->up[i].rtt);
-	}
+	for (unsigned i = 0; i < v->n_upstreams; i++)
+		hist_prom(b, "upstream_rtt_seconds", lab[i], &s->up[i].rtt);
 	single(b, "upstream_tcp_queries_total", "counter",
 	       "Upstream queries retried over TCP (TC=1).", s->upstream_tcp);
 	single(b, "unwanted_replies_total", "counter",
