@@ -5,6 +5,7 @@
 #include "rrcache/acl.h"
 #include "rrcache/cache.h"
 #include "rrcache/log.h"
+#include "rrcache/msg.h"
 #include "rrcache/redis_tier.h"
 #include "rrcache/server.h"
 #include "rrcache/stats.h"
@@ -221,17 +222,14 @@ static enum MHD_Result flush(struct rrc_http *h, struct MHD_Connection *c, struc
 		snprintf(name, sizeof(name), "%s", q);
 	else
 		form_value(req->body, "name", name, sizeof(name));
-	ldns_rdf *dname = NULL;
-	if (name[0]) {
-		if (ldns_str2rdf_dname(&dname, name) != LDNS_STATUS_OK)
-			return respond_text(c, MHD_HTTP_BAD_REQUEST, "not a domain name\n");
-		ldns_dname2canonical(dname);
-	}
-	const uint8_t *wire = dname ? ldns_rdf_data(dname) : NULL;
-	size_t wlen = dname ? ldns_rdf_size(dname) : 0;
+	uint8_t name_wire[RRC_WIRE_MAX_NAME];
+	size_t wlen = 0;
+	if (name[0] && rrc_msg_name_from_text(name, name_wire, &wlen) != 0)
+		return respond_text(c, MHD_HTTP_BAD_REQUEST, "not a domain name\n");
+	const uint8_t *wire = name[0] ? name_wire : NULL;
 	struct rrc_cache *cache = rrc_server_cache(h->server);
 	size_t removed = 0;
-	if (dname) {
+	if (wire) {
 		removed = rrc_cache_remove_name(cache, wire, wlen);
 	} else {
 		struct rrc_cache_stats st;
@@ -241,13 +239,12 @@ static enum MHD_Result flush(struct rrc_http *h, struct MHD_Connection *c, struc
 	}
 	char msg[RRC_ERR_LEN + 128];
 	int n = snprintf(msg, sizeof(msg), "{\"flushed\":%s,\"l1_entries_removed\":%zu",
-			 dname ? "\"name\"" : "\"all\"", removed);
+			 wire ? "\"name\"" : "\"all\"", removed);
 	if (h->redis) {
 		/* The fleet too: Redis's keys, and every instance's L1 through pub/sub. */
 		char err[RRC_ERR_LEN];
 		long keys = rrc_redis_flush(&h->redis_conf, wire, wlen, err);
 		if (keys < 0) {
-			ldns_rdf_deep_free(dname);
 			rrc_log(RRC_LOG_WARN, RRC_LG_HTTP, "flush: %s", err);
 			return respond_text(c, MHD_HTTP_BAD_GATEWAY, "L1 flushed; Redis failed\n");
 		}
@@ -255,7 +252,6 @@ static enum MHD_Result flush(struct rrc_http *h, struct MHD_Connection *c, struc
 			      keys);
 	}
 	snprintf(msg + n, sizeof(msg) - (size_t)n, "}\n");
-	ldns_rdf_deep_free(dname);
 	rrc_log(RRC_LOG_INFO, RRC_LG_HTTP, "cache flush (%s) from the API",
 		name[0] ? "one name" : "all");
 	return respond(c, MHD_HTTP_OK, "application/json", msg, strlen(msg));

@@ -8,6 +8,7 @@
 #include "rrcache/config.h"
 #include "rrcache/http.h"
 #include "rrcache/log.h"
+#include "rrcache/msg.h"
 #include "rrcache/redis_tier.h"
 #include "rrcache/server.h"
 #include "rrcache/worker.h"
@@ -140,17 +141,13 @@ static int flush(const struct rrc_config *cfg, const char *name)
 		fprintf(stderr, "rrcache: --flush needs Redis (redis.url or --redis)\n");
 		return 1;
 	}
-	ldns_rdf *dname = NULL;
-	if (name) {
-		if (ldns_str2rdf_dname(&dname, name) != LDNS_STATUS_OK) {
-			fprintf(stderr, "rrcache: --flush: '%s' is not a domain name\n", name);
-			return 1;
-		}
-		ldns_dname2canonical(dname);
+	uint8_t wire[RRC_WIRE_MAX_NAME];
+	size_t wlen = 0;
+	if (name && rrc_msg_name_from_text(name, wire, &wlen) != 0) {
+		fprintf(stderr, "rrcache: --flush: '%s' is not a domain name\n", name);
+		return 1;
 	}
-	long n = rrc_redis_flush(&cfg->redis, dname ? ldns_rdf_data(dname) : NULL,
-				 dname ? ldns_rdf_size(dname) : 0, err);
-	ldns_rdf_deep_free(dname);
+	long n = rrc_redis_flush(&cfg->redis, name ? wire : NULL, wlen, err);
 	if (n < 0) {
 		fprintf(stderr, "rrcache: %s\n", err);
 		return 1;

@@ -28,3 +28,19 @@ size_t rrc_msg_build_probe(uint16_t id, uint8_t *out, size_t cap)
 	return rrc_wire_build_query(out, cap, id, &root, 1, 2 /* NS */, 1 /* IN */, 0, false,
 				    false);
 }
+
+int rrc_msg_name_from_text(const char *text, uint8_t *out, size_t *len)
+{
+	ldns_rdf *dname = NULL;
+	if (ldns_str2rdf_dname(&dname, text) != LDNS_STATUS_OK || !dname)
+		return -EINVAL;
+	ldns_dname2canonical(dname);
+	size_t n = ldns_rdf_size(dname);
+	int rc = n <= RRC_WIRE_MAX_NAME ? 0 : -EINVAL;
+	if (rc == 0) {
+		memcpy(out, ldns_rdf_data(dname), n);
+		*len = n;
+	}
+	ldns_rdf_deep_free(dname);
+	return rc;
+}

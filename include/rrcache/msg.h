@@ -1,7 +1,8 @@
 /*
  * msg: the only data-path user of ldns. On the miss path only: the full parse of an upstream
- * reply (after wire's bounded checks accepted it), reduced to a yes/no and the rcode; and the
- * health-check probe. An ldns_pkt never leaves this file.
+ * reply (after wire's bounded checks accepted it), reduced to a yes/no and the rcode; the
+ * health-check probe; and, for the admin flush, a name typed by a person. An ldns_pkt never
+ * leaves this file.
  */
 #ifndef RRCACHE_MSG_H
 #define RRCACHE_MSG_H
@@ -17,5 +18,9 @@ int rrc_msg_check_reply(const uint8_t *pkt, size_t len);
 /* Builds the health probe ". IN NS" with the given ID and RD=0 into out. Returns its length, 0
  * if cap is too small. */
 size_t rrc_msg_build_probe(uint16_t id, uint8_t *out, size_t cap);
+
+/* "www.Example.com" or "www.example.com." -> its lowercased wire form in out (at most
+ * RRC_WIRE_MAX_NAME bytes), *len its length. Returns 0, or -EINVAL when it is not a name. */
+int rrc_msg_name_from_text(const char *text, uint8_t *out, size_t *len);
 
 #endif
