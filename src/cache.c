@@ -6,6 +6,7 @@
  * by the key and the answer bytes.
  */
 #include "rrcache/cache.h"
+#include "rrcache/wire.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -355,8 +356,9 @@ size_t rrc_cache_remove_name(struct rrc_cache *c, const uint8_t *name, size_t le
 		struct entry *e = s->head;
 		while (e) {
 			struct entry *next = e->next;
-			/* A key is the name, then type, class and a flags octet (5 bytes). */
-			if (e->keylen == len + 5 && memcmp(e->data, name, len) == 0) {
+			/* A key is the name, then its tail: type, class and a flags octet. */
+			if (e->keylen == len + RRC_WIRE_KEY_TAIL &&
+			    memcmp(e->data, name, len) == 0) {
 				remove_entry(s, e);
 				removed++;
 			}

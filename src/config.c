@@ -125,96 +125,6 @@ int rrc_config_parse_duration_ms(const char *s, uint64_t *out)
 	return parse_with_units(s, units, RRC_ARRAY_SIZE(units), false, out);
 }
 
-static int parse_port(const char *s, uint16_t *port)
-{
-	char *end;
-	if (!isdigit((unsigned char)s[0]))
-		return -EINVAL;
-	long p = strtol(s, &end, 10);
-	if (*end || p < 1 || p > 65535)
-		return -EINVAL;
-	*port = (uint16_t)p;
-	return 0;
-}
-
-int rrc_config_parse_addr(const char *s, uint16_t default_port, struct rrc_sockaddr *out)
-{
-	char host[INET6_ADDRSTRLEN + 1];
-	uint16_t port = default_port;
-	const char *colon;
-	memset(out, 0, sizeof(*out));
-	if (s[0] == '[') {
-		const char *close = strchr(s, ']');
-		if (!close || (size_t)(close - s - 1) >= sizeof(host))
-			return -EINVAL;
-		memcpy(host, s + 1, (size_t)(close - s - 1));
-		host[close - s - 1] = '\0';
-		if (close[1] == ':') {
-			if (parse_port(close + 2, &port))
-				return -EINVAL;
-		} else if (close[1] != '\0') {
-			return -EINVAL;
-		}
-		if (inet_pton(AF_INET6, host, &out->sin6.sin6_addr) != 1)
-			return -EINVAL;
-	} else if ((colon = strchr(s, ':')) != NULL && strchr(colon + 1, ':') == NULL) {
-		if ((size_t)(colon - s) >= sizeof(host))
-			return -EINVAL;
-		memcpy(host, s, (size_t)(colon - s));
-		host[colon - s] = '\0';
-		if (parse_port(colon + 1, &port) ||
-		    inet_pton(AF_INET, host, &out->sin.sin_addr) != 1)
-			return -EINVAL;
-		out->sin.sin_family = AF_INET;
-		out->sin.sin_port = htons(port);
-		out->len = sizeof(out->sin);
-		return 0;
-	} else {
-		if (strlen(s) >= sizeof(host))
-			return -EINVAL;
-		strcpy(host, s);
-		if (inet_pton(AF_INET, host, &out->sin.sin_addr) == 1) {
-			out->sin.sin_family = AF_INET;
-			out->sin.sin_port = htons(port);
-			out->len = sizeof(out->sin);
-			return 0;
-		}
-		if (inet_pton(AF_INET6, host, &out->sin6.sin6_addr) != 1)
-			return -EINVAL;
-	}
-	out->sin6.sin6_family = AF_INET6;
-	out->sin6.sin6_port = htons(port);
-	out->len = sizeof(out->sin6);
-	return 0;
-}
-
-void rrc_config_format_addr(const struct rrc_sockaddr *a, char *out, size_t cap)
-{
-	char host[INET6_ADDRSTRLEN];
-	if (a->sa.sa_family == AF_INET) {
-		inet_ntop(AF_INET, &a->sin.sin_addr, host, sizeof(host));
-		snprintf(out, cap, "%s:%u", host, ntohs(a->sin.sin_port));
-	} else if (a->sa.sa_family == AF_INET6) {
-		inet_ntop(AF_INET6, &a->sin6.sin6_addr, host, sizeof(host));
-		snprintf(out, cap, "[%s]:%u", host, ntohs(a->sin6.sin6_port));
-	} else {
-		snprintf(out, cap, "?");
-	}
-}
-
-bool rrc_sockaddr_equal(const struct rrc_sockaddr *a, const struct rrc_sockaddr *b)
-{
-	if (a->sa.sa_family != b->sa.sa_family)
-		return false;
-	if (a->sa.sa_family == AF_INET)
-		return a->sin.sin_port == b->sin.sin_port &&
-		       a->sin.sin_addr.s_addr == b->sin.sin_addr.s_addr;
-	if (a->sa.sa_family == AF_INET6)
-		return a->sin6.sin6_port == b->sin6.sin6_port &&
-		       memcmp(&a->sin6.sin6_addr, &b->sin6.sin6_addr, 16) == 0;
-	return false;
-}
-
 /* The first line of a file (a password or a secret), without its newline. */
 static int read_secret_file(const char *file, char *out, size_t cap, char *err)
 {
@@ -360,7 +270,7 @@ int rrc_config_parse_redis_url(const char *url, struct rrc_redis_conf *rc, char 
 		}
 		memcpy(ps, hend + 1, n);
 		ps[n] = '\0';
-		if (parse_port(ps, &port)) {
+		if (rrc_addr_parse_port(ps, &port)) {
 			snprintf(err, RRC_ERR_LEN, "bad port '%s' in the URL", ps);
 			return -EINVAL;
 		}
@@ -394,7 +304,7 @@ static int parse_stats_listen(const char *s, struct rrc_stats_conf *st)
 		st->enabled = false;
 		return 0;
 	}
-	if (rrc_config_parse_addr(s, 9153, &st->listen))
+	if (rrc_addr_parse(s, 9153, &st->listen))
 		return -EINVAL;
 	st->enabled = true;
 	return 0;
@@ -559,7 +469,7 @@ static int add_listen(struct ctx *c, const yaml_node_t *n, const char *key, cons
 	struct rrc_config *cfg = c->cfg;
 	if (cfg->n_listen >= RRC_MAX_LISTEN)
 		return fail(c, n, key, "more than %d addresses", RRC_MAX_LISTEN);
-	if (rrc_config_parse_addr(s, 53, &cfg->listen[cfg->n_listen]))
+	if (rrc_addr_parse(s, 53, &cfg->listen[cfg->n_listen]))
 		return fail(c, n, key, "bad address '%.60s' (want 192.0.2.1:53 or [::1]:53)", s);
 	cfg->n_listen++;
 	return 0;
@@ -572,7 +482,7 @@ static int add_server(struct ctx *c, const yaml_node_t *n, const char *key, cons
 	if (cfg->n_upstreams >= RRC_MAX_UPSTREAMS)
 		return fail(c, n, key, "more than %d servers", RRC_MAX_UPSTREAMS);
 	struct rrc_upstream_conf *u = &cfg->upstreams[cfg->n_upstreams];
-	if (rrc_config_parse_addr(s, 53, &u->addr))
+	if (rrc_addr_parse(s, 53, &u->addr))
 		return fail(c, n, key, "bad address '%.60s' (want 192.0.2.1[:53] or [::1]:53)", s);
 	u->weight = weight;
 	cfg->n_upstreams++;
@@ -895,11 +805,11 @@ static int read_resolv_conf(struct rrc_config *cfg, const char *path, char *err)
 		if (pct)
 			continue;
 		struct rrc_sockaddr a;
-		if (rrc_config_parse_addr(addr, 53, &a))
+		if (rrc_addr_parse(addr, 53, &a))
 			continue;
 		bool self = false;
 		for (unsigned i = 0; i < cfg->n_listen; i++)
-			self |= rrc_sockaddr_equal(&a, &cfg->listen[i]);
+			self |= rrc_addr_equal(&a, &cfg->listen[i]);
 		if (self) {
 			rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
 				"%s: skipping nameserver %s, which is rrcache itself", path, addr);
@@ -924,8 +834,7 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 	if (ov->n_listen) {
 		cfg->n_listen = 0;
 		for (unsigned i = 0; i < ov->n_listen; i++) {
-			if (rrc_config_parse_addr(ov->listen[i], 53,
-						  &cfg->listen[cfg->n_listen++])) {
+			if (rrc_addr_parse(ov->listen[i], 53, &cfg->listen[cfg->n_listen++])) {
 				snprintf(err, RRC_ERR_LEN, "--listen: bad address '%.60s'",
 					 ov->listen[i]);
 				return -EINVAL;
@@ -937,7 +846,7 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 		for (unsigned i = 0; i < ov->n_upstream; i++) {
 			struct rrc_upstream_conf *u = &cfg->upstreams[cfg->n_upstreams++];
 			u->weight = 1;
-			if (rrc_config_parse_addr(ov->upstream[i], 53, &u->addr)) {
+			if (rrc_addr_parse(ov->upstream[i], 53, &u->addr)) {
 				snprintf(err, RRC_ERR_LEN, "--upstream: bad address '%.60s'",
 					 ov->upstream[i]);
 				return -EINVAL;
@@ -988,7 +897,7 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 {
 	if (cfg->n_listen == 0) {
 		for (size_t i = 0; i < RRC_ARRAY_SIZE(default_listen); i++)
-			rrc_config_parse_addr(default_listen[i], 53, &cfg->listen[cfg->n_listen++]);
+			rrc_addr_parse(default_listen[i], 53, &cfg->listen[cfg->n_listen++]);
 	}
 	if (cfg->n_upstreams == 0) {
 		int rc = read_resolv_conf(
@@ -998,9 +907,9 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 	}
 	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
 		for (unsigned j = 0; j < cfg->n_listen; j++) {
-			if (rrc_sockaddr_equal(&cfg->upstreams[i].addr, &cfg->listen[j])) {
+			if (rrc_addr_equal(&cfg->upstreams[i].addr, &cfg->listen[j])) {
 				char a[64];
-				rrc_config_format_addr(&cfg->listen[j], a, sizeof(a));
+				rrc_addr_format(&cfg->listen[j], a, sizeof(a));
 				snprintf(err, RRC_ERR_LEN,
 					 "upstream %s is also a listen address: queries would loop",
 					 a);
@@ -1017,7 +926,7 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 		cfg->n_acl_rules = rrc_acl_default_rules(cfg->acl_rules, 16);
 	}
 	if (cfg->stats.listen.len == 0)
-		rrc_config_parse_addr(default_stats_listen, 9153, &cfg->stats.listen);
+		rrc_addr_parse(default_stats_listen, 9153, &cfg->stats.listen);
 	if (!cfg->stats_allow_given) {
 		for (size_t i = 0; i < RRC_ARRAY_SIZE(default_stats_allow); i++) {
 			if (add_rule(&cfg->stats.allow, &cfg->stats.n_allow, default_stats_allow[i],

@@ -94,7 +94,7 @@ static void gather(struct rrc_http *h, struct view_data *d, bool with_top)
 	memset(&d->v, 0, sizeof(d->v));
 	d->v.n_upstreams = cfg->n_upstreams;
 	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
-		rrc_config_format_addr(&cfg->upstreams[i].addr, d->names[i], sizeof(d->names[i]));
+		rrc_addr_format(&cfg->upstreams[i].addr, d->names[i], sizeof(d->names[i]));
 		d->name_ptr[i] = d->names[i];
 	}
 	rrc_cfg_ref_put(ref);
@@ -413,7 +413,7 @@ struct rrc_http *rrc_http_start(struct rrc_server *s, const struct rrc_config *c
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
 	if (!h->daemon) {
 		char a[64];
-		rrc_config_format_addr(&cfg->stats.listen, a, sizeof(a));
+		rrc_addr_format(&cfg->stats.listen, a, sizeof(a));
 		snprintf(err, RRC_ERR_LEN, "cannot serve statistics on %s (stats.listen)", a);
 		rrc_acl_destroy(h->allow);
 		free(h);

@@ -64,7 +64,7 @@ size_t rrc_l2_key(const struct rrc_l2_keys *k, const char *prefix, const uint8_t
 		memcpy(out + n, "lock:", 5);
 		n += 5;
 	}
-	hex64(rrc_cache_siphash(k->name, key, keylen - 5), out + n);
+	hex64(rrc_cache_siphash(k->name, key, keylen - RRC_WIRE_KEY_TAIL), out + n);
 	n += 16;
 	out[n++] = ':';
 	hex64(rrc_cache_siphash(k->full, key, keylen), out + n);
@@ -130,9 +130,9 @@ size_t rrc_l2_accept(uint8_t *buf, size_t len, const uint8_t *key, size_t keylen
 {
 	struct rrc_wire_reply r;
 	*lifetime = 0;
-	if (keylen < 6 || rrc_wire_check_reply(buf, len, &r) != 0)
+	if (keylen < RRC_WIRE_KEY_TAIL + 1 || rrc_wire_check_reply(buf, len, &r) != 0)
 		return 0;
-	size_t qlen = keylen - 5;
+	size_t qlen = keylen - RRC_WIRE_KEY_TAIL;
 	const uint8_t *tail = key + qlen;
 	/* The answer must be for the key's question (RFC 5452 §9.1 holds for Redis too). */
 	if (r.qname_len != qlen || !rrc_wire_name_equal(buf + RRC_WIRE_HDR, key, qlen) ||

@@ -25,7 +25,7 @@ static int open_socket(const struct rrc_sockaddr *a, int type, char *err)
 	char name[64];
 	int one = 1;
 	int family = a->sa.sa_family;
-	rrc_config_format_addr(a, name, sizeof(name));
+	rrc_addr_format(a, name, sizeof(name));
 	int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		goto fail;

@@ -100,37 +100,6 @@ void rrc_log_set_level(enum rrc_log_level lvl)
 	atomic_store(&rrc_log_level_now, (int)lvl);
 }
 
-char *rrc_log_name(const unsigned char *wire, size_t len, char *out, size_t cap)
-{
-	size_t o = 0, i = 0;
-	if (cap == 0)
-		return out;
-	if (len == 0 || wire[0] == 0) {
-		snprintf(out, cap, ".");
-		return out;
-	}
-	while (i < len && wire[i] != 0 && wire[i] < 64) {
-		size_t l = wire[i++];
-		for (size_t k = 0; k < l && i < len; k++, i++) {
-			unsigned char c = wire[i];
-			bool plain = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-				     (c >= '0' && c <= '9') || c == '-' || c == '_';
-			if (o + 5 >= cap)
-				goto out;
-			if (plain)
-				out[o++] = (char)c;
-			else
-				o += (size_t)snprintf(out + o, cap - o, "\\%03u", c);
-		}
-		if (o + 2 >= cap)
-			goto out;
-		out[o++] = '.';
-	}
-out:
-	out[RRC_MIN(o, cap - 1)] = '\0';
-	return out;
-}
-
 void rrc_require_failed(const char *expr, const char *file, int line)
 {
 	rrc_log_write(RRC_LOG_ERR, RRC_LG_MAIN, "requirement failed: %s at %s:%d", expr, file,

@@ -260,8 +260,8 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 
 	char up[64], lst[64];
-	rrc_config_format_addr(&cfg->upstreams[0].addr, up, sizeof(up));
-	rrc_config_format_addr(&cfg->listen[0], lst, sizeof(lst));
+	rrc_addr_format(&cfg->upstreams[0].addr, up, sizeof(up));
+	rrc_addr_format(&cfg->listen[0], lst, sizeof(lst));
 	unsigned workers = cfg->workers, n_up = cfg->n_upstreams, n_listen = cfg->n_listen;
 	bool stats_on = cfg->stats.enabled;
 	/* The endpoint reads the settings it starts with; the server owns cfg from here on. */

@@ -148,7 +148,7 @@ int rrc_server_reload(struct rrc_server *s, struct rrc_config *cfg)
 	const struct rrc_config *old = s->cur->cfg;
 	bool listen_same = cfg->n_listen == old->n_listen;
 	for (unsigned i = 0; listen_same && i < cfg->n_listen; i++)
-		listen_same = rrc_sockaddr_equal(&cfg->listen[i], &old->listen[i]);
+		listen_same = rrc_addr_equal(&cfg->listen[i], &old->listen[i]);
 	if (!listen_same)
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
 			"listen addresses changed: they take effect at the next restart");
@@ -156,7 +156,7 @@ int rrc_server_reload(struct rrc_server *s, struct rrc_config *cfg)
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
 			"workers changed: it takes effect at the next restart");
 	if (cfg->stats.enabled != old->stats.enabled ||
-	    !rrc_sockaddr_equal(&cfg->stats.listen, &old->stats.listen) ||
+	    !rrc_addr_equal(&cfg->stats.listen, &old->stats.listen) ||
 	    strcmp(cfg->stats.token, old->stats.token) != 0 ||
 	    cfg->stats.n_allow != old->stats.n_allow)
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,

@@ -141,7 +141,7 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
 		from[i] = -1;
 		for (unsigned j = 0; j < n_old; j++) {
-			if (rrc_sockaddr_equal(&old[j]->addr, &cfg->upstreams[i].addr)) {
+			if (rrc_addr_equal(&old[j]->addr, &cfg->upstreams[i].addr)) {
 				from[i] = (int)j;
 				break;
 			}
@@ -165,7 +165,7 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 		} else {
 			s->refs = 1;
 			s->addr = cfg->upstreams[i].addr;
-			rrc_config_format_addr(&s->addr, s->name, sizeof(s->name));
+			rrc_addr_format(&s->addr, s->name, sizeof(s->name));
 			bal[i].up = true;
 		}
 		s->idx = (int)i;
@@ -461,7 +461,7 @@ static void read_udp(struct rrc_attempt *a)
 		return;
 	}
 	/* The kernel only passes the connected peer's datagrams; checked again all the same. */
-	if (!rrc_sockaddr_equal(&from, &a->srv->addr) || (size_t)n > sizeof(w->upbuf)) {
+	if (!rrc_addr_equal(&from, &a->srv->addr) || (size_t)n > sizeof(w->upbuf)) {
 		w->st.unwanted_replies++;
 		return;
 	}

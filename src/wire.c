@@ -323,7 +323,7 @@ size_t rrc_wire_key(const uint8_t *pkt, const struct rrc_wire_query *q, uint8_t 
 	if (q->has_edns)
 		f |= RRC_KEY_EDNS;
 	key[n + 4] = f;
-	return n + 5;
+	return n + RRC_WIRE_KEY_TAIL;
 }
 
 uint16_t rrc_wire_udp_limit(const struct rrc_wire_query *q)

@@ -10,28 +10,16 @@
 #define RRCACHE_CONFIG_H
 
 #include "rrcache/acl.h"
+#include "rrcache/addr.h"
 #include "rrcache/balancer.h"
 #include "rrcache/defs.h"
 #include "rrcache/log.h"
-
-#include <netinet/in.h>
-#include <sys/socket.h>
 
 /* Limits of the configuration itself, sized far above any real deployment. */
 #define RRC_MAX_LISTEN 64
 #define RRC_MAX_UPSTREAMS RRC_BALANCER_MAX
 #define RRC_MAX_ACL_RULES 4096
 #define RRC_MAX_WORKERS 256
-
-struct rrc_sockaddr {
-	union {
-		struct sockaddr sa;
-		struct sockaddr_in sin;
-		struct sockaddr_in6 sin6;
-		struct sockaddr_storage ss;
-	};
-	socklen_t len;
-};
 
 struct rrc_upstream_conf {
 	struct rrc_sockaddr addr;
@@ -147,11 +135,6 @@ void rrc_config_free(struct rrc_config *cfg);
 int rrc_config_parse_size(const char *s, uint64_t *out);
 /* "1s", "500ms", "2m", "1h", "250" (ms) -> milliseconds. Returns 0 or -EINVAL. */
 int rrc_config_parse_duration_ms(const char *s, uint64_t *out);
-/* "192.0.2.1", "192.0.2.1:53", "[2001:db8::1]:53", "::1" -> address. Returns 0 or -EINVAL. */
-int rrc_config_parse_addr(const char *s, uint16_t default_port, struct rrc_sockaddr *out);
-/* Writes "192.0.2.1:53" or "[::1]:53" into out. */
-void rrc_config_format_addr(const struct rrc_sockaddr *a, char *out, size_t cap);
-bool rrc_sockaddr_equal(const struct rrc_sockaddr *a, const struct rrc_sockaddr *b);
 /*
  * "redis://[user:password@]host[:port][/db]" or "unix:///path/to/socket[?db=N]" -> rc (enabled,
  * address, db, and the credentials when the URL has them (else those of password_file stay);

@@ -39,12 +39,6 @@ void rrc_log_write_limited(enum rrc_log_level lvl, enum rrc_log_group grp, const
 int rrc_log_level_parse(const char *s, enum rrc_log_level *out);
 void rrc_log_set_level(enum rrc_log_level lvl);
 
-/*
- * Writes a DNS name (wire form, uncompressed, at most 255 octets) as text into out, escaping
- * every byte outside [A-Za-z0-9-_] as \DDD; always NUL-terminates. Returns out.
- */
-char *rrc_log_name(const unsigned char *wire, size_t len, char *out, size_t cap);
-
 #define rrc_log(lvl, grp, ...)                                                                     \
 	do {                                                                                       \
 		if ((int)(lvl) <= atomic_load_explicit(&rrc_log_level_now, memory_order_relaxed))  \

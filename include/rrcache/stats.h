@@ -5,18 +5,18 @@
  * - histograms with fixed bounds (latencies in microseconds);
  * - the fixed sets of query types and response codes that label counters ("other" for the
  *   rest), so that every label comes from a bounded set;
- * - top-K by the space-saving algorithm (Metwally et al., 2005): at most RRC_TOPK_CAP keys are
- *   kept; a new key replaces the smallest, inheriting its count as its error bound; merging
- *   summaries adds counts and errors;
- * - writers that escape any byte string for Prometheus label values, JSON strings and DNS
- *   presentation format, into a caller's buffer.
+ * - the counters of one worker;
+ * - rendering a view of them as Prometheus text and JSON (through buf's escaping writers).
+ * The top-K summaries live in topk.h.
  */
 #ifndef RRCACHE_STATS_H
 #define RRCACHE_STATS_H
 
 #include "rrcache/balancer.h"
+#include "rrcache/buf.h"
 #include "rrcache/cache.h"
 #include "rrcache/defs.h"
+#include "rrcache/topk.h"
 #include "rrcache/wire.h"
 
 /* ---- histograms ---- */
@@ -135,107 +135,6 @@ struct rrc_worker_stats {
 	struct rrc_hist latency; /* client-visible: from the datagram's arrival to the answer */
 	struct rrc_upstream_stats up[RRC_BALANCER_MAX];
 };
-
-/* ---- top-K ---- */
-
-#define RRC_TOPK_CAP 32
-#define RRC_TOPK_MAX_SHOWN 25 /* stats.top_k's limit: well inside what the summary keeps */
-#define RRC_TOPK_KEY 255      /* a name in wire form, or an address */
-#define RRC_TOPK_SLOTS 128
-
-struct rrc_topk_entry {
-	uint64_t count;
-	uint64_t error; /* count may overstate the truth by at most this */
-	uint32_t hash;
-	uint8_t len;
-	uint8_t key[RRC_TOPK_KEY];
-};
-
-struct rrc_topk {
-	unsigned n;
-	struct rrc_topk_entry e[RRC_TOPK_CAP];
-	int16_t slot[RRC_TOPK_SLOTS]; /* open addressing on hash: entry index, -1 empty */
-};
-
-void rrc_topk_init(struct rrc_topk *t);
-/* Counts one occurrence of key (len <= RRC_TOPK_KEY bytes). */
-void rrc_topk_add(struct rrc_topk *t, const uint8_t *key, size_t len, uint64_t inc);
-/* Adds every entry of from into into (counts and errors). */
-void rrc_topk_merge(struct rrc_topk *into, const struct rrc_topk *from);
-/* Fills out with pointers to the k largest entries, largest first. Returns how many. */
-size_t rrc_topk_top(const struct rrc_topk *t, const struct rrc_topk_entry **out, size_t k);
-
-/* Sliding windows of top-K: the last minute (6 x 10 s) and the last hour (6 x 10 min), for
- * each category. A worker adds to the current 10 s summary; rrc_top_tick() (every 10 s) folds
- * it into the current 10 min summary and rotates. */
-enum rrc_top_cat {
-	RRC_TOP_NAMES,
-	RRC_TOP_CLIENTS,
-	RRC_TOP_NXDOMAIN,
-	RRC_TOP_SERVFAIL,
-	RRC_TOP_CATS
-};
-#define RRC_TOP_SUBS 6
-#define RRC_TOP_TICK_MS 10000
-
-struct rrc_top {
-	struct rrc_topk minute[RRC_TOP_CATS][RRC_TOP_SUBS];
-	struct rrc_topk hour[RRC_TOP_CATS][RRC_TOP_SUBS];
-	unsigned cur_minute, cur_hour, ticks;
-	uint32_t sample; /* 1 in sample queries is counted, weighing sample (1: every query) */
-	uint32_t rnd;	 /* xorshift state for the sampling */
-};
-
-/* sample: a power of two; 1 counts every query. */
-void rrc_top_init(struct rrc_top *t, uint32_t sample, uint32_t seed);
-
-/* True for the queries the top-K counts: a random 1 in sample, so that the cost of keeping
- * the summaries (a hash and, for a key not yet kept, a scan for the smallest) is paid by few
- * queries, and a periodic pattern of names cannot hide from it. */
-static inline bool rrc_top_sampled(struct rrc_top *t)
-{
-	if (t->sample <= 1)
-		return true;
-	uint32_t x = t->rnd;
-	x ^= x << 13;
-	x ^= x >> 17;
-	x ^= x << 5;
-	t->rnd = x;
-	return (x & (t->sample - 1)) == 0;
-}
-
-/* Counts key in category cat, with the sampling's weight. Call after rrc_top_sampled(). */
-static inline void rrc_top_add(struct rrc_top *t, enum rrc_top_cat cat, const uint8_t *key,
-			       size_t len)
-{
-	rrc_topk_add(&t->minute[cat][t->cur_minute], key, len, t->sample ? t->sample : 1);
-}
-void rrc_top_tick(struct rrc_top *t);
-/* Merges category cat over the last minute (hour false) or hour into out. */
-void rrc_top_window(const struct rrc_top *t, enum rrc_top_cat cat, bool hour, struct rrc_topk *out);
-const char *rrc_top_cat_name(enum rrc_top_cat cat);
-
-/* ---- escaping writers ---- */
-
-/* A bounded output buffer: writes past cap are dropped and remembered. */
-struct rrc_buf {
-	char *p;
-	size_t len, cap;
-	bool overflow;
-};
-
-void rrc_buf_put(struct rrc_buf *b, const char *s, size_t n);
-__attribute__((format(printf, 2, 3))) void rrc_buf_printf(struct rrc_buf *b, const char *fmt, ...);
-/* A Prometheus label value (text format 0.0.4): backslash, double quote and newline escaped;
- * other bytes kept, invalid UTF-8 replaced by U+FFFD so the text stays valid UTF-8. */
-void rrc_buf_prom_label(struct rrc_buf *b, const uint8_t *s, size_t n);
-/* A JSON string with its quotes: ", \ and control bytes escaped, </ written <\/ (safe inside
- * HTML), invalid UTF-8 replaced by U+FFFD. */
-void rrc_buf_json_string(struct rrc_buf *b, const uint8_t *s, size_t n);
-/* A wire-form name into presentation format ("www.example.com."), bytes outside printable
- * ASCII and the special characters . \ " ; ( ) @ $ and space as \DDD or \c (RFC 4343). Writes
- * at most cap - 1 bytes plus NUL into out; returns the length. */
-size_t rrc_name_to_text(const uint8_t *name, size_t len, char *out, size_t cap);
 
 /* ---- rendering ---- */
 

@@ -20,8 +20,9 @@
 #define RRC_WIRE_MAX_LABEL 63
 /* RFC 9267 §2: a name of 255 octets has at most 127 labels, so more hops is an attack. */
 #define RRC_WIRE_MAX_HOPS 127
-/* Key: lowercased QNAME + QTYPE + QCLASS + one flags octet (C1). */
-#define RRC_WIRE_KEY_MAX (RRC_WIRE_MAX_NAME + 5)
+/* Key: lowercased QNAME, then a tail of QTYPE + QCLASS + one flags octet (C1). */
+#define RRC_WIRE_KEY_TAIL 5
+#define RRC_WIRE_KEY_MAX (RRC_WIRE_MAX_NAME + RRC_WIRE_KEY_TAIL)
 /* The UDP payload size rrcache advertises and never exceeds (DNS flag day 2020). */
 #define RRC_WIRE_EDNS_SIZE 1232
 /* RFC 1035 §4.2.1: the UDP limit without EDNS; RFC 6891 §6.2.3: smaller sizes count as 512. */

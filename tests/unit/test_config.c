@@ -76,22 +76,22 @@ static void test_addresses(void **state)
 {
 	struct rrc_sockaddr a;
 	char buf[64];
-	assert_int_equal(rrc_config_parse_addr("192.0.2.1", 53, &a), 0);
-	rrc_config_format_addr(&a, buf, sizeof(buf));
+	assert_int_equal(rrc_addr_parse("192.0.2.1", 53, &a), 0);
+	rrc_addr_format(&a, buf, sizeof(buf));
 	assert_string_equal(buf, "192.0.2.1:53");
-	assert_int_equal(rrc_config_parse_addr("192.0.2.1:5353", 53, &a), 0);
-	rrc_config_format_addr(&a, buf, sizeof(buf));
+	assert_int_equal(rrc_addr_parse("192.0.2.1:5353", 53, &a), 0);
+	rrc_addr_format(&a, buf, sizeof(buf));
 	assert_string_equal(buf, "192.0.2.1:5353");
-	assert_int_equal(rrc_config_parse_addr("[::1]:53", 53, &a), 0);
-	rrc_config_format_addr(&a, buf, sizeof(buf));
+	assert_int_equal(rrc_addr_parse("[::1]:53", 53, &a), 0);
+	rrc_addr_format(&a, buf, sizeof(buf));
 	assert_string_equal(buf, "[::1]:53");
-	assert_int_equal(rrc_config_parse_addr("2001:db8::1", 53, &a), 0);
+	assert_int_equal(rrc_addr_parse("2001:db8::1", 53, &a), 0);
 	assert_int_equal(a.sa.sa_family, AF_INET6);
-	assert_int_not_equal(rrc_config_parse_addr("192.0.2.1:0", 53, &a), 0);
-	assert_int_not_equal(rrc_config_parse_addr("192.0.2.1:70000", 53, &a), 0);
-	assert_int_not_equal(rrc_config_parse_addr("[::1", 53, &a), 0);
-	assert_int_not_equal(rrc_config_parse_addr("300.1.1.1", 53, &a), 0);
-	assert_int_not_equal(rrc_config_parse_addr("dns.example", 53, &a), 0);
+	assert_int_not_equal(rrc_addr_parse("192.0.2.1:0", 53, &a), 0);
+	assert_int_not_equal(rrc_addr_parse("192.0.2.1:70000", 53, &a), 0);
+	assert_int_not_equal(rrc_addr_parse("[::1", 53, &a), 0);
+	assert_int_not_equal(rrc_addr_parse("300.1.1.1", 53, &a), 0);
+	assert_int_not_equal(rrc_addr_parse("dns.example", 53, &a), 0);
 }
 
 static void test_full_file(void **state)
@@ -217,7 +217,7 @@ static void test_resolv_conf_self(void **state)
 		fail_msg("%s", err);
 	assert_int_equal(cfg->n_upstreams, 2);
 	char buf[64];
-	rrc_config_format_addr(&cfg->upstreams[0].addr, buf, sizeof(buf));
+	rrc_addr_format(&cfg->upstreams[0].addr, buf, sizeof(buf));
 	assert_string_equal(buf, "192.0.2.10:53");
 	rrc_config_free(cfg);
 	struct rrc_config_overrides ov4 = {
@@ -270,7 +270,7 @@ static void test_shipped_file(void **state)
 	assert_int_equal(shipped->redis.timeout_ms, defaults->redis.timeout_ms);
 	assert_int_equal(shipped->redis.fleet_wait_ms, defaults->redis.fleet_wait_ms);
 	assert_true(shipped->stats.enabled && defaults->stats.enabled);
-	assert_true(rrc_sockaddr_equal(&shipped->stats.listen, &defaults->stats.listen));
+	assert_true(rrc_addr_equal(&shipped->stats.listen, &defaults->stats.listen));
 	assert_int_equal(shipped->stats.n_allow, defaults->stats.n_allow);
 	assert_memory_equal(shipped->stats.allow, defaults->stats.allow,
 			    defaults->stats.n_allow * sizeof(defaults->stats.allow[0]));

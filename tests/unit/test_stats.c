@@ -173,10 +173,10 @@ static void test_escaping(void **state)
 			       "\x03"
 			       "\x00\"\xff"
 			       "\x00";
-	rrc_name_to_text(name, sizeof(name) - 1, out, sizeof(out));
+	rrc_buf_name_text(name, sizeof(name) - 1, out, sizeof(out));
 	assert_string_equal(out, "a\\.b\\032c.\\000\\\"\\255.");
 	const uint8_t root[] = {0};
-	rrc_name_to_text(root, 1, out, sizeof(out));
+	rrc_buf_name_text(root, 1, out, sizeof(out));
 	assert_string_equal(out, ".");
 	/* 255 octets of \DDD escapes need 4 x 250 bytes: cut at cap, always terminated. */
 	uint8_t longname[255];
@@ -188,11 +188,11 @@ static void test_escaping(void **state)
 	longname[253] = 0x01;
 	longname[254] = 0;
 	char shortout[64];
-	size_t n = rrc_name_to_text(longname, sizeof(longname), shortout, sizeof(shortout));
+	size_t n = rrc_buf_name_text(longname, sizeof(longname), shortout, sizeof(shortout));
 	assert_true(n < sizeof(shortout));
 	assert_int_equal(strlen(shortout), n);
 	char big[1100];
-	n = rrc_name_to_text(longname, sizeof(longname), big, sizeof(big));
+	n = rrc_buf_name_text(longname, sizeof(longname), big, sizeof(big));
 	assert_int_equal(n, 4 * 62 * 4 + 4 + 4 + 1);
 }
 
