@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
+#include <uv.h>
 
 static const char content_type[] = "protobuf:dnstap.Dnstap";
 
@@ -262,4 +264,28 @@ bool rrc_dnstap_log(struct rrc_dnstap *d, unsigned worker, const struct rrc_dnst
 		return false;
 	}
 	return true;
+}
+
+/* ---- one worker's side ---- */
+
+void rrc_tap_init(struct rrc_tap *tap, struct rrc_dnstap *d, unsigned worker,
+		  struct rrc_worker_stats *st)
+{
+	struct timespec rt;
+	clock_gettime(CLOCK_REALTIME, &rt);
+	tap->d = d;
+	tap->worker = worker;
+	tap->st = st;
+	tap->wall_offset_us =
+		(int64_t)rt.tv_sec * 1000000 + rt.tv_nsec / 1000 - (int64_t)(uv_hrtime() / 1000);
+}
+
+void rrc_tap_log(struct rrc_tap *tap, const struct rrc_dnstap_msg *m)
+{
+	if (!rrc_tap_wants(tap, m->type))
+		return;
+	if (rrc_dnstap_log(tap->d, tap->worker, m))
+		tap->st->dnstap_sent++;
+	else
+		tap->st->dnstap_dropped++;
 }

@@ -6,22 +6,32 @@
 #include "rrcache/cache.h"
 #include "rrcache/log.h"
 #include "rrcache/msg.h"
-#include "rrcache/redis_tier.h"
+#include "rrcache/redis_admin.h"
 #include "rrcache/server.h"
 #include "rrcache/stats.h"
-#include "rrcache/worker.h"
 
 #include <errno.h>
 #include <ldns/ldns.h>
 #include <microhttpd.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <uv.h>
 
+/* Connections one client may hold: a dashboard polls with one or two, Prometheus scrapes with
+ * one; 8 leaves room for a few tabs and stops one client from taking stats.max_connections. */
 #define HTTP_PER_CLIENT 8
+/* Idle seconds before a connection is closed: Prometheus's default scrape timeout, so an idle
+ * keep-alive connection goes soon and a client that stalls is cut when a scraper would give
+ * up anyway. */
 #define HTTP_TIMEOUT_S 10
+/* Request memory per connection (headers and MHD's buffers): requests here are a line and a
+ * few headers; 16 KiB is four times MHD's default read buffer floor. */
 #define HTTP_MEMORY (16 * 1024)
+/* A POST body: a flush names one domain (at most 255 octets, 1,020 characters escaped as
+ * \DDD, more when percent-encoded); 4 KiB holds any of them. */
 #define HTTP_MAX_BODY 4096
 /* Room for /metrics: a few hundred lines plus 64 upstreams' histograms and the top-K. */
 #define HTTP_OUT_MAX (1024 * 1024)
@@ -30,21 +40,30 @@
 extern const unsigned char rrc_dashboard_html[];
 extern const size_t rrc_dashboard_html_len;
 
+/* The token, the ACL and the top-K size are read from the configuration in force at each
+ * request, so a reload changes them; the address and the connection limit are MHD's options,
+ * fixed at start. */
 struct rrc_http {
 	struct rrc_server *server;
 	struct MHD_Daemon *daemon;
-	struct rrc_acl *allow;
-	char token[128];
-	unsigned top_k;
-	bool redis;
-	struct rrc_redis_conf redis_conf;
+	struct rrc_redis_admin *admin; /* the fleet flush, NULL without Redis */
 	struct timespec started;
 };
 
-/* One request's POST body, gathered across calls. */
+enum flush_state { FLUSH_NONE, FLUSH_RUNNING, FLUSH_DONE };
+
+/* One request's POST body, gathered across calls, and its fleet flush while the connection
+ * waits (suspended) for the admin thread. */
 struct request {
 	size_t len;
 	bool too_big;
+	struct MHD_Connection *conn;
+	atomic_int flush;   /* enum flush_state */
+	bool all;	    /* everything, not one name */
+	bool busy;	    /* another flush was running: this one did not reach Redis */
+	size_t l1_removed;  /* entries the flush took from this instance's L1 */
+	long redis_deleted; /* keys, or -1 */
+	char redis_err[RRC_ERR_LEN];
 	char body[HTTP_MAX_BODY + 1];
 };
 
@@ -52,7 +71,10 @@ static enum MHD_Result allow_client(void *cls, const struct sockaddr *addr, sock
 {
 	struct rrc_http *h = cls;
 	(void)len;
-	return rrc_acl_allows(h->allow, addr) ? MHD_YES : MHD_NO;
+	struct rrc_cfg_ref *ref = rrc_server_cfg_get(h->server);
+	bool ok = rrc_acl_allows(ref->stats_allow, addr);
+	rrc_cfg_ref_put(ref);
+	return ok ? MHD_YES : MHD_NO;
 }
 
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type,
@@ -97,6 +119,7 @@ static void gather(struct rrc_http *h, struct view_data *d, bool with_top)
 		rrc_addr_format(&cfg->upstreams[i].addr, d->names[i], sizeof(d->names[i]));
 		d->name_ptr[i] = d->names[i];
 	}
+	d->v.top_k = cfg->stats.top_k;
 	rrc_cfg_ref_put(ref);
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
@@ -104,13 +127,12 @@ static void gather(struct rrc_http *h, struct view_data *d, bool with_top)
 	d->v.cache = &d->cache;
 	d->v.n_workers = rrc_server_worker_count(h->server);
 	d->v.upstream_names = d->name_ptr;
-	d->v.redis_enabled = h->redis;
+	d->v.redis_enabled = rrc_server_redis(h->server) != NULL;
 	d->v.version = RRC_VERSION;
 	d->v.libuv_version = uv_version_string();
 	d->v.ldns_version = ldns_version();
 	d->v.uptime_s = (double)(now.tv_sec - h->started.tv_sec) +
 			(double)(now.tv_nsec - h->started.tv_nsec) / 1e9;
-	d->v.top_k = h->top_k;
 	if (with_top) {
 		for (unsigned cat = 0; cat < RRC_TOP_CATS; cat++) {
 			for (int win = 0; win < 2; win++) {
@@ -167,9 +189,10 @@ static enum MHD_Result render(struct rrc_http *h, struct MHD_Connection *c, rend
 	return rc;
 }
 
-static bool authorized(struct rrc_http *h, struct MHD_Connection *c)
+/* Whether the request carries token (not empty) as its bearer token. */
+static bool authorized(const char *token, struct MHD_Connection *c)
 {
-	if (!h->token[0])
+	if (!token[0])
 		return false;
 	const char *a = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
 	static const char bearer[] = "Bearer ";
@@ -177,10 +200,10 @@ static bool authorized(struct rrc_http *h, struct MHD_Connection *c)
 		return false;
 	/* Compared in time independent of where they differ. */
 	const char *given = a + sizeof(bearer) - 1;
-	size_t n = strlen(h->token), m = strlen(given);
+	size_t n = strlen(token), m = strlen(given);
 	unsigned diff = (unsigned)(n ^ m);
 	for (size_t i = 0; i < n; i++)
-		diff |= (unsigned)(h->token[i] ^ (i < m ? given[i] : 0));
+		diff |= (unsigned)(token[i] ^ (i < m ? given[i] : 0));
 	return diff == 0;
 }
 
@@ -214,6 +237,35 @@ static bool form_value(char *body, const char *field, char *out, size_t cap)
 	return false;
 }
 
+/* The flush's answer, once its Redis part (if any) is done. */
+static enum MHD_Result flush_answer(struct MHD_Connection *c, struct request *req)
+{
+	char msg[RRC_ERR_LEN + 128];
+	if (req->redis_deleted < 0) {
+		bool busy = req->busy;
+		return respond_text(c, busy ? MHD_HTTP_SERVICE_UNAVAILABLE : MHD_HTTP_BAD_GATEWAY,
+				    busy ? "L1 flushed; another Redis flush is running, try again\n"
+					 : "L1 flushed; Redis failed\n");
+	}
+	int n = snprintf(msg, sizeof(msg), "{\"flushed\":%s,\"l1_entries_removed\":%zu",
+			 req->all ? "\"all\"" : "\"name\"", req->l1_removed);
+	if (req->redis_deleted >= 0 && atomic_load(&req->flush) == FLUSH_DONE)
+		n += snprintf(msg + n, sizeof(msg) - (size_t)n, ",\"redis_keys_deleted\":%ld",
+			      req->redis_deleted);
+	snprintf(msg + n, sizeof(msg) - (size_t)n, "}\n");
+	return respond(c, MHD_HTTP_OK, "application/json", msg, strlen(msg));
+}
+
+/* Called on the admin thread when the Redis part of a flush has ended. */
+static void on_flushed(void *ctx, long deleted, const char *err)
+{
+	struct request *req = ctx;
+	req->redis_deleted = deleted;
+	snprintf(req->redis_err, sizeof(req->redis_err), "%s", err ? err : "");
+	atomic_store(&req->flush, FLUSH_DONE);
+	MHD_resume_connection(req->conn); /* MHD calls on_request again for it */
+}
+
 static enum MHD_Result flush(struct rrc_http *h, struct MHD_Connection *c, struct request *req)
 {
 	char name[512] = "";
@@ -228,33 +280,32 @@ static enum MHD_Result flush(struct rrc_http *h, struct MHD_Connection *c, struc
 		return respond_text(c, MHD_HTTP_BAD_REQUEST, "not a domain name\n");
 	const uint8_t *wire = name[0] ? name_wire : NULL;
 	struct rrc_cache *cache = rrc_server_cache(h->server);
-	size_t removed = 0;
+	req->all = wire == NULL;
 	if (wire) {
-		removed = rrc_cache_remove_name(cache, wire, wlen);
+		req->l1_removed = rrc_cache_remove_name(cache, wire, wlen);
 	} else {
 		struct rrc_cache_stats st;
 		rrc_cache_get_stats(cache, &st);
-		removed = st.entries;
+		req->l1_removed = st.entries;
 		rrc_cache_clear(cache);
 	}
-	char msg[RRC_ERR_LEN + 128];
-	int n = snprintf(msg, sizeof(msg), "{\"flushed\":%s,\"l1_entries_removed\":%zu",
-			 wire ? "\"name\"" : "\"all\"", removed);
-	if (h->redis) {
-		/* The fleet too: Redis's keys, and every instance's L1 through pub/sub. */
-		char err[RRC_ERR_LEN];
-		long keys = rrc_redis_flush(&h->redis_conf, wire, wlen, err);
-		if (keys < 0) {
-			rrc_log(RRC_LOG_WARN, RRC_LG_HTTP, "flush: %s", err);
-			return respond_text(c, MHD_HTTP_BAD_GATEWAY, "L1 flushed; Redis failed\n");
-		}
-		n += snprintf(msg + n, sizeof(msg) - (size_t)n, ",\"redis_keys_deleted\":%ld",
-			      keys);
-	}
-	snprintf(msg + n, sizeof(msg) - (size_t)n, "}\n");
 	rrc_log(RRC_LOG_INFO, RRC_LG_HTTP, "cache flush (%s) from the API",
 		name[0] ? "one name" : "all");
-	return respond(c, MHD_HTTP_OK, "application/json", msg, strlen(msg));
+	if (!h->admin)
+		return flush_answer(c, req);
+	/* The fleet too: Redis's keys, and every instance's L1 through pub/sub. It runs on the
+	 * admin's thread while this connection waits, suspended, so that MHD's thread keeps
+	 * serving scrapes; it is suspended before the flush starts, so the flush's end always
+	 * finds it suspended. */
+	req->conn = c;
+	atomic_store(&req->flush, FLUSH_RUNNING);
+	MHD_suspend_connection(c);
+	int rc = rrc_redis_admin_start(h->admin, wire, wlen, on_flushed, req);
+	if (rc != 0) {
+		req->busy = rc == -EBUSY;
+		on_flushed(req, -1, req->busy ? "another flush is running" : "no thread");
+	}
+	return MHD_YES;
 }
 
 static bool ready(struct rrc_http *h)
@@ -292,6 +343,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			*con_cls = req;
 			return MHD_YES;
 		}
+		if (atomic_load(&req->flush) == FLUSH_DONE)
+			return flush_answer(c, req);
 		if (*upload_size) {
 			size_t take = *upload_size;
 			if (req->len + take > HTTP_MAX_BODY)
@@ -308,11 +361,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (strcmp(url, "/api/v1/cache/flush") != 0 &&
 		    strcmp(url, "/api/v1/top/reset") != 0)
 			return respond_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
-		if (!authorized(h, c))
+		struct rrc_cfg_ref *ref = rrc_server_cfg_get(h->server);
+		bool has_token = ref->cfg->stats.token[0] != '\0';
+		bool ok = authorized(ref->cfg->stats.token, c);
+		rrc_cfg_ref_put(ref);
+		if (!ok)
 			return respond_text(
-				c, h->token[0] ? MHD_HTTP_UNAUTHORIZED : MHD_HTTP_FORBIDDEN,
-				h->token[0] ? "a valid bearer token is needed\n"
-					    : "writes are off: no stats.token configured\n");
+				c, has_token ? MHD_HTTP_UNAUTHORIZED : MHD_HTTP_FORBIDDEN,
+				has_token ? "a valid bearer token is needed\n"
+					  : "writes are off: no stats.token configured\n");
 		if (strcmp(url, "/api/v1/top/reset") == 0) {
 			rrc_server_top_reset(h->server);
 			return respond(c, MHD_HTTP_OK, "application/json", "{\"reset\":true}\n",
@@ -387,18 +444,15 @@ struct rrc_http *rrc_http_start(struct rrc_server *s, const struct rrc_config *c
 		return NULL;
 	}
 	h->server = s;
-	h->allow = rrc_acl_create(cfg->stats.allow, cfg->stats.n_allow);
-	snprintf(h->token, sizeof(h->token), "%s", cfg->stats.token);
-	h->top_k = cfg->stats.top_k;
-	h->redis = cfg->redis.enabled;
-	h->redis_conf = cfg->redis;
 	clock_gettime(CLOCK_MONOTONIC, &h->started);
-	if (!h->allow) {
+	const struct rrc_redis_conf *redis = rrc_server_redis(s);
+	if (redis && !(h->admin = rrc_redis_admin_create(redis))) {
 		snprintf(err, RRC_ERR_LEN, "out of memory");
 		free(h);
 		return NULL;
 	}
-	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+	unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+			 MHD_ALLOW_SUSPEND_RESUME;
 	if (cfg->stats.listen.sa.sa_family == AF_INET6)
 		flags |= MHD_USE_IPv6;
 	uint16_t port = ntohs(cfg->stats.listen.sin.sin_port); /* same offset for both families */
@@ -415,7 +469,7 @@ struct rrc_http *rrc_http_start(struct rrc_server *s, const struct rrc_config *c
 		char a[64];
 		rrc_addr_format(&cfg->stats.listen, a, sizeof(a));
 		snprintf(err, RRC_ERR_LEN, "cannot serve statistics on %s (stats.listen)", a);
-		rrc_acl_destroy(h->allow);
+		rrc_redis_admin_destroy(h->admin);
 		free(h);
 		return NULL;
 	}
@@ -426,7 +480,9 @@ void rrc_http_stop(struct rrc_http *h)
 {
 	if (!h)
 		return;
+	/* First the admin: a flush in progress is interrupted and its connection resumed, as
+	 * MHD wants every connection resumed before it stops. */
+	rrc_redis_admin_destroy(h->admin);
 	MHD_stop_daemon(h->daemon);
-	rrc_acl_destroy(h->allow);
 	free(h);
 }

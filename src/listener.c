@@ -1,11 +1,17 @@
 /*
  * listener: UDP (recvmmsg/sendmmsg on our own sockets) and TCP (RFC 7766) front end.
  * See include/rrcache/listener.h.
+ *
+ * Lifetimes: the set's own handles (one poll per UDP socket, one uv_tcp_t per TCP address and
+ * the one it refuses connections with, the check that flushes later answers) are counted in
+ * closes; connections in conn_objs, from their allocation to their free. A connection is freed
+ * once both its handles have closed and no held client points at it (refs); the set is freed
+ * once it is closing and both counts are zero.
  */
 #include "rrcache/listener.h"
-#include "rrcache/dnstap.h"
+#include "rrcache/conn_limit.h"
+#include "rrcache/env.h"
 #include "rrcache/log.h"
-#include "rrcache/query.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -17,12 +23,119 @@
 
 /* First read buffer of a TCP connection; grows to the largest frame it must hold. */
 #define RRC_TCP_RBUF_INITIAL 4096
+/* Room for one IP_PKTINFO or IPV6_PKTINFO control message (CMSG_SPACE of 20 or 24 bytes). */
+#define RRC_CTL_LEN 64
+
+/* Datagrams that leave together in one sendmmsg: the answers to one recvmmsg batch, or the
+ * answers that complete later (misses), which wait until the end of the loop iteration. */
+struct udp_batch {
+	unsigned n;
+	struct mmsghdr msg[RRC_UDP_BATCH];
+	struct iovec iov[RRC_UDP_BATCH];
+	struct sockaddr_storage peer[RRC_UDP_BATCH]; /* kept client addresses (later answers) */
+	uint8_t ctl[RRC_UDP_BATCH][RRC_CTL_LEN];
+	uint8_t buf[RRC_UDP_BATCH][RRC_UDP_SEND_MAX];
+};
+
+struct udp_sock {
+	struct rrc_listeners *l;
+	struct rrc_sockaddr addr; /* bound to */
+	uv_poll_t poll;
+	int fd; /* -1 once closed */
+	bool polling;
+	struct udp_batch *deferred; /* later answers; freed with the socket */
+};
+
+struct tcp_sock {
+	struct rrc_listeners *l;
+	uv_tcp_t handle;
+	/* A connection that cannot be kept (no memory) is still accepted, into this handle, and
+	 * closed: libuv stops polling a listener whose connection callback does not accept. */
+	uv_tcp_t reject;
+	bool reject_busy; /* reject is open or closing */
+	bool reject_owed; /* a connection waits for reject to be free */
+};
+
+struct conn {
+	struct rrc_listeners *l;
+	uv_tcp_t handle;
+	uv_timer_t idle;
+	struct conn *prev, *next; /* the set's list of open connections */
+	struct rrc_client client; /* what each of its queries is handed */
+	uint8_t *rbuf;
+	size_t rlen, rcap;
+	unsigned queries; /* complete messages read */
+	unsigned pending; /* queries held, waiting for an answer */
+	unsigned refs;	  /* held clients pointing here */
+	unsigned writes;  /* uv_write requests not yet called back */
+	unsigned closes;  /* handle closes outstanding */
+	bool reading;
+	bool closing;
+	bool admitted;	   /* counted by the connection limit */
+	bool done_reading; /* limit reached or EOF: close when pending is 0 */
+};
+
+struct rrc_listeners {
+	const struct rrc_env *env;
+	struct rrc_conn_limit *limit;
+	rrc_client_query_fn on_query;
+	void *ctx;
+	struct udp_sock *udp;
+	unsigned n_udp; /* with an initialized poll handle */
+	struct tcp_sock *tcp;
+	unsigned n_tcp; /* with an initialized handle */
+	struct conn *conns;
+	unsigned n_conns;   /* open: on the list */
+	unsigned conn_objs; /* allocated, not yet freed */
+	unsigned closes;    /* the set's own handles being closed */
+	uv_check_t flush;   /* sends later answers after each poll phase */
+	bool flush_init;
+	bool deferred_pending;
+	bool stopping, closing;
+
+	/* Scratch for one UDP batch, and the answer to one TCP message. */
+	struct mmsghdr rmsg[RRC_UDP_BATCH];
+	struct iovec riov[RRC_UDP_BATCH];
+	struct rrc_client rcl[RRC_UDP_BATCH]; /* the senders, their addresses read in place */
+	uint8_t rctl[RRC_UDP_BATCH][RRC_CTL_LEN];
+	uint8_t rbuf[RRC_UDP_BATCH][RRC_UDP_RECV_MAX];
+	struct udp_batch send;
+	uint8_t tcp_out[RRC_WIRE_MAX_MSG + 2];
+};
+
+static inline uint64_t now_us(void)
+{
+	return uv_hrtime() / 1000;
+}
+
+/* Client-visible latency of one answer that leaves now. */
+static void add_latency(struct rrc_listeners *l, uint64_t start_us)
+{
+	uint64_t t = now_us();
+	rrc_hist_add(&l->env->st->latency, t > start_us ? t - start_us : 0);
+}
+
+static void maybe_free_set(struct rrc_listeners *l)
+{
+	if (!l->closing || l->closes > 0 || l->conn_objs > 0)
+		return;
+	free(l->udp);
+	free(l->tcp);
+	free(l);
+}
+
+static void on_set_handle_closed(uv_handle_t *h)
+{
+	struct rrc_listeners *l = h->data;
+	l->closes--;
+	maybe_free_set(l);
+}
 
 /* ---- sockets ---- */
 
 static int open_socket(const struct rrc_sockaddr *a, int type, char *err)
 {
-	char name[64];
+	char name[RRC_ADDR_TEXT];
 	int one = 1;
 	int family = a->sa.sa_family;
 	rrc_addr_format(a, name, sizeof(name));
@@ -56,101 +169,6 @@ fail:
 	if (fd >= 0)
 		close(fd);
 	return -1;
-}
-
-int rrc_listener_open(struct rrc_worker *w, const struct rrc_config *cfg, char err[RRC_ERR_LEN])
-{
-	uv_check_init(&w->loop, &w->flush);
-	w->flush.data = w;
-	w->flush_ready = true;
-	w->udp = calloc(cfg->n_listen, sizeof(*w->udp));
-	w->tcp = calloc(cfg->n_listen, sizeof(*w->tcp));
-	if (!w->udp || !w->tcp) {
-		snprintf(err, RRC_ERR_LEN, "out of memory");
-		return -ENOMEM;
-	}
-	for (unsigned i = 0; i < cfg->n_listen; i++) {
-		struct rrc_udp_listener *ul = &w->udp[i];
-		ul->w = w;
-		ul->family = cfg->listen[i].sa.sa_family;
-		ul->deferred = calloc(1, sizeof(*ul->deferred));
-		if (!ul->deferred) {
-			snprintf(err, RRC_ERR_LEN, "out of memory");
-			return -ENOMEM;
-		}
-		ul->addr = cfg->listen[i];
-		ul->fd = open_socket(&cfg->listen[i], SOCK_DGRAM, err);
-		if (ul->fd < 0) {
-			free(ul->deferred);
-			ul->deferred = NULL;
-			return -EADDRNOTAVAIL;
-		}
-		uv_poll_init_socket(&w->loop, &ul->poll, ul->fd);
-		ul->poll.data = ul;
-		w->n_udp++;
-
-		struct rrc_tcp_listener *tl = &w->tcp[i];
-		tl->w = w;
-		int fd = open_socket(&cfg->listen[i], SOCK_STREAM, err);
-		if (fd < 0)
-			return -EADDRNOTAVAIL;
-		uv_tcp_init(&w->loop, &tl->handle);
-		tl->handle.data = tl;
-		w->n_tcp++;
-		if (uv_tcp_open(&tl->handle, fd) != 0) {
-			close(fd);
-			snprintf(err, RRC_ERR_LEN, "cannot use a TCP socket");
-			return -EINVAL;
-		}
-	}
-	return 0;
-}
-
-/* ---- accounting ---- */
-
-static inline uint64_t now_us(void)
-{
-	return uv_hrtime() / 1000;
-}
-
-/* Accounts for an answer about to leave (not its latency): its rcode; for NXDOMAIN and
- * SERVFAIL, its name in the top-K; and the query log's CLIENT_RESPONSE when dnstap is on.
- * peer and ul (NULL for TCP) say where it goes and from where; query_us when it came. */
-static void account_answer(struct rrc_worker *w, bool tcp, const void *peer,
-			   const struct rrc_udp_listener *ul, uint64_t query_us, const uint8_t *ans,
-			   size_t len)
-{
-	if (len < RRC_WIRE_HDR)
-		return;
-	if (w->tap) {
-		struct rrc_dnstap_msg m = {.type = RRC_DT_CLIENT_RESPONSE,
-					   .tcp = tcp,
-					   .query_addr = peer,
-					   .response_addr = ul ? &ul->addr.sa : NULL,
-					   .query_time_us = rrc_worker_wall_us(w, query_us),
-					   .response_time_us = rrc_worker_wall_us(w, now_us()),
-					   .wire = ans,
-					   .len = len};
-		rrc_worker_tap(w, &m);
-	}
-	unsigned rcode = ans[3] & 0x0F;
-	/* rrcache's own OPT, when there is one, is the last 11 bytes: its TTL's first byte holds
-	 * the upper bits of the rcode (BADVERS = 16, RFC 6891 §6.1.3). */
-	if (rrc_get16(ans + 10) > 0 && len >= RRC_WIRE_HDR + RRC_WIRE_OPT_LEN &&
-	    ans[len - RRC_WIRE_OPT_LEN] == 0 && rrc_get16(ans + len - RRC_WIRE_OPT_LEN + 1) == 41)
-		rcode |= (unsigned)ans[len - RRC_WIRE_OPT_LEN + 5] << 4;
-	w->st.rcode[rrc_stats_rcode_slot(rcode)]++;
-	if ((rcode != RRC_RCODE_NXDOMAIN && rcode != RRC_RCODE_SERVFAIL) || len <= RRC_WIRE_HDR ||
-	    !rrc_top_sampled(&w->top))
-		return;
-	/* The name of the answer's question, lowercased (rrcache wrote it, but it is walked with
-	 * the same bounds as any name). */
-	uint8_t name[RRC_WIRE_MAX_NAME];
-	size_t end, nlen;
-	if (rrc_wire_name(ans, len, RRC_WIRE_HDR, &end, &nlen, name) != 0)
-		return;
-	rrc_top_add(&w->top, rcode == RRC_RCODE_NXDOMAIN ? RRC_TOP_NXDOMAIN : RRC_TOP_SERVFAIL,
-		    name, nlen);
 }
 
 /* ---- UDP ---- */
@@ -198,7 +216,7 @@ static void write_pktinfo(struct msghdr *mh, uint8_t *ctl, size_t cap, const str
 
 /* Adds datagram b->n, whose len bytes are already in b->buf[b->n], for peer, leaving from
  * the local address the query came to. */
-static void batch_push(struct rrc_udp_batch *b, size_t len, void *peer, socklen_t peer_len,
+static void batch_push(struct udp_batch *b, size_t len, void *peer, socklen_t peer_len,
 		       const struct rrc_pktinfo *local)
 {
 	unsigned i = b->n++;
@@ -214,14 +232,14 @@ static void batch_push(struct rrc_udp_batch *b, size_t len, void *peer, socklen_
 }
 
 /* Sends the batch and empties it. */
-static void send_batch(struct rrc_udp_listener *ul, struct rrc_udp_batch *b)
+static void send_batch(struct udp_sock *us, struct udp_batch *b)
 {
-	struct rrc_worker *w = ul->w;
+	struct rrc_worker_stats *st = us->l->env->st;
 	struct mmsghdr *msgs = b->msg;
 	unsigned n = b->n, sent = 0;
 	b->n = 0;
 	while (sent < n) {
-		int r = sendmmsg(ul->fd, msgs + sent, n - sent, 0);
+		int r = sendmmsg(us->fd, msgs + sent, n - sent, 0);
 		if (r > 0) {
 			sent += (unsigned)r;
 			continue;
@@ -230,170 +248,185 @@ static void send_batch(struct rrc_udp_listener *ul, struct rrc_udp_batch *b)
 			continue;
 		if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
 			/* The socket buffer is full: UDP may drop, the client will retry. */
-			w->st.udp_send_dropped += n - sent;
+			st->udp_send_dropped += n - sent;
 			return;
 		}
 		/* This one datagram cannot go (e.g. no route back): skip it. */
-		w->st.udp_send_dropped++;
+		st->udp_send_dropped++;
 		sent++;
 	}
 }
 
+static void flush_deferred(struct udp_sock *us)
+{
+	struct udp_batch *d = us->deferred;
+	if (d && d->n) {
+		if (us->fd >= 0)
+			send_batch(us, d);
+		else
+			d->n = 0; /* the socket is gone: nothing can leave */
+	}
+}
+
+static void flush_all_deferred(struct rrc_listeners *l)
+{
+	for (unsigned i = 0; i < l->n_udp; i++)
+		flush_deferred(&l->udp[i]);
+	l->deferred_pending = false;
+}
+
+static void on_flush(uv_check_t *h)
+{
+	struct rrc_listeners *l = h->data;
+	if (l->deferred_pending)
+		flush_all_deferred(l);
+}
+
+/* A UDP socket outlives every query that holds one of its clients. */
+static void udp_hold(struct rrc_client *c)
+{
+	(void)c;
+}
+
+static void udp_release(struct rrc_client *c)
+{
+	(void)c;
+}
+
+/* A later answer joins the socket's batch, which leaves at the end of the loop iteration. */
+static void udp_send(struct rrc_client *c, const uint8_t *msg, size_t len)
+{
+	struct udp_sock *us = c->conn;
+	struct rrc_listeners *l = us->l;
+	add_latency(l, c->start_us);
+	struct udp_batch *d = us->deferred;
+	if (us->fd < 0 || !d)
+		return;
+	if (len > RRC_UDP_SEND_MAX) {
+		l->env->st->udp_send_dropped++;
+		return;
+	}
+	unsigned i = d->n;
+	memcpy(d->buf[i], msg, len);
+	memcpy(&d->peer[i], &c->peer.ss, RRC_MIN((size_t)c->peer.len, sizeof(d->peer[i])));
+	batch_push(d, len, &d->peer[i], c->peer.len, &c->local);
+	l->deferred_pending = true;
+	if (d->n == RRC_UDP_BATCH)
+		flush_deferred(us);
+}
+
+static const struct rrc_client_ops udp_ops = {
+	.hold = udp_hold, .send = udp_send, .release = udp_release};
+
 static void on_udp_readable(uv_poll_t *h, int status, int events)
 {
-	struct rrc_udp_listener *ul = h->data;
-	struct rrc_worker *w = ul->w;
+	struct udp_sock *us = h->data;
+	struct rrc_listeners *l = us->l;
+	struct rrc_worker_stats *st = l->env->st;
 	if (status < 0 || !(events & UV_READABLE))
 		return;
 	for (int batch = 0; batch < RRC_UDP_BATCHES_PER_EVENT; batch++) {
 		for (unsigned i = 0; i < RRC_UDP_BATCH; i++) {
-			struct msghdr *mh = &w->rmsg[i].msg_hdr;
-			w->riov[i].iov_base = w->rbuf[i];
-			w->riov[i].iov_len = RRC_UDP_RECV_MAX;
-			mh->msg_name = &w->rpeer[i];
-			mh->msg_namelen = sizeof(w->rpeer[i]);
-			mh->msg_iov = &w->riov[i];
+			struct msghdr *mh = &l->rmsg[i].msg_hdr;
+			l->riov[i].iov_base = l->rbuf[i];
+			l->riov[i].iov_len = RRC_UDP_RECV_MAX;
+			mh->msg_name = &l->rcl[i].peer.ss;
+			mh->msg_namelen = sizeof(l->rcl[i].peer.ss);
+			mh->msg_iov = &l->riov[i];
 			mh->msg_iovlen = 1;
-			mh->msg_control = w->rctl[i];
-			mh->msg_controllen = sizeof(w->rctl[i]);
+			mh->msg_control = l->rctl[i];
+			mh->msg_controllen = sizeof(l->rctl[i]);
 			mh->msg_flags = 0;
 		}
-		int n = recvmmsg(ul->fd, w->rmsg, RRC_UDP_BATCH, MSG_DONTWAIT, NULL);
+		int n = recvmmsg(us->fd, l->rmsg, RRC_UDP_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0)
 			return;
 		/* One clock reading per batch: every query of it arrived by now. */
 		uint64_t t0 = now_us();
-		w->batch_start_us = t0;
-		struct rrc_udp_batch *out = &w->send;
+		struct udp_batch *out = &l->send;
 		for (int i = 0; i < n; i++) {
-			struct msghdr *mh = &w->rmsg[i].msg_hdr;
+			struct msghdr *mh = &l->rmsg[i].msg_hdr;
 			if (mh->msg_flags & MSG_TRUNC) {
-				w->st.queries_udp++;
-				w->st.malformed[RRC_WR_TRUNCATED]++;
+				st->queries_udp++;
+				st->malformed[RRC_WR_TRUNCATED]++;
 				continue;
 			}
-			struct rrc_pktinfo local;
-			read_pktinfo(mh, &local);
-			struct rrc_query_src src = {.tcp = false,
-						    .ul = ul,
-						    .peer = (struct sockaddr *)&w->rpeer[i],
-						    .peer_len = mh->msg_namelen,
-						    .local = &local};
-			size_t len = rrc_query_handle(w, &src, w->rbuf[i], w->rmsg[i].msg_len,
-						      out->buf[out->n], RRC_UDP_SEND_MAX);
-			if (len) {
-				account_answer(w, false, &w->rpeer[i], ul, t0, out->buf[out->n],
-					       len);
-				batch_push(out, len, &w->rpeer[i], mh->msg_namelen, &local);
-			}
+			struct rrc_client *c = &l->rcl[i];
+			c->ops = &udp_ops;
+			c->conn = us;
+			c->local_addr = &us->addr.sa;
+			c->start_us = t0;
+			c->tcp = false;
+			c->peer.len = mh->msg_namelen;
+			read_pktinfo(mh, &c->local);
+			size_t len = l->on_query(l->ctx, c, l->rbuf[i], l->rmsg[i].msg_len,
+						 out->buf[out->n], RRC_UDP_SEND_MAX);
+			if (len)
+				batch_push(out, len, &c->peer.ss, c->peer.len, &c->local);
 		}
 		if (out->n) {
 			unsigned answered = out->n;
-			send_batch(ul, out);
-			rrc_hist_add_n(&w->st.latency, now_us() - t0, answered);
+			send_batch(us, out);
+			rrc_hist_add_n(&st->latency, now_us() - t0, answered);
 		}
 		if (n < RRC_UDP_BATCH)
 			return;
 	}
 }
 
-static void flush_deferred(struct rrc_udp_listener *ul)
-{
-	struct rrc_udp_batch *d = ul->deferred;
-	if (d && d->n) {
-		if (ul->fd >= 0)
-			send_batch(ul, d);
-		else
-			d->n = 0; /* the socket is gone: nothing can leave */
-	}
-}
-
-static void flush_all_deferred(struct rrc_worker *w)
-{
-	for (unsigned i = 0; i < w->n_udp; i++)
-		flush_deferred(&w->udp[i]);
-	w->deferred_pending = false;
-}
-
-static void on_flush(uv_check_t *h)
-{
-	struct rrc_worker *w = h->data;
-	if (w->deferred_pending)
-		flush_all_deferred(w);
-}
-
-static void udp_answer(struct rrc_worker *w, struct rrc_waiter *wt, const uint8_t *buf, size_t len)
-{
-	struct rrc_udp_listener *ul = wt->ul;
-	struct rrc_udp_batch *d = ul->deferred;
-	if (len > RRC_UDP_SEND_MAX) {
-		w->st.udp_send_dropped++;
-		return;
-	}
-	unsigned i = d->n;
-	memcpy(d->buf[i], buf, len);
-	memcpy(&d->peer[i], &wt->peer, RRC_MIN((size_t)wt->peer_len, sizeof(d->peer[i])));
-	batch_push(d, len, &d->peer[i], wt->peer_len, &wt->local);
-	w->deferred_pending = true;
-	if (d->n == RRC_UDP_BATCH)
-		flush_deferred(ul);
-}
-
 /* ---- TCP ---- */
 
 struct tcp_write {
 	uv_write_t req;
-	struct rrc_tcp_conn *conn;
+	struct conn *conn;
 	uint8_t data[];
 };
 
-static void conn_free_if_unused(struct rrc_tcp_conn *c)
+static void conn_free_if_unused(struct conn *c)
 {
 	if (c->closing && c->closes == 0 && c->refs == 0) {
+		struct rrc_listeners *l = c->l;
 		free(c->rbuf);
 		free(c);
+		l->conn_objs--;
+		maybe_free_set(l);
 	}
 }
 
 static void on_conn_closed(uv_handle_t *h)
 {
-	struct rrc_tcp_conn *c = h->data;
+	struct conn *c = h->data;
 	c->closes--;
 	conn_free_if_unused(c);
 }
 
-/* Takes the connection off the worker's list and closes its handles; it is freed once both
- * have closed and no waiter points at it. */
-static void conn_unlink_close(struct rrc_tcp_conn *c)
+/* Takes the connection off the set's list and closes its handles; it is freed once both
+ * have closed and no held client points at it. */
+static void conn_close(struct conn *c)
 {
-	struct rrc_worker *w = c->w;
+	if (c->closing)
+		return;
+	struct rrc_listeners *l = c->l;
 	c->closing = true;
+	if (c->admitted) {
+		rrc_conn_limit_release(l->limit, &c->client.peer.sa);
+		l->env->st->tcp_open--;
+	}
 	if (c->prev)
 		c->prev->next = c->next;
 	else
-		w->conns = c->next;
+		l->conns = c->next;
 	if (c->next)
 		c->next->prev = c->prev;
 	c->prev = c->next = NULL;
+	l->n_conns--;
 	c->closes = 2;
 	uv_close((uv_handle_t *)&c->handle, on_conn_closed);
 	uv_close((uv_handle_t *)&c->idle, on_conn_closed);
 }
 
-static void conn_close(struct rrc_tcp_conn *c)
-{
-	if (c->closing)
-		return;
-	struct rrc_worker *w = c->w;
-	rrc_server_tcp_release(w->server, (struct sockaddr *)&c->peer);
-	w->st.tcp_open--;
-	conn_unlink_close(c);
-	/* A stopping worker may be waiting for its last connection. */
-	rrc_worker_check_done(w);
-}
-
 /* A connection that will read no more closes once every answer is written. */
-static void conn_maybe_finish(struct rrc_tcp_conn *c)
+static void conn_maybe_finish(struct conn *c)
 {
 	if (!c->closing && c->done_reading && c->pending == 0 && c->writes == 0)
 		conn_close(c);
@@ -402,7 +435,7 @@ static void conn_maybe_finish(struct rrc_tcp_conn *c)
 static void on_tcp_written(uv_write_t *req, int status)
 {
 	struct tcp_write *tw = (struct tcp_write *)req;
-	struct rrc_tcp_conn *c = tw->conn;
+	struct conn *c = tw->conn;
 	free(tw);
 	c->writes--;
 	if (status < 0)
@@ -413,7 +446,7 @@ static void on_tcp_written(uv_write_t *req, int status)
 }
 
 /* Sends one framed message (RFC 1035 §4.2.2); partial writes are libuv's to finish. */
-static void tcp_send(struct rrc_tcp_conn *c, const uint8_t *msg, size_t len)
+static void tcp_send(struct conn *c, const uint8_t *msg, size_t len)
 {
 	if (c->closing || len == 0 || len > RRC_WIRE_MAX_MSG)
 		return;
@@ -438,22 +471,48 @@ static void tcp_send(struct rrc_tcp_conn *c, const uint8_t *msg, size_t len)
 	}
 }
 
+static void tcp_hold(struct rrc_client *cl)
+{
+	struct conn *c = cl->conn;
+	c->refs++;
+	c->pending++;
+}
+
+static void tcp_answer(struct rrc_client *cl, const uint8_t *msg, size_t len)
+{
+	struct conn *c = cl->conn;
+	add_latency(c->l, cl->start_us);
+	tcp_send(c, msg, len);
+}
+
+static void tcp_release(struct rrc_client *cl)
+{
+	struct conn *c = cl->conn;
+	c->pending--;
+	c->refs--;
+	conn_maybe_finish(c);
+	conn_free_if_unused(c);
+}
+
+static const struct rrc_client_ops tcp_ops = {
+	.hold = tcp_hold, .send = tcp_answer, .release = tcp_release};
+
 static void on_idle(uv_timer_t *t)
 {
-	struct rrc_tcp_conn *c = t->data;
-	const struct rrc_config *cfg = c->w->cfg->cfg;
+	struct conn *c = t->data;
+	const struct rrc_config *cfg = rrc_env_cfg(c->l->env);
 	if (c->pending > 0) {
 		/* RFC 7766 §6.2.3: idle means no query outstanding. */
 		uv_timer_start(&c->idle, on_idle, cfg->tcp_idle_timeout_ms, 0);
 		return;
 	}
-	c->w->st.tcp_closed_idle++;
+	c->l->env->st->tcp_closed_idle++;
 	conn_close(c);
 }
 
 static void on_tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
-	struct rrc_tcp_conn *c = h->data;
+	struct conn *c = h->data;
 	size_t need = c->rlen >= 2 ? 2 + (size_t)rrc_get16(c->rbuf) : RRC_TCP_RBUF_INITIAL;
 	if (need < RRC_TCP_RBUF_INITIAL)
 		need = RRC_TCP_RBUF_INITIAL;
@@ -468,7 +527,7 @@ static void on_tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 	buf->len = c->rbuf ? c->rcap - c->rlen : 0;
 }
 
-static void stop_reading(struct rrc_tcp_conn *c)
+static void stop_reading(struct conn *c)
 {
 	if (c->reading) {
 		uv_read_stop((uv_stream_t *)&c->handle);
@@ -479,9 +538,9 @@ static void stop_reading(struct rrc_tcp_conn *c)
 
 static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
-	struct rrc_tcp_conn *c = s->data;
-	struct rrc_worker *w = c->w;
-	const struct rrc_config *cfg = w->cfg->cfg;
+	struct conn *c = s->data;
+	struct rrc_listeners *l = c->l;
+	const struct rrc_config *cfg = rrc_env_cfg(l->env);
 	if (nread == 0)
 		return;
 	if (nread < 0 || !buf->base) {
@@ -502,17 +561,12 @@ static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		c->queries++;
 		/* RFC 7766 §6.2.3: only a complete message resets the idle timer. */
 		uv_timer_start(&c->idle, on_idle, cfg->tcp_idle_timeout_ms, 0);
-		struct rrc_query_src src = {.tcp = true,
-					    .peer = (struct sockaddr *)&c->peer,
-					    .peer_len = sizeof(c->peer),
-					    .conn = c};
-		w->batch_start_us = now_us();
-		size_t n =
-			rrc_query_handle(w, &src, c->rbuf + off + 2, mlen, w->big, sizeof(w->big));
+		c->client.start_us = now_us();
+		size_t n = l->on_query(l->ctx, &c->client, c->rbuf + off + 2, mlen, l->tcp_out,
+				       sizeof(l->tcp_out));
 		if (n) {
-			account_answer(w, true, &c->peer, NULL, w->batch_start_us, w->big, n);
-			tcp_send(c, w->big, n);
-			rrc_hist_add(&w->st.latency, now_us() - w->batch_start_us);
+			tcp_send(c, l->tcp_out, n);
+			add_latency(l, c->client.start_us);
 		}
 		off += 2 + mlen;
 		if (c->queries >= cfg->tcp_max_queries)
@@ -525,40 +579,84 @@ static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	conn_maybe_finish(c);
 }
 
+static void refuse(struct tcp_sock *ts);
+
+static void on_reject_closed(uv_handle_t *h)
+{
+	struct tcp_sock *ts = h->data;
+	struct rrc_listeners *l = ts->l;
+	ts->reject_busy = false;
+	l->closes--;
+	if (ts->reject_owed && !uv_is_closing((uv_handle_t *)&ts->handle)) {
+		ts->reject_owed = false;
+		refuse(ts);
+		return;
+	}
+	maybe_free_set(l);
+}
+
+/* Accepts the pending connection and closes it at once. Only one can be refused at a time;
+ * another waits (libuv holds it) until the reject handle has closed. */
+static void refuse(struct tcp_sock *ts)
+{
+	struct rrc_listeners *l = ts->l;
+	if (ts->reject_busy) {
+		ts->reject_owed = true;
+		return;
+	}
+	uv_tcp_init(l->env->loop, &ts->reject);
+	ts->reject.data = ts;
+	ts->reject_busy = true;
+	l->closes++;
+	uv_accept((uv_stream_t *)&ts->handle, (uv_stream_t *)&ts->reject);
+	uv_close((uv_handle_t *)&ts->reject, on_reject_closed);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
-	struct rrc_tcp_listener *tl = server->data;
-	struct rrc_worker *w = tl->w;
-	const struct rrc_config *cfg = w->cfg->cfg;
+	struct tcp_sock *ts = server->data;
+	struct rrc_listeners *l = ts->l;
+	struct rrc_worker_stats *st = l->env->st;
+	const struct rrc_config *cfg = rrc_env_cfg(l->env);
 	if (status < 0)
 		return;
-	struct rrc_tcp_conn *c = calloc(1, sizeof(*c));
-	if (!c)
+	struct conn *c = l->stopping ? NULL : calloc(1, sizeof(*c));
+	if (!c) {
+		/* Stopping, or no memory: the connection must still be taken from libuv. */
+		st->tcp_refused_limit++;
+		refuse(ts);
 		return;
-	c->w = w;
-	uv_tcp_init(&w->loop, &c->handle);
-	uv_timer_init(&w->loop, &c->idle);
+	}
+	l->conn_objs++;
+	c->l = l;
+	uv_tcp_init(l->env->loop, &c->handle);
+	uv_timer_init(l->env->loop, &c->idle);
 	c->handle.data = c;
 	c->idle.data = c;
-	c->next = w->conns;
-	if (w->conns)
-		w->conns->prev = c;
-	w->conns = c;
+	c->next = l->conns;
+	if (l->conns)
+		l->conns->prev = c;
+	l->conns = c;
+	l->n_conns++;
+	c->client.ops = &tcp_ops;
+	c->client.conn = c;
+	c->client.tcp = true;
 	if (uv_accept(server, (uv_stream_t *)&c->handle) != 0) {
-		conn_unlink_close(c); /* never admitted: nothing to release */
+		conn_close(c);
 		return;
 	}
-	int plen = sizeof(c->peer);
-	uv_tcp_getpeername(&c->handle, (struct sockaddr *)&c->peer, &plen);
-	if (w->stopping ||
-	    !rrc_server_tcp_admit(w->server, (struct sockaddr *)&c->peer, cfg->tcp_max_connections,
-				  cfg->tcp_max_per_client)) {
-		w->st.tcp_refused_limit++;
-		conn_unlink_close(c);
+	int plen = sizeof(c->client.peer.ss);
+	uv_tcp_getpeername(&c->handle, &c->client.peer.sa, &plen);
+	c->client.peer.len = (socklen_t)plen;
+	if (!rrc_conn_limit_take(l->limit, &c->client.peer.sa, cfg->tcp_max_connections,
+				 cfg->tcp_max_per_client)) {
+		st->tcp_refused_limit++;
+		conn_close(c);
 		return;
 	}
-	w->st.tcp_accepted++;
-	w->st.tcp_open++;
+	c->admitted = true;
+	st->tcp_accepted++;
+	st->tcp_open++;
 	uv_tcp_nodelay(&c->handle, 1);
 	uv_timer_start(&c->idle, on_idle, cfg->tcp_idle_timeout_ms, 0);
 	if (uv_read_start((uv_stream_t *)&c->handle, on_tcp_alloc, on_tcp_read) != 0) {
@@ -568,20 +666,96 @@ static void on_connection(uv_stream_t *server, int status)
 	c->reading = true;
 }
 
-/* ---- lifecycle ---- */
+/* ---- the set ---- */
 
-int rrc_listener_start(struct rrc_worker *w)
+static void on_udp_poll_closed(uv_handle_t *h)
 {
-	uv_check_start(&w->flush, on_flush);
-	for (unsigned i = 0; i < w->n_udp; i++) {
-		int rc = uv_poll_start(&w->udp[i].poll, UV_READABLE, on_udp_readable);
+	struct udp_sock *us = h->data;
+	struct rrc_listeners *l = us->l;
+	close(us->fd);
+	us->fd = -1;
+	free(us->deferred);
+	us->deferred = NULL;
+	l->closes--;
+	maybe_free_set(l);
+}
+
+struct rrc_listeners *rrc_listeners_create(const struct rrc_env *env, struct rrc_conn_limit *limit,
+					   rrc_client_query_fn fn, void *ctx, char err[RRC_ERR_LEN])
+{
+	const struct rrc_config *cfg = rrc_env_cfg(env);
+	struct rrc_listeners *l = calloc(1, sizeof(*l));
+	if (!l) {
+		snprintf(err, RRC_ERR_LEN, "out of memory");
+		return NULL;
+	}
+	l->env = env;
+	l->limit = limit;
+	l->on_query = fn;
+	l->ctx = ctx;
+	l->udp = calloc(cfg->n_listen, sizeof(*l->udp));
+	l->tcp = calloc(cfg->n_listen, sizeof(*l->tcp));
+	if (!l->udp || !l->tcp) {
+		snprintf(err, RRC_ERR_LEN, "out of memory");
+		goto fail;
+	}
+	uv_check_init(env->loop, &l->flush);
+	l->flush.data = l;
+	l->flush_init = true;
+	for (unsigned i = 0; i < cfg->n_listen; i++) {
+		struct udp_sock *us = &l->udp[i];
+		us->l = l;
+		us->addr = cfg->listen[i];
+		us->deferred = calloc(1, sizeof(*us->deferred));
+		if (!us->deferred) {
+			snprintf(err, RRC_ERR_LEN, "out of memory");
+			goto fail;
+		}
+		us->fd = open_socket(&cfg->listen[i], SOCK_DGRAM, err);
+		if (us->fd < 0 || uv_poll_init_socket(env->loop, &us->poll, us->fd) != 0) {
+			if (us->fd >= 0) {
+				close(us->fd);
+				snprintf(err, RRC_ERR_LEN, "cannot watch a UDP socket");
+			}
+			free(us->deferred);
+			us->deferred = NULL;
+			goto fail;
+		}
+		us->poll.data = us;
+		l->n_udp++;
+
+		struct tcp_sock *ts = &l->tcp[i];
+		ts->l = l;
+		int fd = open_socket(&cfg->listen[i], SOCK_STREAM, err);
+		if (fd < 0)
+			goto fail;
+		uv_tcp_init(env->loop, &ts->handle);
+		ts->handle.data = ts;
+		l->n_tcp++;
+		if (uv_tcp_open(&ts->handle, fd) != 0) {
+			close(fd);
+			snprintf(err, RRC_ERR_LEN, "cannot use a TCP socket");
+			goto fail;
+		}
+	}
+	return l;
+fail:
+	rrc_listeners_close(l); /* frees the set once the loop has closed what was opened */
+	return NULL;
+}
+
+int rrc_listeners_start(struct rrc_listeners *l)
+{
+	uv_check_start(&l->flush, on_flush);
+	for (unsigned i = 0; i < l->n_udp; i++) {
+		int rc = uv_poll_start(&l->udp[i].poll, UV_READABLE, on_udp_readable);
 		if (rc)
 			return rc;
-		w->udp[i].polling = true;
+		l->udp[i].polling = true;
 	}
-	for (unsigned i = 0; i < w->n_tcp; i++) {
+	for (unsigned i = 0; i < l->n_tcp; i++) {
 		int rc =
-			uv_listen((uv_stream_t *)&w->tcp[i].handle, RRC_TCP_BACKLOG, on_connection);
+			uv_listen((uv_stream_t *)&l->tcp[i].handle, RRC_TCP_BACKLOG, on_connection);
 		if (rc) {
 			rrc_log(RRC_LOG_ERR, RRC_LG_LISTEN, "listen: %s", uv_strerror(rc));
 			return rc;
@@ -590,85 +764,59 @@ int rrc_listener_start(struct rrc_worker *w)
 	return 0;
 }
 
-static void on_listener_closed(uv_handle_t *h)
+static void close_tcp_listeners(struct rrc_listeners *l)
 {
-	(void)h;
-}
-
-void rrc_listener_stop_accepting(struct rrc_worker *w)
-{
-	for (unsigned i = 0; i < w->n_udp; i++) {
-		if (w->udp[i].polling) {
-			uv_poll_stop(&w->udp[i].poll);
-			w->udp[i].polling = false;
+	for (unsigned i = 0; i < l->n_tcp; i++) {
+		uv_handle_t *h = (uv_handle_t *)&l->tcp[i].handle;
+		if (!uv_is_closing(h)) {
+			h->data = l;
+			l->closes++;
+			uv_close(h, on_set_handle_closed);
 		}
 	}
-	for (unsigned i = 0; i < w->n_tcp; i++) {
-		if (!uv_is_closing((uv_handle_t *)&w->tcp[i].handle))
-			uv_close((uv_handle_t *)&w->tcp[i].handle, on_listener_closed);
+}
+
+void rrc_listeners_stop_accepting(struct rrc_listeners *l)
+{
+	l->stopping = true;
+	for (unsigned i = 0; i < l->n_udp; i++) {
+		if (l->udp[i].polling) {
+			uv_poll_stop(&l->udp[i].poll);
+			l->udp[i].polling = false;
+		}
 	}
-	struct rrc_tcp_conn *c = w->conns;
+	close_tcp_listeners(l);
+	struct conn *c = l->conns;
 	while (c) {
-		struct rrc_tcp_conn *next = c->next;
+		struct conn *next = c->next;
 		stop_reading(c);
 		conn_maybe_finish(c);
 		c = next;
 	}
 }
 
-static void on_udp_poll_closed(uv_handle_t *h)
+unsigned rrc_listeners_open(const struct rrc_listeners *l)
 {
-	struct rrc_udp_listener *ul = h->data;
-	close(ul->fd);
-	ul->fd = -1;
-	free(ul->deferred);
-	ul->deferred = NULL;
+	return l->n_conns;
 }
 
-void rrc_listener_close_all(struct rrc_worker *w)
+void rrc_listeners_close(struct rrc_listeners *l)
 {
-	flush_all_deferred(w); /* the last SERVFAILs of a shutdown among them */
-	if (w->flush_ready && !uv_is_closing((uv_handle_t *)&w->flush))
-		uv_close((uv_handle_t *)&w->flush, on_listener_closed);
-	for (unsigned i = 0; i < w->n_udp; i++) {
-		if (!uv_is_closing((uv_handle_t *)&w->udp[i].poll))
-			uv_close((uv_handle_t *)&w->udp[i].poll, on_udp_poll_closed);
-	}
-	for (unsigned i = 0; i < w->n_tcp; i++) {
-		if (!uv_is_closing((uv_handle_t *)&w->tcp[i].handle))
-			uv_close((uv_handle_t *)&w->tcp[i].handle, on_listener_closed);
-	}
-	while (w->conns)
-		conn_close(w->conns);
-}
-
-void rrc_listener_answer(struct rrc_worker *w, struct rrc_waiter *wt, const uint8_t *buf,
-			 size_t len)
-{
-	if (len) {
-		account_answer(w, wt->tcp, &wt->peer, wt->tcp ? NULL : wt->ul, wt->start_us, buf,
-			       len);
-		uint64_t t = now_us();
-		rrc_hist_add(&w->st.latency, t > wt->start_us ? t - wt->start_us : 0);
-	}
-	if (!wt->tcp) {
-		if (len && wt->ul->fd >= 0 && wt->ul->deferred)
-			udp_answer(w, wt, buf, len);
+	if (!l || l->closing)
 		return;
+	l->stopping = true;
+	flush_all_deferred(l); /* the last SERVFAILs of a shutdown among them */
+	if (l->flush_init) {
+		l->closes++;
+		uv_close((uv_handle_t *)&l->flush, on_set_handle_closed);
 	}
-	struct rrc_tcp_conn *c = wt->conn;
-	c->pending--;
-	c->refs--;
-	if (len)
-		tcp_send(c, buf, len);
-	conn_maybe_finish(c);
-	conn_free_if_unused(c);
-}
-
-unsigned rrc_listener_tcp_count(const struct rrc_worker *w)
-{
-	unsigned n = 0;
-	for (const struct rrc_tcp_conn *c = w->conns; c; c = c->next)
-		n++;
-	return n;
+	for (unsigned i = 0; i < l->n_udp; i++) {
+		l->closes++;
+		uv_close((uv_handle_t *)&l->udp[i].poll, on_udp_poll_closed);
+	}
+	close_tcp_listeners(l);
+	while (l->conns)
+		conn_close(l->conns);
+	l->closing = true;
+	maybe_free_set(l);
 }

@@ -9,9 +9,8 @@
 #include "rrcache/http.h"
 #include "rrcache/log.h"
 #include "rrcache/msg.h"
-#include "rrcache/redis_tier.h"
+#include "rrcache/redis_admin.h"
 #include "rrcache/server.h"
-#include "rrcache/worker.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -98,7 +97,7 @@ static void log_summary(struct rrc_server *s)
 		(unsigned long long)malformed, (unsigned long long)st.formerr,
 		(unsigned long long)st.servfail, (unsigned long long)st.acl_dropped,
 		(unsigned long long)st.acl_refused);
-	if (rrc_server_config_redis(s))
+	if (rrc_server_redis(s))
 		rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,
 			"totals: redis hits=%llu misses=%llu expired=%llu bad=%llu errors=%llu "
 			"timeouts=%llu skipped=%llu sets=%llu fleet_waits=%llu breaker_opens=%llu",
@@ -147,7 +146,7 @@ static int flush(const struct rrc_config *cfg, const char *name)
 		fprintf(stderr, "rrcache: --flush: '%s' is not a domain name\n", name);
 		return 1;
 	}
-	long n = rrc_redis_flush(&cfg->redis, name ? wire : NULL, wlen, err);
+	long n = rrc_redis_admin_flush(&cfg->redis, name ? wire : NULL, wlen, err);
 	if (n < 0) {
 		fprintf(stderr, "rrcache: %s\n", err);
 		return 1;

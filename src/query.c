@@ -8,21 +8,53 @@
  * redis.fleet_wait, and anything else goes upstream at once. Upstream: a retry timer
  * (upstream timeout); every retry goes to another server while earlier attempts stay open,
  * and the first valid reply wins (U6). A cacheable answer goes to L1 and to Redis.
+ *
+ * Every answer given, now or later, is accounted here (account_answer): its rcode, the top-K
+ * of NXDOMAIN and SERVFAIL names, and the query log's CLIENT_RESPONSE. The transport counts
+ * what concerns it: queries it could not read, answers it could not send, latency.
  */
 #include "rrcache/query.h"
+#include "rrcache/cache.h"
 #include "rrcache/dnstap.h"
-#include "rrcache/listener.h"
+#include "rrcache/env.h"
 #include "rrcache/log.h"
 #include "rrcache/msg.h"
+#include "rrcache/pool.h"
 #include "rrcache/redis_tier.h"
 #include "rrcache/upstream.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+
+/* One client waiting for an answer: a held copy of its client and what its answer needs. */
+struct waiter {
+	struct waiter *next;
+	struct rrc_client client;
+	uint16_t id, flags;
+	bool has_edns, edns_do;
+	uint16_t limit;
+	uint16_t qname_len;
+	uint8_t qname[RRC_WIRE_MAX_NAME];
+};
+
+struct rrc_queries {
+	const struct rrc_env *env;
+	struct rrc_upstreams *ups;
+	struct rrc_redis_tier *redis; /* NULL without Redis */
+	/* In-flight queries by cache key (coalescing, RFC 5452 §5). */
+	struct rrc_query **inflight;
+	unsigned n_inflight;
+	uint8_t hash_key[16];
+	/* Recycled miss-path objects (see pool.h). */
+	struct rrc_pool pool_query;
+	struct rrc_pool pool_waiter;
+	uint8_t ans[RRC_WIRE_MAX_MSG + 2]; /* answers to waiting clients being built */
+};
 
 struct rrc_query {
-	struct rrc_worker *w;
+	struct rrc_queries *qs;
 	struct rrc_query *hnext;
 	uint64_t hash;
 	bool in_table;
@@ -31,7 +63,7 @@ struct rrc_query {
 	unsigned closes;
 	uv_timer_t budget;
 	uv_timer_t retry;
-	struct rrc_waiter *waiters;
+	struct waiter *waiters;
 	struct rrc_attempt *att[RRC_QUERY_MAX_ATTEMPTS];
 	unsigned n_att;
 	unsigned live; /* attempts that may still deliver */
@@ -54,7 +86,7 @@ struct rrc_query {
 /* First wait before looking again at a key another instance of the fleet is resolving. */
 #define RRC_L2_POLL_FIRST_MS 5
 
-static void waiter_client(const struct rrc_waiter *wt, struct rrc_wire_client *c)
+static void waiter_client(const struct waiter *wt, struct rrc_wire_client *c)
 {
 	c->id = wt->id;
 	c->flags = wt->flags;
@@ -65,21 +97,84 @@ static void waiter_client(const struct rrc_waiter *wt, struct rrc_wire_client *c
 	c->limit = wt->limit;
 }
 
+/* Accounts for an answer about to leave (not its latency, which the transport measures): its
+ * rcode; for NXDOMAIN and SERVFAIL, its name in the top-K; and the query log's
+ * CLIENT_RESPONSE when dnstap is on. */
+static void account_answer(struct rrc_queries *qs, const struct rrc_client *c, const uint8_t *ans,
+			   size_t len)
+{
+	const struct rrc_env *env = qs->env;
+	if (len < RRC_WIRE_HDR)
+		return;
+	if (rrc_tap_wants(env->tap, RRC_DT_CLIENT_RESPONSE)) {
+		struct rrc_dnstap_msg m = {.type = RRC_DT_CLIENT_RESPONSE,
+					   .tcp = c->tcp,
+					   .query_addr = &c->peer.sa,
+					   .response_addr = c->local_addr,
+					   .query_time_us = rrc_tap_wall_us(env->tap, c->start_us),
+					   .response_time_us =
+						   rrc_tap_wall_us(env->tap, uv_hrtime() / 1000),
+					   .wire = ans,
+					   .len = len};
+		rrc_tap_log(env->tap, &m);
+	}
+	unsigned rcode = ans[3] & 0x0F;
+	/* rrcache's own OPT, when there is one, is the last 11 bytes: its TTL's first byte holds
+	 * the upper bits of the rcode (BADVERS = 16, RFC 6891 §6.1.3). */
+	if (rrc_get16(ans + 10) > 0 && len >= RRC_WIRE_HDR + RRC_WIRE_OPT_LEN &&
+	    ans[len - RRC_WIRE_OPT_LEN] == 0 && rrc_get16(ans + len - RRC_WIRE_OPT_LEN + 1) == 41)
+		rcode |= (unsigned)ans[len - RRC_WIRE_OPT_LEN + 5] << 4;
+	env->st->rcode[rrc_stats_rcode_slot(rcode)]++;
+	if ((rcode != RRC_RCODE_NXDOMAIN && rcode != RRC_RCODE_SERVFAIL) || len <= RRC_WIRE_HDR ||
+	    !rrc_top_sampled(env->top))
+		return;
+	/* The name of the answer's question, lowercased (rrcache wrote it, but it is walked with
+	 * the same bounds as any name). */
+	uint8_t name[RRC_WIRE_MAX_NAME];
+	size_t end, nlen;
+	if (rrc_wire_name(ans, len, RRC_WIRE_HDR, &end, &nlen, name) != 0)
+		return;
+	rrc_top_add(env->top, rcode == RRC_RCODE_NXDOMAIN ? RRC_TOP_NXDOMAIN : RRC_TOP_SERVFAIL,
+		    name, nlen);
+}
+
+/* Gives a waiting client its answer (len 0: none could be made) and lets go of it. */
+static void answer_waiter(struct rrc_queries *qs, struct waiter *wt, const uint8_t *buf, size_t len)
+{
+	if (len) {
+		account_answer(qs, &wt->client, buf, len);
+		wt->client.ops->send(&wt->client, buf, len);
+	}
+	wt->client.ops->release(&wt->client);
+}
+
+/* Stores an answer in L1; a failure costs the next asker a miss, so it is counted. */
+static void cache_store(struct rrc_queries *qs, const uint8_t *key, size_t keylen,
+			const uint8_t *answer, size_t len, uint32_t lifetime)
+{
+	const struct rrc_env *env = qs->env;
+	int rc =
+		rrc_cache_insert(env->cache, key, keylen, answer, len, lifetime, uv_now(env->loop));
+	if (rc != 0) {
+		env->st->cache_insert_failures++;
+		rrc_log_limited(RRC_LOG_DEBUG, RRC_LG_CACHE, "answer of %zu bytes not cached: %s",
+				len, rc == -E2BIG ? "larger than a cache shard" : "out of memory");
+	}
+}
+
 static void on_query_closed(uv_handle_t *h)
 {
 	struct rrc_query *q = h->data;
 	if (--q->closes > 0)
 		return;
-	struct rrc_worker *w = q->w;
-	rrc_pool_put(&w->pool_query, q, sizeof(*q) + q->upq_len);
-	rrc_worker_check_done(w);
+	rrc_pool_put(&q->qs->pool_query, q, sizeof(*q) + q->upq_len);
 }
 
-static void table_remove(struct rrc_worker *w, struct rrc_query *q)
+static void table_remove(struct rrc_queries *qs, struct rrc_query *q)
 {
 	if (!q->in_table)
 		return;
-	struct rrc_query **pp = &w->inflight[q->hash & (w->inflight_buckets - 1)];
+	struct rrc_query **pp = &qs->inflight[q->hash & (RRC_INFLIGHT_BUCKETS - 1)];
 	while (*pp && *pp != q)
 		pp = &(*pp)->hnext;
 	RRC_REQUIRE(*pp == q);
@@ -90,10 +185,10 @@ static void table_remove(struct rrc_worker *w, struct rrc_query *q)
 /* Ends the query: no more answers can reach it; frees it once its timers are closed. */
 static void query_end(struct rrc_query *q)
 {
-	struct rrc_worker *w = q->w;
+	struct rrc_queries *qs = q->qs;
 	q->done = true;
-	table_remove(w, q);
-	w->n_inflight--;
+	table_remove(qs, q);
+	qs->n_inflight--;
 	if (q->l2) {
 		rrc_redis_cancel(q->l2);
 		q->l2 = NULL;
@@ -101,10 +196,10 @@ static void query_end(struct rrc_query *q)
 	for (unsigned i = 0; i < q->n_att; i++)
 		rrc_upstream_cancel(q->att[i]);
 	q->n_att = 0;
-	struct rrc_waiter *wt = q->waiters;
+	struct waiter *wt = q->waiters;
 	while (wt) {
-		struct rrc_waiter *next = wt->next;
-		rrc_pool_put(&w->pool_waiter, wt, sizeof(*wt));
+		struct waiter *next = wt->next;
+		rrc_pool_put(&qs->pool_waiter, wt, sizeof(*wt));
 		wt = next;
 	}
 	q->waiters = NULL;
@@ -128,23 +223,24 @@ static size_t stale_finish(uint8_t *buf, size_t len, size_t cap, const struct rr
  * failed), else with rcode (SERVFAIL), and ends the query. */
 static void query_fail(struct rrc_query *q, unsigned rcode)
 {
-	struct rrc_worker *w = q->w;
-	for (struct rrc_waiter *wt = q->waiters; wt; wt = wt->next) {
+	struct rrc_queries *qs = q->qs;
+	struct rrc_worker_stats *st = qs->env->st;
+	for (struct waiter *wt = q->waiters; wt; wt = wt->next) {
 		struct rrc_wire_client c;
 		waiter_client(wt, &c);
 		size_t n = 0;
 		if (q->stale) {
-			memcpy(w->big, q->stale, q->stale_len);
-			n = stale_finish(w->big, q->stale_len, sizeof(w->big), &c);
+			memcpy(qs->ans, q->stale, q->stale_len);
+			n = stale_finish(qs->ans, q->stale_len, sizeof(qs->ans), &c);
 		}
 		if (n) {
-			w->st.stale_served++;
+			st->stale_served++;
 		} else {
-			n = rrc_wire_synth_client(&c, q->qtype, q->qclass, rcode, w->big,
-						  sizeof(w->big));
-			w->st.servfail++;
+			n = rrc_wire_synth_client(&c, q->qtype, q->qclass, rcode, qs->ans,
+						  sizeof(qs->ans));
+			st->servfail++;
 		}
-		rrc_listener_answer(w, wt, w->big, n);
+		answer_waiter(qs, wt, qs->ans, n);
 	}
 	query_end(q);
 }
@@ -167,29 +263,29 @@ static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, siz
 /* Answers every waiter from a stored answer (slen bytes) and ends the query. */
 static void answer_waiters(struct rrc_query *q, const uint8_t *stored, size_t slen)
 {
-	struct rrc_worker *w = q->w;
-	for (struct rrc_waiter *wt = q->waiters; wt; wt = wt->next) {
+	struct rrc_queries *qs = q->qs;
+	struct rrc_worker_stats *st = qs->env->st;
+	for (struct waiter *wt = q->waiters; wt; wt = wt->next) {
 		struct rrc_wire_client c;
 		waiter_client(wt, &c);
-		memcpy(w->big, stored, slen);
-		size_t n = rrc_wire_finish(w->big, slen, sizeof(w->big), 0, &c);
-		if (n && (rrc_get16(w->big + 2) & RRC_F_TC))
-			w->st.truncated++;
-		if ((rrc_get16(w->big + 2) & 0x0F) == RRC_RCODE_SERVFAIL)
-			w->st.servfail++;
-		w->st.answered++;
-		rrc_listener_answer(w, wt, w->big, n);
+		memcpy(qs->ans, stored, slen);
+		size_t n = rrc_wire_finish(qs->ans, slen, sizeof(qs->ans), 0, &c);
+		if (n && (rrc_get16(qs->ans + 2) & RRC_F_TC))
+			st->truncated++;
+		if ((rrc_get16(qs->ans + 2) & 0x0F) == RRC_RCODE_SERVFAIL)
+			st->servfail++;
+		st->answered++;
+		answer_waiter(qs, wt, qs->ans, n);
 	}
 	query_end(q);
 }
 
 static bool start_attempt(struct rrc_query *q, int idx, bool tcp)
 {
-	struct rrc_worker *w = q->w;
 	if (q->n_att >= RRC_QUERY_MAX_ATTEMPTS)
 		return false;
 	struct rrc_attempt *a =
-		rrc_upstream_send(w->ups, idx, tcp, q->upq, q->upq_len, on_attempt_reply, q);
+		rrc_upstream_send(q->qs->ups, idx, tcp, q->upq, q->upq_len, on_attempt_reply, q);
 	if (!a)
 		return false;
 	q->att[q->n_att++] = a;
@@ -202,7 +298,7 @@ static bool start_attempt(struct rrc_query *q, int idx, bool tcp)
 /* Sends to the next server: one not tried yet if any is up, else any that is up. */
 static void next_attempt(struct rrc_query *q)
 {
-	struct rrc_upstreams *u = q->w->ups;
+	struct rrc_upstreams *u = q->qs->ups;
 	unsigned n = rrc_upstreams_count(u);
 	for (unsigned tries = 0; tries <= n; tries++) {
 		int idx = rrc_upstreams_pick(u, q->tried);
@@ -233,7 +329,7 @@ static void on_retry(uv_timer_t *t)
 
 static void go_upstream(struct rrc_query *q)
 {
-	const struct rrc_config *cfg = q->w->cfg->cfg;
+	const struct rrc_config *cfg = rrc_env_cfg(q->qs->env);
 	uv_timer_start(&q->retry, on_retry, cfg->upstream_timeout_ms, cfg->upstream_timeout_ms);
 	next_attempt(q);
 }
@@ -243,7 +339,7 @@ static void on_l2(void *ctx, const struct rrc_l2_result *r);
 /* Asks Redis. Returns false when the lookup was skipped (go upstream). */
 static bool ask_l2(struct rrc_query *q)
 {
-	q->l2 = rrc_redis_get(q->w->redis, q->key, q->keylen, on_l2, q);
+	q->l2 = rrc_redis_get(q->qs->redis, q->key, q->keylen, on_l2, q);
 	return q->l2 != NULL;
 }
 
@@ -259,8 +355,8 @@ static void on_l2_poll(uv_timer_t *t)
 static void on_l2(void *ctx, const struct rrc_l2_result *r)
 {
 	struct rrc_query *q = ctx;
-	struct rrc_worker *w = q->w;
-	const struct rrc_config *cfg = w->cfg->cfg;
+	const struct rrc_env *env = q->qs->env;
+	const struct rrc_config *cfg = rrc_env_cfg(env);
 	q->l2 = NULL;
 	if (q->done)
 		return;
@@ -268,14 +364,13 @@ static void on_l2(void *ctx, const struct rrc_l2_result *r)
 		keep_stale(q, r->stale, r->stale_len);
 	if (r->outcome == RRC_L2_HIT) {
 		/* Checked like an upstream reply by the tier; its TTLs already aged. */
-		rrc_cache_insert(w->cache, q->key, q->keylen, r->answer, r->len, r->lifetime,
-				 uv_now(&w->loop));
+		cache_store(q->qs, q->key, q->keylen, r->answer, r->len, r->lifetime);
 		answer_waiters(q, r->answer, r->len);
 		return;
 	}
 	if (r->outcome == RRC_L2_LOCKED) {
 		/* Another instance is asking the upstream: its answer should appear shortly. */
-		uint64_t waited = uv_now(&w->loop) - q->l2_since;
+		uint64_t waited = uv_now(env->loop) - q->l2_since;
 		uint32_t next = q->l2_poll_ms ? q->l2_poll_ms : RRC_L2_POLL_FIRST_MS;
 		if (waited + next <= cfg->redis.fleet_wait_ms) {
 			q->l2_poll_ms = next * 2;
@@ -300,8 +395,8 @@ static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, siz
 			     const struct rrc_wire_reply *r)
 {
 	struct rrc_query *q = ctx;
-	struct rrc_worker *w = q->w;
-	const struct rrc_config *cfg = w->cfg->cfg;
+	struct rrc_queries *qs = q->qs;
+	const struct rrc_config *cfg = rrc_env_cfg(qs->env);
 	if (q->done)
 		return;
 	q->live--;
@@ -319,7 +414,7 @@ static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, siz
 		return;
 	}
 	if (rrc_msg_check_reply(pkt, len) != 0) {
-		w->st.malformed_replies++;
+		qs->env->st->malformed_replies++;
 		if (a == q->last || q->live == 0)
 			next_attempt(q);
 		return;
@@ -330,24 +425,24 @@ static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, siz
 	uint32_t lifetime = 0;
 	size_t slen = rrc_wire_make_stored(pkt, len, r, &pol, &lifetime);
 	if (slen == 0) {
-		w->st.malformed_replies++;
+		qs->env->st->malformed_replies++;
 		if (q->live == 0)
 			next_attempt(q);
 		return;
 	}
 	if (lifetime > 0 && !q->no_cache) {
-		rrc_cache_insert(w->cache, q->key, q->keylen, pkt, slen, lifetime,
-				 uv_now(&w->loop));
-		rrc_redis_set(w->redis, q->key, q->keylen, pkt, slen, lifetime,
+		cache_store(qs, q->key, q->keylen, pkt, slen, lifetime);
+		rrc_redis_set(qs->redis, q->key, q->keylen, pkt, slen, lifetime,
 			      cfg->serve_stale ? cfg->max_stale : 0);
 	}
 	answer_waiters(q, pkt, slen);
 }
 
-static struct rrc_query *table_find(struct rrc_worker *w, uint64_t hash, const uint8_t *key,
+static struct rrc_query *table_find(struct rrc_queries *qs, uint64_t hash, const uint8_t *key,
 				    size_t keylen)
 {
-	for (struct rrc_query *q = w->inflight[hash & (w->inflight_buckets - 1)]; q; q = q->hnext) {
+	for (struct rrc_query *q = qs->inflight[hash & (RRC_INFLIGHT_BUCKETS - 1)]; q;
+	     q = q->hnext) {
 		if (q->hash == hash && !q->no_cache && q->keylen == keylen &&
 		    memcmp(q->key, key, keylen) == 0)
 			return q;
@@ -355,24 +450,15 @@ static struct rrc_query *table_find(struct rrc_worker *w, uint64_t hash, const u
 	return NULL;
 }
 
-static struct rrc_waiter *waiter_new(struct rrc_worker *w, const struct rrc_query_src *src,
-				     const uint8_t *pkt, const struct rrc_wire_query *wq,
-				     uint16_t limit)
+static struct waiter *waiter_new(struct rrc_queries *qs, const struct rrc_client *c,
+				 const uint8_t *pkt, const struct rrc_wire_query *wq,
+				 uint16_t limit)
 {
-	struct rrc_waiter *wt = rrc_pool_get(&w->pool_waiter, sizeof(*wt));
+	struct waiter *wt = rrc_pool_get(&qs->pool_waiter, sizeof(*wt));
 	if (!wt)
 		return NULL;
 	wt->next = NULL;
-	wt->tcp = src->tcp;
-	wt->ul = src->ul;
-	wt->conn = src->conn;
-	wt->peer_len = src->peer_len;
-	memcpy(&wt->peer, src->peer, RRC_MIN((size_t)src->peer_len, sizeof(wt->peer)));
-	if (src->local)
-		wt->local = *src->local;
-	else
-		wt->local.family = 0;
-	wt->start_us = w->batch_start_us;
+	wt->client = *c;
 	wt->id = wq->id;
 	wt->flags = wq->flags;
 	wt->has_edns = wq->has_edns;
@@ -380,10 +466,7 @@ static struct rrc_waiter *waiter_new(struct rrc_worker *w, const struct rrc_quer
 	wt->limit = limit;
 	wt->qname_len = wq->qname_len;
 	memcpy(wt->qname, pkt + RRC_WIRE_HDR, wq->qname_len);
-	if (wt->tcp) {
-		wt->conn->refs++;
-		wt->conn->pending++;
-	}
+	wt->client.ops->hold(&wt->client);
 	return wt;
 }
 
@@ -391,41 +474,42 @@ enum miss_result { MISS_LATER, MISS_SERVFAIL, MISS_STALE };
 
 /* The miss path: joins a query in flight or starts one (MISS_LATER: the client is answered
  * later). MISS_STALE: answer the stale copy now; MISS_SERVFAIL: answer SERVFAIL now. */
-static enum miss_result start_miss(struct rrc_worker *w, const struct rrc_query_src *src,
+static enum miss_result start_miss(struct rrc_queries *qs, const struct rrc_client *c,
 				   const uint8_t *pkt, size_t len, const struct rrc_wire_query *wq,
 				   const uint8_t *key, size_t keylen, uint16_t limit,
 				   const uint8_t *stale, size_t stale_len)
 {
+	const struct rrc_env *env = qs->env;
 	enum miss_result fail = stale ? MISS_STALE : MISS_SERVFAIL;
-	const struct rrc_config *cfg = w->cfg->cfg;
-	uint64_t hash = rrc_cache_siphash(w->hash_key, key, keylen);
+	const struct rrc_config *cfg = rrc_env_cfg(env);
+	uint64_t hash = rrc_cache_siphash(qs->hash_key, key, keylen);
 	bool coalesce = !wq->has_ecs;
 	if (coalesce) {
-		struct rrc_query *q = table_find(w, hash, key, keylen);
+		struct rrc_query *q = table_find(qs, hash, key, keylen);
 		if (q) {
 			/* RFC 5452 §5: one upstream query for identical questions in flight. */
-			struct rrc_waiter *wt = waiter_new(w, src, pkt, wq, limit);
+			struct waiter *wt = waiter_new(qs, c, pkt, wq, limit);
 			if (!wt)
 				return fail;
 			wt->next = q->waiters;
 			q->waiters = wt;
 			keep_stale(q, stale, stale_len);
-			w->st.coalesced++;
+			env->st->coalesced++;
 			return MISS_LATER;
 		}
 	}
-	if (w->n_inflight >= cfg->max_inflight) {
-		w->st.inflight_limit++;
+	if (qs->n_inflight >= cfg->max_inflight) {
+		env->st->inflight_limit++;
 		return fail;
 	}
-	if (!rrc_upstreams_any_up(w->ups) && !rrc_redis_state(w->redis))
+	if (!rrc_upstreams_any_up(qs->ups) && !rrc_redis_state(qs->redis))
 		return fail; /* every upstream is down and no L2: answer at once */
 
 	/* ECS queries go upstream as the client sent them (only the ID changes) and their
 	 * answers are not cached (DESIGN); everything else is rebuilt from the key. */
 	size_t cap =
 		wq->has_ecs ? len : (size_t)RRC_WIRE_HDR + wq->qname_len + 4 + RRC_WIRE_OPT_LEN;
-	struct rrc_query *q = rrc_pool_get(&w->pool_query, sizeof(*q) + cap);
+	struct rrc_query *q = rrc_pool_get(&qs->pool_query, sizeof(*q) + cap);
 	if (!q)
 		return fail;
 	if (wq->has_ecs) {
@@ -440,38 +524,38 @@ static enum miss_result start_miss(struct rrc_worker *w, const struct rrc_query_
 						  wq->qclass, wq->flags, true, wq->edns_do);
 		RRC_REQUIRE(q->upq_len == cap); /* the size rrc_pool_put is given */
 	}
-	struct rrc_waiter *wt = waiter_new(w, src, pkt, wq, limit);
+	struct waiter *wt = waiter_new(qs, c, pkt, wq, limit);
 	if (!wt) {
-		rrc_pool_put(&w->pool_query, q, sizeof(*q) + cap);
+		rrc_pool_put(&qs->pool_query, q, sizeof(*q) + cap);
 		return fail;
 	}
-	q->w = w;
+	q->qs = qs;
 	q->hash = hash;
 	q->keylen = (uint16_t)keylen;
 	memcpy(q->key, key, keylen);
 	q->qtype = wq->qtype;
 	q->qclass = wq->qclass;
 	q->waiters = wt;
-	uv_timer_init(&w->loop, &q->budget);
-	uv_timer_init(&w->loop, &q->retry);
+	uv_timer_init(env->loop, &q->budget);
+	uv_timer_init(env->loop, &q->retry);
 	q->budget.data = q;
 	q->retry.data = q;
 	uv_timer_start(&q->budget, on_budget, cfg->client_timeout_ms, 0);
 	/* ECS queries are in the table too (so shutdown finds them); lookups skip them. */
-	size_t b = hash & (w->inflight_buckets - 1);
-	q->hnext = w->inflight[b];
-	w->inflight[b] = q;
+	size_t b = hash & (RRC_INFLIGHT_BUCKETS - 1);
+	q->hnext = qs->inflight[b];
+	qs->inflight[b] = q;
 	q->in_table = true;
-	w->n_inflight++;
+	qs->n_inflight++;
 	keep_stale(q, stale, stale_len);
-	q->l2_since = uv_now(&w->loop);
+	q->l2_since = uv_now(env->loop);
 	if (q->no_cache || !ask_l2(q))
 		go_upstream(q);
 	return MISS_LATER;
 }
 
 /* The client's address (family, then the address bytes) in the top-K. */
-static void count_client(struct rrc_worker *w, const struct sockaddr *peer)
+static void count_client(struct rrc_top *top, const struct sockaddr *peer)
 {
 	uint8_t k[17];
 	size_t n;
@@ -486,123 +570,167 @@ static void count_client(struct rrc_worker *w, const struct sockaddr *peer)
 	} else {
 		return;
 	}
-	rrc_top_add(&w->top, RRC_TOP_CLIENTS, k, n);
+	rrc_top_add(top, RRC_TOP_CLIENTS, k, n);
 }
 
-size_t rrc_query_handle(struct rrc_worker *w, const struct rrc_query_src *src, const uint8_t *pkt,
-			size_t len, uint8_t *out, size_t cap)
+/* rrc_query_handle without the accounting of the answer. */
+static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const uint8_t *pkt,
+		     size_t len, uint8_t *out, size_t cap)
 {
-	const struct rrc_cfg_ref *ref = w->cfg;
+	const struct rrc_env *env = qs->env;
+	const struct rrc_cfg_ref *ref = env->cfg;
+	struct rrc_worker_stats *st = env->st;
 	struct rrc_wire_query wq;
 	enum rrc_wire_reason reason;
 
-	if (src->tcp)
-		w->st.queries_tcp++;
+	if (c->tcp)
+		st->queries_tcp++;
 	else
-		w->st.queries_udp++;
+		st->queries_udp++;
 
 	enum rrc_wire_verdict v = rrc_wire_check_query(pkt, len, &wq, &reason);
-	if (!rrc_acl_allows(ref->acl, src->peer)) {
+	if (!rrc_acl_allows(ref->acl, &c->peer.sa)) {
 		/* A denied client learns nothing by default, not even that its packet was bad. */
 		if (ref->cfg->acl_action == RRC_ACL_DROP || v == RRC_WIRE_DROP) {
-			w->st.acl_dropped++;
+			st->acl_dropped++;
 			return 0;
 		}
-		w->st.acl_refused++;
+		st->acl_refused++;
 		return rrc_wire_synth(pkt, &wq, RRC_RCODE_REFUSED, false, out, cap);
 	}
-	if (w->tap) {
+	if (rrc_tap_wants(env->tap, RRC_DT_CLIENT_QUERY)) {
 		struct rrc_dnstap_msg m = {.type = RRC_DT_CLIENT_QUERY,
-					   .tcp = src->tcp,
-					   .query_addr = src->peer,
-					   .response_addr = src->ul ? &src->ul->addr.sa : NULL,
-					   .query_time_us =
-						   rrc_worker_wall_us(w, w->batch_start_us),
+					   .tcp = c->tcp,
+					   .query_addr = &c->peer.sa,
+					   .response_addr = c->local_addr,
+					   .query_time_us = rrc_tap_wall_us(env->tap, c->start_us),
 					   .wire = pkt,
 					   .len = len};
-		rrc_worker_tap(w, &m);
+		rrc_tap_log(env->tap, &m);
 	}
 	switch (v) {
 	case RRC_WIRE_OK:
 		break;
 	case RRC_WIRE_DROP:
-		w->st.malformed[reason]++;
+		st->malformed[reason]++;
 		rrc_log_limited(RRC_LOG_DEBUG, RRC_LG_LISTEN, "dropped query: %s",
 				rrc_wire_reason_name(reason));
 		return 0;
 	case RRC_WIRE_FORMERR:
-		w->st.malformed[reason]++;
-		w->st.formerr++;
+		st->malformed[reason]++;
+		st->formerr++;
 		/* R4: header only when the question itself is the problem. */
 		if (reason == RRC_WR_QDCOUNT || reason == RRC_WR_NAME)
 			wq.question_ok = false;
 		return rrc_wire_synth(pkt, &wq, RRC_RCODE_FORMERR, false, out, cap);
 	case RRC_WIRE_NOTIMP:
-		w->st.notimp++;
+		st->notimp++;
 		return rrc_wire_synth(pkt, &wq, RRC_RCODE_NOTIMP, false, out, cap);
 	case RRC_WIRE_BADVERS:
-		w->st.badvers++;
+		st->badvers++;
 		/* RFC 6891 §6.1.3: BADVERS, no records, our OPT of version 0. */
 		return rrc_wire_synth(pkt, &wq, RRC_RCODE_BADVERS, false, out, cap);
 	}
 
-	uint16_t limit = src->tcp ? RRC_WIRE_MAX_MSG : rrc_wire_udp_limit(&wq);
+	uint16_t limit = c->tcp ? RRC_WIRE_MAX_MSG : rrc_wire_udp_limit(&wq);
 	uint8_t key[RRC_WIRE_KEY_MAX];
 	size_t keylen = rrc_wire_key(pkt, &wq, key);
 	/* Statistics: the type, and the name (the key starts with it, lowercased) and the client
 	 * in the top-K. */
-	w->st.qtype[rrc_stats_qtype_slot(wq.qtype)]++;
-	if (rrc_top_sampled(&w->top)) {
-		rrc_top_add(&w->top, RRC_TOP_NAMES, key, wq.qname_len);
-		count_client(w, src->peer);
+	st->qtype[rrc_stats_qtype_slot(wq.qtype)]++;
+	if (rrc_top_sampled(env->top)) {
+		rrc_top_add(env->top, RRC_TOP_NAMES, key, wq.qname_len);
+		count_client(env->top, &c->peer.sa);
 	}
-	struct rrc_wire_client c;
-	rrc_wire_client_from_query(&c, pkt, &wq, limit);
+	struct rrc_wire_client wc;
+	rrc_wire_client_from_query(&wc, pkt, &wq, limit);
 
 	size_t stale_len = 0;
 	if (!wq.has_ecs) {
 		size_t alen;
 		uint32_t age;
 		enum rrc_cache_result res = rrc_cache_lookup(
-			w->cache, key, keylen, uv_now(&w->loop), out, cap, &alen, &age);
+			env->cache, key, keylen, uv_now(env->loop), out, cap, &alen, &age);
 		if (res == RRC_CACHE_HIT || res == RRC_CACHE_TOO_BIG) {
-			w->st.cache_hits++;
-			size_t n = rrc_wire_finish(out, alen, cap, age, &c);
+			st->cache_hits++;
+			size_t n = rrc_wire_finish(out, alen, cap, age, &wc);
 			if (n && (rrc_get16(out + 2) & RRC_F_TC))
-				w->st.truncated++;
-			w->st.answered++;
+				st->truncated++;
+			st->answered++;
 			return n;
 		}
 		if (res == RRC_CACHE_STALE && alen <= cap)
 			stale_len = alen; /* the stale copy is in out */
 	}
-	w->st.cache_misses++;
-	enum miss_result mr = start_miss(w, src, pkt, len, &wq, key, keylen, limit,
+	st->cache_misses++;
+	enum miss_result mr = start_miss(qs, c, pkt, len, &wq, key, keylen, limit,
 					 stale_len ? out : NULL, stale_len);
 	if (mr == MISS_LATER)
 		return 0;
 	if (mr == MISS_STALE) {
 		/* The stale copy the lookup left in out is still there: finish it in place. */
-		size_t n = stale_finish(out, stale_len, cap, &c);
+		size_t n = stale_finish(out, stale_len, cap, &wc);
 		if (n) {
-			w->st.stale_served++;
+			st->stale_served++;
 			return n;
 		}
 	}
-	w->st.servfail++;
+	st->servfail++;
 	return rrc_wire_synth(pkt, &wq, RRC_RCODE_SERVFAIL, false, out, cap);
 }
 
-void rrc_query_abort_all(struct rrc_worker *w)
+size_t rrc_query_handle(void *ctx, const struct rrc_client *c, const uint8_t *msg, size_t len,
+			uint8_t *out, size_t cap)
 {
-	for (size_t b = 0; b < w->inflight_buckets; b++) {
-		while (w->inflight[b])
-			query_fail(w->inflight[b], RRC_RCODE_SERVFAIL);
+	struct rrc_queries *qs = ctx;
+	size_t n = handle(qs, c, msg, len, out, cap);
+	if (n)
+		account_answer(qs, c, out, n);
+	return n;
+}
+
+struct rrc_queries *rrc_queries_create(const struct rrc_env *env, struct rrc_upstreams *ups,
+				       struct rrc_redis_tier *redis)
+{
+	struct rrc_queries *qs = calloc(1, sizeof(*qs));
+	if (!qs)
+		return NULL;
+	qs->env = env;
+	qs->ups = ups;
+	qs->redis = redis;
+	qs->inflight = calloc(RRC_INFLIGHT_BUCKETS, sizeof(*qs->inflight));
+	/* The table's hash key: clients must not be able to aim collisions at one chain. */
+	if (!qs->inflight ||
+	    getrandom(qs->hash_key, sizeof(qs->hash_key), 0) != (ssize_t)sizeof(qs->hash_key)) {
+		free(qs->inflight);
+		free(qs);
+		return NULL;
+	}
+	rrc_pool_init(&qs->pool_query, sizeof(struct rrc_query) + RRC_POOL_MSG, RRC_POOL_KEEP);
+	rrc_pool_init(&qs->pool_waiter, sizeof(struct waiter), RRC_POOL_KEEP);
+	return qs;
+}
+
+unsigned rrc_queries_inflight(const struct rrc_queries *qs)
+{
+	return qs->n_inflight;
+}
+
+void rrc_queries_abort_all(struct rrc_queries *qs)
+{
+	for (size_t b = 0; b < RRC_INFLIGHT_BUCKETS; b++) {
+		while (qs->inflight[b])
+			query_fail(qs->inflight[b], RRC_RCODE_SERVFAIL);
 	}
 }
 
-void rrc_query_init_pools(struct rrc_worker *w)
+void rrc_queries_destroy(struct rrc_queries *qs)
 {
-	rrc_pool_init(&w->pool_query, sizeof(struct rrc_query) + RRC_POOL_MSG, RRC_POOL_KEEP);
-	rrc_pool_init(&w->pool_waiter, sizeof(struct rrc_waiter), RRC_POOL_KEEP);
+	if (!qs)
+		return;
+	RRC_FAILS(qs->n_inflight == 0);
+	rrc_pool_drain(&qs->pool_query);
+	rrc_pool_drain(&qs->pool_waiter);
+	free(qs->inflight);
+	free(qs);
 }

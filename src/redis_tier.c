@@ -18,7 +18,7 @@
 #include "rrcache/log.h"
 #include "rrcache/msg.h"
 #include "rrcache/redis_uv.h"
-#include "rrcache/worker.h"
+#include "rrcache/env.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -59,11 +59,12 @@ struct rrc_redis_req {
 };
 
 struct rrc_redis_tier {
-	struct rrc_worker *w;
-	struct rrc_redis_conf rc; /* a copy: the tier outlives no config but needs no ref */
-	struct rrc_wire_ttl_policy pol;
-	bool serve_stale;
-	uint32_t max_stale;
+	const struct rrc_env *env;
+	/* The connection settings, copied: they take effect at a restart (a reload logs that
+	 * they changed), so a reconnection after a reload still goes where the fleet's other
+	 * instances of this start went. The TTL policy and serve-stale are read from env's
+	 * configuration in force at each use. */
+	struct rrc_redis_conf rc;
 	struct rrc_l2_keys keys;
 	struct conn data, sub;
 	struct rrc_redis_req *head, *tail;
@@ -154,11 +155,11 @@ static void req_done_one(struct rrc_redis_req *r)
 static void failure(struct rrc_redis_tier *t, bool timeout)
 {
 	if (timeout)
-		t->w->st.redis_timeouts++;
+		t->env->st->redis_timeouts++;
 	else
-		t->w->st.redis_errors++;
+		t->env->st->redis_errors++;
 	if (++t->failures >= t->rc.max_failures && t->data.state == C_READY) {
-		t->w->st.redis_breaker_opens++;
+		t->env->st->redis_breaker_opens++;
 		char why[96];
 		snprintf(why, sizeof(why), "%u %s in a row: circuit open", t->failures,
 			 timeout ? "timeouts" : "failures");
@@ -175,7 +176,7 @@ static void success(struct rrc_redis_tier *t)
 static void on_deadline(uv_timer_t *h)
 {
 	struct rrc_redis_tier *t = h->data;
-	uint64_t now = uv_now(&t->w->loop);
+	uint64_t now = uv_now(t->env->loop);
 	unsigned expired = 0;
 	t->deadline_armed = false;
 	for (struct rrc_redis_req *r = t->head; r && r->deadline <= now; r = r->next) {
@@ -205,7 +206,7 @@ static void arm_deadline(struct rrc_redis_tier *t)
 		t->deadline_armed = false;
 		return;
 	}
-	uint64_t now = uv_now(&t->w->loop);
+	uint64_t now = uv_now(t->env->loop);
 	uv_timer_start(&t->deadline, on_deadline, r->deadline > now ? r->deadline - now : 0, 0);
 	t->deadline_armed = true;
 }
@@ -213,11 +214,11 @@ static void arm_deadline(struct rrc_redis_tier *t)
 static struct rrc_redis_req *req_new(struct rrc_redis_tier *t, unsigned cmds)
 {
 	if (t->closing || t->data.state != C_READY) {
-		t->w->st.redis_skipped++;
+		t->env->st->redis_skipped++;
 		return NULL;
 	}
 	if (t->pending + cmds > t->rc.max_pending) {
-		t->w->st.redis_skipped++;
+		t->env->st->redis_skipped++;
 		return NULL;
 	}
 	struct rrc_redis_req *r = calloc(1, sizeof(*r));
@@ -225,7 +226,7 @@ static struct rrc_redis_req *req_new(struct rrc_redis_tier *t, unsigned cmds)
 		return NULL;
 	r->t = t;
 	r->ac = t->data.ac;
-	r->deadline = uv_now(&t->w->loop) + t->rc.timeout_ms;
+	r->deadline = uv_now(t->env->loop) + t->rc.timeout_ms;
 	r->prev = t->tail;
 	if (t->tail)
 		t->tail->next = r;
@@ -263,7 +264,12 @@ static void req_abandon(struct rrc_redis_req *r)
 static bool check_value(struct rrc_redis_req *r, const redisReply *rep, struct rrc_l2_result *res)
 {
 	struct rrc_redis_tier *t = r->t;
-	struct rrc_worker *w = t->w;
+	const struct rrc_env *env = t->env;
+	const struct rrc_config *cfg = rrc_env_cfg(env);
+	/* The TTL bounds and serve-stale in force now (a reload changes them). */
+	struct rrc_wire_ttl_policy pol = {.min_ttl = cfg->min_ttl,
+					  .max_ttl = cfg->max_ttl,
+					  .max_negative_ttl = cfg->max_negative_ttl};
 	if (rep->type != REDIS_REPLY_STRING)
 		return false;
 	struct rrc_l2_value v;
@@ -271,20 +277,20 @@ static bool check_value(struct rrc_redis_req *r, const redisReply *rep, struct r
 					       r->keylen, wall_ms(), &v);
 	if (vd == RRC_L2_MALFORMED || vd == RRC_L2_OTHER_KEY || v.alen > RRC_WIRE_MAX_MSG) {
 		/* Counted, answered from upstream, and overwritten by the next fill. */
-		w->st.redis_bad_values++;
+		env->st->redis_bad_values++;
 		rrc_log_limited(RRC_LOG_DEBUG, RRC_LG_REDIS,
-				"worker %u: refused a Redis value (%s)", w->index,
+				"worker %u: refused a Redis value (%s)", env->worker,
 				vd == RRC_L2_OTHER_KEY ? "another question" : "malformed");
 		return false;
 	}
 	memcpy(t->buf, v.answer, v.alen);
 	if (vd == RRC_L2_EXPIRED) {
-		w->st.redis_expired++;
+		env->st->redis_expired++;
 		uint32_t life;
-		if (!t->serve_stale || v.expired_ms > (uint64_t)t->max_stale * 1000 || r->stale)
+		if (!cfg->serve_stale || v.expired_ms > (uint64_t)cfg->max_stale * 1000 || r->stale)
 			return false;
 		/* Checked the same way (as if fresh) before it may be served stale. */
-		size_t n = rrc_l2_accept(t->buf, v.alen, r->key, r->keylen, 0, UINT32_MAX, &t->pol,
+		size_t n = rrc_l2_accept(t->buf, v.alen, r->key, r->keylen, 0, UINT32_MAX, &pol,
 					 &life);
 		if (n && rrc_msg_check_reply(t->buf, n) == 0 && (r->stale = malloc(n))) {
 			memcpy(r->stale, t->buf, n);
@@ -294,11 +300,10 @@ static bool check_value(struct rrc_redis_req *r, const redisReply *rep, struct r
 	}
 	uint32_t life = 0;
 	uint32_t remaining = (uint32_t)RRC_MIN(v.remaining_ms / 1000, (uint64_t)UINT32_MAX);
-	size_t n =
-		rrc_l2_accept(t->buf, v.alen, r->key, r->keylen, v.age, remaining, &t->pol, &life);
+	size_t n = rrc_l2_accept(t->buf, v.alen, r->key, r->keylen, v.age, remaining, &pol, &life);
 	if (n == 0 || rrc_msg_check_reply(t->buf, n) != 0) {
 		if (n != 0 || remaining > 0)
-			w->st.redis_bad_values++;
+			env->st->redis_bad_values++;
 		return false;
 	}
 	res->outcome = RRC_L2_HIT;
@@ -320,7 +325,7 @@ static bool reply_ok(struct rrc_redis_req *r, redisAsyncContext *ac, const redis
 	if (!rep || rep->type == REDIS_REPLY_ERROR) {
 		if (rep && *current) {
 			rrc_log_limited(RRC_LOG_WARN, RRC_LG_REDIS, "worker %u: Redis: %.*s",
-					t->w->index, (int)RRC_MIN(rep->len, 200), rep->str);
+					t->env->worker, (int)RRC_MIN(rep->len, 200), rep->str);
 			failure(t, false);
 		}
 		if (!r->expired)
@@ -340,10 +345,10 @@ static void on_get(redisAsyncContext *ac, void *reply, void *priv)
 	if (reply_ok(r, ac, reply, &current) && !r->expired && !r->told) {
 		struct rrc_l2_result res = {0};
 		if (check_value(r, reply, &res)) {
-			t->w->st.redis_hits++;
+			t->env->st->redis_hits++;
 			tell(r, &res);
 		} else {
-			t->w->st.redis_misses++;
+			t->env->st->redis_misses++;
 			r->got_miss = true;
 			/* Only a miss takes the fleet lock: hits cost one command and leave no key
 			 * behind to expire. */
@@ -362,7 +367,7 @@ static void on_lock(redisAsyncContext *ac, void *reply, void *priv)
 	if (reply_ok(r, ac, rep, &current) && !r->expired && r->got_miss) {
 		/* OK: ours, ask the upstream. Nil: another instance holds it. */
 		if (rep->type == REDIS_REPLY_NIL)
-			r->t->w->st.redis_fleet_waits++;
+			r->t->env->st->redis_fleet_waits++;
 		tell_outcome(r, rep->type == REDIS_REPLY_NIL ? RRC_L2_LOCKED : RRC_L2_MISS);
 	}
 	req_done_one(r);
@@ -399,7 +404,7 @@ struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key
 	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, false, k);
 	if (!sent(r, redisAsyncCommand(t->data.ac, on_get, r, "GET %b", k, klen))) {
 		req_abandon(r);
-		t->w->st.redis_errors++;
+		t->env->st->redis_errors++;
 		return NULL;
 	}
 	return r;
@@ -440,10 +445,10 @@ void rrc_redis_set(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
 	if (!sent(r, redisAsyncCommand(t->data.ac, on_set, r, "SET %b %b PX %llu", k, klen, t->val,
 				       vlen, px))) {
 		req_abandon(r);
-		t->w->st.redis_errors++;
+		t->env->st->redis_errors++;
 		return;
 	}
-	t->w->st.redis_sets++;
+	t->env->st->redis_sets++;
 }
 
 /* ---- flush messages ---- */
@@ -464,7 +469,7 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv)
 	    rep->element[2]->type != REDIS_REPLY_STRING)
 		return;
 	const redisReply *m = rep->element[2];
-	struct rrc_cache *cache = t->w->cache;
+	struct rrc_cache *cache = t->env->cache;
 	if (m->len == 1 && m->str[0] == '*') {
 		rrc_cache_clear(cache);
 		rrc_log(RRC_LOG_INFO, RRC_LG_REDIS, "fleet flush: L1 emptied");
@@ -505,13 +510,13 @@ static void conn_drop(struct conn *c, const char *why)
 	c->ac = NULL;
 	c->state = C_CLOSED;
 	if (!c->sub)
-		t->w->st.redis_up = 0;
+		t->env->st->redis_up = 0;
 	uv_timer_stop(&c->timer);
 	if (!t->closing) {
 		if (was_ready || !c->logged_down)
 			rrc_log(RRC_LOG_WARN, RRC_LG_REDIS,
-				"worker %u: Redis %s down (%s); retrying with backoff", t->w->index,
-				conn_name(c), why);
+				"worker %u: Redis %s down (%s); retrying with backoff",
+				t->env->worker, conn_name(c), why);
 		c->logged_down = true;
 		schedule_reopen(c);
 	}
@@ -526,10 +531,10 @@ static void became_ready(struct conn *c)
 	uv_timer_stop(&c->timer);
 	if (!c->sub) {
 		t->failures = 0;
-		t->w->st.redis_up = 1;
+		t->env->st->redis_up = 1;
 	}
 	rrc_log(c->logged_down ? RRC_LOG_WARN : RRC_LOG_INFO, RRC_LG_REDIS,
-		"worker %u: Redis %s ready%s", t->w->index, conn_name(c),
+		"worker %u: Redis %s ready%s", t->env->worker, conn_name(c),
 		c->logged_down ? " again" : "");
 	c->logged_down = false;
 	if (c->sub) {
@@ -610,7 +615,7 @@ static void conn_open(struct conn *c)
 		conn_drop(c, why);
 		return;
 	}
-	if (rrc_redis_uv_attach(ac, &t->w->loop) != 0) {
+	if (rrc_redis_uv_attach(ac, t->env->loop) != 0) {
 		redisAsyncFree(ac);
 		conn_drop(c, "cannot watch the socket");
 		return;
@@ -655,32 +660,28 @@ static void conn_init(struct rrc_redis_tier *t, struct conn *c, bool sub)
 {
 	c->t = t;
 	c->sub = sub;
-	uv_timer_init(&t->w->loop, &c->timer);
+	uv_timer_init(t->env->loop, &c->timer);
 	c->timer.data = c;
 	t->closes++;
 }
 
-struct rrc_redis_tier *rrc_redis_tier_create(struct rrc_worker *w, const struct rrc_config *cfg)
+struct rrc_redis_tier *rrc_redis_tier_create(const struct rrc_env *env)
 {
+	const struct rrc_config *cfg = rrc_env_cfg(env);
 	if (!cfg->redis.enabled)
 		return NULL;
 	struct rrc_redis_tier *t = calloc(1, sizeof(*t));
 	if (!t)
 		return NULL;
-	t->w = w;
+	t->env = env;
 	t->rc = cfg->redis;
-	t->pol.min_ttl = cfg->min_ttl;
-	t->pol.max_ttl = cfg->max_ttl;
-	t->pol.max_negative_ttl = cfg->max_negative_ttl;
-	t->serve_stale = cfg->serve_stale;
-	t->max_stale = cfg->max_stale;
 	rrc_l2_derive_keys(cfg->redis.key_secret, &t->keys);
-	uv_timer_init(&w->loop, &t->deadline);
+	uv_timer_init(env->loop, &t->deadline);
 	t->deadline.data = t;
 	t->closes++;
 	conn_init(t, &t->data, false);
 	conn_open(&t->data);
-	if (w->index == 0) {
+	if (env->worker == 0) {
 		conn_init(t, &t->sub, true);
 		conn_open(&t->sub);
 	}
@@ -713,107 +714,4 @@ void rrc_redis_tier_close(struct rrc_redis_tier *t)
 int rrc_redis_state(const struct rrc_redis_tier *t)
 {
 	return t && t->data.state == C_READY;
-}
-
-/* ---- the admin flush ---- */
-
-/* Escapes the glob characters of s for SCAN MATCH. */
-static size_t glob_escape(const char *s, char *out, size_t cap)
-{
-	size_t n = 0;
-	for (; *s && n + 3 < cap; s++) {
-		if (strchr("*?[]\\", *s))
-			out[n++] = '\\';
-		out[n++] = *s;
-	}
-	out[n] = '\0';
-	return n;
-}
-
-long rrc_redis_flush(const struct rrc_redis_conf *rc, const uint8_t *name, size_t len,
-		     char err[RRC_ERR_LEN])
-{
-	struct timeval tv = {.tv_sec = rc->connect_timeout_ms / 1000,
-			     .tv_usec = (rc->connect_timeout_ms % 1000) * 1000};
-	redisContext *c = rc->unix_socket ? redisConnectUnixWithTimeout(rc->path, tv)
-					  : redisConnectWithTimeout(rc->host, rc->port, tv);
-	if (!c || c->err) {
-		snprintf(err, RRC_ERR_LEN, "cannot connect to Redis: %s",
-			 c ? c->errstr : "out of memory");
-		if (c)
-			redisFree(c);
-		return -1;
-	}
-	struct timeval ct = {.tv_sec = 10};
-	redisSetTimeout(c, ct);
-	long deleted = -1;
-	redisReply *rep = NULL;
-	if (rc->password[0]) {
-		rep = rc->user[0] ? redisCommand(c, "AUTH %b %b", rc->user, strlen(rc->user),
-						 rc->password, strlen(rc->password))
-				  : redisCommand(c, "AUTH %b", rc->password, strlen(rc->password));
-		if (!rep || rep->type == REDIS_REPLY_ERROR)
-			goto fail;
-		freeReplyObject(rep);
-	}
-	if (rc->db) {
-		rep = redisCommand(c, "SELECT %u", (unsigned)rc->db);
-		if (!rep || rep->type == REDIS_REPLY_ERROR)
-			goto fail;
-		freeReplyObject(rep);
-	}
-	char pattern[RRC_L2_KEY_MAX * 2 + 8];
-	size_t plen = glob_escape(rc->key_prefix, pattern, sizeof(pattern));
-	if (name) {
-		struct rrc_l2_keys keys;
-		char hash[17];
-		rrc_l2_derive_keys(rc->key_secret, &keys);
-		rrc_l2_name_hash(&keys, name, len, hash);
-		plen += (size_t)snprintf(pattern + plen, sizeof(pattern) - plen, "%s:*", hash);
-	} else {
-		pattern[plen++] = '*';
-		pattern[plen] = '\0';
-	}
-	deleted = 0;
-	char cursor[32] = "0";
-	do {
-		rep = redisCommand(c, "SCAN %s MATCH %b COUNT 1000", cursor, pattern, plen);
-		if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
-		    rep->element[0]->type != REDIS_REPLY_STRING ||
-		    rep->element[1]->type != REDIS_REPLY_ARRAY)
-			goto fail;
-		snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
-		redisReply *keys = rep->element[1];
-		for (size_t i = 0; i < keys->elements; i++) {
-			redisReply *k = keys->element[i];
-			if (k->type != REDIS_REPLY_STRING)
-				continue;
-			redisReply *d = redisCommand(c, "UNLINK %b", k->str, (size_t)k->len);
-			if (!d || d->type == REDIS_REPLY_ERROR) {
-				freeReplyObject(d);
-				goto fail;
-			}
-			deleted += d->type == REDIS_REPLY_INTEGER ? (long)d->integer : 0;
-			freeReplyObject(d);
-		}
-		freeReplyObject(rep);
-		rep = NULL;
-	} while (strcmp(cursor, "0") != 0);
-	char ch[80];
-	int chlen = snprintf(ch, sizeof(ch), "%sflush", rc->key_prefix);
-	rep = name ? redisCommand(c, "PUBLISH %b %b", ch, (size_t)chlen, name, len)
-		   : redisCommand(c, "PUBLISH %b *", ch, (size_t)chlen);
-	if (!rep || rep->type == REDIS_REPLY_ERROR)
-		goto fail;
-	freeReplyObject(rep);
-	redisFree(c);
-	return deleted;
-fail:
-	snprintf(err, RRC_ERR_LEN, "Redis: %s",
-		 rep && rep->type == REDIS_REPLY_ERROR ? rep->str
-		 : c->err			       ? c->errstr
-						       : "unexpected reply");
-	freeReplyObject(rep);
-	redisFree(c);
-	return -1;
 }

@@ -1,73 +1,42 @@
 /*
- * server: workers, shared cache, configuration swap, TCP admission. See
- * include/rrcache/server.h.
+ * server: workers, shared cache, configuration swap. See include/rrcache/server.h.
  */
 #include "rrcache/server.h"
+#include "rrcache/conn_limit.h"
 #include "rrcache/dnstap.h"
 #include "rrcache/log.h"
 #include "rrcache/worker.h"
 
 #include <errno.h>
-#include <netinet/in.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <uv.h>
 
-/* Buckets of the per-client TCP connection table. */
-#define TCP_CLIENT_BUCKETS 1024
-
-struct tcp_client {
-	struct tcp_client *next;
-	uint8_t addr[16];
-	unsigned count;
-};
+/* How long a reload waits for each worker to adopt the new configuration: a worker does it at
+ * its next loop iteration, which a busy loop reaches within a batch (a few milliseconds). */
+#define RRC_RELOAD_WAIT_MS 2000
 
 struct rrc_server {
 	struct rrc_cache *cache;
+	struct rrc_conn_limit *tcp_limit;
+	struct rrc_dnstap *tap; /* the query log, or NULL */
 	pthread_mutex_t cfg_lock;
 	struct rrc_cfg_ref *cur;
 	unsigned generation;
+	struct rrc_redis_conf redis; /* as the workers' tiers run with it */
 	struct rrc_worker **workers;
 	unsigned n_workers;
-	atomic_bool running;	/* read by the HTTP thread */
-	struct rrc_dnstap *tap; /* the query log, or NULL */
-
-	pthread_mutex_t tcp_lock;
-	unsigned tcp_total;
-	struct tcp_client *tcp_clients[TCP_CLIENT_BUCKETS];
+	atomic_bool running; /* read by the HTTP thread */
 };
-
-static struct rrc_cfg_ref *ref_new(struct rrc_config *cfg, unsigned generation)
-{
-	struct rrc_cfg_ref *r = calloc(1, sizeof(*r));
-	if (!r)
-		return NULL;
-	r->acl = rrc_acl_create(cfg->acl_rules, cfg->n_acl_rules);
-	if (!r->acl) {
-		free(r);
-		return NULL;
-	}
-	r->cfg = cfg;
-	r->generation = generation;
-	atomic_init(&r->refs, 1);
-	return r;
-}
-
-void rrc_cfg_ref_put(struct rrc_cfg_ref *ref)
-{
-	if (atomic_fetch_sub(&ref->refs, 1) != 1)
-		return;
-	rrc_acl_destroy(ref->acl);
-	rrc_config_free(ref->cfg);
-	free(ref);
-}
 
 struct rrc_cfg_ref *rrc_server_cfg_get(struct rrc_server *s)
 {
 	pthread_mutex_lock(&s->cfg_lock);
-	struct rrc_cfg_ref *r = s->cur;
-	atomic_fetch_add(&r->refs, 1);
+	struct rrc_cfg_ref *r = rrc_cfg_ref_hold(s->cur);
 	pthread_mutex_unlock(&s->cfg_lock);
 	return r;
 }
@@ -75,6 +44,11 @@ struct rrc_cfg_ref *rrc_server_cfg_get(struct rrc_server *s)
 struct rrc_cache *rrc_server_cache(struct rrc_server *s)
 {
 	return s->cache;
+}
+
+const struct rrc_redis_conf *rrc_server_redis(const struct rrc_server *s)
+{
+	return s->redis.enabled ? &s->redis : NULL;
 }
 
 struct rrc_server *rrc_server_create(struct rrc_config *cfg, char err[RRC_ERR_LEN])
@@ -86,25 +60,30 @@ struct rrc_server *rrc_server_create(struct rrc_config *cfg, char err[RRC_ERR_LE
 		return NULL;
 	}
 	pthread_mutex_init(&s->cfg_lock, NULL);
-	pthread_mutex_init(&s->tcp_lock, NULL);
-	s->cur = ref_new(cfg, 0);
-	s->cache = rrc_cache_create(cfg->cache_size);
-	if (s->cache)
-		rrc_cache_set_stale(s->cache, cfg->serve_stale ? cfg->max_stale : 0);
-	s->workers = calloc(cfg->workers, sizeof(*s->workers));
-	if (!s->cur || !s->cache || !s->workers) {
-		if (!s->cur)
-			rrc_config_free(cfg);
+	s->cur = rrc_cfg_ref_new(cfg, 0);
+	if (!s->cur) {
+		rrc_config_free(cfg);
 		snprintf(err, RRC_ERR_LEN, "out of memory");
 		goto fail;
 	}
+	s->cache = rrc_cache_create(cfg->cache_size);
+	s->tcp_limit = rrc_conn_limit_create();
+	s->workers = calloc(cfg->workers, sizeof(*s->workers));
+	if (!s->cache || !s->tcp_limit || !s->workers) {
+		snprintf(err, RRC_ERR_LEN, "out of memory");
+		goto fail;
+	}
+	rrc_cache_set_stale(s->cache, cfg->serve_stale ? cfg->max_stale : 0);
+	s->redis = cfg->redis;
 	if (cfg->dnstap.enabled) {
 		s->tap = rrc_dnstap_start(cfg, cfg->workers, err);
 		if (!s->tap)
 			goto fail;
 	}
+	struct rrc_worker_shared shared = {
+		.cache = s->cache, .tcp_limit = s->tcp_limit, .dnstap = s->tap};
 	for (unsigned i = 0; i < cfg->workers; i++) {
-		s->workers[i] = rrc_worker_create(s, i, rrc_server_cfg_get(s), err);
+		s->workers[i] = rrc_worker_create(i, rrc_server_cfg_get(s), &shared, err);
 		if (!s->workers[i])
 			goto fail;
 		s->n_workers++;
@@ -157,14 +136,19 @@ int rrc_server_reload(struct rrc_server *s, struct rrc_config *cfg)
 			"workers changed: it takes effect at the next restart");
 	if (cfg->stats.enabled != old->stats.enabled ||
 	    !rrc_addr_equal(&cfg->stats.listen, &old->stats.listen) ||
-	    strcmp(cfg->stats.token, old->stats.token) != 0 ||
-	    cfg->stats.n_allow != old->stats.n_allow)
+	    cfg->stats.max_connections != old->stats.max_connections)
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
-			"stats settings changed: they take effect at the next restart");
-	if (!redis_same(&cfg->redis, &old->redis))
+			"stats.listen or stats.max_connections changed: they take effect at the "
+			"next restart");
+	if (!redis_same(&cfg->redis, &s->redis))
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
 			"redis settings changed: they take effect at the next restart");
-	struct rrc_cfg_ref *r = ref_new(cfg, s->generation + 1);
+	if (cfg->dnstap.enabled != old->dnstap.enabled ||
+	    strcmp(cfg->dnstap.file, old->dnstap.file) != 0 ||
+	    strcmp(cfg->dnstap.socket, old->dnstap.socket) != 0)
+		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
+			"dnstap settings changed: they take effect at the next restart");
+	struct rrc_cfg_ref *r = rrc_cfg_ref_new(cfg, s->generation + 1);
 	if (!r) {
 		rrc_config_free(cfg);
 		return -ENOMEM;
@@ -179,7 +163,21 @@ int rrc_server_reload(struct rrc_server *s, struct rrc_config *cfg)
 	pthread_mutex_unlock(&s->cfg_lock);
 	rrc_cfg_ref_put(prev);
 	for (unsigned i = 0; i < s->n_workers; i++)
-		rrc_worker_notify(s->workers[i]);
+		rrc_worker_set_config(s->workers[i], rrc_cfg_ref_hold(r));
+	/* Returns once every worker runs with it, so that "reloaded" means in force. A worker
+	 * adopts it between two callbacks, within milliseconds; one that cannot (out of
+	 * memory) keeps the old one and says so. */
+	for (unsigned i = 0; s->running && i < s->n_workers; i++) {
+		for (unsigned ms = 0; rrc_worker_generation(s->workers[i]) != r->generation &&
+				      ms < RRC_RELOAD_WAIT_MS;
+		     ms++) {
+			struct timespec ts = {.tv_nsec = 1000000};
+			nanosleep(&ts, NULL);
+		}
+		if (rrc_worker_generation(s->workers[i]) != r->generation)
+			rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
+				"worker %u has not adopted the new configuration yet", i);
+	}
 	return 0;
 }
 
@@ -201,86 +199,11 @@ void rrc_server_destroy(struct rrc_server *s)
 		rrc_worker_destroy(s->workers[i]);
 	free(s->workers);
 	rrc_dnstap_stop(s->tap); /* after the workers: nothing is logged any more */
-	if (s->cur)
-		rrc_cfg_ref_put(s->cur);
+	rrc_cfg_ref_put(s->cur);
 	rrc_cache_destroy(s->cache);
-	for (unsigned b = 0; b < TCP_CLIENT_BUCKETS; b++) {
-		struct tcp_client *c = s->tcp_clients[b];
-		while (c) {
-			struct tcp_client *n = c->next;
-			free(c);
-			c = n;
-		}
-	}
+	rrc_conn_limit_destroy(s->tcp_limit);
 	pthread_mutex_destroy(&s->cfg_lock);
-	pthread_mutex_destroy(&s->tcp_lock);
 	free(s);
-}
-
-static void client_addr(const struct sockaddr *sa, uint8_t out[16])
-{
-	memset(out, 0, 16);
-	if (sa->sa_family == AF_INET)
-		memcpy(out + 12, &((const struct sockaddr_in *)sa)->sin_addr, 4);
-	else if (sa->sa_family == AF_INET6)
-		memcpy(out, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
-}
-
-static unsigned client_bucket(const uint8_t a[16])
-{
-	uint32_t h = 2166136261u; /* FNV-1a: the table only spreads counts, it is not exposed */
-	for (int i = 0; i < 16; i++)
-		h = (h ^ a[i]) * 16777619u;
-	return h % TCP_CLIENT_BUCKETS;
-}
-
-bool rrc_server_tcp_admit(struct rrc_server *s, const struct sockaddr *addr, unsigned max_total,
-			  unsigned max_per_client)
-{
-	uint8_t a[16];
-	client_addr(addr, a);
-	unsigned b = client_bucket(a);
-	bool ok = false;
-	pthread_mutex_lock(&s->tcp_lock);
-	struct tcp_client *c = s->tcp_clients[b];
-	while (c && memcmp(c->addr, a, 16) != 0)
-		c = c->next;
-	if (s->tcp_total >= max_total || (c && c->count >= max_per_client))
-		goto out;
-	if (!c) {
-		c = calloc(1, sizeof(*c));
-		if (!c)
-			goto out;
-		memcpy(c->addr, a, 16);
-		c->next = s->tcp_clients[b];
-		s->tcp_clients[b] = c;
-	}
-	c->count++;
-	s->tcp_total++;
-	ok = true;
-out:
-	pthread_mutex_unlock(&s->tcp_lock);
-	return ok;
-}
-
-void rrc_server_tcp_release(struct rrc_server *s, const struct sockaddr *addr)
-{
-	uint8_t a[16];
-	client_addr(addr, a);
-	unsigned b = client_bucket(a);
-	pthread_mutex_lock(&s->tcp_lock);
-	struct tcp_client **pp = &s->tcp_clients[b];
-	while (*pp && memcmp((*pp)->addr, a, 16) != 0)
-		pp = &(*pp)->next;
-	if (*pp) {
-		s->tcp_total--;
-		if (--(*pp)->count == 0) {
-			struct tcp_client *c = *pp;
-			*pp = c->next;
-			free(c);
-		}
-	}
-	pthread_mutex_unlock(&s->tcp_lock);
 }
 
 void rrc_server_sum_stats(struct rrc_server *s, struct rrc_worker_stats *out)
@@ -288,7 +211,7 @@ void rrc_server_sum_stats(struct rrc_server *s, struct rrc_worker_stats *out)
 	memset(out, 0, sizeof(*out));
 	uint64_t *o = (uint64_t *)out;
 	for (unsigned i = 0; i < s->n_workers; i++) {
-		const uint64_t *in = (const uint64_t *)&s->workers[i]->st;
+		const uint64_t *in = (const uint64_t *)rrc_worker_stats(s->workers[i]);
 		for (size_t k = 0; k < sizeof(*out) / sizeof(uint64_t); k++)
 			o[k] += in[k];
 	}
@@ -303,22 +226,12 @@ void rrc_server_top(struct rrc_server *s, unsigned cat, bool hour, struct rrc_to
 void rrc_server_top_reset(struct rrc_server *s)
 {
 	for (unsigned i = 0; i < s->n_workers; i++)
-		atomic_store(&s->workers[i]->top_reset, true);
-}
-
-struct rrc_dnstap *rrc_server_dnstap(struct rrc_server *s)
-{
-	return s->tap;
+		rrc_worker_top_reset(s->workers[i]);
 }
 
 bool rrc_server_running(const struct rrc_server *s)
 {
 	return s->running;
-}
-
-bool rrc_server_config_redis(const struct rrc_server *s)
-{
-	return s->cur->cfg->redis.enabled;
 }
 
 unsigned rrc_server_worker_count(const struct rrc_server *s)
@@ -328,5 +241,5 @@ unsigned rrc_server_worker_count(const struct rrc_server *s)
 
 const struct rrc_worker_stats *rrc_server_worker_stats(const struct rrc_server *s, unsigned i)
 {
-	return i < s->n_workers ? &s->workers[i]->st : NULL;
+	return i < s->n_workers ? rrc_worker_stats(s->workers[i]) : NULL;
 }

@@ -189,6 +189,9 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	single(b, "cache_expired_total", "counter", "Entries found expired by a lookup.",
 	       c->expired);
 	single(b, "cache_inserted_total", "counter", "Answers stored in L1.", c->inserted);
+	single(b, "cache_insert_failures_total", "counter",
+	       "Answers L1 could not take (out of memory, or larger than a shard's budget).",
+	       s->cache_insert_failures);
 	single(b, "cache_evicted_total", "counter", "Entries evicted to keep the byte budget.",
 	       c->evicted);
 	single(b, "cache_entries", "gauge", "Entries in L1.", c->entries);
@@ -391,9 +394,11 @@ void rrc_stats_json(const struct rrc_stats_view *v, struct rrc_buf *b)
 	for (unsigned i = 0; i < RRC_WR_COUNT; i++)
 		malformed += s->malformed[i];
 	const struct kv cache[] = {
-		{"hits", c->hits},	 {"misses", c->misses},	    {"stale", c->stale},
-		{"expired", c->expired}, {"inserted", c->inserted}, {"evicted", c->evicted},
-		{"entries", c->entries}, {"bytes", c->bytes},	    {"budget_bytes", c->budget}};
+		{"hits", c->hits},	     {"misses", c->misses},
+		{"stale", c->stale},	     {"expired", c->expired},
+		{"inserted", c->inserted},   {"evicted", c->evicted},
+		{"entries", c->entries},     {"bytes", c->bytes},
+		{"budget_bytes", c->budget}, {"insert_failures", s->cache_insert_failures}};
 	const struct kv upstream[] = {{"queries", s->upstream_queries},
 				      {"tcp", s->upstream_tcp},
 				      {"timeouts", s->upstream_timeouts},

@@ -17,9 +17,11 @@
 #include "rrcache/dnstap.h"
 #include "rrcache/log.h"
 #include "rrcache/msg.h"
-#include "rrcache/worker.h"
+#include "rrcache/env.h"
+#include "rrcache/pool.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -43,7 +45,7 @@ struct server {
 };
 
 struct rrc_upstreams {
-	struct rrc_worker *w;
+	const struct rrc_env *env;
 	struct server *srv[RRC_MAX_UPSTREAMS];
 	struct rrc_balancer_server bal[RRC_MAX_UPSTREAMS];
 	unsigned n;
@@ -60,6 +62,8 @@ struct rrc_upstreams {
 	struct rrc_attempt *dead; /* cancelled during the batch, freed after it */
 	uint8_t rnd[256];
 	size_t rnd_pos;
+	struct rrc_pool pool;		    /* recycled attempts */
+	uint8_t rbuf[RRC_WIRE_MAX_MSG + 2]; /* a datagram being read */
 };
 
 struct rrc_attempt {
@@ -100,7 +104,7 @@ static void random_bytes(struct rrc_upstreams *u, void *out, size_t n)
 /* The worker's counters of server s, or NULL once a reload removed it. */
 static struct rrc_upstream_stats *ust(struct rrc_upstreams *u, const struct server *s)
 {
-	return s->idx >= 0 ? &u->w->st.up[s->idx] : NULL;
+	return s->idx >= 0 ? &u->env->st->up[s->idx] : NULL;
 }
 
 static void server_put(struct server *s)
@@ -114,9 +118,9 @@ static void set_up(struct rrc_upstreams *u, struct server *s, bool up)
 	if (s->idx < 0 || u->bal[s->idx].up == up)
 		return;
 	u->bal[s->idx].up = up;
-	u->w->st.up[s->idx].up = up;
+	u->env->st->up[s->idx].up = up;
 	rrc_log(up ? RRC_LOG_INFO : RRC_LOG_WARN, RRC_LG_UPSTREAM, "worker %u: upstream %s is %s",
-		u->w->index, s->name, up ? "up again" : "down");
+		u->env->worker, s->name, up ? "up again" : "down");
 }
 
 static void health(struct rrc_upstreams *u, struct server *s, bool ok)
@@ -176,14 +180,14 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 	struct rrc_upstream_stats moved[RRC_MAX_UPSTREAMS];
 	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
 		if (from[i] >= 0)
-			moved[i] = u->w->st.up[from[i]];
+			moved[i] = u->env->st->up[from[i]];
 		else
 			memset(&moved[i], 0, sizeof(moved[i]));
 		moved[i].up = bal[i].up;
 		moved[i].outstanding = bal[i].outstanding;
 	}
-	memset(u->w->st.up, 0, sizeof(u->w->st.up));
-	memcpy(u->w->st.up, moved, cfg->n_upstreams * sizeof(moved[0]));
+	memset(u->env->st->up, 0, sizeof(u->env->st->up));
+	memcpy(u->env->st->up, moved, cfg->n_upstreams * sizeof(moved[0]));
 	/* The old array's references go; kept servers hold the one taken above. */
 	for (unsigned j = 0; j < n_old; j++)
 		server_put(old[j]);
@@ -201,19 +205,28 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 static void on_probe_tick(uv_timer_t *t);
 static void on_sockets_readable(uv_poll_t *p, int status, int events);
 
-struct rrc_upstreams *rrc_upstreams_create(struct rrc_worker *w, const struct rrc_config *cfg)
+struct rrc_upstreams *rrc_upstreams_create(const struct rrc_env *env, char err[RRC_ERR_LEN])
 {
+	const struct rrc_config *cfg = rrc_env_cfg(env);
 	struct rrc_upstreams *u = calloc(1, sizeof(*u));
-	if (!u)
+	if (!u) {
+		snprintf(err, RRC_ERR_LEN, "out of memory");
 		return NULL;
-	u->w = w;
+	}
+	u->env = env;
 	u->rnd_pos = sizeof(u->rnd);
+	rrc_pool_init(&u->pool, sizeof(struct rrc_attempt) + 2 + RRC_POOL_MSG, RRC_POOL_KEEP);
 	if (fill_servers(u, cfg, NULL, 0, NULL)) {
+		snprintf(err, RRC_ERR_LEN, "out of memory");
 		free(u);
 		return NULL;
 	}
 	u->epfd = epoll_create1(EPOLL_CLOEXEC);
-	if (u->epfd < 0 || uv_poll_init(&w->loop, &u->ep_poll, u->epfd) != 0) {
+	int rc = u->epfd < 0 ? -errno : uv_poll_init(env->loop, &u->ep_poll, u->epfd);
+	if (rc != 0) {
+		/* Not memory: the descriptor table (EMFILE) or the kernel's epoll limits. */
+		snprintf(err, RRC_ERR_LEN, "cannot watch the upstream sockets: %s",
+			 uv_strerror(rc));
 		if (u->epfd >= 0)
 			close(u->epfd);
 		for (unsigned i = 0; i < u->n; i++)
@@ -222,16 +235,18 @@ struct rrc_upstreams *rrc_upstreams_create(struct rrc_worker *w, const struct rr
 		return NULL;
 	}
 	u->ep_poll.data = u;
+	/* A fresh handle on a new descriptor: starting it cannot fail. */
 	uv_poll_start(&u->ep_poll, UV_READABLE, on_sockets_readable);
-	uv_timer_init(&w->loop, &u->probe_timer);
+	uv_timer_init(env->loop, &u->probe_timer);
 	u->probe_timer.data = u;
 	uv_timer_start(&u->probe_timer, on_probe_tick, cfg->probe_interval_ms,
 		       cfg->probe_interval_ms);
 	return u;
 }
 
-int rrc_upstreams_reconfigure(struct rrc_upstreams *u, const struct rrc_config *cfg)
+int rrc_upstreams_reconfigure(struct rrc_upstreams *u)
 {
+	const struct rrc_config *cfg = rrc_env_cfg(u->env);
 	struct server *old[RRC_MAX_UPSTREAMS];
 	struct rrc_balancer_server old_bal[RRC_MAX_UPSTREAMS];
 	unsigned n_old = u->n;
@@ -272,6 +287,7 @@ static void maybe_free_set(struct rrc_upstreams *u)
 		u->srv[i]->idx = -1;
 		server_put(u->srv[i]);
 	}
+	rrc_pool_drain(&u->pool);
 	free(u);
 }
 
@@ -280,11 +296,11 @@ static void attempt_free(struct rrc_attempt *a)
 	struct rrc_upstreams *u = a->u;
 	if (a->srv->idx >= 0 && u->bal[a->srv->idx].outstanding > 0) {
 		u->bal[a->srv->idx].outstanding--;
-		u->w->st.up[a->srv->idx].outstanding = u->bal[a->srv->idx].outstanding;
+		u->env->st->up[a->srv->idx].outstanding = u->bal[a->srv->idx].outstanding;
 	}
 	server_put(a->srv);
 	free(a->rbuf);
-	rrc_pool_put(&u->w->pool_attempt, a, sizeof(*a) + 2 + a->qlen);
+	rrc_pool_put(&u->pool, a, sizeof(*a) + 2 + a->qlen);
 	maybe_free_set(u);
 }
 
@@ -364,7 +380,7 @@ void rrc_upstream_attempt_timeout(struct rrc_attempt *a)
 	struct rrc_upstream_stats *us = ust(a->u, a->srv);
 	if (us)
 		us->timeouts++;
-	a->u->w->st.upstream_timeouts++;
+	a->u->env->st->upstream_timeouts++;
 	health(a->u, a->srv, false);
 }
 
@@ -382,7 +398,7 @@ static void deliver(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struc
 	if (!pkt) {
 		if (us)
 			us->errors++;
-		a->u->w->st.upstream_errors++;
+		a->u->env->st->upstream_errors++;
 	} else if (us && !a->probe) {
 		uint64_t now = uv_hrtime() / 1000;
 		rrc_hist_add(&us->rtt, now > a->sent_us ? now - a->sent_us : 0);
@@ -409,16 +425,16 @@ static void deliver(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struc
 /* Checks one reply against what the attempt sent. Returns true when it was delivered. */
 static bool consider_reply(struct rrc_attempt *a, uint8_t *pkt, size_t len)
 {
-	struct rrc_worker *w = a->u->w;
+	const struct rrc_env *env = a->u->env;
 	if (len < RRC_WIRE_HDR || rrc_get16(pkt) != a->id) {
-		w->st.unwanted_replies++;
+		env->st->unwanted_replies++;
 		return false;
 	}
 	struct rrc_wire_reply r;
 	const uint8_t *sent = a->q + 2;
 	if (rrc_wire_check_reply(pkt, len, &r) != 0) {
 		/* Our ID but not a sound message: this server answers garbage (U5). */
-		w->st.malformed_replies++;
+		env->st->malformed_replies++;
 		rrc_log_limited(RRC_LOG_DEBUG, RRC_LG_UPSTREAM, "malformed reply from %s",
 				a->srv->name);
 		deliver(a, NULL, 0, NULL);
@@ -428,19 +444,19 @@ static bool consider_reply(struct rrc_attempt *a, uint8_t *pkt, size_t len)
 	if (rrc_wire_name(sent, a->qlen, RRC_WIRE_HDR, &qn_end, &qn_len, NULL) != 0 ||
 	    !rrc_wire_same_question(pkt, &r, sent, qn_len, rrc_get16(sent + qn_end),
 				    rrc_get16(sent + qn_end + 2))) {
-		w->st.unwanted_replies++;
+		env->st->unwanted_replies++;
 		return false;
 	}
-	if (w->tap && !a->probe) {
+	if (!a->probe && rrc_tap_wants(env->tap, RRC_DT_FORWARDER_RESPONSE)) {
 		struct rrc_dnstap_msg m = {.type = RRC_DT_FORWARDER_RESPONSE,
 					   .tcp = a->tcp,
 					   .response_addr = &a->srv->addr.sa,
-					   .query_time_us = rrc_worker_wall_us(w, a->sent_us),
+					   .query_time_us = rrc_tap_wall_us(env->tap, a->sent_us),
 					   .response_time_us =
-						   rrc_worker_wall_us(w, uv_hrtime() / 1000),
+						   rrc_tap_wall_us(env->tap, uv_hrtime() / 1000),
 					   .wire = pkt,
 					   .len = len};
-		rrc_worker_tap(w, &m);
+		rrc_tap_log(env->tap, &m);
 	}
 	deliver(a, pkt, len, &r);
 	return true;
@@ -449,10 +465,10 @@ static bool consider_reply(struct rrc_attempt *a, uint8_t *pkt, size_t len)
 /* Reads one datagram from an attempt's socket; the loop comes back while more are queued. */
 static void read_udp(struct rrc_attempt *a)
 {
-	struct rrc_worker *w = a->u->w;
+	struct rrc_upstreams *u = a->u;
 	struct rrc_sockaddr from;
 	socklen_t flen = sizeof(from.ss);
-	ssize_t n = recvfrom(a->fd, w->upbuf, sizeof(w->upbuf), MSG_TRUNC, &from.sa, &flen);
+	ssize_t n = recvfrom(a->fd, u->rbuf, sizeof(u->rbuf), MSG_TRUNC, &from.sa, &flen);
 	if (n < 0) {
 		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
 			return;
@@ -461,11 +477,11 @@ static void read_udp(struct rrc_attempt *a)
 		return;
 	}
 	/* The kernel only passes the connected peer's datagrams; checked again all the same. */
-	if (!rrc_addr_equal(&from, &a->srv->addr) || (size_t)n > sizeof(w->upbuf)) {
-		w->st.unwanted_replies++;
+	if (!rrc_addr_equal(&from, &a->srv->addr) || (size_t)n > sizeof(u->rbuf)) {
+		u->env->st->unwanted_replies++;
 		return;
 	}
-	consider_reply(a, w->upbuf, (size_t)n);
+	consider_reply(a, u->rbuf, (size_t)n);
 }
 
 static void on_sockets_readable(uv_poll_t *p, int status, int events)
@@ -591,7 +607,7 @@ static void on_tcp_connected(uv_connect_t *req, int status)
 
 static int start_tcp(struct rrc_attempt *a)
 {
-	int rc = uv_tcp_init(&a->u->w->loop, &a->conn);
+	int rc = uv_tcp_init(a->u->env->loop, &a->conn);
 	if (rc)
 		return rc;
 	a->tcp_init = true;
@@ -607,7 +623,7 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 {
 	if (idx < 0 || (unsigned)idx >= u->n || len > RRC_WIRE_MAX_MSG || len < RRC_WIRE_HDR)
 		return NULL;
-	struct rrc_attempt *a = rrc_pool_get(&u->w->pool_attempt, sizeof(*a) + 2 + len);
+	struct rrc_attempt *a = rrc_pool_get(&u->pool, sizeof(*a) + 2 + len);
 	if (!a)
 		return NULL;
 	a->u = u;
@@ -628,33 +644,35 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 		u->attempts->prev = a;
 	u->attempts = a;
 	u->bal[idx].outstanding++;
-	u->w->st.up[idx].outstanding = u->bal[idx].outstanding;
+	struct rrc_worker_stats *st = u->env->st;
+	st->up[idx].outstanding = u->bal[idx].outstanding;
 	if (!probe)
-		u->w->st.up[idx].queries++;
+		st->up[idx].queries++;
 	a->sent_us = uv_hrtime() / 1000;
 	int rc = tcp ? start_tcp(a) : start_udp(a);
 	if (rc) {
 		rrc_log_limited(RRC_LOG_WARN, RRC_LG_UPSTREAM, "cannot query %s: %s", a->srv->name,
 				uv_strerror(rc));
-		u->w->st.up[idx].errors++;
-		u->w->st.upstream_errors++;
+		st->up[idx].errors++;
+		st->upstream_errors++;
 		health(u, a->srv, false);
 		rrc_upstream_cancel(a);
 		return NULL;
 	}
-	if (!probe && u->w->tap) {
+	if (!probe && rrc_tap_wants(u->env->tap, RRC_DT_FORWARDER_QUERY)) {
 		struct rrc_dnstap_msg m = {.type = RRC_DT_FORWARDER_QUERY,
 					   .tcp = tcp,
 					   .response_addr = &a->srv->addr.sa,
-					   .query_time_us = rrc_worker_wall_us(u->w, a->sent_us),
+					   .query_time_us =
+						   rrc_tap_wall_us(u->env->tap, a->sent_us),
 					   .wire = a->q + 2,
 					   .len = a->qlen};
-		rrc_worker_tap(u->w, &m);
+		rrc_tap_log(u->env->tap, &m);
 	}
 	if (!probe) {
-		u->w->st.upstream_queries++;
+		st->upstream_queries++;
 		if (tcp)
-			u->w->st.upstream_tcp++;
+			st->upstream_tcp++;
 	}
 	return a;
 }
@@ -713,10 +731,4 @@ void rrc_upstreams_close(struct rrc_upstreams *u)
 		next = a->next;
 		rrc_upstream_cancel(a);
 	}
-}
-
-void rrc_upstream_init_pool(struct rrc_worker *w)
-{
-	rrc_pool_init(&w->pool_attempt, sizeof(struct rrc_attempt) + 2 + RRC_POOL_MSG,
-		      RRC_POOL_KEEP);
 }

@@ -1,46 +1,87 @@
 /*
  * worker: a thread running one uv loop. See include/rrcache/worker.h.
  *
+ * Wiring: upstreams and the Redis tier first (they need only the env), then the queries (which
+ * use both), then the listeners (which hand every message to rrc_query_handle).
+ *
  * Stop sequence (in the worker's thread, after rrc_worker_stop_join sets stopping and wakes
- * it): stop reading new queries; when no query is in flight, or after RRC_SHUTDOWN_GRACE_MS,
- * answer what remains with SERVFAIL and close every handle; uv_run then returns and the loop
- * must close cleanly.
+ * it): the listeners stop reading new queries; a check handle, run after every poll phase,
+ * looks at rrc_queries_inflight() and rrc_listeners_open(); when both are zero, or after
+ * RRC_SHUTDOWN_GRACE_MS, what remains is answered with SERVFAIL (or a stale answer) and every
+ * module is closed in the reverse order of creation; uv_run then returns and the loop must
+ * close cleanly.
  */
 #include "rrcache/worker.h"
+#include "rrcache/dnstap.h"
+#include "rrcache/env.h"
 #include "rrcache/listener.h"
 #include "rrcache/log.h"
-#include "rrcache/dnstap.h"
 #include "rrcache/query.h"
 #include "rrcache/redis_tier.h"
 #include "rrcache/upstream.h"
 
-#include <errno.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
-#include <time.h>
+
+struct rrc_worker {
+	unsigned index;
+	uv_loop_t loop;
+	uv_thread_t thread;
+	bool thread_started;
+	uv_async_t async; /* a new configuration, or the stop request */
+	uv_timer_t grace; /* the end of a stop's grace */
+	uv_check_t drain; /* during a stop: are the queries and connections done? */
+	uv_timer_t stats_timer;
+	bool finished; /* every handle was asked to close */
+
+	struct rrc_env env; /* what the modules share; env.cfg is the configuration in force */
+	struct rrc_tap tap;
+	struct rrc_worker_stats st;
+	struct rrc_top top; /* top-K, this worker's own */
+	unsigned stats_ticks;
+	_Atomic(struct rrc_cfg_ref *) next_cfg;	  /* handed over, not yet adopted */
+	atomic_uint generation;			  /* of the configuration in force */
+	atomic_bool top_reset;			  /* set by any thread: start the top-K afresh */
+	pthread_mutex_t top_lock;		  /* guards top_pub */
+	struct rrc_topk top_pub[RRC_TOP_CATS][2]; /* last minute, last hour: for readers */
+
+	struct rrc_upstreams *ups;
+	struct rrc_redis_tier *redis; /* NULL without Redis */
+	struct rrc_queries *queries;
+	struct rrc_listeners *listeners;
+
+	atomic_bool stopping; /* set by the server's thread */
+	bool stop_begun;
+};
 
 static void finish_now(struct rrc_worker *w);
 
 static void adopt_config(struct rrc_worker *w)
 {
-	struct rrc_cfg_ref *cur = rrc_server_cfg_get(w->server);
-	if (cur == w->cfg) {
-		rrc_cfg_ref_put(cur);
+	struct rrc_cfg_ref *next = atomic_exchange(&w->next_cfg, NULL);
+	if (!next)
 		return;
-	}
-	if (rrc_upstreams_reconfigure(w->ups, cur->cfg) != 0) {
+	struct rrc_cfg_ref *prev = w->env.cfg;
+	w->env.cfg = next;
+	if (rrc_upstreams_reconfigure(w->ups) != 0) {
 		rrc_log(RRC_LOG_ERR, RRC_LG_CONFIG,
-			"worker %u: out of memory adopting the new "
-			"configuration; keeping the old one",
+			"worker %u: out of memory adopting the new configuration; keeping the "
+			"old one",
 			w->index);
-		rrc_cfg_ref_put(cur);
+		w->env.cfg = prev;
+		rrc_cfg_ref_put(next);
 		return;
 	}
-	rrc_cfg_ref_put(w->cfg);
-	w->cfg = cur;
+	atomic_store(&w->generation, next->generation);
+	rrc_cfg_ref_put(prev);
+}
+
+unsigned rrc_worker_generation(const struct rrc_worker *w)
+{
+	return atomic_load(&w->generation);
 }
 
 /* Once a second: publish this worker's top-K windows for readers (the HTTP thread), and every
@@ -68,6 +109,29 @@ void rrc_worker_top(struct rrc_worker *w, enum rrc_top_cat cat, bool hour, struc
 	pthread_mutex_unlock(&w->top_lock);
 }
 
+void rrc_worker_top_reset(struct rrc_worker *w)
+{
+	atomic_store(&w->top_reset, true);
+}
+
+const struct rrc_worker_stats *rrc_worker_stats(const struct rrc_worker *w)
+{
+	return &w->st;
+}
+
+static bool drained(const struct rrc_worker *w)
+{
+	return (!w->queries || rrc_queries_inflight(w->queries) == 0) &&
+	       (!w->listeners || rrc_listeners_open(w->listeners) == 0);
+}
+
+static void on_drain_check(uv_check_t *h)
+{
+	struct rrc_worker *w = h->data;
+	if (drained(w))
+		finish_now(w);
+}
+
 static void on_grace(uv_timer_t *t)
 {
 	struct rrc_worker *w = t->data;
@@ -81,100 +145,77 @@ static void on_async(uv_async_t *a)
 		if (w->stop_begun)
 			return;
 		w->stop_begun = true;
-		rrc_listener_stop_accepting(w);
+		rrc_listeners_stop_accepting(w->listeners);
+		if (drained(w)) {
+			finish_now(w);
+			return;
+		}
 		uv_timer_start(&w->grace, on_grace, RRC_SHUTDOWN_GRACE_MS, 0);
-		rrc_worker_check_done(w);
+		uv_check_start(&w->drain, on_drain_check);
 		return;
 	}
 	adopt_config(w);
 }
 
-static void on_closed_noop(uv_handle_t *h)
-{
-	(void)h;
-}
-
+/* Ends what is left and closes every handle, the modules in the reverse order of their
+ * creation (the listeners after the queries, whose last answers they send). */
 static void finish_now(struct rrc_worker *w)
 {
-	if (uv_is_closing((uv_handle_t *)&w->async))
+	if (w->finished)
 		return;
-	rrc_query_abort_all(w);
-	rrc_listener_close_all(w);
-	if (w->ups) {
-		rrc_upstreams_close(w->ups);
-		w->ups = NULL;
-	}
+	w->finished = true;
+	if (w->queries)
+		rrc_queries_abort_all(w->queries);
+	rrc_listeners_close(w->listeners);
+	w->listeners = NULL;
 	if (w->redis) {
 		rrc_redis_tier_close(w->redis);
 		w->redis = NULL;
 	}
-	uv_close((uv_handle_t *)&w->grace, on_closed_noop);
-	uv_close((uv_handle_t *)&w->stats_timer, on_closed_noop);
-	uv_close((uv_handle_t *)&w->async, on_closed_noop);
-}
-
-void rrc_worker_tap(struct rrc_worker *w, const struct rrc_dnstap_msg *m)
-{
-	if (!rrc_dnstap_wants(w->tap, m->type))
-		return;
-	if (rrc_dnstap_log(w->tap, w->index, m))
-		w->st.dnstap_sent++;
-	else
-		w->st.dnstap_dropped++;
-}
-
-uint64_t rrc_worker_wall_us(const struct rrc_worker *w, uint64_t mono_us)
-{
-	return (uint64_t)((int64_t)mono_us + w->wall_offset_us);
-}
-
-void rrc_worker_check_done(struct rrc_worker *w)
-{
-	if (w->stopping && w->stop_begun && w->n_inflight == 0 && w->conns == NULL)
-		finish_now(w);
+	if (w->ups) {
+		rrc_upstreams_close(w->ups);
+		w->ups = NULL;
+	}
+	uv_close((uv_handle_t *)&w->grace, NULL);
+	uv_close((uv_handle_t *)&w->drain, NULL);
+	uv_close((uv_handle_t *)&w->stats_timer, NULL);
+	uv_close((uv_handle_t *)&w->async, NULL);
 }
 
 static void worker_main(void *arg)
 {
 	struct rrc_worker *w = arg;
-	int rc = uv_run(&w->loop, UV_RUN_DEFAULT);
-	(void)rc;
+	uv_run(&w->loop, UV_RUN_DEFAULT);
 }
 
-struct rrc_worker *rrc_worker_create(struct rrc_server *s, unsigned index, struct rrc_cfg_ref *cfg,
-				     char err[RRC_ERR_LEN])
+struct rrc_worker *rrc_worker_create(unsigned index, struct rrc_cfg_ref *cfg,
+				     const struct rrc_worker_shared *shared, char err[RRC_ERR_LEN])
 {
 	struct rrc_worker *w = calloc(1, sizeof(*w));
-	if (!w) {
-		snprintf(err, RRC_ERR_LEN, "out of memory");
+	if (!w || uv_loop_init(&w->loop) != 0) {
+		snprintf(err, RRC_ERR_LEN, "cannot set up worker %u: out of memory", index);
+		free(w);
+		rrc_cfg_ref_put(cfg);
 		return NULL;
 	}
 	w->index = index;
-	w->server = s;
-	w->cache = rrc_server_cache(s);
-	w->cfg = cfg;
-	w->inflight_buckets = RRC_INFLIGHT_BUCKETS;
-	rrc_query_init_pools(w);
-	rrc_upstream_init_pool(w);
-	w->inflight = calloc(w->inflight_buckets, sizeof(*w->inflight));
-	if (getrandom(w->hash_key, sizeof(w->hash_key), 0) != (ssize_t)sizeof(w->hash_key) ||
-	    !w->inflight || uv_loop_init(&w->loop) != 0) {
-		snprintf(err, RRC_ERR_LEN, "cannot set up worker %u", index);
-		free(w->inflight);
-		free(w);
-		return NULL;
-	}
+	w->env = (struct rrc_env){.loop = &w->loop,
+				  .worker = index,
+				  .cfg = cfg,
+				  .cache = shared->cache,
+				  .st = &w->st,
+				  .top = &w->top,
+				  .tap = shared->dnstap ? &w->tap : NULL};
+	if (shared->dnstap)
+		rrc_tap_init(&w->tap, shared->dnstap, index, &w->st);
+	atomic_init(&w->next_cfg, NULL);
+	atomic_init(&w->generation, cfg->generation);
 	uv_async_init(&w->loop, &w->async, on_async);
 	w->async.data = w;
 	uv_timer_init(&w->loop, &w->grace);
 	w->grace.data = w;
-	w->tap = rrc_server_dnstap(s);
-	{
-		struct timespec rt;
-		clock_gettime(CLOCK_REALTIME, &rt);
-		w->wall_offset_us = (int64_t)rt.tv_sec * 1000000 + rt.tv_nsec / 1000 -
-				    (int64_t)(uv_hrtime() / 1000);
-	}
+	uv_check_init(&w->loop, &w->drain);
+	w->drain.data = w;
 	rrc_top_init(&w->top, cfg->cfg->stats.top_sample, (uint32_t)(uintptr_t)w ^ index);
 	for (unsigned c = 0; c < RRC_TOP_CATS; c++) {
 		rrc_topk_init(&w->top_pub[c][0]);
@@ -184,20 +225,26 @@ struct rrc_worker *rrc_worker_create(struct rrc_server *s, unsigned index, struc
 	uv_timer_init(&w->loop, &w->stats_timer);
 	w->stats_timer.data = w;
 	uv_timer_start(&w->stats_timer, on_stats_timer, 1000, 1000);
-	w->ups = rrc_upstreams_create(w, cfg->cfg);
-	if (!w->ups) {
-		snprintf(err, RRC_ERR_LEN, "out of memory");
-		goto fail;
-	}
-	if (rrc_listener_open(w, cfg->cfg, err) != 0)
+
+	w->ups = rrc_upstreams_create(&w->env, err);
+	if (!w->ups)
 		goto fail;
 	if (cfg->cfg->redis.enabled) {
-		w->redis = rrc_redis_tier_create(w, cfg->cfg);
+		w->redis = rrc_redis_tier_create(&w->env);
 		if (!w->redis) {
-			snprintf(err, RRC_ERR_LEN, "out of memory");
+			snprintf(err, RRC_ERR_LEN, "worker %u: out of memory", index);
 			goto fail;
 		}
 	}
+	w->queries = rrc_queries_create(&w->env, w->ups, w->redis);
+	if (!w->queries) {
+		snprintf(err, RRC_ERR_LEN, "worker %u: out of memory", index);
+		goto fail;
+	}
+	w->listeners =
+		rrc_listeners_create(&w->env, shared->tcp_limit, rrc_query_handle, w->queries, err);
+	if (!w->listeners)
+		goto fail;
 	return w;
 fail:
 	rrc_worker_destroy(w);
@@ -206,44 +253,44 @@ fail:
 
 int rrc_worker_start(struct rrc_worker *w)
 {
-	int rc = rrc_listener_start(w);
+	int rc = rrc_listeners_start(w->listeners);
 	if (rc)
 		return rc;
-	return uv_thread_create(&w->thread, worker_main, w);
+	rc = uv_thread_create(&w->thread, worker_main, w);
+	w->thread_started = rc == 0;
+	return rc;
 }
 
-void rrc_worker_notify(struct rrc_worker *w)
+void rrc_worker_set_config(struct rrc_worker *w, struct rrc_cfg_ref *cfg)
 {
+	struct rrc_cfg_ref *unadopted = atomic_exchange(&w->next_cfg, cfg);
+	if (unadopted)
+		rrc_cfg_ref_put(unadopted);
 	uv_async_send(&w->async);
 }
 
 void rrc_worker_stop_join(struct rrc_worker *w)
 {
+	if (!w->thread_started)
+		return;
 	w->stopping = true;
 	uv_async_send(&w->async);
 	uv_thread_join(&w->thread);
-	w->thread = 0;
+	w->thread_started = false;
 }
 
 void rrc_worker_destroy(struct rrc_worker *w)
 {
 	if (!w)
 		return;
-	if (!uv_is_closing((uv_handle_t *)&w->async)) {
-		/* Never started (or a failed start): close everything here. */
-		finish_now(w);
-	}
+	/* Never started, or a failed start: close everything here. */
+	finish_now(w);
 	uv_run(&w->loop, UV_RUN_DEFAULT);
 	int rc = uv_loop_close(&w->loop);
 	RRC_FAILS(rc == 0);
-	if (w->cfg)
-		rrc_cfg_ref_put(w->cfg);
-	rrc_pool_drain(&w->pool_query);
-	rrc_pool_drain(&w->pool_waiter);
-	rrc_pool_drain(&w->pool_attempt);
+	rrc_queries_destroy(w->queries); /* every query's handles closed in the run above */
+	rrc_cfg_ref_put(atomic_exchange(&w->next_cfg, NULL));
+	rrc_cfg_ref_put(w->env.cfg);
 	pthread_mutex_destroy(&w->top_lock);
-	free(w->udp);
-	free(w->tcp);
-	free(w->inflight);
 	free(w);
 }

@@ -14,6 +14,7 @@
 #define RRCACHE_DNSTAP_H
 
 #include "rrcache/config.h"
+#include "rrcache/stats.h"
 
 #include <sys/socket.h>
 
@@ -49,6 +50,33 @@ bool rrc_dnstap_wants(const struct rrc_dnstap *d, enum rrc_dnstap_type type);
 
 /* Logs m from worker's queue. Returns false when it was dropped (queue full). */
 bool rrc_dnstap_log(struct rrc_dnstap *d, unsigned worker, const struct rrc_dnstap_msg *m);
+
+/*
+ * One worker's side of the query log: its queue, its clock offset and its counters. The
+ * worker keeps one (it is the `tap` of its env when dnstap is on); the modules log through it.
+ */
+struct rrc_tap {
+	struct rrc_dnstap *d;
+	unsigned worker;	     /* the queue it writes to */
+	int64_t wall_offset_us;	     /* wall clock - uv_hrtime()/1000, read once at start */
+	struct rrc_worker_stats *st; /* dnstap_sent, dnstap_dropped */
+};
+
+/* Sets tap up for worker's queue of d, counting into st. */
+void rrc_tap_init(struct rrc_tap *tap, struct rrc_dnstap *d, unsigned worker,
+		  struct rrc_worker_stats *st);
+/* True when tap is on and logs messages of this type. tap may be NULL. */
+static inline bool rrc_tap_wants(const struct rrc_tap *tap, enum rrc_dnstap_type type)
+{
+	return tap && rrc_dnstap_wants(tap->d, type);
+}
+/* Logs m when tap wants its type; counts it sent or dropped. tap may be NULL. */
+void rrc_tap_log(struct rrc_tap *tap, const struct rrc_dnstap_msg *m);
+/* The wall-clock microseconds of a uv_hrtime()/1000 reading. */
+static inline uint64_t rrc_tap_wall_us(const struct rrc_tap *tap, uint64_t mono_us)
+{
+	return (uint64_t)((int64_t)mono_us + tap->wall_offset_us);
+}
 
 /* Encodes m as a dnstap protobuf (Dnstap{identity, version, message, type}) into out.
  * Returns the length, 0 if cap is too small. Pure: exposed for tests. */

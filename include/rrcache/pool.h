@@ -12,6 +12,11 @@
 
 #include "rrcache/defs.h"
 
+/* Free objects each pool keeps: enough for a burst of misses, bounded (about 1 MiB a pool). */
+#define RRC_POOL_KEEP 1024
+/* Messages up to this size are carried in pooled objects; larger ones are allocated alone. */
+#define RRC_POOL_MSG 512
+
 struct rrc_pool {
 	void *free_list;
 	size_t size; /* size of a recycled object, >= sizeof(void *) */

@@ -18,7 +18,11 @@
  *
  * Flush: worker 0 of each instance subscribes to key_prefix + "flush"; a message "*" empties
  * the L1 cache, any other message is a lowercased name in wire form whose L1 entries go.
- * rrc_redis_flush() (the `rrcache --flush` command) deletes the keys in Redis and publishes.
+ * redis_admin.h deletes the keys in Redis and publishes those messages.
+ *
+ * Settings: the connection (redis.url and the rest of redis.*) is read once, at creation, and
+ * changes at a restart; the TTL bounds and serve-stale that decide what a value from Redis may
+ * become are read from the configuration in force at each lookup, so a reload applies to them.
  */
 #ifndef RRCACHE_REDIS_TIER_H
 #define RRCACHE_REDIS_TIER_H
@@ -26,7 +30,7 @@
 #include "rrcache/config.h"
 #include "rrcache/wire.h"
 
-struct rrc_worker;
+struct rrc_env;
 struct rrc_redis_tier;
 struct rrc_redis_req;
 
@@ -50,9 +54,10 @@ struct rrc_l2_result {
 
 typedef void (*rrc_l2_cb)(void *ctx, const struct rrc_l2_result *r);
 
-/* Creates worker w's tier and starts connecting. NULL when Redis is not configured or out of
- * memory (the worker then runs without L2). */
-struct rrc_redis_tier *rrc_redis_tier_create(struct rrc_worker *w, const struct rrc_config *cfg);
+/* Creates a worker's tier from env's configuration and starts connecting; worker 0's also
+ * listens for fleet flushes (which empty env's cache). NULL when Redis is not configured or out
+ * of memory. */
+struct rrc_redis_tier *rrc_redis_tier_create(const struct rrc_env *env);
 
 /* Cancels every request (their callbacks are not called) and frees the tier once its handles
  * are closed. */
@@ -75,13 +80,5 @@ void rrc_redis_set(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
 
 /* 0 closed (breaker open or not connected yet), 1 ready. */
 int rrc_redis_state(const struct rrc_redis_tier *t);
-
-/*
- * The admin flush, synchronous (for the command line): deletes the keys of name (lowercased
- * wire form) or of everything under key_prefix when name is NULL, then tells every instance to
- * drop it from L1. Returns the number of keys deleted, or -1 with the reason in err.
- */
-long rrc_redis_flush(const struct rrc_redis_conf *rc, const uint8_t *name, size_t len,
-		     char err[RRC_ERR_LEN]);
 
 #endif

@@ -116,6 +116,7 @@ struct rrc_worker_stats {
 	uint64_t rcode[RRC_RC_COUNT]; /* answers sent, by rcode */
 	uint64_t answered;
 	uint64_t cache_hits, cache_misses, stale_served;
+	uint64_t cache_insert_failures; /* answers L1 could not take (memory, or too big) */
 	uint64_t coalesced;
 	uint64_t malformed[RRC_WR_COUNT];
 	uint64_t formerr, notimp, badvers, servfail, truncated;

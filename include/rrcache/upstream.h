@@ -22,7 +22,7 @@
 #include "rrcache/config.h"
 #include "rrcache/wire.h"
 
-struct rrc_worker;
+struct rrc_env;
 struct rrc_upstreams;
 struct rrc_attempt;
 
@@ -34,11 +34,14 @@ struct rrc_attempt;
 typedef void (*rrc_attempt_cb)(void *ctx, struct rrc_attempt *a, uint8_t *pkt, size_t len,
 			       const struct rrc_wire_reply *r);
 
-/* Creates the upstream set of worker w from cfg. Returns NULL when out of memory. */
-struct rrc_upstreams *rrc_upstreams_create(struct rrc_worker *w, const struct rrc_config *cfg);
+/* Creates the upstream set of a worker from its configuration in force; counts into env's
+ * counters and logs to its query log. Returns NULL with the reason in err. */
+struct rrc_upstreams *rrc_upstreams_create(const struct rrc_env *env, char err[RRC_ERR_LEN]);
 
-/* Adopts cfg's server list; servers with the same address keep their health and counters. */
-int rrc_upstreams_reconfigure(struct rrc_upstreams *u, const struct rrc_config *cfg);
+/* Adopts the server list of env's configuration in force (call after the worker swapped it);
+ * servers with the same address keep their health and counters. Returns 0, or -ENOMEM with
+ * nothing changed. */
+int rrc_upstreams_reconfigure(struct rrc_upstreams *u);
 
 /* Cancels every attempt and probe and frees the set once all handles are closed. */
 void rrc_upstreams_close(struct rrc_upstreams *u);
@@ -59,9 +62,6 @@ unsigned rrc_upstreams_count(const struct rrc_upstreams *u);
 struct rrc_attempt *rrc_upstream_send(struct rrc_upstreams *u, int idx, bool tcp,
 				      const uint8_t *query, size_t len, rrc_attempt_cb cb,
 				      void *ctx);
-
-/* Sets up the worker's attempt pool. */
-void rrc_upstream_init_pool(struct rrc_worker *w);
 
 /* Detaches the caller and closes the attempt. */
 void rrc_upstream_cancel(struct rrc_attempt *a);

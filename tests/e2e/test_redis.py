@@ -437,3 +437,28 @@ def test_pending_commands_are_bounded(fault, rrcache, redis):
     _, log = r.stop()
     t = totals(log)
     assert t["skipped"] >= 8 and t["timeouts"] >= 1, t
+
+
+def test_reload_bounds_apply_to_values_from_redis(fault, rrcache, redis):
+    """A reload's TTL bounds also bound what the Redis tier accepts: it reads the
+    configuration in force, not a copy made at start."""
+    up = fault()  # answers with TTL 300
+    rd = redis()
+    a = rrcache([f"127.0.0.1:{up.port}"], config_extra=redis_conf(rd.url))
+    b = rrcache([f"127.0.0.1:{up.port}"], config_extra=redis_conf(rd.url))
+    assert wait_for(lambda: "Redis connection ready" in a.log() and
+                    "Redis connection ready" in b.log())
+    assert a.query("bounds.test.").answer[0].ttl == 300
+    assert wait_for(lambda: len(rd.keys("t:[0-9a-f]*")) == 1)
+    # b lowers max_ttl by a reload, then takes the answer from Redis.
+    b.write_config(open(b.conf).read() + "cache:\n  max_ttl: 60\n")
+    b.hup()
+    assert wait_for(lambda: "configuration reloaded" in b.log())
+    r = b.query("bounds.test.")
+    assert up.count("bounds.test.") == 1, "b asked the upstream, not Redis"
+    assert r.answer[0][0].address == "192.0.2.7"
+    assert r.answer[0].ttl <= 60, r.answer[0].ttl
+    # And what b caches in L1 from it lives 60 s at most, like anything it caches now.
+    assert b.query("bounds.test.").answer[0].ttl <= 60
+    _, log = b.stop()
+    assert totals(log)["hits"] == 1

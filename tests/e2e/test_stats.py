@@ -229,6 +229,25 @@ def test_writes_need_the_token(fault, rrcache):
     assert plain.http("/api/v1/cache/flush", "POST", headers=good)[0] == 403
 
 
+def test_reload_changes_token_and_top_k(fault, rrcache):
+    """stats.token and stats.top_k are read at each request: a reload changes them."""
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"], stats_extra='  token: "old-token"\n  top_k: 5\n' +
+                "  top_sample: 1\n")
+    for i in range(8):
+        r.query(f"t{i}.top.test.")
+    old = {"Authorization": "Bearer old-token"}
+    new = {"Authorization": "Bearer new-token"}
+    assert wait_for(lambda: len(json.loads(r.http("/api/v1/top")[2])["names"]) == 5)
+    r.write_config(open(r.conf).read().replace('token: "old-token"', 'token: "new-token"')
+                   .replace("top_k: 5", "top_k: 3"))
+    r.hup()
+    assert wait_for(lambda: "configuration reloaded" in r.log())
+    assert len(json.loads(r.http("/api/v1/top")[2])["names"]) == 3
+    assert r.http("/api/v1/top/reset", "POST", headers=old)[0] == 401
+    assert r.http("/api/v1/top/reset", "POST", headers=new)[0] == 200
+
+
 def test_clients_outside_the_stats_acl_are_refused(fault, rrcache):
     up = fault()
     r = rrcache([f"127.0.0.1:{up.port}"], stats_extra="  allow: [10.0.0.0/8]\n")

@@ -20,8 +20,11 @@
 
 #include "corpus.h"
 
+#include "rrcache/cache.h"
+#include "rrcache/env.h"
+#include "rrcache/listener.h"
 #include "rrcache/query.h"
-#include "rrcache/worker.h"
+#include "rrcache/upstream.h"
 
 static atomic_long allocations;
 static atomic_bool counting;
@@ -86,16 +89,27 @@ static void test_hits_allocate_nothing(void **state)
 					  .n_upstream = 1,
 					  .listen = {"127.0.0.1:5300"},
 					  .n_listen = 1};
-	struct rrc_cfg_ref ref = {.cfg = rrc_config_build(NULL, &ov, err)};
-	assert_non_null(ref.cfg);
-	ref.acl = rrc_acl_create(ref.cfg->acl_rules, ref.cfg->n_acl_rules);
-	atomic_init(&ref.refs, 1);
+	struct rrc_config *cfg = rrc_config_build(NULL, &ov, err);
+	assert_non_null(cfg);
+	struct rrc_cfg_ref *ref = rrc_cfg_ref_new(cfg, 0);
+	assert_non_null(ref);
 
-	struct rrc_worker *w = calloc(1, sizeof(*w));
-	assert_non_null(w);
-	assert_int_equal(uv_loop_init(&w->loop), 0);
-	w->cfg = &ref;
-	w->cache = rrc_cache_create(1 << 20);
+	/* A worker's environment, as the worker makes it, without its thread. */
+	static uv_loop_t loop;
+	static struct rrc_worker_stats st;
+	static struct rrc_top top;
+	assert_int_equal(uv_loop_init(&loop), 0);
+	rrc_top_init(&top, cfg->stats.top_sample, 1);
+	struct rrc_env env = {.loop = &loop,
+			      .cfg = ref,
+			      .cache = rrc_cache_create(1 << 20),
+			      .st = &st,
+			      .top = &top};
+	assert_non_null(env.cache);
+	struct rrc_upstreams *ups = rrc_upstreams_create(&env, err);
+	assert_non_null(ups);
+	struct rrc_queries *qs = rrc_queries_create(&env, ups, NULL);
+	assert_non_null(qs);
 
 	/* The answer for www.example.com A, stored under the key of the query. */
 	uint8_t query[512], reply[512];
@@ -111,13 +125,15 @@ static void test_hits_allocate_nothing(void **state)
 	struct rrc_wire_ttl_policy pol = {.max_ttl = 86400, .max_negative_ttl = 3600};
 	uint32_t life;
 	size_t slen = rrc_wire_make_stored(reply, rlen, &wr, &pol, &life);
-	assert_int_equal(rrc_cache_insert(w->cache, key, klen, reply, slen, life, uv_now(&w->loop)),
+	assert_int_equal(rrc_cache_insert(env.cache, key, klen, reply, slen, life, uv_now(&loop)),
 			 0);
 
-	struct sockaddr_in peer = {.sin_family = AF_INET, .sin_port = htons(40000)};
-	inet_pton(AF_INET, "127.0.0.1", &peer.sin_addr);
-	struct rrc_query_src src = {
-		.tcp = false, .peer = (struct sockaddr *)&peer, .peer_len = sizeof(peer)};
+	/* A UDP client as the listener hands it over (a hit never uses its ops). */
+	struct rrc_client client = {.tcp = false};
+	client.peer.sin.sin_family = AF_INET;
+	client.peer.sin.sin_port = htons(40000);
+	inet_pton(AF_INET, "127.0.0.1", &client.peer.sin.sin_addr);
+	client.peer.len = sizeof(client.peer.sin);
 	static uint8_t out[RRC_UDP_SEND_MAX];
 
 	/* The counter itself works: one allocation is seen as one. */
@@ -133,7 +149,7 @@ static void test_hits_allocate_nothing(void **state)
 	size_t total = 0;
 	for (unsigned i = 0; i < 100000; i++) {
 		rrc_put16(query, (uint16_t)i); /* a new ID each time */
-		size_t n = rrc_query_handle(w, &src, query, qlen, out, sizeof(out));
+		size_t n = rrc_query_handle(qs, &client, query, qlen, out, sizeof(out));
 		if (n != slen || rrc_get16(out) != (uint16_t)i)
 			break;
 		total += n;
@@ -142,16 +158,18 @@ static void test_hits_allocate_nothing(void **state)
 	long counted = atomic_load(&allocations);
 
 	assert_int_equal(total, 100000 * slen);
-	assert_int_equal(w->st.cache_hits, 100000);
-	assert_int_equal(w->st.upstream_queries, 0);
+	assert_int_equal(st.cache_hits, 100000);
+	assert_int_equal(st.upstream_queries, 0);
+	assert_int_equal(st.rcode[RRC_RC_NOERROR], 100000);
 	assert_int_equal(counted, 0);
 	printf("100000 cache hits: %ld allocator calls\n", counted);
 
-	rrc_cache_destroy(w->cache);
-	assert_int_equal(uv_loop_close(&w->loop), 0);
-	free(w);
-	rrc_acl_destroy(ref.acl);
-	rrc_config_free(ref.cfg);
+	rrc_upstreams_close(ups);
+	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+	assert_int_equal(uv_loop_close(&loop), 0);
+	rrc_queries_destroy(qs);
+	rrc_cache_destroy(env.cache);
+	rrc_cfg_ref_put(ref);
 }
 
 int main(void)

@@ -1,0 +1,41 @@
+/*
+ * cfg_ref: a shared, counted configuration. See include/rrcache/cfg_ref.h.
+ */
+#include "rrcache/cfg_ref.h"
+
+#include <stdlib.h>
+
+struct rrc_cfg_ref *rrc_cfg_ref_new(struct rrc_config *cfg, unsigned generation)
+{
+	struct rrc_cfg_ref *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->acl = rrc_acl_create(cfg->acl_rules, cfg->n_acl_rules);
+	r->stats_allow = rrc_acl_create(cfg->stats.allow, cfg->stats.n_allow);
+	if (!r->acl || !r->stats_allow) {
+		rrc_acl_destroy(r->acl);
+		rrc_acl_destroy(r->stats_allow);
+		free(r);
+		return NULL;
+	}
+	r->cfg = cfg;
+	r->generation = generation;
+	atomic_init(&r->refs, 1);
+	return r;
+}
+
+struct rrc_cfg_ref *rrc_cfg_ref_hold(struct rrc_cfg_ref *ref)
+{
+	atomic_fetch_add(&ref->refs, 1);
+	return ref;
+}
+
+void rrc_cfg_ref_put(struct rrc_cfg_ref *ref)
+{
+	if (!ref || atomic_fetch_sub(&ref->refs, 1) != 1)
+		return;
+	rrc_acl_destroy(ref->acl);
+	rrc_acl_destroy(ref->stats_allow);
+	rrc_config_free(ref->cfg);
+	free(ref);
+}
