@@ -83,7 +83,8 @@ struct rrc_query {
 
 /* RFC 8767 §4: the TTL of an answer served stale. */
 #define RRC_STALE_TTL 30
-/* First wait before looking again at a key another instance of the fleet is resolving. */
+/* First wait before looking again at a key another instance of the fleet is resolving: about
+ * one upstream round trip on a LAN; it doubles each time up to redis.fleet_wait. */
 #define RRC_L2_POLL_FIRST_MS 5
 
 static void waiter_client(const struct waiter *wt, struct rrc_wire_client *c)

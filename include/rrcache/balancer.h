@@ -10,6 +10,7 @@
 
 #include "rrcache/defs.h"
 
+/* Servers one pool may have: the servers a query has tried are one 64-bit mask. */
 #define RRC_BALANCER_MAX 64
 
 enum rrc_policy {

@@ -25,7 +25,8 @@ enum rrc_log_group {
 	RRC_LG_COUNT
 };
 
-/* Lines per second per group that rrc_log_limited() lets through. */
+/* Lines per second per group that rrc_log_limited() lets through: enough to see what a flood
+ * is made of, too few for it to fill a disk (864,000 lines a day per group at most). */
 #define RRC_LOG_BURST 10
 
 extern atomic_int rrc_log_level_now;

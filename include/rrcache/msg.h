@@ -1,8 +1,9 @@
 /*
  * msg: the only data-path user of ldns. On the miss path only: the full parse of an upstream
- * reply (after wire's bounded checks accepted it), reduced to a yes/no and the rcode; the
- * health-check probe; and, for the admin flush, a name typed by a person. An ldns_pkt never
- * leaves this file.
+ * reply or of a value from Redis (after wire's bounded checks accepted it), reduced to a yes
+ * or no (wire has already read the header, question, TTLs and SOA it needs); the health-check
+ * probe; and, for the admin flush, a name typed by a person. An ldns_pkt never leaves this
+ * file.
  */
 #ifndef RRCACHE_MSG_H
 #define RRCACHE_MSG_H

@@ -14,7 +14,9 @@
 
 /* Free objects each pool keeps: enough for a burst of misses, bounded (about 1 MiB a pool). */
 #define RRC_POOL_KEEP 1024
-/* Messages up to this size are carried in pooled objects; larger ones are allocated alone. */
+/* Messages up to this size are carried in pooled objects; larger ones are allocated alone.
+ * 512 is the classic UDP limit (RFC 1035 §4.2.1): every query rrcache sends upstream without
+ * ECS fits (a name of at most 255 octets, 4 of type and class, 11 of OPT, 12 of header). */
 #define RRC_POOL_MSG 512
 
 struct rrc_pool {
