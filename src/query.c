@@ -98,6 +98,25 @@ static void waiter_client(const struct waiter *wt, struct rrc_wire_client *c)
 	c->limit = wt->limit;
 }
 
+/* Logs a client's query (CLIENT_QUERY) or its answer (CLIENT_RESPONSE, stamped now) when the
+ * query log wants it. */
+static inline void tap_client(const struct rrc_env *env, enum rrc_dnstap_type type,
+			      const struct rrc_client *c, const uint8_t *wire, size_t len)
+{
+	if (!rrc_tap_wants(env->tap, type))
+		return;
+	struct rrc_dnstap_msg m = {.type = type,
+				   .tcp = c->tcp,
+				   .query_addr = &c->peer.sa,
+				   .response_addr = c->local_addr,
+				   .query_time_us = rrc_tap_wall_us(env->tap, c->start_us),
+				   .wire = wire,
+				   .len = len};
+	if (type == RRC_DT_CLIENT_RESPONSE)
+		m.response_time_us = rrc_tap_wall_us(env->tap, uv_hrtime() / 1000);
+	rrc_tap_log(env->tap, &m);
+}
+
 /* Accounts for an answer about to leave (not its latency, which the transport measures): its
  * rcode; for NXDOMAIN and SERVFAIL, its name in the top-K; and the query log's
  * CLIENT_RESPONSE when dnstap is on. */
@@ -107,18 +126,7 @@ static void account_answer(struct rrc_queries *qs, const struct rrc_client *c, c
 	const struct rrc_env *env = qs->env;
 	if (len < RRC_WIRE_HDR)
 		return;
-	if (rrc_tap_wants(env->tap, RRC_DT_CLIENT_RESPONSE)) {
-		struct rrc_dnstap_msg m = {.type = RRC_DT_CLIENT_RESPONSE,
-					   .tcp = c->tcp,
-					   .query_addr = &c->peer.sa,
-					   .response_addr = c->local_addr,
-					   .query_time_us = rrc_tap_wall_us(env->tap, c->start_us),
-					   .response_time_us =
-						   rrc_tap_wall_us(env->tap, uv_hrtime() / 1000),
-					   .wire = ans,
-					   .len = len};
-		rrc_tap_log(env->tap, &m);
-	}
+	tap_client(env, RRC_DT_CLIENT_RESPONSE, c, ans, len);
 	unsigned rcode = ans[3] & 0x0F;
 	/* rrcache's own OPT, when there is one, is the last 11 bytes: its TTL's first byte holds
 	 * the upper bits of the rcode (BADVERS = 16, RFC 6891 §6.1.3). */
@@ -599,16 +607,7 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 		st->acl_refused++;
 		return rrc_wire_synth(pkt, &wq, RRC_RCODE_REFUSED, false, out, cap);
 	}
-	if (rrc_tap_wants(env->tap, RRC_DT_CLIENT_QUERY)) {
-		struct rrc_dnstap_msg m = {.type = RRC_DT_CLIENT_QUERY,
-					   .tcp = c->tcp,
-					   .query_addr = &c->peer.sa,
-					   .response_addr = c->local_addr,
-					   .query_time_us = rrc_tap_wall_us(env->tap, c->start_us),
-					   .wire = pkt,
-					   .len = len};
-		rrc_tap_log(env->tap, &m);
-	}
+	tap_client(env, RRC_DT_CLIENT_QUERY, c, pkt, len);
 	switch (v) {
 	case RRC_WIRE_OK:
 		break;

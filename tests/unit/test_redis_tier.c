@@ -212,6 +212,12 @@ struct fixture {
 	struct test_env t;
 	struct fake_redis r;
 	struct rrc_redis_tier *tier;
+	/* The key of the query for www.example.com A, and its answer in stored form. */
+	uint8_t key[RRC_WIRE_KEY_MAX];
+	size_t klen;
+	uint8_t stored[512];
+	size_t slen;
+	uint32_t life;
 };
 
 struct result {
@@ -240,31 +246,6 @@ static bool ready(void *arg)
 	return rrc_redis_state(arg) == 1;
 }
 
-static void setup(struct fixture *x, enum redis_mode mode, uint32_t max_failures)
-{
-	test_env_init(&x->t, 1 << 20, 10000);
-	redis_start(&x->r, &x->t.loop, mode);
-	struct rrc_config *cfg = test_config(&(uint16_t){53}, 1);
-	char err[RRC_ERR_LEN], url[64];
-	snprintf(url, sizeof(url), "redis://127.0.0.1:%u", x->r.port);
-	assert_int_equal(rrc_config_parse_redis_url(url, &cfg->redis, err), 0);
-	cfg->redis.timeout_ms = 30;
-	cfg->redis.max_failures = max_failures;
-	cfg->redis.backoff_min_ms = 50;
-	cfg->redis.backoff_max_ms = 50;
-	test_env_config(&x->t, cfg);
-	x->tier = rrc_redis_tier_create(&x->t.env);
-	assert_non_null(x->tier);
-	test_run_until(&x->t, ready, x->tier);
-}
-
-static void teardown(struct fixture *x)
-{
-	rrc_redis_tier_close(x->tier);
-	uv_close((uv_handle_t *)&x->r.server, NULL);
-	test_env_close(&x->t);
-}
-
 /* The key of the query for www.example.com A, and its stored answer. */
 static size_t key_and_answer(uint8_t *key, uint8_t *stored, size_t *slen, uint32_t *life)
 {
@@ -284,6 +265,32 @@ static size_t key_and_answer(uint8_t *key, uint8_t *stored, size_t *slen, uint32
 	return klen;
 }
 
+static void setup(struct fixture *x, enum redis_mode mode, uint32_t max_failures)
+{
+	test_env_init(&x->t, 1 << 20, 10000);
+	redis_start(&x->r, &x->t.loop, mode);
+	struct rrc_config *cfg = test_config(&(uint16_t){53}, 1);
+	char err[RRC_ERR_LEN], url[64];
+	snprintf(url, sizeof(url), "redis://127.0.0.1:%u", x->r.port);
+	assert_int_equal(rrc_config_parse_redis_url(url, &cfg->redis, err), 0);
+	cfg->redis.timeout_ms = 30;
+	cfg->redis.max_failures = max_failures;
+	cfg->redis.backoff_min_ms = 50;
+	cfg->redis.backoff_max_ms = 50;
+	test_env_config(&x->t, cfg);
+	x->tier = rrc_redis_tier_create(&x->t.env);
+	assert_non_null(x->tier);
+	test_run_until(&x->t, ready, x->tier);
+	x->klen = key_and_answer(x->key, x->stored, &x->slen, &x->life);
+}
+
+static void teardown(struct fixture *x)
+{
+	rrc_redis_tier_close(x->tier);
+	uv_close((uv_handle_t *)&x->r.server, NULL);
+	test_env_close(&x->t);
+}
+
 static uint64_t wall_ms(void)
 {
 	struct timeval tv;
@@ -297,17 +304,13 @@ static void test_hit(void **state)
 {
 	struct fixture x;
 	setup(&x, R_VALUE, 5);
-	uint8_t key[RRC_WIRE_KEY_MAX], stored[512];
-	size_t slen;
-	uint32_t life;
-	size_t klen = key_and_answer(key, stored, &slen, &life);
-	x.r.vlen = rrc_l2_encode(x.r.value, sizeof(x.r.value), key, klen, stored, slen, wall_ms(),
-				 life);
+	x.r.vlen = rrc_l2_encode(x.r.value, sizeof(x.r.value), x.key, x.klen, x.stored, x.slen,
+				 wall_ms(), x.life);
 	struct result res = {0};
-	assert_non_null(rrc_redis_get(x.tier, key, klen, on_result, &res));
+	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
 	test_run_until(&x.t, got, &res);
 	assert_int_equal(res.outcome, RRC_L2_HIT);
-	assert_int_equal(res.len, slen);
+	assert_int_equal(res.len, x.slen);
 	assert_true(res.lifetime > 290 && res.lifetime <= 300);
 	assert_int_equal(x.t.st.redis_hits, 1);
 	assert_int_equal(x.r.commands, 1); /* a hit takes no lock */
@@ -322,12 +325,8 @@ static void test_miss_takes_the_lock(void **state)
 	for (int i = 0; i < 2; i++) {
 		struct fixture x;
 		setup(&x, modes[i], 5);
-		uint8_t key[RRC_WIRE_KEY_MAX], stored[512];
-		size_t slen;
-		uint32_t life;
-		size_t klen = key_and_answer(key, stored, &slen, &life);
 		struct result res = {0};
-		assert_non_null(rrc_redis_get(x.tier, key, klen, on_result, &res));
+		assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
 		test_run_until(&x.t, got, &res);
 		assert_int_equal(res.outcome, want[i]);
 		assert_int_equal(x.r.commands, 2);
@@ -342,12 +341,8 @@ static void test_deadline(void **state)
 {
 	struct fixture x;
 	setup(&x, R_SILENT, 5);
-	uint8_t key[RRC_WIRE_KEY_MAX], stored[512];
-	size_t slen;
-	uint32_t life;
-	size_t klen = key_and_answer(key, stored, &slen, &life);
 	struct result res = {0};
-	assert_non_null(rrc_redis_get(x.tier, key, klen, on_result, &res));
+	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
 	test_run_until(&x.t, got, &res);
 	assert_int_equal(res.outcome, RRC_L2_SKIP);
 	assert_int_equal(x.t.st.redis_timeouts, 1);
@@ -363,12 +358,8 @@ static void test_late_reply(void **state)
 	struct fixture x;
 	setup(&x, R_LATE, 5);
 	x.r.delay_ms = 100;
-	uint8_t key[RRC_WIRE_KEY_MAX], stored[512];
-	size_t slen;
-	uint32_t life;
-	size_t klen = key_and_answer(key, stored, &slen, &life);
 	struct result res = {0};
-	assert_non_null(rrc_redis_get(x.tier, key, klen, on_result, &res));
+	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
 	test_run_until(&x.t, got, &res);
 	assert_int_equal(res.outcome, RRC_L2_SKIP);
 	test_run_for(&x.t, 200); /* the reply arrives */
@@ -377,7 +368,7 @@ static void test_late_reply(void **state)
 	/* The connection is still in step: the next lookup gets its own reply. */
 	x.r.mode = R_NIL;
 	struct result next = {0};
-	assert_non_null(rrc_redis_get(x.tier, key, klen, on_result, &next));
+	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &next));
 	test_run_until(&x.t, got, &next);
 	assert_int_equal(next.outcome, RRC_L2_MISS);
 	teardown(&x);
@@ -389,13 +380,9 @@ static void test_breaker(void **state)
 {
 	struct fixture x;
 	setup(&x, R_SILENT, 2);
-	uint8_t key[RRC_WIRE_KEY_MAX], stored[512];
-	size_t slen;
-	uint32_t life;
-	size_t klen = key_and_answer(key, stored, &slen, &life);
 	for (int i = 0; i < 2; i++) {
 		struct result res = {0};
-		assert_non_null(rrc_redis_get(x.tier, key, klen, on_result, &res));
+		assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
 		test_run_until(&x.t, got, &res);
 		assert_int_equal(res.outcome, RRC_L2_SKIP);
 	}
@@ -403,12 +390,12 @@ static void test_breaker(void **state)
 	assert_int_equal(rrc_redis_state(x.tier), 0);
 	uint64_t skipped = x.t.st.redis_skipped;
 	struct result res = {0};
-	assert_null(rrc_redis_get(x.tier, key, klen, on_result, &res));
+	assert_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
 	assert_int_equal(x.t.st.redis_skipped, skipped + 1);
 	x.r.mode = R_NIL;
 	test_run_until(&x.t, ready, x.tier);
 	assert_int_equal(x.r.connections, 2);
-	assert_non_null(rrc_redis_get(x.tier, key, klen, on_result, &res));
+	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
 	test_run_until(&x.t, got, &res);
 	assert_int_equal(res.outcome, RRC_L2_MISS);
 	teardown(&x);
