@@ -13,8 +13,10 @@
  *
  * Clients outside stats.allow are refused at accept; writes need "Authorization: Bearer
  * <stats.token>" (with no token configured, writes are refused). Bounded: stats.max_connections,
- * 8 per client, 10 s idle, 16 KiB of request memory, 4 KiB of POST body.
- * A scrape reads the workers' counters without stopping them (see stats.h).
+ * 8 per client, 10 s idle, 16 KiB of request memory, 4 KiB of POST body. The token, the ACL
+ * and top_k are read from the configuration in force at each request (a reload applies them).
+ * A scrape reads the workers' counters without stopping them (see stats.h). A fleet flush runs
+ * on redis_admin's thread while its connection waits suspended, one at a time (503 meanwhile).
  */
 #ifndef RRCACHE_HTTP_H
 #define RRCACHE_HTTP_H

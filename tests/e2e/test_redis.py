@@ -462,3 +462,61 @@ def test_reload_bounds_apply_to_values_from_redis(fault, rrcache, redis):
     assert b.query("bounds.test.").answer[0].ttl <= 60
     _, log = b.stop()
     assert totals(log)["hits"] == 1
+
+
+def test_api_flush_waits_off_the_http_thread(fault, rrcache):
+    """A fleet flush through the API waits for Redis on a thread of its own: while Redis does
+    not answer, the endpoint keeps serving scrapes, a second flush is refused at once, and a
+    stop interrupts the flush and exits promptly."""
+    import socket
+    import threading
+    up = fault()
+    # A "Redis" that takes connections and never answers.
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    srv.settimeout(0.1)
+    held, done = [], threading.Event()
+
+    def accept():
+        while not done.is_set():
+            try:
+                held.append(srv.accept()[0])
+            except OSError:
+                pass
+    acceptor = threading.Thread(target=accept, daemon=True)
+    acceptor.start()
+    try:
+        r = rrcache([f"127.0.0.1:{up.port}"],
+                    config_extra=redis_conf(f"redis://127.0.0.1:{srv.getsockname()[1]}"),
+                    stats_extra='  token: "t0k"\n')
+        auth = {"Authorization": "Bearer t0k"}
+        result = {}
+
+        def flush():
+            try:
+                result["status"] = r.http("/api/v1/cache/flush", "POST", headers=auth,
+                                          timeout=60)[0]
+            except OSError as e:
+                result["status"] = e
+        first = threading.Thread(target=flush)
+        first.start()
+        assert wait_for(lambda: "cache flush (all) from the API" in r.log())
+        t0 = time.monotonic()
+        assert r.http("/metrics")[0] == 200
+        assert r.http("/healthz")[0] == 200
+        assert time.monotonic() - t0 < 1.0, "the scrape waited for the flush"
+        status, _, body = r.http("/api/v1/cache/flush", "POST", headers=auth)
+        assert status == 503, body
+        assert first.is_alive(), "the first flush should still be waiting on Redis"
+        t0 = time.monotonic()
+        r.stop()  # exit 0 checked
+        assert time.monotonic() - t0 < 5.0
+        first.join(10)
+        assert not first.is_alive()
+    finally:
+        done.set()
+        acceptor.join(5)
+        for c in held:
+            c.close()
+        srv.close()
