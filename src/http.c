@@ -343,8 +343,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 			*con_cls = req;
 			return MHD_YES;
 		}
-		if (atomic_load(&req->flush) == FLUSH_DONE)
+		int fs = atomic_load(&req->flush);
+		if (fs == FLUSH_DONE)
 			return flush_answer(c, req);
+		if (fs == FLUSH_RUNNING)
+			return MHD_YES; /* suspended: MHD does not call while it waits */
 		if (*upload_size) {
 			size_t take = *upload_size;
 			if (req->len + take > HTTP_MAX_BODY)
