@@ -100,14 +100,16 @@ static void log_summary(struct rrc_server *s)
 	if (rrc_server_redis(s))
 		rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,
 			"totals: redis hits=%llu misses=%llu expired=%llu bad=%llu errors=%llu "
-			"timeouts=%llu skipped=%llu sets=%llu fleet_waits=%llu breaker_opens=%llu",
+			"timeouts=%llu skipped=%llu sets=%llu fleet_waits=%llu breaker_opens=%llu "
+			"protocol_errors=%llu",
 			(unsigned long long)st.redis_hits, (unsigned long long)st.redis_misses,
 			(unsigned long long)st.redis_expired,
 			(unsigned long long)st.redis_bad_values,
 			(unsigned long long)st.redis_errors, (unsigned long long)st.redis_timeouts,
 			(unsigned long long)st.redis_skipped, (unsigned long long)st.redis_sets,
 			(unsigned long long)st.redis_fleet_waits,
-			(unsigned long long)st.redis_breaker_opens);
+			(unsigned long long)st.redis_breaker_opens,
+			(unsigned long long)st.redis_protocol_errors);
 	for (unsigned i = 0; i < rrc_server_worker_count(s); i++) {
 		const struct rrc_worker_stats *ws = rrc_server_worker_stats(s, i);
 		rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,

@@ -27,6 +27,10 @@
 #include <string.h>
 #include <sys/time.h>
 
+/* Unparsed input a connection may hold: one value of the largest answer with its header and
+ * key, and the RESP framing around it. Anything longer is no value of rrcache's. */
+#define RRC_REDIS_MAX_INPUT (RRC_L2_HDR + RRC_WIRE_KEY_MAX + RRC_WIRE_MAX_MSG + 64)
+
 enum conn_state { C_CLOSED, C_CONNECTING, C_READY };
 
 struct conn {
@@ -587,7 +591,15 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 		return;
 	/* hiredis frees the context after this returns. */
 	char why[128];
-	snprintf(why, sizeof(why), "%.100s", status == REDIS_OK ? "closed" : ac->errstr);
+	const char *refused = rrc_redis_uv_refused(ac);
+	if (refused) {
+		/* Not Redis as rrcache speaks to it: counted, dropped, tried again after the
+		 * backoff like any failure. */
+		c->t->env->st->redis_protocol_errors++;
+		snprintf(why, sizeof(why), "protocol error: %.100s", refused);
+	} else {
+		snprintf(why, sizeof(why), "%.100s", status == REDIS_OK ? "closed" : ac->errstr);
+	}
 	c->ac = NULL;
 	conn_drop(c, why);
 }
@@ -615,7 +627,7 @@ static void conn_open(struct conn *c)
 		conn_drop(c, why);
 		return;
 	}
-	if (rrc_redis_uv_attach(ac, t->env->loop) != 0) {
+	if (rrc_redis_uv_attach(ac, t->env->loop, RRC_REDIS_MAX_INPUT) != 0) {
 		redisAsyncFree(ac);
 		conn_drop(c, "cannot watch the socket");
 		return;

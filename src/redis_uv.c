@@ -10,8 +10,11 @@
 #include "rrcache/redis_uv.h"
 
 #include <errno.h>
+#include <hiredis/hiredis.h>
 #include <stdbool.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 struct adapter {
 	redisAsyncContext *ac; /* NULL once hiredis let go of us */
@@ -20,7 +23,111 @@ struct adapter {
 	int events;	 /* what poll watches */
 	bool want_write; /* hiredis has output */
 	unsigned closes;
+	size_t max_input;
+	const char *refused; /* the protocol error that ended the connection, or NULL */
 };
+
+/* ---- reply objects, built as hiredis's defaults build them, with the checks above ---- */
+
+/* A new object of type for task, linked into its parent array. NULL refuses the reply: the
+ * reader stops with an error and hiredis disconnects. */
+static redisReply *new_object(const redisReadTask *task, int type)
+{
+	struct adapter *a = task->privdata;
+	if (!task->parent && a->ac) {
+		const redisContext *c = &a->ac->c;
+		/* A top-level reply needs a command waiting for it, or a subscription. */
+		if (!a->ac->replies.head && !(c->flags & (REDIS_SUBSCRIBED | REDIS_MONITORING))) {
+			a->refused = "a reply nobody asked for";
+			return NULL;
+		}
+	}
+	redisReply *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->type = type;
+	if (task->parent) {
+		redisReply *parent = task->parent->obj;
+		parent->element[task->idx] = r;
+	}
+	return r;
+}
+
+static void *create_string(const redisReadTask *task, char *str, size_t len)
+{
+	char *buf = malloc(len + 1);
+	if (!buf)
+		return NULL;
+	redisReply *r = new_object(task, task->type);
+	if (!r) {
+		free(buf);
+		return NULL;
+	}
+	memcpy(buf, str, len);
+	buf[len] = '\0';
+	r->str = buf;
+	r->len = (int)len;
+	return r;
+}
+
+static void *create_array(const redisReadTask *task, int elements)
+{
+	struct adapter *a = task->privdata;
+	if (elements > RRC_REDIS_MAX_ELEMENTS) {
+		a->refused = "an array longer than any reply rrcache asks for";
+		return NULL;
+	}
+	redisReply *r = new_object(task, REDIS_REPLY_ARRAY);
+	if (!r)
+		return NULL;
+	if (elements > 0 && !(r->element = calloc((size_t)elements, sizeof(*r->element)))) {
+		if (task->parent)
+			((redisReply *)task->parent->obj)->element[task->idx] = NULL;
+		free(r);
+		return NULL;
+	}
+	r->elements = (size_t)elements;
+	return r;
+}
+
+static void *create_integer(const redisReadTask *task, long long value)
+{
+	redisReply *r = new_object(task, REDIS_REPLY_INTEGER);
+	if (r)
+		r->integer = value;
+	return r;
+}
+
+static void *create_nil(const redisReadTask *task)
+{
+	return new_object(task, REDIS_REPLY_NIL);
+}
+
+static redisReplyObjectFunctions guarded = {
+	.createString = create_string,
+	.createArray = create_array,
+	.createInteger = create_integer,
+	.createNil = create_nil,
+	.freeObject = freeReplyObject,
+};
+
+const char *rrc_redis_uv_refused(const redisAsyncContext *ac)
+{
+	const struct adapter *a = ac->ev.data;
+	return a ? a->refused : NULL;
+}
+
+/* Ends the connection for a protocol error: hiredis calls back every pending command with
+ * NULL and the disconnect callback, then frees the context (and with it its buffer). */
+static void refuse(struct adapter *a, const char *why)
+{
+	redisAsyncContext *ac = a->ac;
+	a->refused = why;
+	ac->err = REDIS_ERR_PROTOCOL;
+	snprintf(ac->c.errstr, sizeof(ac->c.errstr), "%s", why);
+	ac->errstr = ac->c.errstr;
+	redisAsyncFree(ac);
+}
 
 static void on_poll(uv_poll_t *h, int status, int events)
 {
@@ -32,8 +139,16 @@ static void on_poll(uv_poll_t *h, int status, int events)
 		redisAsyncHandleRead(a->ac);
 		return;
 	}
-	if (events & UV_READABLE)
+	if (events & UV_READABLE) {
 		redisAsyncHandleRead(a->ac);
+		/* What is left unparsed is one incomplete reply: past max_input it is larger than
+		 * anything rrcache can use, and would otherwise grow without bound. */
+		const redisReader *r = a->ac ? a->ac->c.reader : NULL;
+		if (r && a->max_input && r->len - r->pos > a->max_input) {
+			refuse(a, "a reply larger than any rrcache stores");
+			return;
+		}
+	}
 	/* The read may have freed the context (a disconnect): a->ac tells. */
 	if (a->ac && (events & UV_WRITABLE))
 		redisAsyncHandleWrite(a->ac);
@@ -110,7 +225,7 @@ static void cleanup(void *p)
 	uv_close((uv_handle_t *)&a->flush, on_closed);
 }
 
-int rrc_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop)
+int rrc_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop, size_t max_input)
 {
 	if (ac->ev.data)
 		return -EEXIST;
@@ -132,5 +247,8 @@ int rrc_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop)
 	ac->ev.delWrite = del_write;
 	ac->ev.cleanup = cleanup;
 	ac->ev.data = a;
+	a->max_input = max_input;
+	ac->c.reader->fn = &guarded;
+	ac->c.reader->privdata = a;
 	return 0;
 }

@@ -310,6 +310,10 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		       s->redis_fleet_waits);
 		single(b, "redis_breaker_opens_total", "counter",
 		       "Times the circuit breaker opened.", s->redis_breaker_opens);
+		single(b, "redis_protocol_errors_total", "counter",
+		       "Connections dropped for what the server sent (a reply nobody asked for, "
+		       "one too large).",
+		       s->redis_protocol_errors);
 		single(b, "redis_up", "gauge",
 		       "Workers whose Redis connection is ready (breaker closed).", s->redis_up);
 	}
@@ -409,11 +413,14 @@ void rrc_stats_json(const struct rrc_stats_view *v, struct rrc_buf *b)
 		{"malformed", malformed},	   {"acl_dropped", s->acl_dropped},
 		{"acl_refused", s->acl_refused},   {"coalesced", s->coalesced},
 		{"stale_served", s->stale_served}, {"tcp_open", s->tcp_open}};
-	const struct kv redis[] = {
-		{"hits", s->redis_hits},       {"misses", s->redis_misses},
-		{"errors", s->redis_errors},   {"timeouts", s->redis_timeouts},
-		{"skipped", s->redis_skipped}, {"breaker_opens", s->redis_breaker_opens},
-		{"up_workers", s->redis_up}};
+	const struct kv redis[] = {{"hits", s->redis_hits},
+				   {"misses", s->redis_misses},
+				   {"errors", s->redis_errors},
+				   {"timeouts", s->redis_timeouts},
+				   {"skipped", s->redis_skipped},
+				   {"breaker_opens", s->redis_breaker_opens},
+				   {"protocol_errors", s->redis_protocol_errors},
+				   {"up_workers", s->redis_up}};
 	json_object(b, "cache", cache, RRC_ARRAY_SIZE(cache));
 	rrc_buf_printf(b, ",");
 	json_hist(b, "latency", &s->latency);

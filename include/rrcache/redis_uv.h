@@ -4,6 +4,15 @@
  * Unlike the adapter shipped with hiredis, a poll error is not dropped: it is handed to hiredis
  * as a read, which finds the socket's error and disconnects, so the context's callbacks run and
  * nothing waits forever. Timers are not hiredis's business here: redis_tier keeps its own.
+ *
+ * No byte from the server may abort the process or take unbounded memory. hiredis 0.14 aborts
+ * (an assertion) on a reply nobody asked for, and buffers a reply of any size before it parses
+ * it. So the adapter builds the reply objects itself and refuses, as a protocol error that
+ * ends the connection: a reply when no command waits for one (a greeting, one reply too many)
+ * on a connection that is not subscribed; an array of more than RRC_REDIS_MAX_ELEMENTS; and
+ * input held unparsed beyond max_input bytes (a reply larger than any the caller can use).
+ * The connection is then freed, hiredis calls every pending command back with NULL and the
+ * disconnect callback with an error, and rrc_redis_uv_refused() says why.
  */
 #ifndef RRCACHE_REDIS_UV_H
 #define RRCACHE_REDIS_UV_H
@@ -11,8 +20,17 @@
 #include <hiredis/async.h>
 #include <uv.h>
 
-/* Attaches ac to loop. Returns 0, or a negative errno (ac is then left unattached). The
- * adapter's memory is released when hiredis frees the context (its cleanup hook). */
-int rrc_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop);
+/* Elements a reply array may have: rrcache's commands get plain values, and a subscription's
+ * messages are arrays of three. */
+#define RRC_REDIS_MAX_ELEMENTS 16
+
+/* Attaches ac to loop; a reply still incomplete with more than max_input bytes received is
+ * refused. Returns 0, or a negative errno (ac is then left unattached). The adapter's memory
+ * is released when hiredis frees the context (its cleanup hook). */
+int rrc_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop, size_t max_input);
+
+/* Why the adapter refused what the server of ac sent, or NULL when it did not. Valid until
+ * the disconnect callback of ac returns. */
+const char *rrc_redis_uv_refused(const redisAsyncContext *ac);
 
 #endif

@@ -600,3 +600,102 @@ class Redis:
     def stop(self):
         self.kill()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class FakeRedis:
+    """A hostile stand-in for Redis on a random loopback port: it sends `greeting` on every new
+    connection, then answers each command (a list of bytes arguments) with what
+    `handler(args)` returns (bytes, sent as they are; None: nothing). `handler` may also be a
+    generator of chunks, for replies sent piece by piece."""
+
+    def __init__(self, handler=None, greeting=b""):
+        self.handler = handler or (lambda args: b"$-1\r\n" if args[0].upper() == b"GET"
+                                   else b"+OK\r\n")
+        self.greeting = greeting
+        self.commands = []
+        self.connections = 0
+        self.srv = socket.socket()
+        self.srv.bind(("127.0.0.1", 0))
+        self.srv.listen(16)
+        self.srv.settimeout(0.1)
+        self.port = self.srv.getsockname()[1]
+        self.done = threading.Event()
+        self.conns = []
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"redis://127.0.0.1:{self.port}"
+
+    def _accept(self):
+        while not self.done.is_set():
+            try:
+                c, _ = self.srv.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            self.conns.append(c)
+            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
+
+    def _serve(self, c):
+        c.settimeout(0.2)
+        buf = b""
+        try:
+            if self.greeting:
+                c.sendall(self.greeting)
+            while not self.done.is_set():
+                try:
+                    chunk = c.recv(65536)
+                except socket.timeout:
+                    continue
+                if not chunk:
+                    return
+                buf += chunk
+                while True:
+                    args, buf = self._parse(buf)
+                    if args is None:
+                        break
+                    self.commands.append(args)
+                    out = self.handler(args)
+                    if out is None:
+                        continue
+                    for piece in ([out] if isinstance(out, bytes) else out):
+                        if self.done.is_set():
+                            return
+                        c.sendall(piece)
+        except OSError:
+            return
+
+    @staticmethod
+    def _parse(buf):
+        if not buf.startswith(b"*") or b"\r\n" not in buf:
+            return None, buf
+        head, rest = buf.split(b"\r\n", 1)
+        args = []
+        for _ in range(int(head[1:])):
+            if b"\r\n" not in rest:
+                return None, buf
+            h, rest2 = rest.split(b"\r\n", 1)
+            n = int(h[1:])
+            if len(rest2) < n + 2:
+                return None, buf
+            args.append(rest2[:n])
+            rest = rest2[n + 2:]
+        return args, rest
+
+    def stop(self):
+        self.done.set()
+        self.thread.join(5)
+        for c in self.conns:
+            c.close()
+        self.srv.close()
+
+
+def rss_kib(pid):
+    """The resident set of process pid, in KiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
