@@ -35,6 +35,7 @@ static const struct rrc_config rrc_config_defaults = {
 	.max_negative_ttl = 3600,
 	.serve_stale = false,
 	.max_stale = 86400,
+	.servfail_ttl = 5,
 	.tcp_idle_timeout_ms = 10000,
 	.tcp_max_connections = 1024,
 	.tcp_max_per_client = 64,
@@ -362,6 +363,8 @@ static const struct key cache_keys[] = {
 	{"max_negative_ttl", K_TTL, F(max_negative_ttl), 0, 604800, NULL},
 	{"serve_stale", K_BOOL, F(serve_stale), 0, 1, NULL},
 	{"max_stale", K_TTL, F(max_stale), 1, 2592000, NULL},
+	/* RFC 2308 §7.1: a server failure may be cached, for at most five minutes. */
+	{"servfail_ttl", K_TTL, F(servfail_ttl), 0, 300, NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
 
 static const struct key tcp_keys[] = {

@@ -228,11 +228,31 @@ static size_t stale_finish(uint8_t *buf, size_t len, size_t cap, const struct rr
 	return rrc_wire_finish(buf, len, cap, 0, c);
 }
 
+/* Remembers that the upstreams failed this question (RFC 2308 §7.1): a SERVFAIL stored under
+ * its key for cache.servfail_ttl seconds, so that a client repeating it is answered at once
+ * and the upstreams are not asked again meanwhile. Per instance: never shared through Redis. */
+static void remember_failure(struct rrc_query *q)
+{
+	const struct rrc_config *cfg = rrc_env_cfg(q->qs->env);
+	if (q->no_cache || cfg->servfail_ttl == 0 || q->keylen <= RRC_WIRE_KEY_TAIL)
+		return;
+	uint8_t buf[RRC_WIRE_HDR + RRC_WIRE_KEY_MAX];
+	size_t n = rrc_wire_build_query(buf, sizeof(buf), 0, q->key, q->keylen - RRC_WIRE_KEY_TAIL,
+					q->qtype, q->qclass, 0, false, false);
+	if (n == 0)
+		return;
+	rrc_put16(buf + 2, RRC_F_QR | RRC_F_RA | RRC_RCODE_SERVFAIL);
+	cache_store(q->qs, q->key, q->keylen, buf, n, cfg->servfail_ttl);
+}
+
 /* Answers every waiter with the stale answer when there is one (RFC 8767: the refresh
- * failed), else with rcode (SERVFAIL), and ends the query. */
-static void query_fail(struct rrc_query *q, unsigned rcode)
+ * failed), else with rcode (SERVFAIL), and ends the query. remember: the upstreams were asked
+ * and failed (not a shutdown, not "all down"): remember it for the name. */
+static void query_fail(struct rrc_query *q, unsigned rcode, bool remember)
 {
 	struct rrc_queries *qs = q->qs;
+	if (remember && !q->stale)
+		remember_failure(q);
 	struct rrc_worker_stats *st = qs->env->st;
 	for (struct waiter *wt = q->waiters; wt; wt = wt->next) {
 		struct rrc_wire_client c;
@@ -322,7 +342,7 @@ static void next_attempt(struct rrc_query *q)
 	/* Nothing could be sent. If nothing else is in the air either, fail now rather than
 	 * letting the client wait for the budget (all upstreams down). */
 	if (q->live == 0)
-		query_fail(q, RRC_RCODE_SERVFAIL);
+		query_fail(q, RRC_RCODE_SERVFAIL, q->n_att > 0);
 }
 
 static void on_retry(uv_timer_t *t)
@@ -397,7 +417,7 @@ static void on_budget(uv_timer_t *t)
 		return;
 	if (q->last)
 		rrc_upstream_attempt_timeout(q->last);
-	query_fail(q, RRC_RCODE_SERVFAIL);
+	query_fail(q, RRC_RCODE_SERVFAIL, q->n_att > 0);
 }
 
 static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, size_t len,
@@ -720,7 +740,7 @@ void rrc_queries_abort_all(struct rrc_queries *qs)
 {
 	for (size_t b = 0; b < RRC_INFLIGHT_BUCKETS; b++) {
 		while (qs->inflight[b])
-			query_fail(qs->inflight[b], RRC_RCODE_SERVFAIL);
+			query_fail(qs->inflight[b], RRC_RCODE_SERVFAIL, false);
 	}
 }
 

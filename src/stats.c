@@ -251,6 +251,10 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	       s->unwanted_replies);
 	single(b, "malformed_replies_total", "counter", "Upstream replies refused as malformed.",
 	       s->malformed_replies);
+	single(b, "upstream_local_errors_total", "counter",
+	       "Upstream queries this machine could not send (no descriptor, buffer, port or "
+	       "memory); never counted against the upstream.",
+	       s->upstream_local_errors);
 
 	family(b, "malformed_queries_total", "counter", "Client queries refused, by reason.");
 	for (unsigned i = 1; i < RRC_WR_COUNT; i++)
@@ -408,7 +412,8 @@ void rrc_stats_json(const struct rrc_stats_view *v, struct rrc_buf *b)
 				      {"timeouts", s->upstream_timeouts},
 				      {"errors", s->upstream_errors},
 				      {"unwanted_replies", s->unwanted_replies},
-				      {"malformed_replies", s->malformed_replies}};
+				      {"malformed_replies", s->malformed_replies},
+				      {"local_errors", s->upstream_local_errors}};
 	const struct kv clients[] = {
 		{"malformed", malformed},	   {"acl_dropped", s->acl_dropped},
 		{"acl_refused", s->acl_refused},   {"coalesced", s->coalesced},

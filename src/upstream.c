@@ -42,10 +42,13 @@
 struct server {
 	struct rrc_sockaddr addr;
 	char name[64];
-	unsigned refs; /* the set's array + live attempts */
-	int idx;       /* position in the set, -1 once removed by a reload */
-	uint32_t failures;
-	uint32_t good_probes;
+	unsigned refs;	      /* the set's array + live attempts */
+	int idx;	      /* position in the set, -1 once removed by a reload */
+	uint32_t failures;    /* counted failures in a row (see server_failed) */
+	uint32_t good_probes; /* while down: good probes in a row */
+	uint64_t last_ok_us;  /* its last valid reply, to anything */
+	bool suspect;	      /* max_failures reached while up: a probe decides */
+	bool probing;	      /* a probe of it is in flight */
 };
 
 struct rrc_upstreams {
@@ -54,9 +57,8 @@ struct rrc_upstreams {
 	struct rrc_balancer_server bal[RRC_MAX_UPSTREAMS];
 	unsigned n;
 	unsigned cursor;
-	enum rrc_policy policy;
-	uint32_t max_failures, probe_successes, probe_interval_ms;
 	uv_timer_t probe_timer;
+	uv_timer_t verdict;	      /* judges probes at their deadline (upstream.timeout) */
 	struct rrc_attempt *attempts; /* every live attempt, for close-all */
 	unsigned closes;	      /* handles not yet closed */
 	bool closing;
@@ -127,14 +129,63 @@ static void set_up(struct rrc_upstreams *u, struct server *s, bool up)
 		u->env->worker, s->name, up ? "up again" : "down");
 }
 
-static void health(struct rrc_upstreams *u, struct server *s, bool ok)
+/*
+ * Health follows the server, not one name. A valid reply (to a client's query or a probe)
+ * shows it alive. A failure (a timeout, an error, a malformed reply) counts against it only
+ * when it has answered nothing since the failed attempt left: a server that answers others
+ * while one name times out is alive, and the failure is that name's. max_failures counted
+ * failures in a row make an up server suspect, and a probe decides: only a probe that fails
+ * marks it down, so query failures alone never do, not even for the last server up.
+ */
+static void server_answered(struct server *s)
 {
+	s->last_ok_us = uv_hrtime() / 1000;
+	s->failures = 0;
+	s->suspect = false;
+}
+
+static void send_probe(struct rrc_upstreams *u, struct server *s);
+
+static void server_failed(struct rrc_upstreams *u, struct server *s, uint64_t sent_us)
+{
+	if (s->idx < 0 || !u->bal[s->idx].up || s->last_ok_us >= sent_us)
+		return;
+	if (++s->failures < rrc_env_cfg(u->env)->max_failures || s->suspect)
+		return;
+	s->suspect = true;
+	rrc_log(RRC_LOG_INFO, RRC_LG_UPSTREAM,
+		"worker %u: upstream %s: %u failures in a row and no answer since; probing it",
+		u->env->worker, s->name, s->failures);
+	send_probe(u, s);
+}
+
+/* A probe's verdict. */
+static void probe_result(struct rrc_upstreams *u, struct server *s, bool ok)
+{
+	if (s->idx < 0)
+		return;
+	bool up = u->bal[s->idx].up;
 	if (ok) {
-		s->failures = 0;
+		server_answered(s);
+		if (!up && ++s->good_probes >= rrc_env_cfg(u->env)->probe_successes) {
+			s->good_probes = 0;
+			set_up(u, s, true);
+		}
 		return;
 	}
-	if (++s->failures >= u->max_failures)
+	s->good_probes = 0;
+	if (up && s->suspect) {
+		s->suspect = false;
+		s->failures = 0;
 		set_up(u, s, false);
+	}
+}
+
+/* Errors of this machine, not of the server: no descriptor, no buffer, no port, no memory. */
+static bool local_error(int rc)
+{
+	return rc == UV_EMFILE || rc == UV_ENFILE || rc == UV_ENOBUFS || rc == UV_ENOMEM ||
+	       rc == UV_EADDRNOTAVAIL || rc == UV_EAGAIN;
 }
 
 static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, struct server **old,
@@ -199,14 +250,11 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 	memcpy(u->bal, bal, sizeof(bal));
 	u->n = cfg->n_upstreams;
 	u->cursor = 0;
-	u->policy = cfg->policy;
-	u->max_failures = cfg->max_failures;
-	u->probe_successes = cfg->probe_successes;
-	u->probe_interval_ms = cfg->probe_interval_ms;
 	return 0;
 }
 
 static void on_probe_tick(uv_timer_t *t);
+static void on_verdict(uv_timer_t *t);
 static void on_sockets_readable(uv_poll_t *p, int status, int events);
 
 struct rrc_upstreams *rrc_upstreams_create(const struct rrc_env *env, char err[RRC_ERR_LEN])
@@ -243,6 +291,8 @@ struct rrc_upstreams *rrc_upstreams_create(const struct rrc_env *env, char err[R
 	uv_poll_start(&u->ep_poll, UV_READABLE, on_sockets_readable);
 	uv_timer_init(env->loop, &u->probe_timer);
 	u->probe_timer.data = u;
+	uv_timer_init(env->loop, &u->verdict);
+	u->verdict.data = u;
 	uv_timer_start(&u->probe_timer, on_probe_tick, cfg->probe_interval_ms,
 		       cfg->probe_interval_ms);
 	return u;
@@ -280,7 +330,7 @@ unsigned rrc_upstreams_count(const struct rrc_upstreams *u)
 
 int rrc_upstreams_pick(struct rrc_upstreams *u, uint64_t exclude)
 {
-	return rrc_balancer_pick(u->policy, &u->cursor, u->bal, u->n, exclude);
+	return rrc_balancer_pick(rrc_env_cfg(u->env)->policy, &u->cursor, u->bal, u->n, exclude);
 }
 
 static void maybe_free_set(struct rrc_upstreams *u)
@@ -341,6 +391,8 @@ static void attempt_end(struct rrc_attempt *a, bool tcp_handle)
 {
 	struct rrc_upstreams *u = a->u;
 	a->closing = true;
+	if (a->probe)
+		a->srv->probing = false;
 	unlink_attempt(a);
 	if (tcp_handle) {
 		u->closes++;
@@ -385,7 +437,7 @@ void rrc_upstream_attempt_timeout(struct rrc_attempt *a)
 	if (us)
 		us->timeouts++;
 	a->u->env->st->upstream_timeouts++;
-	health(a->u, a->srv, false);
+	server_failed(a->u, a->srv, a->sent_us);
 }
 
 /* Hands the outcome to the caller once; the attempt stays open until cancelled. */
@@ -407,20 +459,15 @@ static void deliver(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struc
 		uint64_t now = uv_hrtime() / 1000;
 		rrc_hist_add(&us->rtt, now > a->sent_us ? now - a->sent_us : 0);
 	}
-	health(a->u, a->srv, pkt != NULL);
 	if (a->probe) {
-		if (pkt && a->srv->idx >= 0) {
-			if (++a->srv->good_probes >= a->u->probe_successes) {
-				a->srv->good_probes = 0;
-				a->srv->failures = 0;
-				set_up(a->u, a->srv, true);
-			}
-		} else {
-			a->srv->good_probes = 0;
-		}
+		probe_result(a->u, a->srv, pkt != NULL);
 		rrc_upstream_cancel(a);
 		return;
 	}
+	if (pkt)
+		server_answered(a->srv);
+	else
+		server_failed(a->u, a->srv, a->sent_us);
 	a->cb = NULL;
 	if (cb)
 		cb(ctx, a, pkt, len, r);
@@ -638,6 +685,8 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 	a->cb = cb;
 	a->ctx = ctx;
 	a->qlen = len;
+	if (probe)
+		a->srv->probing = true;
 	a->fd = -1;
 	rrc_put16(a->q, (uint16_t)len);
 	memcpy(a->q + 2, query, len);
@@ -657,9 +706,17 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 	if (rc) {
 		rrc_log_limited(RRC_LOG_WARN, RRC_LG_UPSTREAM, "cannot query %s: %s", a->srv->name,
 				uv_strerror(rc));
-		st->up[idx].errors++;
-		st->upstream_errors++;
-		health(u, a->srv, false);
+		if (local_error(rc)) {
+			/* This machine's shortage: the server is not to blame. */
+			st->upstream_local_errors++;
+		} else {
+			st->up[idx].errors++;
+			st->upstream_errors++;
+			if (probe)
+				probe_result(u, a->srv, false);
+			else
+				server_failed(u, a->srv, a->sent_us);
+		}
 		rrc_upstream_cancel(a);
 		return NULL;
 	}
@@ -688,24 +745,60 @@ struct rrc_attempt *rrc_upstream_send(struct rrc_upstreams *u, int idx, bool tcp
 	return attempt_new(u, idx, tcp, query, len, false, cb, ctx);
 }
 
-static void on_probe_tick(uv_timer_t *t)
+/* Slack on a probe's deadline: a timer may fire a little before the deadline is up by the
+ * monotonic clock (timers run on the loop's millisecond clock). */
+#define RRC_PROBE_SLACK_US 10000
+
+/* A probe without a reply after upstream.timeout has failed. The verdict timer is armed for
+ * the next probe still waiting. */
+static void judge_probes(struct rrc_upstreams *u)
 {
-	struct rrc_upstreams *u = t->data;
-	/* A probe still open from the last tick got no answer: it failed. */
+	const struct rrc_config *cfg = rrc_env_cfg(u->env);
+	uint64_t now = uv_hrtime() / 1000;
+	uint64_t patience = (uint64_t)cfg->upstream_timeout_ms * 1000;
+	uint64_t next_due = 0;
 	struct rrc_attempt *next;
 	for (struct rrc_attempt *a = u->attempts; a; a = next) {
 		next = a->next;
-		if (a->probe && !a->closing) {
-			a->srv->good_probes = 0;
+		if (!a->probe || a->closing)
+			continue;
+		if (now + RRC_PROBE_SLACK_US >= a->sent_us + patience) {
+			probe_result(u, a->srv, false);
 			rrc_upstream_cancel(a);
+		} else if (!next_due || a->sent_us + patience < next_due) {
+			next_due = a->sent_us + patience;
 		}
 	}
+	if (next_due)
+		uv_timer_start(&u->verdict, on_verdict, (next_due - now) / 1000 + 1, 0);
+}
+
+static void on_verdict(uv_timer_t *t)
+{
+	judge_probes(t->data);
+}
+
+static void send_probe(struct rrc_upstreams *u, struct server *s)
+{
+	if (s->probing || s->idx < 0)
+		return;
+	uint8_t probe[32];
+	size_t len = rrc_msg_build_probe(0, probe, sizeof(probe));
+	if (attempt_new(u, s->idx, false, probe, len, true, NULL, NULL) &&
+	    !uv_is_active((uv_handle_t *)&u->verdict))
+		uv_timer_start(&u->verdict, on_verdict, rrc_env_cfg(u->env)->upstream_timeout_ms,
+			       0);
+}
+
+/* Every probe_interval: probes past their deadline fail; a server that is down, or suspect,
+ * and has no probe in flight gets one. */
+static void on_probe_tick(uv_timer_t *t)
+{
+	struct rrc_upstreams *u = t->data;
+	judge_probes(u);
 	for (unsigned i = 0; i < u->n; i++) {
-		if (u->bal[i].up)
-			continue;
-		uint8_t probe[32];
-		size_t len = rrc_msg_build_probe(0, probe, sizeof(probe));
-		attempt_new(u, (int)i, false, probe, len, true, NULL, NULL);
+		if (!u->bal[i].up || u->srv[i]->suspect)
+			send_probe(u, u->srv[i]);
 	}
 }
 
@@ -727,8 +820,9 @@ static void on_sockets_poll_closed(uv_handle_t *h)
 void rrc_upstreams_close(struct rrc_upstreams *u)
 {
 	u->closing = true;
-	u->closes += 2;
+	u->closes += 3;
 	uv_close((uv_handle_t *)&u->probe_timer, on_probe_timer_closed);
+	uv_close((uv_handle_t *)&u->verdict, on_probe_timer_closed);
 	uv_close((uv_handle_t *)&u->ep_poll, on_sockets_poll_closed);
 	struct rrc_attempt *next;
 	for (struct rrc_attempt *a = u->attempts; a; a = next) {

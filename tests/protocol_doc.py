@@ -9,7 +9,7 @@ import os
 import re
 import sys
 
-ID = re.compile(r"\b([RUCLD][0-9]{1,2})\b")
+ID = re.compile(r"\b([RUCLDH][0-9]{1,2})\b")
 
 
 def main():
@@ -17,7 +17,7 @@ def main():
     doc = open(os.path.join(root, "docs", "protocol.md")).read()
     rows = {}
     for line in doc.splitlines():
-        m = re.match(r"^\| ([RUCLD][0-9]{1,2}) \|", line)
+        m = re.match(r"^\| ([RUCLDH][0-9]{1,2}) \|", line)
         if m:
             rows[m.group(1)] = line
     errors = []

@@ -91,6 +91,7 @@ struct rrc_config {
 	uint32_t min_ttl, max_ttl, max_negative_ttl;
 	bool serve_stale;   /* RFC 8767: answer from expired data when the refresh fails */
 	uint32_t max_stale; /* seconds past expiry such data may be served */
+	uint32_t servfail_ttl; /* a name whose upstream queries all failed: SERVFAIL this long */
 
 	uint32_t tcp_idle_timeout_ms;
 	uint32_t tcp_max_connections;

@@ -1,11 +1,13 @@
 """Upstream handling: balancing, failover, health, TC fallback, spoofing, randomness and
-coalescing (CONFORMANCE U1-U6)."""
+coalescing (docs/protocol.md U1-U6)."""
 import concurrent.futures
 import threading
 import time
 
+import dns.exception
 import dns.flags
 import dns.message
+import dns.name
 import dns.query
 import dns.rcode
 import dns.rrset
@@ -320,3 +322,72 @@ def test_two_workers_share_the_cache(fault, rrcache):
     assert set(per) == {0, 1}, log
     assert all(udp > 0 for udp, _, _ in per.values()), per
     assert any(hits > 0 and ups == 0 for _, hits, ups in per.values()), per
+
+
+def test_one_dead_name_does_not_take_the_upstream_down(fault, rrcache):
+    """A client asking 1.5 times a second for a name the upstream never answers, while other
+    names are asked now and then and answered: the upstream stays up and every other miss is
+    answered. The dead name is answered SERVFAIL, from the cache between its attempts
+    (cache.servfail_ttl, RFC 2308 §7.1). It used to be marked down after three timeouts in a
+    row, and everyone else's misses got SERVFAIL."""
+    import threading
+    dead = dns.name.from_text("black.hole.")
+    up = fault(lambda q, t: None if q.question[0].name == dead else default_answer(q))
+    r = rrcache([f"127.0.0.1:{up.port}"])
+    stop = threading.Event()
+    dead_answers = []
+
+    def one_dead():
+        try:
+            dead_answers.append(query(r.host, r.port, "black.hole.", timeout=3).rcode())
+        except dns.exception.Timeout:
+            dead_answers.append(None)
+    askers = []
+
+    def repeat_dead():
+        while not stop.is_set():
+            t = threading.Thread(target=one_dead)
+            t.start()
+            askers.append(t)
+            stop.wait(0.66)
+    t = threading.Thread(target=repeat_dead)
+    t.start()
+    try:
+        bad = []
+        for i in range(5):  # about 10 s, one other miss every 2 s
+            stop.wait(2.0)
+            resp = r.query(f"other{i}.test.")
+            if resp.rcode() != dns.rcode.NOERROR:
+                bad.append((i, dns.rcode.to_text(resp.rcode())))
+    finally:
+        stop.set()
+        t.join(10)
+        for a in askers:
+            a.join(10)
+    assert bad == [], bad
+    assert "is down" not in r.log()
+    assert dead_answers and all(a == dns.rcode.SERVFAIL for a in dead_answers), dead_answers
+    # Remembered between attempts: fewer upstream queries for it than client queries.
+    assert up.count("black.hole.") < len(dead_answers)
+    m = r.metrics()
+    assert m[("rrcache_upstream_up", frozenset({("upstream", f"127.0.0.1:{up.port}")}))] == 1
+
+
+def test_truncated_junk_does_not_take_the_upstream_down(fault, rrcache):
+    """For one name the upstream answers a datagram with TC=1 and junk after the question:
+    malformed, every attempt of the query fails. Those failures make the server suspect, but
+    it answers its probe: it stays up. (It used to go down at once, within that one query.)"""
+    junk = dns.name.from_text("tc.junk.")
+
+    def handler(q, transport):
+        if q.question[0].name != junk:
+            return default_answer(q)
+        r = dns.message.make_response(q)
+        r.flags |= dns.flags.TC
+        return r.to_wire() + b"\x13\x37 junk"
+    up = fault(handler)
+    r = rrcache([f"127.0.0.1:{up.port}"])
+    assert r.query("tc.junk.", timeout=5).rcode() == dns.rcode.SERVFAIL
+    time.sleep(1.5)  # the probe's verdict
+    assert "is down" not in r.log()
+    assert r.query("after.test.").rcode() == dns.rcode.NOERROR

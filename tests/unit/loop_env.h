@@ -163,15 +163,10 @@ static inline size_t test_answer(const uint8_t *q, size_t qlen, uint16_t flags_o
 	return qe + sizeof(rr);
 }
 
-/* A client query for name (text, e.g. "www.example.com") of type A with EDNS. */
-static inline size_t test_query(const char *name, uint16_t id, uint8_t *out)
+/* A name in wire form (text, e.g. "www.example.com"). Returns its length. */
+static inline size_t test_wire_name(const char *name, uint8_t *out)
 {
-	memset(out, 0, 12);
-	rrc_put16(out, id);
-	rrc_put16(out + 2, RRC_F_RD);
-	rrc_put16(out + 4, 1);
-	rrc_put16(out + 10, 1);
-	size_t o = 12;
+	size_t o = 0;
 	const char *p = name;
 	while (*p) {
 		const char *dot = strchr(p, '.');
@@ -182,6 +177,18 @@ static inline size_t test_query(const char *name, uint16_t id, uint8_t *out)
 		p += l + (dot ? 1 : 0);
 	}
 	out[o++] = 0;
+	return o;
+}
+
+/* A client query for name (text, e.g. "www.example.com") of type A with EDNS. */
+static inline size_t test_query(const char *name, uint16_t id, uint8_t *out)
+{
+	memset(out, 0, 12);
+	rrc_put16(out, id);
+	rrc_put16(out + 2, RRC_F_RD);
+	rrc_put16(out + 4, 1);
+	rrc_put16(out + 10, 1);
+	size_t o = 12 + test_wire_name(name, out + 12);
 	rrc_put16(out + o, 1); /* A */
 	rrc_put16(out + o + 2, 1);
 	o += 4;
@@ -205,6 +212,9 @@ struct fake_dns {
 	unsigned delay_ms;
 	uint16_t port;
 	unsigned udp_queries, tcp_queries;
+	/* A name (wire form) this server never answers, whatever its mode; empty: none. */
+	uint8_t silent_name[64];
+	size_t silent_len;
 	uv_udp_t udp;
 	uv_tcp_t tcp;
 	uv_loop_t *loop;
@@ -269,6 +279,9 @@ static void on_fake_udp(uv_udp_t *h, ssize_t n, const uv_buf_t *b, const struct 
 	f->udp_queries++;
 	uint8_t out[512];
 	const uint8_t *q = (const uint8_t *)b->base;
+	if (f->silent_len && (size_t)n >= 12 + f->silent_len &&
+	    memcmp(q + 12, f->silent_name, f->silent_len) == 0)
+		return;
 	switch (f->mode) {
 	case FAKE_SILENT:
 		return;

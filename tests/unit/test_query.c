@@ -203,6 +203,21 @@ static void test_budget_ends_in_servfail(void **state)
 	assert_int_equal(x.t.st.servfail, 1);
 	assert_int_equal(x.t.st.rcode[RRC_RC_SERVFAIL], 1);
 	assert_true(c.holds == 1 && c.releases == 1);
+	/* The failure is remembered for the name (cache.servfail_ttl, RFC 2308 §7.1): asked
+	 * again, it is answered at once, from the cache, and nobody upstream is asked. */
+	unsigned asked = x.f[0].udp_queries + x.f[1].udp_queries;
+	struct fake_client again = {0};
+	size_t n = ask(&x, &again, "SILENT.example", 8, out, sizeof(out));
+	assert_true(n > 12);
+	assert_int_equal(rcode_of(out), RRC_RCODE_SERVFAIL);
+	assert_int_equal(rrc_get16(out), 8);
+	assert_memory_equal(out + 13, "SILENT", 6);
+	assert_int_equal(again.holds, 0);
+	test_run_for(&x.t, 20);
+	assert_int_equal(x.f[0].udp_queries + x.f[1].udp_queries, asked);
+	/* Another name is asked as usual. */
+	assert_int_equal(ask(&x, &again, "other.example", 9, out, sizeof(out)), 0);
+	test_run_until(&x.t, answered, &again);
 	teardown(&x);
 }
 

@@ -148,7 +148,30 @@ static bool any_up(void *arg)
 	return rrc_upstreams_any_up(arg);
 }
 
-/* max_failures timeouts in a row mark the server down; probes (". NS") bring it back after
+static struct rrc_config *probing_config(const uint16_t *port)
+{
+	struct rrc_config *cfg = test_config(port, 1);
+	cfg->max_failures = 3;
+	cfg->probe_interval_ms = 50;
+	cfg->probe_successes = 2;
+	cfg->upstream_timeout_ms = 100; /* a probe's patience */
+	return cfg;
+}
+
+/* Times out one attempt for name: a failure as the query would report it. */
+static void time_out(struct rrc_upstreams *u, const char *name, struct outcome *o)
+{
+	uint8_t q[512];
+	size_t qlen = test_query(name, 0, q);
+	struct rrc_attempt *a = rrc_upstream_send(u, 0, false, q, qlen, on_reply, o);
+	assert_non_null(a);
+	rrc_upstream_attempt_timeout(a);
+	rrc_upstream_attempt_timeout(a); /* judged once */
+	rrc_upstream_cancel(a);
+}
+
+/* max_failures timeouts in a row, with no answer in between, make the server suspect; its
+ * probe (". NS") gets no answer either, and only then is it down. Probes bring it back after
  * probe_successes good answers, and are not counted as client queries. */
 static void test_timeouts_mark_down_and_probes_bring_back(void **state)
 {
@@ -156,26 +179,19 @@ static void test_timeouts_mark_down_and_probes_bring_back(void **state)
 	struct fake_dns f;
 	test_env_init(&t, 1 << 20, 10000);
 	fake_start(&f, &t.loop, FAKE_SILENT);
-	struct rrc_config *cfg = test_config(&f.port, 1);
-	cfg->max_failures = 3;
-	cfg->probe_interval_ms = 50;
-	cfg->probe_successes = 2;
-	test_env_config(&t, cfg);
+	test_env_config(&t, probing_config(&f.port));
 	char err[RRC_ERR_LEN];
 	struct rrc_upstreams *u = rrc_upstreams_create(&t.env, err);
 	assert_non_null(u);
-	uint8_t q[512];
-	size_t qlen = test_query("www.example.com", 0, q);
 	struct outcome o = {0};
 	for (int i = 0; i < 3; i++) {
 		assert_true(rrc_upstreams_any_up(u));
-		struct rrc_attempt *a = rrc_upstream_send(u, 0, false, q, qlen, on_reply, &o);
-		assert_non_null(a);
-		rrc_upstream_attempt_timeout(a);
-		rrc_upstream_attempt_timeout(a); /* judged once */
-		rrc_upstream_cancel(a);
+		time_out(u, "www.example.com", &o);
 	}
-	assert_true(all_down(u));
+	/* Suspect, not down: its probe decides. */
+	assert_true(rrc_upstreams_any_up(u));
+	test_run_until(&t, all_down, u);
+	assert_true(f.udp_queries >= 4);
 	assert_int_equal(rrc_upstreams_pick(u, 0), -1);
 	assert_int_equal(t.st.upstream_timeouts, 3);
 	assert_int_equal(t.st.up[0].timeouts, 3);
@@ -191,6 +207,66 @@ static void test_timeouts_mark_down_and_probes_bring_back(void **state)
 	assert_int_equal(rrc_upstreams_pick(u, 0), 0);
 	assert_int_equal(t.st.up[0].up, 1);
 	assert_int_equal(t.st.upstream_queries, 3); /* probes are not client queries */
+	assert_int_equal(o.calls, 0);
+	teardown(&t, &f, u);
+}
+
+/* A server that answers other names is alive: the timeouts of one name do not count against
+ * it, however many (a client repeating an unresolvable name used to take a server down). */
+static void test_failures_of_one_name_do_not_count(void **state)
+{
+	struct test_env t;
+	struct fake_dns f;
+	test_env_init(&t, 1 << 20, 10000);
+	fake_start(&f, &t.loop, FAKE_ANSWER);
+	f.silent_len = test_wire_name("black.hole", f.silent_name);
+	test_env_config(&t, probing_config(&f.port));
+	char err[RRC_ERR_LEN];
+	struct rrc_upstreams *u = rrc_upstreams_create(&t.env, err);
+	assert_non_null(u);
+	/* The attempts for black.hole leave, then another name is answered, then they fail. */
+	uint8_t q[512];
+	size_t qlen = test_query("black.hole", 0, q);
+	struct outcome lost = {0};
+	struct rrc_attempt *pending[10];
+	for (int i = 0; i < 10; i++)
+		pending[i] = rrc_upstream_send(u, 0, false, q, qlen, on_reply, &lost);
+	struct outcome o = {0};
+	attempt(&t, u, false, &o);
+	assert_true(o.ok);
+	for (int i = 0; i < 10; i++) {
+		rrc_upstream_attempt_timeout(pending[i]);
+		rrc_upstream_cancel(pending[i]);
+	}
+	assert_int_equal(t.st.upstream_timeouts, 10);
+	test_run_for(&t, 300);
+	assert_true(rrc_upstreams_any_up(u));
+	assert_int_equal(f.udp_queries, 11); /* no probe was needed */
+	teardown(&t, &f, u);
+}
+
+/* Failures in a row with no answer between make it suspect; a probe that is answered keeps
+ * it up (a name nobody answers, asked often, can no longer take a server down). */
+static void test_suspect_server_answering_its_probe_stays_up(void **state)
+{
+	struct test_env t;
+	struct fake_dns f;
+	test_env_init(&t, 1 << 20, 10000);
+	fake_start(&f, &t.loop, FAKE_ANSWER);
+	f.silent_len = test_wire_name("black.hole", f.silent_name);
+	test_env_config(&t, probing_config(&f.port));
+	char err[RRC_ERR_LEN];
+	struct rrc_upstreams *u = rrc_upstreams_create(&t.env, err);
+	assert_non_null(u);
+	struct outcome o = {0};
+	for (int round = 0; round < 3; round++) {
+		for (int i = 0; i < 3; i++)
+			time_out(u, "black.hole", &o);
+		test_run_for(&t, 150); /* the probe is answered */
+		assert_true(rrc_upstreams_any_up(u));
+	}
+	assert_int_equal(f.udp_queries, 9 + 3); /* three probes, one a round */
+	assert_int_equal(t.st.upstream_queries, 9);
 	assert_int_equal(o.calls, 0);
 	teardown(&t, &f, u);
 }
@@ -257,6 +333,8 @@ int main(void)
 		cmocka_unit_test(test_reply_with_another_id_is_ignored),
 		cmocka_unit_test(test_refused_port_fails_the_attempt),
 		cmocka_unit_test(test_timeouts_mark_down_and_probes_bring_back),
+		cmocka_unit_test(test_failures_of_one_name_do_not_count),
+		cmocka_unit_test(test_suspect_server_answering_its_probe_stays_up),
 		cmocka_unit_test(test_reconfigure_keeps_counters),
 		cmocka_unit_test(test_descriptor_shortage_is_reported),
 	};
