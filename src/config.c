@@ -1007,3 +1007,29 @@ void rrc_config_free(struct rrc_config *cfg)
 	free(cfg->path);
 	free(cfg);
 }
+
+void rrc_config_fit_descriptors(struct rrc_config *cfg, uint64_t fd_limit, char *note, size_t cap)
+{
+	note[0] = '\0';
+	uint64_t reserve = RRC_FD_RESERVE((uint64_t)cfg->workers, cfg->n_listen);
+	uint64_t left = fd_limit > reserve ? fd_limit - reserve : 0;
+	uint32_t tcp = cfg->tcp_max_connections, inflight = cfg->max_inflight;
+	/* Client connections take at most half of what is left; upstream queries the rest. */
+	if (tcp > left / 2)
+		tcp = (uint32_t)RRC_MAX(left / 2, 1);
+	uint64_t rest = left > tcp ? left - tcp : 0;
+	uint64_t per_worker = rest / RRC_FD_PER_INFLIGHT / cfg->workers;
+	if (inflight > per_worker)
+		inflight = (uint32_t)RRC_MAX(per_worker, 1);
+	if (tcp == cfg->tcp_max_connections && inflight == cfg->max_inflight)
+		return;
+	snprintf(note, cap,
+		 "%llu file descriptors allowed: tcp.max_connections %u -> %u, "
+		 "upstream.max_inflight %u -> %u per worker",
+		 (unsigned long long)fd_limit, cfg->tcp_max_connections, tcp, cfg->max_inflight,
+		 inflight);
+	cfg->tcp_max_connections = tcp;
+	if (cfg->tcp_max_per_client > tcp)
+		cfg->tcp_max_per_client = tcp;
+	cfg->max_inflight = inflight;
+}

@@ -14,6 +14,7 @@
 
 #include <getopt.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,38 @@ static void on_stop_signal(uv_signal_t *h, int signum)
 	uv_stop(h->loop);
 }
 
+/* Raises the soft limit on open files to the hard one (once, at start) and returns it. */
+static uint64_t raise_fd_limit(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return 1024;
+	if (rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,
+				"open files: soft limit raised from %llu to %llu",
+				(unsigned long long)was, (unsigned long long)rl.rlim_cur);
+		else
+			rl.rlim_cur = was;
+	}
+	return rl.rlim_cur == RLIM_INFINITY ? UINT32_MAX : (uint64_t)rl.rlim_cur;
+}
+
+/* Lowers the limits of cfg that all at once would need more descriptors than allowed. */
+static void fit_descriptors(struct rrc_config *cfg)
+{
+	struct rlimit rl;
+	char note[RRC_ERR_LEN];
+	if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+		return;
+	rrc_config_fit_descriptors(cfg, rl.rlim_cur == RLIM_INFINITY ? UINT32_MAX : rl.rlim_cur,
+				   note, sizeof(note));
+	if (note[0])
+		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG, "%s", note);
+}
+
 static void on_hup(uv_signal_t *h, int signum)
 {
 	struct app *app = h->data;
@@ -70,6 +103,7 @@ static void on_hup(uv_signal_t *h, int signum)
 			err);
 		return;
 	}
+	fit_descriptors(cfg);
 	if (rrc_server_reload(app->server, cfg) == 0)
 		rrc_log(RRC_LOG_INFO, RRC_LG_CONFIG, "configuration reloaded%s%s",
 			app->path ? " from " : "", app->path ? app->path : "");
@@ -259,6 +293,8 @@ int main(int argc, char **argv)
 	}
 	rrc_log_set_level(cfg->log_level);
 	signal(SIGPIPE, SIG_IGN);
+	raise_fd_limit();
+	fit_descriptors(cfg);
 
 	char up[64], lst[64];
 	rrc_addr_format(&cfg->upstreams[0].addr, up, sizeof(up));

@@ -89,8 +89,8 @@ struct rrc_config {
 
 	uint64_t cache_size;
 	uint32_t min_ttl, max_ttl, max_negative_ttl;
-	bool serve_stale;   /* RFC 8767: answer from expired data when the refresh fails */
-	uint32_t max_stale; /* seconds past expiry such data may be served */
+	bool serve_stale;      /* RFC 8767: answer from expired data when the refresh fails */
+	uint32_t max_stale;    /* seconds past expiry such data may be served */
 	uint32_t servfail_ttl; /* a name whose upstream queries all failed: SERVFAIL this long */
 
 	uint32_t tcp_idle_timeout_ms;
@@ -131,6 +131,21 @@ struct rrc_config_overrides {
 struct rrc_config *rrc_config_build(const char *path, const struct rrc_config_overrides *ov,
 				    char err[RRC_ERR_LEN]);
 void rrc_config_free(struct rrc_config *cfg);
+
+/* Descriptors rrcache keeps for itself whatever the load: listening sockets, epoll sets,
+ * eventfds, Redis and HTTP connections, the query log, files (a generous count). */
+#define RRC_FD_RESERVE(workers, listen) (64 + (workers) * (8 + 2 * (listen)))
+/* Descriptors an upstream query in flight may hold: its first attempt and one retry sent
+ * while the first stays open (more are rare: a retry comes only each upstream.timeout). */
+#define RRC_FD_PER_INFLIGHT 2
+
+/*
+ * Fits the limits of cfg to a process allowed fd_limit descriptors: tcp.max_connections and
+ * upstream.max_inflight (per worker) are lowered where all of them at once would not fit, so
+ * that a burst ends in counted refusals rather than failed sockets. Writes what was chosen
+ * into note (empty when nothing changed). Call before the configuration is used.
+ */
+void rrc_config_fit_descriptors(struct rrc_config *cfg, uint64_t fd_limit, char *note, size_t cap);
 
 /* "64MiB", "1GB", "4096", "512KiB" -> bytes. Returns 0 or -EINVAL. */
 int rrc_config_parse_size(const char *s, uint64_t *out);

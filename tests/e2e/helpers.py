@@ -362,7 +362,7 @@ class Rrcache:
     """The real rrcache binary with a generated YAML file."""
 
     def __init__(self, upstreams, config_extra="", workers=1, listen=None, args=None,
-                 upstream_extra="", stats_extra=""):
+                 upstream_extra="", stats_extra="", nofile=None):
         if not os.path.exists(RRCACHE):
             raise RuntimeError(f"{RRCACHE} is missing: build first (cmake --build build)")
         self.dir = tempfile.mkdtemp(prefix="rrc-")
@@ -394,8 +394,12 @@ stats:
 """ + config_extra)
         self.logpath = os.path.join(self.dir, "rrcache.log")
         self.logf = open(self.logpath, "w")
+        def limit_files():
+            import resource
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
         self.proc = subprocess.Popen([RRCACHE, "-c", self.conf] + (args or []),
-                                     stdout=self.logf, stderr=subprocess.STDOUT)
+                                     stdout=self.logf, stderr=subprocess.STDOUT,
+                                     preexec_fn=limit_files if nofile else None)
         try:
             wait_answering(self.port, host=self.host, proc=self.proc)
         except Exception:

@@ -391,3 +391,45 @@ def test_truncated_junk_does_not_take_the_upstream_down(fault, rrcache):
     time.sleep(1.5)  # the probe's verdict
     assert "is down" not in r.log()
     assert r.query("after.test.").rcode() == dns.rcode.NOERROR
+
+
+def test_descriptor_shortage_is_not_the_upstreams_fault(fault, rrcache):
+    """With 256 open files allowed, upstream.max_inflight is fitted at start (and logged), a
+    burst of 600 misses beyond it is refused and counted, and the upstream is never marked down:
+    right after the burst a new name is answered. (EMFILE used to mark the upstream down and
+    clients got SERVFAIL after the burst had passed.)"""
+    import socket
+    slow = fault(lambda q, t: [("sleep", 0.3), default_answer(q)])
+    r = rrcache([f"127.0.0.1:{slow.port}"], nofile=256)
+    assert "file descriptors allowed" in r.log() and "upstream.max_inflight 10000 ->" in r.log()
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    answers = 0
+
+    def drain(wait):
+        nonlocal answers
+        s.settimeout(wait)
+        while True:
+            try:
+                s.recv(4096)
+                answers += 1
+            except (socket.timeout, BlockingIOError):
+                return
+    try:
+        # In steps of 50, reading what came back between them (so that no socket buffer
+        # overflows): all 600 are sent within a few tens of milliseconds.
+        for i in range(600):
+            s.sendto(dns.message.make_query(f"burst{i}.test.", "A").to_wire(),
+                     ("127.0.0.1", r.port))
+            if i % 50 == 49:
+                drain(0.001)
+        deadline = time.monotonic() + 5
+        while answers < 600 and time.monotonic() < deadline:
+            drain(0.2)
+    finally:
+        s.close()
+    assert answers == 600
+    assert "is down" not in r.log()
+    assert r.query("after-burst.test.", timeout=3).rcode() == dns.rcode.NOERROR
+    m = r.metrics()
+    assert m[("rrcache_inflight_limit_total", frozenset())] > 0
+    assert m.get(("rrcache_upstream_local_errors_total", frozenset()), 0) == 0

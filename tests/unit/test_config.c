@@ -397,14 +397,43 @@ static void test_redis_section(void **state)
 	assert_non_null(strstr(err, "--redis:"));
 }
 
+/* The limits are fitted to the descriptors the process may open, and say so. */
+static void test_fit_descriptors(void **state)
+{
+	char err[RRC_ERR_LEN], note[RRC_ERR_LEN];
+	struct rrc_config_overrides ov = {.upstream = {"192.0.2.1"},
+					  .n_upstream = 1,
+					  .listen = {"127.0.0.1:5300", "[::1]:5300"},
+					  .n_listen = 2,
+					  .workers = "2"};
+	struct rrc_config *cfg = rrc_config_build(NULL, &ov, err);
+	assert_non_null(cfg);
+	rrc_config_fit_descriptors(cfg, 1 << 20, note, sizeof(note));
+	assert_string_equal(note, "");
+	assert_int_equal(cfg->max_inflight, 10000);
+	assert_int_equal(cfg->tcp_max_connections, 1024);
+	/* 1024 descriptors: 88 kept back, half the rest for TCP clients, the other half for
+	 * two workers' upstream queries at two descriptors each. */
+	rrc_config_fit_descriptors(cfg, 1024, note, sizeof(note));
+	assert_int_equal(cfg->tcp_max_connections, 468);
+	assert_int_equal(cfg->max_inflight, 117);
+	assert_true(cfg->tcp_max_per_client <= 468);
+	assert_non_null(strstr(note, "upstream.max_inflight 10000 -> 117 per worker"));
+	/* Absurdly few: still at least one of each. */
+	rrc_config_fit_descriptors(cfg, 10, note, sizeof(note));
+	assert_int_equal(cfg->tcp_max_connections, 1);
+	assert_int_equal(cfg->max_inflight, 1);
+	rrc_config_free(cfg);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_sizes_durations),	   cmocka_unit_test(test_addresses),
-		cmocka_unit_test(test_full_file),	   cmocka_unit_test(test_errors),
-		cmocka_unit_test(test_defaults_and_flags), cmocka_unit_test(test_resolv_conf_self),
-		cmocka_unit_test(test_redis_urls),	   cmocka_unit_test(test_redis_section),
-		cmocka_unit_test(test_shipped_file),
+		cmocka_unit_test(test_fit_descriptors),	 cmocka_unit_test(test_sizes_durations),
+		cmocka_unit_test(test_addresses),	 cmocka_unit_test(test_full_file),
+		cmocka_unit_test(test_errors),		 cmocka_unit_test(test_defaults_and_flags),
+		cmocka_unit_test(test_resolv_conf_self), cmocka_unit_test(test_redis_urls),
+		cmocka_unit_test(test_redis_section),	 cmocka_unit_test(test_shipped_file),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
