@@ -29,6 +29,8 @@ static const struct rrc_config rrc_config_defaults = {
 	.probe_interval_ms = 1000,
 	.probe_successes = 2,
 	.max_inflight = 10000,
+	.max_waiters_per_query = 100,
+	.max_waiters = 20000,
 	.cache_size = 64ull << 20,
 	.min_ttl = 0,
 	.max_ttl = 86400,
@@ -354,6 +356,8 @@ static const struct key upstream_keys[] = {
 	{"probe_interval", K_DURATION, F(probe_interval_ms), 10, 3600000, NULL},
 	{"probe_successes", K_UINT, F(probe_successes), 1, 1000, NULL},
 	{"max_inflight", K_UINT, F(max_inflight), 1, 1000000, NULL},
+	{"max_waiters_per_query", K_UINT, F(max_waiters_per_query), 1, 1000000, NULL},
+	{"max_waiters", K_UINT, F(max_waiters), 1, 10000000, NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
 
 static const struct key cache_keys[] = {

@@ -46,6 +46,7 @@ struct rrc_queries {
 	/* In-flight queries by cache key (coalescing, RFC 5452 §5). */
 	struct rrc_query **inflight;
 	unsigned n_inflight;
+	unsigned n_waiters; /* in all the queries in flight */
 	uint8_t hash_key[16];
 	/* Recycled miss-path objects (see pool.h). */
 	struct rrc_pool pool_query;
@@ -64,6 +65,7 @@ struct rrc_query {
 	uv_timer_t budget;
 	uv_timer_t retry;
 	struct waiter *waiters;
+	unsigned n_waiters;
 	struct rrc_attempt *att[RRC_QUERY_MAX_ATTEMPTS];
 	unsigned n_att;
 	unsigned live; /* attempts that may still deliver */
@@ -212,6 +214,8 @@ static void query_end(struct rrc_query *q)
 		wt = next;
 	}
 	q->waiters = NULL;
+	qs->n_waiters -= q->n_waiters;
+	q->n_waiters = 0;
 	free(q->stale);
 	q->stale = NULL;
 	q->closes = 2;
@@ -516,12 +520,21 @@ static enum miss_result start_miss(struct rrc_queries *qs, const struct rrc_clie
 	if (coalesce) {
 		struct rrc_query *q = table_find(qs, hash, key, keylen);
 		if (q) {
-			/* RFC 5452 §5: one upstream query for identical questions in flight. */
+			/* RFC 5452 §5: one upstream query for identical questions in flight. Those
+			 * waiting on it are bounded, also in all: a client repeating one question
+			 * that does not resolve must not grow memory. */
+			if (q->n_waiters >= cfg->max_waiters_per_query ||
+			    qs->n_waiters >= cfg->max_waiters) {
+				env->st->waiters_refused++;
+				return fail;
+			}
 			struct waiter *wt = waiter_new(qs, c, pkt, wq, limit);
 			if (!wt)
 				return fail;
 			wt->next = q->waiters;
 			q->waiters = wt;
+			q->n_waiters++;
+			qs->n_waiters++;
 			keep_stale(q, stale, stale_len);
 			env->st->coalesced++;
 			return MISS_LATER;
@@ -529,6 +542,10 @@ static enum miss_result start_miss(struct rrc_queries *qs, const struct rrc_clie
 	}
 	if (qs->n_inflight >= cfg->max_inflight) {
 		env->st->inflight_limit++;
+		return fail;
+	}
+	if (qs->n_waiters >= cfg->max_waiters) {
+		env->st->waiters_refused++;
 		return fail;
 	}
 	if (!rrc_upstreams_any_up(qs->ups) && !rrc_redis_state(qs->redis))
@@ -565,6 +582,8 @@ static enum miss_result start_miss(struct rrc_queries *qs, const struct rrc_clie
 	q->qtype = wq->qtype;
 	q->qclass = wq->qclass;
 	q->waiters = wt;
+	q->n_waiters = 1;
+	qs->n_waiters++;
 	uv_timer_init(env->loop, &q->budget);
 	uv_timer_init(env->loop, &q->retry);
 	q->budget.data = q;

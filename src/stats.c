@@ -266,6 +266,10 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	single(b, "inflight_limit_total", "counter",
 	       "Misses answered SERVFAIL because upstream.max_inflight was reached.",
 	       s->inflight_limit);
+	single(b, "waiters_refused_total", "counter",
+	       "Misses answered SERVFAIL because upstream.max_waiters_per_query or max_waiters "
+	       "was reached.",
+	       s->waiters_refused);
 	single(b, "udp_send_dropped_total", "counter", "UDP answers the socket could not take.",
 	       s->udp_send_dropped);
 

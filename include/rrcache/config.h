@@ -84,8 +84,10 @@ struct rrc_config {
 	uint32_t client_timeout_ms;   /* the client's whole budget */
 	uint32_t max_failures;	      /* consecutive, before an upstream is marked down */
 	uint32_t probe_interval_ms;
-	uint32_t probe_successes; /* good probes before it is up again */
-	uint32_t max_inflight;	  /* upstream queries in flight per worker */
+	uint32_t probe_successes;	/* good probes before it is up again */
+	uint32_t max_inflight;		/* upstream queries in flight per worker */
+	uint32_t max_waiters_per_query; /* clients waiting on one query in flight */
+	uint32_t max_waiters;		/* clients waiting, per worker */
 
 	uint64_t cache_size;
 	uint32_t min_ttl, max_ttl, max_negative_ttl;

@@ -128,12 +128,13 @@ struct rrc_worker_stats {
 	uint64_t tcp_accepted, tcp_refused_limit, tcp_closed_idle;
 	uint64_t tcp_open; /* gauge */
 	uint64_t inflight_limit;
+	uint64_t waiters_refused; /* clients refused by max_waiters(_per_query) */
 	/* The Redis tier (L2) */
 	uint64_t redis_hits, redis_misses, redis_expired, redis_bad_values;
 	uint64_t redis_errors, redis_timeouts, redis_skipped;
 	uint64_t redis_sets, redis_fleet_waits, redis_breaker_opens;
 	uint64_t redis_protocol_errors; /* connections dropped for what the server sent */
-	uint64_t redis_up; /* gauge: the data connection is ready */
+	uint64_t redis_up;		/* gauge: the data connection is ready */
 	uint64_t dnstap_sent, dnstap_dropped;
 	struct rrc_hist latency; /* client-visible: from the datagram's arrival to the answer */
 	struct rrc_upstream_stats up[RRC_BALANCER_MAX];

@@ -249,3 +249,49 @@ def test_mutated_packets_leave_it_alive(knot, rrcache):
     assert r.proc.poll() is None
     m = r.query("www.example.test.")
     assert m.answer[0][0].address == "192.0.2.1"
+
+
+def test_clients_waiting_on_one_question_are_bounded(fault, rrcache):
+    """Four sockets repeating, as fast as they can, a question the upstream never answers:
+    the clients waiting on it are bounded (upstream.max_waiters_per_query), the rest are
+    answered SERVFAIL and counted, and memory stays put. (Every repeat used to wait on the
+    query: RSS grew by 100-170 MB in 3 s.)"""
+    import threading
+    from helpers import rss_kib
+    up = fault(lambda q, t: None)
+    r = rrcache([f"127.0.0.1:{up.port}"])
+    r.query("warm.up.", timeout=3)  # the process at its working size
+    before = rss_kib(r.proc.pid)
+    wire = dns.message.make_query("never.resolves.", "A").to_wire()
+    stop = threading.Event()
+
+    def flood():
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.setblocking(False)
+        try:
+            for _ in range(50000):
+                if stop.is_set():
+                    return
+                try:
+                    s.sendto(wire, ("127.0.0.1", r.port))
+                except BlockingIOError:
+                    pass
+                try:
+                    while True:
+                        s.recv(512)
+                except BlockingIOError:
+                    pass
+        finally:
+            s.close()
+    threads = [threading.Thread(target=flood) for _ in range(4)]
+    for t in threads:
+        t.start()
+    stop.wait(3.0)
+    stop.set()
+    for t in threads:
+        t.join(10)
+    grown = rss_kib(r.proc.pid) - before
+    assert grown < 30 * 1024, f"RSS grew by {grown} KiB"
+    m = r.metrics()
+    assert m[("rrcache_waiters_refused_total", frozenset())] > 0
+    assert up.count("never.resolves.") <= 4

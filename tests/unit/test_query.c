@@ -260,6 +260,33 @@ static void test_truncated_reply_falls_back_to_tcp(void **state)
 	teardown(&x);
 }
 
+static void two_waiters(struct rrc_config *cfg)
+{
+	cfg->max_waiters_per_query = 2;
+}
+
+/* upstream.max_waiters_per_query: a third client for one question in flight is answered
+ * SERVFAIL at once (counted); the first two get the answer. */
+static void test_waiters_are_bounded(void **state)
+{
+	struct fixture x;
+	setup(&x, 1, (enum fake_mode[]){FAKE_LATE}, 1 << 20, two_waiters);
+	x.f[0].delay_ms = 30;
+	struct fake_client c[3] = {0};
+	uint8_t out[1232];
+	assert_int_equal(ask(&x, &c[0], "popular.example", 1, out, sizeof(out)), 0);
+	assert_int_equal(ask(&x, &c[1], "popular.example", 2, out, sizeof(out)), 0);
+	size_t n = ask(&x, &c[2], "popular.example", 3, out, sizeof(out));
+	assert_true(n > 0);
+	assert_int_equal(rcode_of(out), RRC_RCODE_SERVFAIL);
+	assert_int_equal(x.t.st.waiters_refused, 1);
+	assert_int_equal(c[2].holds, 0);
+	test_run_until(&x.t, both_answered, c);
+	assert_int_equal(rcode_of(c[0].last), RRC_RCODE_NOERROR);
+	assert_int_equal(x.f[0].udp_queries, 1);
+	teardown(&x);
+}
+
 static void one_in_flight(struct rrc_config *cfg)
 {
 	cfg->max_inflight = 1;
@@ -328,6 +355,7 @@ int main(void)
 		cmocka_unit_test(test_retry_first_valid_reply_wins),
 		cmocka_unit_test(test_truncated_reply_falls_back_to_tcp),
 		cmocka_unit_test(test_inflight_limit),
+		cmocka_unit_test(test_waiters_are_bounded),
 		cmocka_unit_test(test_cache_insert_failure_is_counted),
 		cmocka_unit_test(test_abort_all),
 	};
