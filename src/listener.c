@@ -9,6 +9,7 @@
  * once it is closing and both counts are zero.
  */
 #include "rrcache/listener.h"
+#include "rrcache/acl.h"
 #include "rrcache/conn_limit.h"
 #include "rrcache/env.h"
 #include "rrcache/log.h"
@@ -559,11 +560,14 @@ static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		if (c->rlen - off < 2 + mlen)
 			break;
 		c->queries++;
-		/* RFC 7766 §6.2.3: only a complete message resets the idle timer. */
-		uv_timer_start(&c->idle, on_idle, cfg->tcp_idle_timeout_ms, 0);
 		c->client.start_us = now_us();
+		unsigned held = c->pending;
 		size_t n = l->on_query(l->ctx, &c->client, c->rbuf + off + 2, mlen, l->tcp_out,
 				       sizeof(l->tcp_out));
+		/* RFC 7766 §6.2.3: only a complete message resets the idle timer, and only one that
+		 * is answered (now or later): dropped ones must not keep a connection open. */
+		if (n || c->pending > held)
+			uv_timer_start(&c->idle, on_idle, cfg->tcp_idle_timeout_ms, 0);
 		if (n) {
 			tcp_send(c, l->tcp_out, n);
 			add_latency(l, c->client.start_us);
@@ -648,6 +652,13 @@ static void on_connection(uv_stream_t *server, int status)
 	int plen = sizeof(c->client.peer.ss);
 	uv_tcp_getpeername(&c->handle, &c->client.peer.sa, &plen);
 	c->client.peer.len = (socklen_t)plen;
+	/* The ACL at accept: a denied client must not hold a connection slot (it would learn
+	 * nothing from one anyway, whatever acl.action says for its datagrams). */
+	if (!rrc_acl_allows(l->env->cfg->acl, &c->client.peer.sa)) {
+		st->tcp_refused_acl++;
+		conn_close(c);
+		return;
+	}
 	if (!rrc_conn_limit_take(l->limit, &c->client.peer.sa, cfg->tcp_max_connections,
 				 cfg->tcp_max_per_client)) {
 		st->tcp_refused_limit++;

@@ -278,6 +278,8 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		       U(s->tcp_accepted));
 	rrc_buf_printf(b, "rrcache_tcp_connections_total{outcome=\"refused_limit\"} %llu\n",
 		       U(s->tcp_refused_limit));
+	rrc_buf_printf(b, "rrcache_tcp_connections_total{outcome=\"refused_acl\"} %llu\n",
+		       U(s->tcp_refused_acl));
 	rrc_buf_printf(b, "rrcache_tcp_connections_total{outcome=\"closed_idle\"} %llu\n",
 		       U(s->tcp_closed_idle));
 	single(b, "tcp_connections_open", "gauge", "TCP client connections open now.", s->tcp_open);

@@ -125,7 +125,7 @@ struct rrc_worker_stats {
 	uint64_t unwanted_replies, malformed_replies;
 	uint64_t upstream_local_errors; /* upstream queries this machine could not send */
 	uint64_t udp_send_dropped;
-	uint64_t tcp_accepted, tcp_refused_limit, tcp_closed_idle;
+	uint64_t tcp_accepted, tcp_refused_limit, tcp_refused_acl, tcp_closed_idle;
 	uint64_t tcp_open; /* gauge */
 	uint64_t inflight_limit;
 	uint64_t waiters_refused; /* clients refused by max_waiters(_per_query) */

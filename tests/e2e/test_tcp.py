@@ -4,6 +4,7 @@ import socket
 import struct
 import time
 
+import dns.flags
 import dns.message
 import dns.rcode
 import pytest
@@ -203,3 +204,51 @@ def test_client_not_reading_is_cut_off(knot, rrcache):
     time.sleep(0.5)
     s.close()
     assert r.query("www.example.test.").answer
+
+
+def test_denied_clients_hold_no_connection_slots(slow_up, rrcache):
+    """The ACL is checked at accept: connections from a denied address are closed at once, so
+    eight of them cannot take the slots an allowed client needs (they used to hold all of
+    them until the idle timeout)."""
+    r = rrcache([f"127.0.0.1:{slow_up.port}"],
+                config_extra="acl:\n  allow: [127.0.0.0/8]\n  deny: [127.0.0.2/32]\n"
+                             "tcp:\n  max_connections: 4\n  idle_timeout: 10s\n")
+    denied = []
+    for _ in range(8):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind(("127.0.0.2", 0))
+        s.connect(("127.0.0.1", r.port))
+        denied.append(s)
+    for s in denied:
+        assert closed_by_peer(s, 2)
+    ok = connect(r.port)
+    ok.sendall(framed("allowed.test.", 7))
+    m = read_msg(ok)
+    assert m is not None and m.id == 7
+    ok.close()
+    for s in denied:
+        s.close()
+    m = r.metrics()
+    assert m[("rrcache_tcp_connections_total", frozenset({("outcome", "refused_acl")}))] == 8
+
+
+def test_dropped_queries_do_not_keep_a_connection_open(slow_up, rrcache):
+    """Only answered queries refresh the idle timer: queries that are dropped (QR=1) sent every
+    300 ms do not keep the connection past idle_timeout."""
+    r = rrcache([f"127.0.0.1:{slow_up.port}"], config_extra="tcp:\n  idle_timeout: 600ms\n")
+    s = connect(r.port)
+    q = dns.message.make_query("dropped.test.", "A")
+    q.flags |= dns.flags.QR
+    w = q.to_wire()
+    t0 = time.monotonic()
+    closed = False
+    while time.monotonic() - t0 < 3 and not closed:
+        try:
+            s.sendall(struct.pack("!H", len(w)) + w)
+        except (BrokenPipeError, ConnectionResetError):
+            closed = True
+            break
+        closed = closed_by_peer(s, 0.3)
+    assert closed, "the connection outlived its idle timeout"
+    assert time.monotonic() - t0 < 1.5
+    s.close()
