@@ -77,10 +77,14 @@ size_t rrc_acl_default_rules(struct rrc_acl_rule *out, size_t cap)
 	return n;
 }
 
+/* Longest prefix first; on an equal prefix, deny before allow, so that a tie never depends
+ * on the order the rules were written in. */
 static int by_prefix_desc(const void *a, const void *b)
 {
 	const struct rrc_acl_rule *x = a, *y = b;
-	return (int)y->prefix - (int)x->prefix;
+	if (x->prefix != y->prefix)
+		return (int)y->prefix - (int)x->prefix;
+	return (int)x->allow - (int)y->allow;
 }
 
 struct rrc_acl *rrc_acl_create(const struct rrc_acl_rule *rules, size_t n)

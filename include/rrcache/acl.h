@@ -2,7 +2,8 @@
  * acl: client address rules. Pure (no uv.h).
  *
  * Rules are CIDR prefixes (IPv4 and IPv6) with an action; the longest matching prefix wins,
- * and an address that matches no rule is denied. IPv4-mapped IPv6 addresses (::ffff:a.b.c.d)
+ * deny wins over allow on an equal prefix (whatever their order in the file), and an address
+ * that matches no rule is denied. IPv4-mapped IPv6 addresses (::ffff:a.b.c.d)
  * are matched as IPv4. The compiled table is immutable and may be read by many threads.
  * Lookup is a scan of the rules sorted longest-prefix first: the first match is the answer.
  */

@@ -224,3 +224,17 @@ def test_acl_refuse(fault, rrcache):
     assert m.question[0].name.to_text() == "acl.test."
     assert not m.answer
     assert up.count() == 0
+
+
+@pytest.mark.parametrize("first", ["allow", "deny"])
+def test_acl_tie_is_denied_whatever_the_key_order(fault, rrcache, first):
+    """allow and deny of the same prefix: deny wins (it used to depend on which YAML key came
+    first)."""
+    up = fault()
+    rules = {"allow": "  allow: [127.0.0.0/8, 127.0.0.5/32]\n",
+             "deny": "  deny: [127.0.0.5/32]\n"}
+    second = "deny" if first == "allow" else "allow"
+    r = rrcache([f"127.0.0.1:{up.port}"], config_extra="acl:\n" + rules[first] + rules[second])
+    pkt = dns.message.make_query("tie.test.", "A").to_wire()
+    assert raw_udp("127.0.0.1", r.port, pkt, source="127.0.0.5", timeout=0.5) is None
+    assert raw_udp("127.0.0.1", r.port, pkt, source="127.0.0.6") is not None

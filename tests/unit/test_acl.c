@@ -84,9 +84,27 @@ static void test_longest_prefix(void **state)
 	rrc_acl_destroy(acl);
 }
 
+/* Allow and deny of the same prefix: deny wins, whichever was written first. */
+static void test_equal_prefix_deny_wins(void **state)
+{
+	struct rrc_acl_rule r[2];
+	assert_int_equal(rrc_acl_rule_parse("127.0.0.5/32", true, &r[0]), 0);
+	assert_int_equal(rrc_acl_rule_parse("127.0.0.5/32", false, &r[1]), 0);
+	struct sockaddr_in sin = {.sin_family = AF_INET};
+	inet_pton(AF_INET, "127.0.0.5", &sin.sin_addr);
+	for (int order = 0; order < 2; order++) {
+		struct rrc_acl_rule rules[2] = {r[order], r[1 - order]};
+		struct rrc_acl *acl = rrc_acl_create(rules, 2);
+		assert_non_null(acl);
+		assert_false(rrc_acl_allows(acl, (struct sockaddr *)&sin));
+		rrc_acl_destroy(acl);
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_equal_prefix_deny_wins),
 		cmocka_unit_test(test_parse),
 		cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_longest_prefix),
