@@ -207,34 +207,73 @@ static bool authorized(const char *token, struct MHD_Connection *c)
 	return diff == 0;
 }
 
+enum field { FIELD_ABSENT, FIELD_OK, FIELD_BAD };
+
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decodes n bytes of an application/x-www-form-urlencoded value into out (cap bytes with its
+ * NUL). FIELD_BAD for a broken escape, an escaped NUL or a value too long: never a part. */
+static enum field form_decode(const char *v, size_t n, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (size_t i = 0; i < n; i++) {
+		int ch = (unsigned char)v[i];
+		if (ch == '+') {
+			ch = ' ';
+		} else if (ch == '%') {
+			int hi = i + 2 < n ? hex_digit(v[i + 1]) : -1;
+			int lo = i + 2 < n ? hex_digit(v[i + 2]) : -1;
+			if (hi < 0 || lo < 0)
+				return FIELD_BAD;
+			ch = hi << 4 | lo;
+			i += 2;
+		}
+		if (ch == 0 || o + 1 >= cap)
+			return FIELD_BAD;
+		out[o++] = (char)ch;
+	}
+	out[o] = '\0';
+	return FIELD_OK;
+}
+
 /* The value of field in an application/x-www-form-urlencoded body, decoded into out. */
-static bool form_value(char *body, const char *field, char *out, size_t cap)
+static enum field form_value(const char *body, const char *field, char *out, size_t cap)
 {
 	size_t fl = strlen(field);
-	for (char *p = body; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
+	for (const char *p = body; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
 		if (strncmp(p, field, fl) != 0 || p[fl] != '=')
 			continue;
 		const char *v = p + fl + 1;
-		size_t o = 0;
-		for (; *v && *v != '&' && o + 1 < cap; v++) {
-			if (*v == '+') {
-				out[o++] = ' ';
-			} else if (*v == '%' && v[1] && v[2]) {
-				char hex[3] = {v[1], v[2], 0};
-				char *e;
-				long x = strtol(hex, &e, 16);
-				if (*e)
-					return false;
-				out[o++] = (char)x;
-				v += 2;
-			} else {
-				out[o++] = *v;
-			}
-		}
-		out[o] = '\0';
-		return true;
+		return form_decode(v, strcspn(v, "&"), out, cap);
 	}
-	return false;
+	return FIELD_ABSENT;
+}
+
+/* A request argument, from the URL's query (decoded by libmicrohttpd) or else the form body.
+ * FIELD_BAD for a value that holds a NUL, a '%' left by a broken escape, or is too long. */
+static enum field argument(struct MHD_Connection *c, const char *body, const char *field, char *out,
+			   size_t cap)
+{
+	const char *q = NULL;
+	size_t qlen = 0;
+	if (MHD_lookup_connection_value_n(c, MHD_GET_ARGUMENT_KIND, field, strlen(field), &q,
+					  &qlen) == MHD_YES &&
+	    q) {
+		if (qlen != strlen(q) || qlen + 1 > cap || memchr(q, '%', qlen))
+			return FIELD_BAD;
+		memcpy(out, q, qlen + 1);
+		return FIELD_OK;
+	}
+	return form_value(body, field, out, cap);
 }
 
 /* The flush's answer, once its Redis part (if any) is done. */
@@ -266,19 +305,34 @@ static void on_flushed(void *ctx, long deleted, const char *err)
 	MHD_resume_connection(req->conn); /* MHD calls on_request again for it */
 }
 
+/* A flush names one domain (name=) or asks for everything (all=1), never both, never
+ * neither: a name that does not decode and parse cleanly is refused and flushes nothing. */
 static enum MHD_Result flush(struct rrc_http *h, struct MHD_Connection *c, struct request *req)
 {
-	char name[512] = "";
-	const char *q = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "name");
-	if (q)
-		snprintf(name, sizeof(name), "%s", q);
-	else
-		form_value(req->body, "name", name, sizeof(name));
+	char name[1100] = "", all[8] = "";
+	enum field fn = argument(c, req->body, "name", name, sizeof(name));
+	enum field fa = argument(c, req->body, "all", all, sizeof(all));
+	if (fn == FIELD_BAD || fa == FIELD_BAD)
+		return respond_text(c, MHD_HTTP_BAD_REQUEST, "a value does not decode\n");
+	bool everything = fa == FIELD_OK && strcmp(all, "1") == 0;
+	if (fa == FIELD_OK && !everything)
+		return respond_text(c, MHD_HTTP_BAD_REQUEST, "all: only all=1\n");
+	if ((fn == FIELD_OK) == everything)
+		return respond_text(c, MHD_HTTP_BAD_REQUEST,
+				    "give name=NAME (one domain) or all=1 (everything)\n");
 	uint8_t name_wire[RRC_WIRE_MAX_NAME];
 	size_t wlen = 0;
-	if (name[0] && rrc_msg_name_from_text(name, name_wire, &wlen) != 0)
-		return respond_text(c, MHD_HTTP_BAD_REQUEST, "not a domain name\n");
-	const uint8_t *wire = name[0] ? name_wire : NULL;
+	if (!everything) {
+		for (const char *p = name; *p; p++) {
+			if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7F)
+				return respond_text(
+					c, MHD_HTTP_BAD_REQUEST,
+					"not a domain name (write other bytes as \\DDD)\n");
+		}
+		if (rrc_msg_name_from_text(name, name_wire, &wlen) != 0)
+			return respond_text(c, MHD_HTTP_BAD_REQUEST, "not a domain name\n");
+	}
+	const uint8_t *wire = everything ? NULL : name_wire;
 	struct rrc_cache *cache = rrc_server_cache(h->server);
 	req->all = wire == NULL;
 	if (wire) {

@@ -495,8 +495,8 @@ def test_api_flush_waits_off_the_http_thread(fault, rrcache):
 
         def flush():
             try:
-                result["status"] = r.http("/api/v1/cache/flush", "POST", headers=auth,
-                                          timeout=60)[0]
+                result["status"] = r.http("/api/v1/cache/flush", "POST", body="all=1",
+                                          headers=auth, timeout=60)[0]
             except OSError as e:
                 result["status"] = e
         first = threading.Thread(target=flush)
@@ -506,7 +506,7 @@ def test_api_flush_waits_off_the_http_thread(fault, rrcache):
         assert r.http("/metrics")[0] == 200
         assert r.http("/healthz")[0] == 200
         assert time.monotonic() - t0 < 1.0, "the scrape waited for the flush"
-        status, _, body = r.http("/api/v1/cache/flush", "POST", headers=auth)
+        status, _, body = r.http("/api/v1/cache/flush", "POST", body="all=1", headers=auth)
         assert status == 503, body
         assert first.is_alive(), "the first flush should still be waiting on Redis"
         t0 = time.monotonic()

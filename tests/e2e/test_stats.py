@@ -218,7 +218,8 @@ def test_writes_need_the_token(fault, rrcache):
     assert json.loads(body) == {"flushed": "name", "l1_entries_removed": 1}
     r.query("flushme.test.")
     assert up.count("flushme.test.") == 2
-    status, _, body = r.http("/api/v1/cache/flush", "POST", headers=good)
+    assert r.http("/api/v1/cache/flush", "POST", headers=good)[0] == 400  # say what
+    status, _, body = r.http("/api/v1/cache/flush", "POST", body="all=1", headers=good)
     assert status == 200 and json.loads(body)["flushed"] == "all"
     assert r.http("/api/v1/top/reset", "POST", headers=good)[0] == 200
     assert r.http("/api/v1/cache/flush", "POST", body="x" * 5000, headers=good)[0] == 413
@@ -227,6 +228,27 @@ def test_writes_need_the_token(fault, rrcache):
     # Without a configured token, writes are off.
     plain = rrcache([f"127.0.0.1:{up.port}"])
     assert plain.http("/api/v1/cache/flush", "POST", headers=good)[0] == 403
+
+
+@pytest.mark.parametrize("how", ["body", "query"])
+@pytest.mark.parametrize("bad", ["%zzbad.example.", "%00x", "www.%GGexample.", "a%0", "x y."])
+def test_flush_with_a_bad_name_flushes_nothing(fault, rrcache, bad, how):
+    """A name that does not decode cleanly is a 400 and flushes nothing (it used to flush
+    everything, or the name's broken-off start)."""
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"], stats_extra='  token: "t"\n')
+    r.query("www.example.")
+    r.query("kept.test.")
+    good = {"Authorization": "Bearer t", "Content-Type": "application/x-www-form-urlencoded"}
+    if how == "body":
+        status = r.http("/api/v1/cache/flush", "POST", body=f"name={bad}", headers=good)[0]
+    else:
+        status = r.http(f"/api/v1/cache/flush?name={bad.replace(' ', '+')}", "POST",
+                        headers=good)[0]
+    assert status == 400
+    r.query("www.example.")
+    r.query("kept.test.")
+    assert up.count() == 2, "something was flushed"
 
 
 def test_reload_changes_token_and_top_k(fault, rrcache):
