@@ -24,6 +24,10 @@
 
 /* First read buffer of a TCP connection; grows to the largest frame it must hold. */
 #define RRC_TCP_RBUF_INITIAL 4096
+/* After a connection's last answer and our FIN, what the client still sends is read and
+ * discarded for at most this long, so that closing does not reset the connection under
+ * answers it has not read yet: a client that has them closes within a round trip. */
+#define RRC_TCP_LINGER_MS 2000
 /* Room for one IP_PKTINFO or IPV6_PKTINFO control message (CMSG_SPACE of 20 or 24 bytes). */
 #define RRC_CTL_LEN 64
 
@@ -60,7 +64,8 @@ struct tcp_sock {
 struct conn {
 	struct rrc_listeners *l;
 	uv_tcp_t handle;
-	uv_timer_t idle;
+	uv_timer_t idle;	  /* idle timeout, then the linger after our FIN */
+	uv_shutdown_t shutdown;	  /* our FIN, after the last answer */
 	struct conn *prev, *next; /* the set's list of open connections */
 	struct rrc_client client; /* what each of its queries is handed */
 	uint8_t *rbuf;
@@ -74,6 +79,8 @@ struct conn {
 	bool closing;
 	bool admitted;	   /* counted by the connection limit */
 	bool done_reading; /* limit reached or EOF: close when pending is 0 */
+	bool at_limit;	   /* tcp.max_queries_per_connection reached: end with a FIN */
+	bool shutting;	   /* our FIN is on its way; the client's input is discarded */
 };
 
 struct rrc_listeners {
@@ -385,7 +392,7 @@ struct tcp_write {
 
 static void conn_free_if_unused(struct conn *c)
 {
-	if (c->closing && c->closes == 0 && c->refs == 0) {
+	if (c->closing && c->closes == 0 && c->refs == 0 && !c->shutting) {
 		struct rrc_listeners *l = c->l;
 		free(c->rbuf);
 		free(c);
@@ -426,11 +433,54 @@ static void conn_close(struct conn *c)
 	uv_close((uv_handle_t *)&c->idle, on_conn_closed);
 }
 
-/* A connection that will read no more closes once every answer is written. */
+static void on_tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf);
+
+static void on_linger_end(uv_timer_t *t)
+{
+	conn_close(t->data);
+}
+
+/* After our FIN: the client's input is read and dropped until it closes. */
+static void on_discard(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct conn *c = s->data;
+	c->rlen = 0;
+	if (nread < 0)
+		conn_close(c);
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status)
+{
+	struct conn *c = req->data;
+	c->shutting = false;
+	if (c->closing) {
+		conn_free_if_unused(c);
+		return;
+	}
+	if (status < 0 || uv_read_start((uv_stream_t *)&c->handle, on_tcp_alloc, on_discard) != 0) {
+		conn_close(c);
+		return;
+	}
+	c->rlen = 0;
+	uv_timer_start(&c->idle, on_linger_end, RRC_TCP_LINGER_MS, 0);
+}
+
+/* A connection that will read no more closes once every answer is written. One that reached
+ * tcp.max_queries_per_connection may still have queries unread: it ends with a FIN after the
+ * last answer (RFC 7766 §6.2.3: the client sees an orderly end, not a reset that could lose
+ * answers), then closes when the client does or the linger ends. */
 static void conn_maybe_finish(struct conn *c)
 {
-	if (!c->closing && c->done_reading && c->pending == 0 && c->writes == 0)
+	if (c->closing || c->shutting || !c->done_reading || c->pending > 0 || c->writes > 0)
+		return;
+	if (!c->at_limit || c->l->stopping ||
+	    uv_shutdown(&c->shutdown, (uv_stream_t *)&c->handle, on_shutdown) != 0) {
 		conn_close(c);
+		return;
+	}
+	c->shutdown.data = c;
+	c->shutting = true;
+	uv_timer_stop(&c->idle);
 }
 
 static void on_tcp_written(uv_write_t *req, int status)
@@ -573,8 +623,10 @@ static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			add_latency(l, c->client.start_us);
 		}
 		off += 2 + mlen;
-		if (c->queries >= cfg->tcp_max_queries)
+		if (c->queries >= cfg->tcp_max_queries) {
+			c->at_limit = true;
 			stop_reading(c);
+		}
 	}
 	if (off) {
 		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
@@ -801,7 +853,10 @@ void rrc_listeners_stop_accepting(struct rrc_listeners *l)
 	while (c) {
 		struct conn *next = c->next;
 		stop_reading(c);
-		conn_maybe_finish(c);
+		if (c->shutting)
+			conn_close(c); /* no lingering while rrcache stops */
+		else
+			conn_maybe_finish(c);
 		c = next;
 	}
 }

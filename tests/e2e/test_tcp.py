@@ -252,3 +252,24 @@ def test_dropped_queries_do_not_keep_a_connection_open(slow_up, rrcache):
     assert closed, "the connection outlived its idle timeout"
     assert time.monotonic() - t0 < 1.5
     s.close()
+
+
+def test_query_limit_ends_with_every_answer_and_a_fin(knot, rrcache):
+    """200 pipelined queries with max_queries_per_connection 100: all 100 answers arrive, then
+    an orderly end (FIN), not a reset. (34 answers and a reset, before.)"""
+    r = rrcache([f"127.0.0.1:{knot.port}"],
+                config_extra="tcp:\n  max_queries_per_connection: 100\n")
+    s = connect(r.port, timeout=5)
+    s.sendall(b"".join(framed(f"www.example.test.", i) for i in range(200)))
+    ids = []
+    try:
+        while True:
+            m = read_msg(s)
+            if m is None:
+                break
+            ids.append(m.id)
+    except ConnectionResetError:
+        pytest.fail(f"reset after {len(ids)} answers")
+    finally:
+        s.close()
+    assert sorted(ids) == list(range(100))
