@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <uv.h>
 
@@ -33,6 +34,10 @@
 /* A POST body: a flush names one domain (at most 255 octets, 1,020 characters escaped as
  * \DDD, more when percent-encoded); 4 KiB holds any of them. */
 #define HTTP_MAX_BODY 4096
+/* The whole of a request (its headers and body) must arrive within this; a connection past it
+ * loses its slot to the next connection that needs one (a client trickling bytes resets an
+ * idle timeout, not this). A scrape sends its request at once. */
+#define HTTP_REQUEST_DEADLINE_MS 5000
 /* Room for /metrics: a few hundred lines plus 64 upstreams' histograms and the top-K. */
 #define HTTP_OUT_MAX (1024 * 1024)
 
@@ -48,6 +53,24 @@ struct rrc_http {
 	struct MHD_Daemon *daemon;
 	struct rrc_redis_admin *admin; /* the fleet flush, NULL without Redis */
 	struct timespec started;
+	unsigned max_connections; /* stats.max_connections */
+	struct slot *slots;	  /* open connections (MHD's thread only) */
+};
+
+/*
+ * One open connection. The slots are enforced here rather than by libmicrohttpd's limits, so
+ * that a new connection can take the slot of one that is too slow sending its request: health
+ * probes and scrapes keep getting in while slow clients hold connections. Only MHD's one
+ * polling thread touches the list, and it is the thread that closes connections, so a
+ * connection on the list still has its socket.
+ */
+struct slot {
+	struct slot *prev, *next;
+	int fd;
+	struct sockaddr_storage addr;
+	uint64_t since_ms; /* its current request began (connected, or the last one ended) */
+	bool answering;	   /* its request is complete: it is being answered */
+	bool evicted;	   /* shut down to make room; MHD closes it next */
 };
 
 enum flush_state { FLUSH_NONE, FLUSH_RUNNING, FLUSH_DONE };
@@ -67,6 +90,74 @@ struct request {
 	char body[HTTP_MAX_BODY + 1];
 };
 
+static uint64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+static bool same_host(const struct sockaddr_storage *a, const struct sockaddr *b)
+{
+	if (a->ss_family != b->sa_family)
+		return false;
+	if (b->sa_family == AF_INET)
+		return ((const struct sockaddr_in *)a)->sin_addr.s_addr ==
+		       ((const struct sockaddr_in *)b)->sin_addr.s_addr;
+	return memcmp(&((const struct sockaddr_in6 *)a)->sin6_addr,
+		      &((const struct sockaddr_in6 *)b)->sin6_addr, 16) == 0;
+}
+
+static void evict(struct slot *sl)
+{
+	sl->evicted = true;
+	shutdown(sl->fd, SHUT_RDWR); /* MHD sees the end and closes it */
+}
+
+/* The connection still sending its request for the longest, from host when given. */
+static struct slot *slowest(struct rrc_http *h, const struct sockaddr *host)
+{
+	struct slot *pick = NULL;
+	for (struct slot *sl = h->slots; sl; sl = sl->next) {
+		if (sl->evicted || sl->answering || (host && !same_host(&sl->addr, host)))
+			continue;
+		if (!pick || sl->since_ms < pick->since_ms)
+			pick = sl;
+	}
+	return pick;
+}
+
+/* Makes room for a new connection from addr: requests past their deadline lose their slot;
+ * when the limits (in all, per client) are still reached, the slowest request in the way
+ * loses its own. False when every slot is busy answering. */
+static bool make_room(struct rrc_http *h, const struct sockaddr *addr)
+{
+	uint64_t now = mono_ms();
+	unsigned total = 0, mine = 0;
+	for (struct slot *sl = h->slots; sl; sl = sl->next) {
+		if (!sl->evicted && !sl->answering && now - sl->since_ms > HTTP_REQUEST_DEADLINE_MS)
+			evict(sl);
+		if (sl->evicted)
+			continue;
+		total++;
+		mine += same_host(&sl->addr, addr);
+	}
+	if (mine >= HTTP_PER_CLIENT) {
+		struct slot *sl = slowest(h, addr);
+		if (!sl)
+			return false;
+		evict(sl);
+		total--;
+	}
+	if (total >= h->max_connections) {
+		struct slot *sl = slowest(h, NULL);
+		if (!sl)
+			return false;
+		evict(sl);
+	}
+	return true;
+}
+
 static enum MHD_Result allow_client(void *cls, const struct sockaddr *addr, socklen_t len)
 {
 	struct rrc_http *h = cls;
@@ -74,7 +165,59 @@ static enum MHD_Result allow_client(void *cls, const struct sockaddr *addr, sock
 	struct rrc_cfg_ref *ref = rrc_server_cfg_get(h->server);
 	bool ok = rrc_acl_allows(ref->stats_allow, addr);
 	rrc_cfg_ref_put(ref);
-	return ok ? MHD_YES : MHD_NO;
+	return ok && make_room(h, addr) ? MHD_YES : MHD_NO;
+}
+
+static void on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+			  enum MHD_ConnectionNotificationCode toe)
+{
+	struct rrc_http *h = cls;
+	if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+		const union MHD_ConnectionInfo *fd =
+			MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+		const union MHD_ConnectionInfo *ad =
+			MHD_get_connection_info(c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+		struct slot *sl = calloc(1, sizeof(*sl));
+		if (!sl || !fd || !ad) {
+			free(sl);
+			return; /* not tracked: it only ever counts in MHD's own limit */
+		}
+		sl->fd = fd->connect_fd;
+		memcpy(&sl->addr, ad->client_addr,
+		       ad->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+							      : sizeof(struct sockaddr_in));
+		sl->since_ms = mono_ms();
+		sl->next = h->slots;
+		if (h->slots)
+			h->slots->prev = sl;
+		h->slots = sl;
+		*socket_context = sl;
+		return;
+	}
+	struct slot *sl = *socket_context;
+	if (!sl)
+		return;
+	if (sl->prev)
+		sl->prev->next = sl->next;
+	else
+		h->slots = sl->next;
+	if (sl->next)
+		sl->next->prev = sl->prev;
+	free(sl);
+	*socket_context = NULL;
+}
+
+/* The connection's request has arrived whole: it is being answered. */
+static void answering(struct MHD_Connection *c, bool yes)
+{
+	const union MHD_ConnectionInfo *ci =
+		MHD_get_connection_info(c, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+	struct slot *sl = ci ? ci->socket_context : NULL;
+	if (!sl)
+		return;
+	sl->answering = yes;
+	if (!yes)
+		sl->since_ms = mono_ms();
 }
 
 static enum MHD_Result respond(struct MHD_Connection *c, unsigned status, const char *type,
@@ -386,6 +529,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	struct rrc_http *h = cls;
 	(void)version;
 	bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
+	if (!post || (*con_cls && *upload_size == 0))
+		answering(c, true);
 	bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
 		   strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
 	if (post) {
@@ -477,8 +622,8 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls,
 			 enum MHD_RequestTerminationCode toe)
 {
 	(void)cls;
-	(void)c;
 	(void)toe;
+	answering(c, false); /* the next request's clock starts now */
 	free(*con_cls);
 	*con_cls = NULL;
 }
@@ -501,6 +646,7 @@ struct rrc_http *rrc_http_start(struct rrc_server *s, const struct rrc_config *c
 		return NULL;
 	}
 	h->server = s;
+	h->max_connections = cfg->stats.max_connections;
 	clock_gettime(CLOCK_MONOTONIC, &h->started);
 	const struct rrc_redis_conf *redis = rrc_server_redis(s);
 	if (redis && !(h->admin = rrc_redis_admin_create(redis))) {
@@ -517,10 +663,11 @@ struct rrc_http *rrc_http_start(struct rrc_server *s, const struct rrc_config *c
 		flags, port, allow_client, h, on_request, h,
 		/* The logger first, so that every message of MHD's goes through rrcache's log. */
 		MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, MHD_OPTION_SOCK_ADDR, &cfg->stats.listen.sa,
-		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->stats.max_connections,
-		MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)HTTP_PER_CLIENT,
-		MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_TIMEOUT_S,
-		MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY,
+		/* Twice the slots: connections that lost theirs still count until MHD has closed
+		 * them (make_room enforces stats.max_connections and HTTP_PER_CLIENT). */
+		MHD_OPTION_CONNECTION_LIMIT, (unsigned)cfg->stats.max_connections * 2,
+		MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_CONNECTION_TIMEOUT,
+		(unsigned)HTTP_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_MEMORY,
 		MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_END);
 	if (!h->daemon) {
 		char a[64];

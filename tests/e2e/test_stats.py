@@ -251,6 +251,47 @@ def test_flush_with_a_bad_name_flushes_nothing(fault, rrcache, bad, how):
     assert up.count() == 2, "something was flushed"
 
 
+def test_slow_clients_cannot_keep_health_probes_out(fault, rrcache):
+    """Clients trickling their requests a byte at a time hold every slot (stats.max_connections
+    4, and more than the 8 a client may have): /healthz and /metrics still answer at once,
+    each taking the slot of the slowest request. (They were unreachable for 17 s and more.)"""
+    import threading
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"], stats_extra="  max_connections: 4\n")
+    stop = threading.Event()
+    socks = []
+
+    def trickle(s):
+        for b in b"GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 200:
+            if stop.is_set():
+                return
+            try:
+                s.sendall(bytes([b]))
+            except OSError:
+                return
+            stop.wait(0.3)
+    threads = []
+    for _ in range(10):
+        s = socket.create_connection(("127.0.0.1", r.stats_port))
+        socks.append(s)
+        t = threading.Thread(target=trickle, args=(s,))
+        t.start()
+        threads.append(t)
+        time.sleep(0.05)
+    try:
+        for path in ("/healthz", "/metrics", "/healthz"):
+            t0 = time.monotonic()
+            assert r.http(path, timeout=3)[0] == 200
+            assert time.monotonic() - t0 < 1.0
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        for s in socks:
+            s.close()
+
+
 def test_reload_changes_token_and_top_k(fault, rrcache):
     """stats.token and stats.top_k are read at each request: a reload changes them."""
     up = fault()
