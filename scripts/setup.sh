@@ -43,11 +43,15 @@ build() { # build DIR [cmake args...]
 	cmake --build "$dir" -j "$(nproc)"
 }
 
-suite() { # suite DIR LABEL
+failed=""
+
+suite() { # suite DIR LABEL: runs both parts; a failure is remembered, not fatal, so that a
+	# failure in one build never hides the other's results
 	echo "=== $2: unit tests and corpus replay (ctest)"
-	(cd "$1" && ctest --output-on-failure)
+	(cd "$1" && ctest --output-on-failure) || failed="$failed\n  $2: ctest"
 	echo "=== $2: end-to-end tests (pytest)"
-	RRCACHE_BIN="$PWD/$1/src/rrcache" /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e
+	RRCACHE_BIN="$PWD/$1/src/rrcache" /usr/bin/python3 -m pytest -q -rf -p no:cacheprovider \
+		tests/e2e || failed="$failed\n  $2: end-to-end tests"
 }
 
 case "${1:-}" in
@@ -69,6 +73,10 @@ test)
 	build build-san -DRRC_WERROR=ON -DRRC_SANITIZE=address,undefined
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		suite build-san "sanitizer build (address,undefined)"
+	if [ -n "$failed" ]; then
+		printf "=== FAILED:%b\n" "$failed"
+		exit 1
+	fi
 	echo "=== all suites passed"
 	;;
 *)
