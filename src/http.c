@@ -4,6 +4,7 @@
 #include "rrcache/http.h"
 #include "rrcache/acl.h"
 #include "rrcache/cache.h"
+#include "rrcache/form.h"
 #include "rrcache/log.h"
 #include "rrcache/msg.h"
 #include "rrcache/redis_admin.h"
@@ -350,61 +351,10 @@ static bool authorized(const char *token, struct MHD_Connection *c)
 	return diff == 0;
 }
 
-enum field { FIELD_ABSENT, FIELD_OK, FIELD_BAD };
-
-static int hex_digit(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Decodes n bytes of an application/x-www-form-urlencoded value into out (cap bytes with its
- * NUL). FIELD_BAD for a broken escape, an escaped NUL or a value too long: never a part. */
-static enum field form_decode(const char *v, size_t n, char *out, size_t cap)
-{
-	size_t o = 0;
-	for (size_t i = 0; i < n; i++) {
-		int ch = (unsigned char)v[i];
-		if (ch == '+') {
-			ch = ' ';
-		} else if (ch == '%') {
-			int hi = i + 2 < n ? hex_digit(v[i + 1]) : -1;
-			int lo = i + 2 < n ? hex_digit(v[i + 2]) : -1;
-			if (hi < 0 || lo < 0)
-				return FIELD_BAD;
-			ch = hi << 4 | lo;
-			i += 2;
-		}
-		if (ch == 0 || o + 1 >= cap)
-			return FIELD_BAD;
-		out[o++] = (char)ch;
-	}
-	out[o] = '\0';
-	return FIELD_OK;
-}
-
-/* The value of field in an application/x-www-form-urlencoded body, decoded into out. */
-static enum field form_value(const char *body, const char *field, char *out, size_t cap)
-{
-	size_t fl = strlen(field);
-	for (const char *p = body; p && *p; p = strchr(p, '&') ? strchr(p, '&') + 1 : NULL) {
-		if (strncmp(p, field, fl) != 0 || p[fl] != '=')
-			continue;
-		const char *v = p + fl + 1;
-		return form_decode(v, strcspn(v, "&"), out, cap);
-	}
-	return FIELD_ABSENT;
-}
-
 /* A request argument, from the URL's query (decoded by libmicrohttpd) or else the form body.
- * FIELD_BAD for a value that holds a NUL, a '%' left by a broken escape, or is too long. */
-static enum field argument(struct MHD_Connection *c, const char *body, const char *field, char *out,
-			   size_t cap)
+ * RRC_FORM_BAD for a value that holds a NUL, a '%' left by a broken escape, or is too long. */
+static enum rrc_form_field argument(struct MHD_Connection *c, const char *body, const char *field,
+				    char *out, size_t cap)
 {
 	const char *q = NULL;
 	size_t qlen = 0;
@@ -412,11 +362,11 @@ static enum field argument(struct MHD_Connection *c, const char *body, const cha
 					  &qlen) == MHD_YES &&
 	    q) {
 		if (qlen != strlen(q) || qlen + 1 > cap || memchr(q, '%', qlen))
-			return FIELD_BAD;
+			return RRC_FORM_BAD;
 		memcpy(out, q, qlen + 1);
-		return FIELD_OK;
+		return RRC_FORM_OK;
 	}
-	return form_value(body, field, out, cap);
+	return rrc_form_value(body, field, out, cap);
 }
 
 /* The flush's answer, once its Redis part (if any) is done. */
@@ -453,14 +403,14 @@ static void on_flushed(void *ctx, long deleted, const char *err)
 static enum MHD_Result flush(struct rrc_http *h, struct MHD_Connection *c, struct request *req)
 {
 	char name[1100] = "", all[8] = "";
-	enum field fn = argument(c, req->body, "name", name, sizeof(name));
-	enum field fa = argument(c, req->body, "all", all, sizeof(all));
-	if (fn == FIELD_BAD || fa == FIELD_BAD)
+	enum rrc_form_field fn = argument(c, req->body, "name", name, sizeof(name));
+	enum rrc_form_field fa = argument(c, req->body, "all", all, sizeof(all));
+	if (fn == RRC_FORM_BAD || fa == RRC_FORM_BAD)
 		return respond_text(c, MHD_HTTP_BAD_REQUEST, "a value does not decode\n");
-	bool everything = fa == FIELD_OK && strcmp(all, "1") == 0;
-	if (fa == FIELD_OK && !everything)
+	bool everything = fa == RRC_FORM_OK && strcmp(all, "1") == 0;
+	if (fa == RRC_FORM_OK && !everything)
 		return respond_text(c, MHD_HTTP_BAD_REQUEST, "all: only all=1\n");
-	if ((fn == FIELD_OK) == everything)
+	if ((fn == RRC_FORM_OK) == everything)
 		return respond_text(c, MHD_HTTP_BAD_REQUEST,
 				    "give name=NAME (one domain) or all=1 (everything)\n");
 	uint8_t name_wire[RRC_WIRE_MAX_NAME];
