@@ -161,6 +161,13 @@ static int open_socket(const struct rrc_sockaddr *a, int type, char *err)
 	 * one, and asking for it would cost a control message per datagram each way. */
 	bool wildcard = family == AF_INET6 ? IN6_IS_ADDR_UNSPECIFIED(&a->sin6.sin6_addr)
 					   : a->sin.sin_addr.s_addr == htonl(INADDR_ANY);
+	if (type == SOCK_DGRAM) {
+		/* Room for a burst while the loop is busy elsewhere: the default (208 KiB) holds
+		 * about 300 datagrams. Past net.core.rmem_max when allowed (CAP_NET_ADMIN). */
+		int size = RRC_UDP_RCVBUF;
+		if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, sizeof(size)) != 0)
+			(void)setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, sizeof(size));
+	}
 	if (type == SOCK_DGRAM && wildcard) {
 		int rc = family == AF_INET6
 				 ? setsockopt(fd, IPPROTO_IPV6, IPV6_RECVPKTINFO, &one, sizeof(one))

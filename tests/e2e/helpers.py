@@ -186,7 +186,8 @@ zone:
                                    open(os.path.join(self.dir, "knotd.log")).read())
             time.sleep(0.1)
 
-    def stop(self):
+    def kill(self):
+        """Stops knotd (the zone files stay, for restart())."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -194,6 +195,22 @@ zone:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+    def restart(self):
+        """Starts knotd again on the same port, once it has been killed."""
+        self.proc = subprocess.Popen(["knotd", "-c", self.conf], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        end = time.time() + 15
+        while time.time() < end:
+            try:
+                if query("127.0.0.1", self.port, "www.example.test.", timeout=0.3).answer:
+                    return
+            except Exception:
+                time.sleep(0.1)
+        raise RuntimeError("knotd did not restart")
+
+    def stop(self):
+        self.kill()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
