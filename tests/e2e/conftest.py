@@ -58,3 +58,18 @@ def redis():
     yield make
     for r in started:
         r.stop()
+
+
+@pytest.fixture
+def fake_redis():
+    """Starts hostile stand-ins for Redis (helpers.FakeRedis); each is stopped after the test."""
+    from helpers import FakeRedis
+    started = []
+
+    def make(**kw):
+        f = FakeRedis(**kw)
+        started.append(f)
+        return f
+    yield make
+    for f in started:
+        f.stop()

@@ -1,26 +1,12 @@
 """What a hostile or broken server at redis.url can do: nothing it sends may abort rrcache or
-take memory without bound (issue 10, defects 1 and 9). Each case is a protocol error: the
+take memory without bound (docs/protocol.md L4). Each case is a protocol error: the
 connection is dropped, counted (rrcache_redis_protocol_errors_total) and tried again after the
 backoff, while queries are answered from the upstream."""
 import time
 
 import dns.rcode
-import pytest
 
-from helpers import FakeRedis, rss_kib, wait_for
-
-
-@pytest.fixture
-def fake_redis():
-    started = []
-
-    def make(**kw):
-        f = FakeRedis(**kw)
-        started.append(f)
-        return f
-    yield make
-    for f in started:
-        f.stop()
+from helpers import rss_kib, wait_for
 
 
 def conf(url):

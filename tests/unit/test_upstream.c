@@ -211,19 +211,27 @@ static void test_timeouts_mark_down_and_probes_bring_back(void **state)
 	teardown(&t, &f, u);
 }
 
+/* A set of one upstream, the fake f, which answers every name but black.hole, with probes
+ * judged after 100 ms. */
+static struct rrc_upstreams *setup_black_hole(struct test_env *t, struct fake_dns *f)
+{
+	test_env_init(t, 1 << 20, 10000);
+	fake_start(f, &t->loop, FAKE_ANSWER);
+	f->silent_len = test_wire_name("black.hole", f->silent_name);
+	test_env_config(t, probing_config(&f->port));
+	char err[RRC_ERR_LEN];
+	struct rrc_upstreams *u = rrc_upstreams_create(&t->env, err);
+	assert_non_null(u);
+	return u;
+}
+
 /* A server that answers other names is alive: the timeouts of one name do not count against
  * it, however many (a client repeating an unresolvable name used to take a server down). */
 static void test_failures_of_one_name_do_not_count(void **state)
 {
 	struct test_env t;
 	struct fake_dns f;
-	test_env_init(&t, 1 << 20, 10000);
-	fake_start(&f, &t.loop, FAKE_ANSWER);
-	f.silent_len = test_wire_name("black.hole", f.silent_name);
-	test_env_config(&t, probing_config(&f.port));
-	char err[RRC_ERR_LEN];
-	struct rrc_upstreams *u = rrc_upstreams_create(&t.env, err);
-	assert_non_null(u);
+	struct rrc_upstreams *u = setup_black_hole(&t, &f);
 	/* The attempts for black.hole leave, then another name is answered, then they fail. */
 	uint8_t q[512];
 	size_t qlen = test_query("black.hole", 0, q);
@@ -251,13 +259,7 @@ static void test_suspect_server_answering_its_probe_stays_up(void **state)
 {
 	struct test_env t;
 	struct fake_dns f;
-	test_env_init(&t, 1 << 20, 10000);
-	fake_start(&f, &t.loop, FAKE_ANSWER);
-	f.silent_len = test_wire_name("black.hole", f.silent_name);
-	test_env_config(&t, probing_config(&f.port));
-	char err[RRC_ERR_LEN];
-	struct rrc_upstreams *u = rrc_upstreams_create(&t.env, err);
-	assert_non_null(u);
+	struct rrc_upstreams *u = setup_black_hole(&t, &f);
 	struct outcome o = {0};
 	for (int round = 0; round < 3; round++) {
 		for (int i = 0; i < 3; i++)
