@@ -12,6 +12,7 @@
 #include "rrcache/acl.h"
 #include "rrcache/conn_limit.h"
 #include "rrcache/env.h"
+#include "rrcache/frame.h"
 #include "rrcache/log.h"
 
 #include <errno.h>
@@ -68,13 +69,12 @@ struct conn {
 	uv_shutdown_t shutdown;	  /* our FIN, after the last answer */
 	struct conn *prev, *next; /* the set's list of open connections */
 	struct rrc_client client; /* what each of its queries is handed */
-	uint8_t *rbuf;
-	size_t rlen, rcap;
-	unsigned queries; /* complete messages read */
-	unsigned pending; /* queries held, waiting for an answer */
-	unsigned refs;	  /* held clients pointing here */
-	unsigned writes;  /* uv_write requests not yet called back */
-	unsigned closes;  /* handle closes outstanding */
+	struct rrc_frame in;	  /* the client's stream, cut into messages */
+	unsigned queries;	  /* complete messages read */
+	unsigned pending;	  /* queries held, waiting for an answer */
+	unsigned refs;		  /* held clients pointing here */
+	unsigned writes;	  /* uv_write requests not yet called back */
+	unsigned closes;	  /* handle closes outstanding */
 	bool reading;
 	bool closing;
 	bool admitted;	   /* counted by the connection limit */
@@ -401,7 +401,7 @@ static void conn_free_if_unused(struct conn *c)
 {
 	if (c->closing && c->closes == 0 && c->refs == 0 && !c->shutting) {
 		struct rrc_listeners *l = c->l;
-		free(c->rbuf);
+		rrc_frame_free(&c->in);
 		free(c);
 		l->conn_objs--;
 		maybe_free_set(l);
@@ -451,7 +451,7 @@ static void on_linger_end(uv_timer_t *t)
 static void on_discard(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct conn *c = s->data;
-	c->rlen = 0;
+	rrc_frame_clear(&c->in);
 	if (nread < 0)
 		conn_close(c);
 }
@@ -468,7 +468,7 @@ static void on_shutdown(uv_shutdown_t *req, int status)
 		conn_close(c);
 		return;
 	}
-	c->rlen = 0;
+	rrc_frame_clear(&c->in);
 	uv_timer_start(&c->idle, on_linger_end, RRC_TCP_LINGER_MS, 0);
 }
 
@@ -571,18 +571,12 @@ static void on_idle(uv_timer_t *t)
 static void on_tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
 	struct conn *c = h->data;
-	size_t need = c->rlen >= 2 ? 2 + (size_t)rrc_get16(c->rbuf) : RRC_TCP_RBUF_INITIAL;
-	if (need < RRC_TCP_RBUF_INITIAL)
-		need = RRC_TCP_RBUF_INITIAL;
-	if (need > c->rcap) {
-		uint8_t *nb = realloc(c->rbuf, need);
-		if (nb) {
-			c->rbuf = nb;
-			c->rcap = need;
-		}
-	}
-	buf->base = c->rbuf ? (char *)c->rbuf + c->rlen : NULL;
-	buf->len = c->rbuf ? c->rcap - c->rlen : 0;
+	uint8_t *at;
+	size_t room;
+	rrc_frame_room(&c->in, RRC_TCP_RBUF_INITIAL, &at, &room);
+	/* No room (no memory for a larger message): libuv reports UV_ENOBUFS, which closes. */
+	buf->base = room ? (char *)at : NULL;
+	buf->len = room;
 }
 
 static void stop_reading(struct conn *c)
@@ -610,17 +604,15 @@ static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			conn_maybe_finish(c);
 		return;
 	}
-	c->rlen += (size_t)nread;
-	size_t off = 0;
-	while (!c->closing && !c->done_reading && c->rlen - off >= 2) {
-		size_t mlen = rrc_get16(c->rbuf + off);
-		if (c->rlen - off < 2 + mlen)
-			break;
+	rrc_frame_added(&c->in, (size_t)nread);
+	const uint8_t *msg;
+	size_t mlen;
+	while (!c->closing && !c->done_reading && rrc_frame_next(&c->in, &msg, &mlen)) {
 		c->queries++;
 		c->client.start_us = now_us();
 		unsigned held = c->pending;
-		size_t n = l->on_query(l->ctx, &c->client, c->rbuf + off + 2, mlen, l->tcp_out,
-				       sizeof(l->tcp_out));
+		size_t n =
+			l->on_query(l->ctx, &c->client, msg, mlen, l->tcp_out, sizeof(l->tcp_out));
 		/* RFC 7766 §6.2.3: only a complete message resets the idle timer, and only one that
 		 * is answered (now or later): dropped ones must not keep a connection open. */
 		if (n || c->pending > held)
@@ -629,16 +621,12 @@ static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 			tcp_send(c, l->tcp_out, n);
 			add_latency(l, c->client.start_us);
 		}
-		off += 2 + mlen;
 		if (c->queries >= cfg->tcp_max_queries) {
 			c->at_limit = true;
 			stop_reading(c);
 		}
 	}
-	if (off) {
-		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
-		c->rlen -= off;
-	}
+	rrc_frame_compact(&c->in);
 	conn_maybe_finish(c);
 }
 
