@@ -660,9 +660,9 @@ class FakeRedis:
             threading.Thread(target=self._serve, args=(c,), daemon=True).start()
 
     def _serve(self, c):
-        c.settimeout(0.2)
         buf = b""
         try:
+            c.settimeout(0.2)  # inside: stop() may have closed c already
             if self.greeting:
                 c.sendall(self.greeting)
             while not self.done.is_set():
