@@ -412,6 +412,11 @@ int rrc_wire_check_reply(const uint8_t *pkt, size_t len, struct rrc_wire_reply *
 			r->rcode |= (ttl >> 24) << 4;
 			continue;
 		}
+		/* rrcache signs nothing, so no reply it asked for carries a TSIG (RFC 8945 §5.3:
+		 * only a signed request gets a signed answer); and ldns 1.8.3 leaks memory on
+		 * malformed ones, which a hostile upstream could send at will. */
+		if (rr.type == RRC_TYPE_TSIG)
+			return -1;
 		if (ttl & 0x80000000u) /* RFC 2181 §8 */
 			ttl = 0;
 		r->min_ttl = RRC_MIN(r->min_ttl, ttl);

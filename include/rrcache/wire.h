@@ -61,6 +61,7 @@
 
 #define RRC_TYPE_SOA 6
 #define RRC_TYPE_OPT 41
+#define RRC_TYPE_TSIG 250
 /* RFC 7871 */
 #define RRC_EDNS_OPT_ECS 8
 
@@ -172,7 +173,7 @@ struct rrc_wire_reply {
 
 /*
  * Checks a reply of len bytes: QR=1, QDCOUNT=1 with a parseable question, every record inside
- * the packet, at most one OPT (in ADDITIONAL, root owner), no trailing bytes.
+ * the packet, at most one OPT (in ADDITIONAL, root owner), no TSIG, no trailing bytes.
  * Returns 0 or -1 when malformed.
  */
 int rrc_wire_check_reply(const uint8_t *pkt, size_t len, struct rrc_wire_reply *r);

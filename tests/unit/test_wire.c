@@ -419,14 +419,38 @@ static void test_build_query(void **state)
 		rrc_wire_build_query(out, 10, 1, name, sizeof(name), 1, 1, 0, false, false), 0);
 }
 
+/* A reply carrying a TSIG is refused: rrcache signs nothing, and ldns 1.8.3 leaks on
+ * malformed TSIG records (found by fuzz_reply; the input is in corpus_reply). */
+static void test_reply_with_tsig_refused(void **state)
+{
+	uint8_t pkt[600];
+	size_t len = corpus_load("reply_a", pkt, sizeof(pkt) - 11);
+	struct rrc_wire_reply r;
+	assert_int_equal(rrc_wire_check_reply(pkt, len, &r), 0);
+	static const uint8_t tsig[] = {0, 0, 250, 0, 255, 0, 0, 0, 0, 0, 0};
+	memcpy(pkt + len, tsig, sizeof(tsig));
+	rrc_put16(pkt + 10, (uint16_t)(rrc_get16(pkt + 10) + 1));
+	assert_int_equal(rrc_wire_check_reply(pkt, len + sizeof(tsig), &r), -1);
+	uint8_t leak[256];
+	size_t n = corpus_load_from(RRC_CORPUS_DIR "/../corpus_reply/reply_two_tsig_ldns_leak",
+				    leak, sizeof(leak));
+	assert_int_equal(rrc_wire_check_reply(leak, n, &r), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_corpus_queries), cmocka_unit_test(test_query_fields),
-		cmocka_unit_test(test_udp_limit),      cmocka_unit_test(test_key),
-		cmocka_unit_test(test_synth),	       cmocka_unit_test(test_reply_and_store),
-		cmocka_unit_test(test_ttl_clamp),      cmocka_unit_test(test_finish),
-		cmocka_unit_test(test_name_bounds),    cmocka_unit_test(test_set_ttls),
+		cmocka_unit_test(test_corpus_queries),
+		cmocka_unit_test(test_query_fields),
+		cmocka_unit_test(test_udp_limit),
+		cmocka_unit_test(test_key),
+		cmocka_unit_test(test_synth),
+		cmocka_unit_test(test_reply_and_store),
+		cmocka_unit_test(test_reply_with_tsig_refused),
+		cmocka_unit_test(test_ttl_clamp),
+		cmocka_unit_test(test_finish),
+		cmocka_unit_test(test_name_bounds),
+		cmocka_unit_test(test_set_ttls),
 		cmocka_unit_test(test_build_query),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
