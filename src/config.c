@@ -29,6 +29,9 @@ static const struct rrc_config rrc_config_defaults = {
 	.probe_interval_ms = 1000,
 	.probe_successes = 2,
 	.max_inflight = 10000,
+	.upstream_sockets = 8,
+	.socket_reuse = 256,
+	.socket_lifetime_ms = 10000,
 	.max_waiters_per_query = 100,
 	.max_waiters = 20000,
 	.cache_size = 64ull << 20,
@@ -356,6 +359,11 @@ static const struct key upstream_keys[] = {
 	{"probe_interval", K_DURATION, F(probe_interval_ms), 10, 3600000, NULL},
 	{"probe_successes", K_UINT, F(probe_successes), 1, 1000, NULL},
 	{"max_inflight", K_UINT, F(max_inflight), 1, 1000000, NULL},
+	/* CONFORMANCE U2: several sockets per upstream, each retired after at most 256 queries
+	 * or 10 s. */
+	{"sockets", K_UINT, F(upstream_sockets), 1, RRC_MAX_UPSTREAM_SOCKETS, NULL},
+	{"socket_reuse", K_UINT, F(socket_reuse), 1, 256, NULL},
+	{"socket_lifetime", K_DURATION, F(socket_lifetime_ms), 10, 10000, NULL},
 	{"max_waiters_per_query", K_UINT, F(max_waiters_per_query), 1, 1000000, NULL},
 	{"max_waiters", K_UINT, F(max_waiters), 1, 10000000, NULL},
 	{NULL, 0, 0, 0, 0, NULL}};

@@ -255,6 +255,13 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	       "Upstream queries this machine could not send (no descriptor, buffer, port or "
 	       "memory); never counted against the upstream.",
 	       s->upstream_local_errors);
+	single(b, "upstream_sockets", "gauge",
+	       "UDP sockets to upstreams open now (upstream.sockets per upstream and worker, and "
+	       "retired ones still waiting for replies).",
+	       s->upstream_sockets);
+	single(b, "upstream_sockets_opened_total", "counter",
+	       "UDP sockets to upstreams opened, each bound to a new random port.",
+	       s->upstream_sockets_opened);
 
 	family(b, "malformed_queries_total", "counter", "Client queries refused, by reason.");
 	for (unsigned i = 1; i < RRC_WR_COUNT; i++)
@@ -419,7 +426,9 @@ void rrc_stats_json(const struct rrc_stats_view *v, struct rrc_buf *b)
 				      {"errors", s->upstream_errors},
 				      {"unwanted_replies", s->unwanted_replies},
 				      {"malformed_replies", s->malformed_replies},
-				      {"local_errors", s->upstream_local_errors}};
+				      {"local_errors", s->upstream_local_errors},
+				      {"sockets_open", s->upstream_sockets},
+				      {"sockets_opened", s->upstream_sockets_opened}};
 	const struct kv clients[] = {
 		{"malformed", malformed},	   {"acl_dropped", s->acl_dropped},
 		{"acl_refused", s->acl_refused},   {"coalesced", s->coalesced},

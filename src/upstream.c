@@ -1,16 +1,24 @@
 /*
  * upstream: servers, attempts, health checks. See include/rrcache/upstream.h.
  *
- * Limits: at most RRC_MAX_UPSTREAMS servers; a TCP reply of at most 65535 bytes; the random
- * port search gives up after RRC_PORT_TRIES binds and lets the kernel choose.
+ * Limits: at most RRC_MAX_UPSTREAMS servers and RRC_MAX_UPSTREAM_SOCKETS UDP sockets open per
+ * server (plus retired ones still waiting for replies); a TCP reply of at most 65535 bytes;
+ * the random port search gives up after RRC_PORT_TRIES binds and lets the kernel choose.
  *
- * UDP attempts do not go through uv_udp_t: each is a plain non-blocking socket registered in
- * one epoll set of the set's own, which the loop watches with a single uv_poll_t. Compared with
- * a uv_udp_t per attempt this saves two of the nine system calls a miss costs upstream (the
- * EPOLL_CTL_DEL libuv makes before close, where close alone leaves the set, and the read libuv
- * repeats until EAGAIN), and about 1 us each on this kind of machine (bench/README.md).
- * Attempts cancelled while a batch of events is being dispatched are freed after the batch,
- * since a later event of the same batch may still point at them.
+ * UDP (CONFORMANCE U2): per server, upstream.sockets slots, each holding a connected socket
+ * bound to a random port. A query goes to a slot picked at random, with an ID that no other
+ * query in flight on that socket has. A socket that has carried upstream.socket_reuse queries
+ * or lived upstream.socket_lifetime is retired: it takes no new query, stays open until its
+ * queries in flight end, and the slot gets a freshly bound socket at its next use. Idle
+ * sockets past their lifetime are closed by a sweep.
+ *
+ * Sockets are plain non-blocking descriptors in one epoll set of the set's own, which the loop
+ * watches with a single uv_poll_t (no uv_udp_t: libuv's extra read until EAGAIN and its
+ * EPOLL_CTL_DEL before close each cost a system call). Queries are not sent at once but queued
+ * on their socket and sent with one sendmmsg per socket just before the loop next waits (a
+ * uv_prepare_t), so the misses of one batch of client datagrams leave together; replies are
+ * read with recvmmsg. Sockets closed while a batch of events is being dispatched are freed
+ * after the batch, since a later event of the same batch may still point at them.
  */
 #include "rrcache/upstream.h"
 #include "rrcache/balancer.h"
@@ -26,6 +34,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 /* Binds tried on random ports before falling back to an ephemeral one: with even half of the
@@ -34,21 +43,44 @@
 #define RRC_PORT_TRIES 8
 /* Lowest source port we pick: below it are the privileged and well-known ports. */
 #define RRC_PORT_MIN 1024
-/* Socket events taken from the set's epoll per readable event of the loop: twice a full
- * client batch (RRC_UDP_BATCH), so a batch of misses is read back in one call; more wait for
- * the next turn of the loop, which keeps timers and clients served during a flood of replies. */
+/* Socket events taken from the set's epoll per readable event of the loop; more wait for the
+ * next turn of the loop, which keeps timers and clients served during a flood of replies. */
 #define RRC_EVENTS_BATCH 64
+/* Datagrams read from one socket per recvmmsg, and sent per sendmmsg. */
+#define RRC_RECV_BATCH 16
+#define RRC_SEND_BATCH 64
+/* Chains of a socket's queries in flight, by ID: at most 256 per socket (socket_reuse). */
+#define RRC_SOCK_BUCKETS 64
+
+struct usock;
 
 struct server {
 	struct rrc_sockaddr addr;
 	char name[64];
-	unsigned refs;	      /* the set's array + live attempts */
+	unsigned refs;	      /* the set's array + live attempts + open sockets */
 	int idx;	      /* position in the set, -1 once removed by a reload */
 	uint32_t failures;    /* counted failures in a row (see server_failed) */
 	uint32_t good_probes; /* while down: good probes in a row */
 	uint64_t last_ok_us;  /* its last valid reply, to anything */
 	bool suspect;	      /* max_failures reached while up: a probe decides */
 	bool probing;	      /* a probe of it is in flight */
+	struct usock *sock[RRC_MAX_UPSTREAM_SOCKETS]; /* UDP slots; NULL: open one at next use */
+};
+
+/* One connected UDP socket to a server, carrying up to socket_reuse queries. */
+struct usock {
+	struct rrc_upstreams *u;
+	struct server *srv; /* holds a reference */
+	int fd;		    /* -1 once closed */
+	int slot;	    /* its slot in srv->sock, -1 once retired */
+	uint32_t sent;	    /* queries given to it */
+	uint32_t inflight;  /* of those, attempts still registered */
+	uint64_t born_us;
+	struct usock *prev, *next;   /* u->socks, or u->dead once closed */
+	struct usock *fprev, *fnext; /* u->flush: it has queries to send */
+	bool in_flush;
+	struct rrc_attempt *pend, **pend_tail; /* queued, not yet sent */
+	struct rrc_attempt *by_id[RRC_SOCK_BUCKETS];
 };
 
 struct rrc_upstreams {
@@ -59,17 +91,22 @@ struct rrc_upstreams {
 	unsigned cursor;
 	uv_timer_t probe_timer;
 	uv_timer_t verdict;	      /* judges probes at their deadline (upstream.timeout) */
+	uv_timer_t sweep;	      /* retires sockets past their lifetime */
+	uv_prepare_t flusher;	      /* sends what is queued before the loop waits */
 	struct rrc_attempt *attempts; /* every live attempt, for close-all */
+	struct usock *socks;	      /* every open UDP socket */
+	struct usock *flush;	      /* sockets with queries queued */
+	struct usock *dead;	      /* closed during a batch, freed after it */
+	unsigned busy;		      /* depth of batches that may still see a socket */
 	unsigned closes;	      /* handles not yet closed */
 	bool closing;
-	int epfd; /* the UDP attempts' sockets */
+	int epfd; /* the UDP sockets */
 	uv_poll_t ep_poll;
-	bool dispatching;	  /* in on_sockets_readable: frees wait for the batch's end */
-	struct rrc_attempt *dead; /* cancelled during the batch, freed after it */
 	uint8_t rnd[256];
 	size_t rnd_pos;
-	struct rrc_pool pool;		    /* recycled attempts */
-	uint8_t rbuf[RRC_WIRE_MAX_MSG + 2]; /* a datagram being read */
+	struct rrc_pool pool; /* recycled attempts */
+	/* Datagrams being read: at most 65,535 bytes each; pages are touched only as used. */
+	uint8_t rbuf[RRC_RECV_BATCH][RRC_WIRE_MAX_MSG + 1];
 };
 
 struct rrc_attempt {
@@ -83,8 +120,11 @@ struct rrc_attempt {
 	bool closing;
 	bool timed_out;
 	bool delivered;
-	int fd;	       /* UDP socket, -1 once closed (or for TCP) */
-	bool tcp_init; /* conn is a libuv handle that must be closed */
+	bool queued;		     /* on its socket's send queue */
+	struct usock *sock;	     /* UDP: its socket, NULL once detached */
+	struct rrc_attempt *id_next; /* sock->by_id chain */
+	struct rrc_attempt *q_next;  /* sock->pend */
+	bool tcp_init;		     /* conn is a libuv handle that must be closed */
 	uv_tcp_t conn;
 	uv_connect_t connect_req;
 	uv_write_t write_req;
@@ -254,6 +294,8 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 }
 
 static void on_probe_tick(uv_timer_t *t);
+static void sock_retire(struct usock *k);
+static void end_batch(struct rrc_upstreams *u);
 static void on_verdict(uv_timer_t *t);
 static void on_sockets_readable(uv_poll_t *p, int status, int events);
 
@@ -293,6 +335,10 @@ struct rrc_upstreams *rrc_upstreams_create(const struct rrc_env *env, char err[R
 	u->probe_timer.data = u;
 	uv_timer_init(env->loop, &u->verdict);
 	u->verdict.data = u;
+	uv_timer_init(env->loop, &u->sweep);
+	u->sweep.data = u;
+	uv_prepare_init(env->loop, &u->flusher);
+	u->flusher.data = u;
 	uv_timer_start(&u->probe_timer, on_probe_tick, cfg->probe_interval_ms,
 		       cfg->probe_interval_ms);
 	return u;
@@ -309,6 +355,14 @@ int rrc_upstreams_reconfigure(struct rrc_upstreams *u)
 	int rc = fill_servers(u, cfg, old, n_old, old_bal);
 	if (rc)
 		return rc;
+	/* Sockets of removed servers, and of slots beyond upstream.sockets, take no new query. */
+	u->busy++;
+	for (struct usock *k = u->socks, *next; k; k = next) {
+		next = k->next;
+		if (k->slot >= 0 && (k->srv->idx < 0 || k->slot >= (int)cfg->upstream_sockets))
+			sock_retire(k);
+	}
+	end_batch(u);
 	uv_timer_start(&u->probe_timer, on_probe_tick, cfg->probe_interval_ms,
 		       cfg->probe_interval_ms);
 	return 0;
@@ -335,7 +389,7 @@ int rrc_upstreams_pick(struct rrc_upstreams *u, uint64_t exclude)
 
 static void maybe_free_set(struct rrc_upstreams *u)
 {
-	if (!u->closing || u->closes > 0)
+	if (!u->closing || u->closes > 0 || u->socks || u->dead || u->busy)
 		return;
 	for (unsigned i = 0; i < u->n; i++) {
 		u->srv[i]->idx = -1;
@@ -344,6 +398,254 @@ static void maybe_free_set(struct rrc_upstreams *u)
 	rrc_pool_drain(&u->pool);
 	free(u);
 }
+
+/* ---- UDP sockets ---- */
+
+static void sock_free(struct usock *k)
+{
+	server_put(k->srv);
+	free(k);
+}
+
+/* Frees the sockets closed during batches once no batch is running. */
+static void end_batch(struct rrc_upstreams *u)
+{
+	if (--u->busy > 0)
+		return;
+	while (u->dead) {
+		struct usock *k = u->dead;
+		u->dead = k->next;
+		sock_free(k);
+	}
+	maybe_free_set(u);
+}
+
+static void flush_unlink(struct usock *k)
+{
+	struct rrc_upstreams *u = k->u;
+	if (!k->in_flush)
+		return;
+	if (k->fprev)
+		k->fprev->fnext = k->fnext;
+	else
+		u->flush = k->fnext;
+	if (k->fnext)
+		k->fnext->fprev = k->fprev;
+	k->fprev = k->fnext = NULL;
+	k->in_flush = false;
+}
+
+/* Closing the descriptor also takes it out of the epoll set. */
+static void sock_close(struct usock *k)
+{
+	struct rrc_upstreams *u = k->u;
+	close(k->fd);
+	k->fd = -1;
+	flush_unlink(k);
+	if (k->slot >= 0 && k->srv->sock[k->slot] == k)
+		k->srv->sock[k->slot] = NULL;
+	k->slot = -1;
+	if (k->prev)
+		k->prev->next = k->next;
+	else
+		u->socks = k->next;
+	if (k->next)
+		k->next->prev = k->prev;
+	u->env->st->upstream_sockets--;
+	if (u->busy) {
+		k->prev = NULL;
+		k->next = u->dead;
+		u->dead = k;
+		return;
+	}
+	sock_free(k);
+	maybe_free_set(u);
+}
+
+/* Takes the socket out of use: no new query; it closes once its queries in flight end. */
+static void sock_retire(struct usock *k)
+{
+	if (k->slot >= 0 && k->srv->sock[k->slot] == k)
+		k->srv->sock[k->slot] = NULL;
+	k->slot = -1;
+	if (k->inflight == 0 && k->fd >= 0)
+		sock_close(k);
+}
+
+static struct rrc_attempt **sock_chain(struct usock *k, uint16_t id)
+{
+	return &k->by_id[id % RRC_SOCK_BUCKETS];
+}
+
+static struct rrc_attempt *sock_find(struct usock *k, uint16_t id)
+{
+	for (struct rrc_attempt *a = *sock_chain(k, id); a; a = a->id_next) {
+		if (a->id == id)
+			return a;
+	}
+	return NULL;
+}
+
+/* Takes a UDP attempt off its socket: a later reply with its ID is unwanted. */
+static void sock_detach(struct rrc_attempt *a)
+{
+	struct usock *k = a->sock;
+	if (!k)
+		return;
+	for (struct rrc_attempt **p = sock_chain(k, a->id); *p; p = &(*p)->id_next) {
+		if (*p == a) {
+			*p = a->id_next;
+			break;
+		}
+	}
+	if (a->queued) {
+		for (struct rrc_attempt **p = &k->pend; *p; p = &(*p)->q_next) {
+			if (*p == a) {
+				*p = a->q_next;
+				if (k->pend_tail == &a->q_next)
+					k->pend_tail = p;
+				break;
+			}
+		}
+		a->queued = false;
+		if (!k->pend)
+			flush_unlink(k);
+	}
+	a->sock = NULL;
+	a->id_next = a->q_next = NULL;
+	if (--k->inflight == 0 && k->slot < 0 && k->fd >= 0)
+		sock_close(k);
+}
+
+static void random_bytes(struct rrc_upstreams *u, void *out, size_t n);
+static void on_sweep(uv_timer_t *t);
+
+/* Opens a socket to s bound to a random port (RFC 5452 §9.2), connected and watched. */
+static struct usock *sock_open(struct rrc_upstreams *u, struct server *s, int *err)
+{
+	struct usock *k = calloc(1, sizeof(*k));
+	if (!k) {
+		*err = UV_ENOMEM;
+		return NULL;
+	}
+	int family = s->addr.sa.sa_family;
+	int fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	int rc = fd < 0 ? -errno : 0;
+	for (int i = 0; rc == 0 && i <= RRC_PORT_TRIES; i++) {
+		uint16_t port = 0;
+		if (i < RRC_PORT_TRIES) {
+			random_bytes(u, &port, sizeof(port));
+			port = (uint16_t)(RRC_PORT_MIN + port % (65536 - RRC_PORT_MIN));
+		}
+		struct rrc_sockaddr local;
+		memset(&local, 0, sizeof(local));
+		if (family == AF_INET) {
+			local.sin.sin_family = AF_INET;
+			local.sin.sin_port = htons(port);
+			local.len = sizeof(local.sin);
+		} else {
+			local.sin6.sin6_family = AF_INET6;
+			local.sin6.sin6_port = htons(port);
+			local.len = sizeof(local.sin6);
+		}
+		rc = bind(fd, &local.sa, local.len) == 0 ? 0 : -errno;
+		if (rc != -EADDRINUSE && rc != -EACCES)
+			break;
+		if (i < RRC_PORT_TRIES)
+			rc = 0;
+	}
+	socklen_t alen =
+		family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
+	if (rc == 0 && connect(fd, &s->addr.sa, alen) != 0)
+		rc = -errno;
+	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = k};
+	if (rc == 0 && epoll_ctl(u->epfd, EPOLL_CTL_ADD, fd, &ev) != 0)
+		rc = -errno;
+	if (rc) {
+		if (fd >= 0)
+			close(fd);
+		free(k);
+		*err = rc;
+		return NULL;
+	}
+	k->u = u;
+	k->srv = s;
+	s->refs++;
+	k->fd = fd;
+	k->slot = -1;
+	k->born_us = uv_hrtime() / 1000;
+	k->pend_tail = &k->pend;
+	k->next = u->socks;
+	if (u->socks)
+		u->socks->prev = k;
+	u->socks = k;
+	u->env->st->upstream_sockets++;
+	u->env->st->upstream_sockets_opened++;
+	if (!uv_is_active((uv_handle_t *)&u->sweep)) {
+		uint64_t every = RRC_MIN(rrc_env_cfg(u->env)->socket_lifetime_ms, 1000);
+		uv_timer_start(&u->sweep, on_sweep, every, every);
+	}
+	return k;
+}
+
+/* A socket of s for one more query: a random slot's, or a fresh one in its place when the slot
+ * is empty or its socket is used up (socket_reuse queries, or socket_lifetime). */
+static struct usock *sock_pick(struct rrc_upstreams *u, struct server *s, uint64_t now_us, int *err)
+{
+	const struct rrc_config *cfg = rrc_env_cfg(u->env);
+	uint16_t r;
+	random_bytes(u, &r, sizeof(r));
+	int slot = (int)(r % RRC_MIN(cfg->upstream_sockets, RRC_MAX_UPSTREAM_SOCKETS));
+	struct usock *k = s->sock[slot];
+	if (k && (k->sent >= cfg->socket_reuse ||
+		  now_us - k->born_us >= (uint64_t)cfg->socket_lifetime_ms * 1000)) {
+		sock_retire(k);
+		k = NULL;
+	}
+	if (!k) {
+		k = sock_open(u, s, err);
+		if (!k)
+			return NULL;
+		k->slot = slot;
+		s->sock[slot] = k;
+	}
+	return k;
+}
+
+static void on_flush(uv_prepare_t *h);
+
+/* Gives a an ID no query in flight on k has, and queues it for sending. */
+static void sock_add(struct usock *k, struct rrc_attempt *a)
+{
+	struct rrc_upstreams *u = k->u;
+	do {
+		random_bytes(u, &a->id, sizeof(a->id));
+	} while (sock_find(k, a->id));
+	rrc_put16(a->q + 2, a->id);
+	struct rrc_attempt **chain = sock_chain(k, a->id);
+	a->id_next = *chain;
+	*chain = a;
+	a->sock = k;
+	k->inflight++;
+	a->q_next = NULL;
+	*k->pend_tail = a;
+	k->pend_tail = &a->q_next;
+	a->queued = true;
+	if (!k->in_flush) {
+		k->in_flush = true;
+		k->fprev = NULL;
+		k->fnext = u->flush;
+		if (u->flush)
+			u->flush->fprev = k;
+		u->flush = k;
+		if (!uv_is_active((uv_handle_t *)&u->flusher))
+			uv_prepare_start(&u->flusher, on_flush);
+	}
+	if (++k->sent >= rrc_env_cfg(u->env)->socket_reuse)
+		sock_retire(k);
+}
+
+/* ---- attempts ---- */
 
 static void attempt_free(struct rrc_attempt *a)
 {
@@ -377,15 +679,6 @@ static void on_tcp_closed(uv_handle_t *h)
 	attempt_free(a);
 }
 
-/* Closing the socket also takes it out of the epoll set. */
-static void close_udp(struct rrc_attempt *a)
-{
-	if (a->fd >= 0) {
-		close(a->fd);
-		a->fd = -1;
-	}
-}
-
 /* Ends an attempt whose TCP handle (if any) was never initialized or is being closed here. */
 static void attempt_end(struct rrc_attempt *a, bool tcp_handle)
 {
@@ -399,12 +692,7 @@ static void attempt_end(struct rrc_attempt *a, bool tcp_handle)
 		uv_close((uv_handle_t *)&a->conn, on_tcp_closed);
 		return;
 	}
-	close_udp(a);
-	if (u->dispatching) {
-		a->next = u->dead;
-		u->dead = a;
-		return;
-	}
+	sock_detach(a);
 	attempt_free(a);
 }
 
@@ -449,7 +737,7 @@ static void deliver(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struc
 	if (a->tcp)
 		uv_read_stop((uv_stream_t *)&a->conn);
 	else
-		close_udp(a);
+		sock_detach(a);
 	struct rrc_upstream_stats *us = ust(a->u, a->srv);
 	if (!pkt) {
 		if (us)
@@ -471,6 +759,26 @@ static void deliver(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struc
 	a->cb = NULL;
 	if (cb)
 		cb(ctx, a, pkt, len, r);
+}
+
+/* The attempt could not be sent for want of a resource of this machine (a descriptor, a
+ * buffer, a port, memory): counted as such and never against the server (H4). */
+static void fail_local(struct rrc_attempt *a, int rc)
+{
+	rrc_log_limited(RRC_LOG_WARN, RRC_LG_UPSTREAM, "cannot query %s: %s", a->srv->name,
+			uv_strerror(rc));
+	a->u->env->st->upstream_local_errors++;
+	rrc_attempt_cb cb = a->cb;
+	void *ctx = a->ctx;
+	a->delivered = true;
+	sock_detach(a);
+	if (a->probe) {
+		rrc_upstream_cancel(a);
+		return;
+	}
+	a->cb = NULL;
+	if (cb)
+		cb(ctx, a, NULL, 0, NULL);
 }
 
 /* Checks one reply against what the attempt sent. Returns true when it was delivered. */
@@ -513,26 +821,57 @@ static bool consider_reply(struct rrc_attempt *a, uint8_t *pkt, size_t len)
 	return true;
 }
 
-/* Reads one datagram from an attempt's socket; the loop comes back while more are queued. */
-static void read_udp(struct rrc_attempt *a)
+/* Every query on k fails (the socket reported an error: ICMP port unreachable on a connected
+ * socket says nobody listens there) and k is retired. */
+static void sock_fail(struct usock *k)
 {
-	struct rrc_upstreams *u = a->u;
-	struct rrc_sockaddr from;
-	socklen_t flen = sizeof(from.ss);
-	ssize_t n = recvfrom(a->fd, u->rbuf, sizeof(u->rbuf), MSG_TRUNC, &from.sa, &flen);
+	struct rrc_upstreams *u = k->u;
+	u->busy++;
+	sock_retire(k);
+	for (unsigned b = 0; b < RRC_SOCK_BUCKETS; b++) {
+		while (k->by_id[b])
+			deliver(k->by_id[b], NULL, 0, NULL);
+	}
+	end_batch(u);
+}
+
+/* Reads the datagrams queued on k, a batch at a time; the loop comes back while more are. */
+static void sock_read(struct usock *k)
+{
+	struct rrc_upstreams *u = k->u;
+	struct mmsghdr m[RRC_RECV_BATCH];
+	struct iovec iov[RRC_RECV_BATCH];
+	struct rrc_sockaddr from[RRC_RECV_BATCH];
+	for (unsigned i = 0; i < RRC_RECV_BATCH; i++) {
+		iov[i].iov_base = u->rbuf[i];
+		iov[i].iov_len = sizeof(u->rbuf[i]);
+		m[i].msg_hdr = (struct msghdr){.msg_name = &from[i].ss,
+					       .msg_namelen = sizeof(from[i].ss),
+					       .msg_iov = &iov[i],
+					       .msg_iovlen = 1};
+	}
+	int n = recvmmsg(k->fd, m, RRC_RECV_BATCH, MSG_DONTWAIT, NULL);
 	if (n < 0) {
-		if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
-			return;
-		/* ICMP port unreachable on a connected socket: the server is not there. */
-		deliver(a, NULL, 0, NULL);
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			sock_fail(k);
 		return;
 	}
-	/* The kernel only passes the connected peer's datagrams; checked again all the same. */
-	if (!rrc_addr_equal(&from, &a->srv->addr) || (size_t)n > sizeof(u->rbuf)) {
-		u->env->st->unwanted_replies++;
-		return;
+	for (int i = 0; i < n && k->fd >= 0; i++) {
+		uint8_t *pkt = u->rbuf[i];
+		size_t len = m[i].msg_len;
+		struct rrc_attempt *a = NULL;
+		from[i].len = m[i].msg_hdr.msg_namelen;
+		/* The kernel only passes the connected peer's datagrams; checked again all the
+		 * same. */
+		if (rrc_addr_equal(&from[i], &k->srv->addr) &&
+		    !(m[i].msg_hdr.msg_flags & MSG_TRUNC) && len >= RRC_WIRE_HDR)
+			a = sock_find(k, rrc_get16(pkt));
+		if (!a) {
+			u->env->st->unwanted_replies++;
+			continue;
+		}
+		consider_reply(a, pkt, len);
 	}
-	consider_reply(a, u->rbuf, (size_t)n);
 }
 
 static void on_sockets_readable(uv_poll_t *p, int status, int events)
@@ -542,63 +881,84 @@ static void on_sockets_readable(uv_poll_t *p, int status, int events)
 	(void)status;
 	(void)events;
 	int n = epoll_wait(u->epfd, ev, RRC_EVENTS_BATCH, 0);
-	u->dispatching = true;
+	u->busy++;
 	for (int i = 0; i < n; i++) {
-		struct rrc_attempt *a = ev[i].data.ptr;
-		if (a->fd >= 0 && !a->closing)
-			read_udp(a);
+		struct usock *k = ev[i].data.ptr;
+		if (k->fd >= 0)
+			sock_read(k);
 	}
-	u->dispatching = false;
-	while (u->dead) {
-		struct rrc_attempt *a = u->dead;
-		u->dead = a->next;
-		attempt_free(a);
+	end_batch(u);
+}
+
+/* Sends the queries queued on k, as few sendmmsg calls as the socket takes. */
+static void sock_send(struct usock *k)
+{
+	struct mmsghdr m[RRC_SEND_BATCH];
+	struct iovec iov[RRC_SEND_BATCH];
+	while (k->pend && k->fd >= 0) {
+		unsigned n = 0;
+		for (struct rrc_attempt *a = k->pend; a && n < RRC_SEND_BATCH; a = a->q_next) {
+			iov[n].iov_base = a->q + 2;
+			iov[n].iov_len = a->qlen;
+			memset(&m[n], 0, sizeof(m[n]));
+			m[n].msg_hdr.msg_iov = &iov[n];
+			m[n].msg_hdr.msg_iovlen = 1;
+			n++;
+		}
+		int sent = sendmmsg(k->fd, m, n, 0);
+		int err = sent < 0 ? errno : 0;
+		for (int i = 0; i < sent; i++) {
+			struct rrc_attempt *a = k->pend;
+			k->pend = a->q_next;
+			a->q_next = NULL;
+			a->queued = false;
+		}
+		if (!k->pend)
+			k->pend_tail = &k->pend;
+		if (sent >= 0 || err == EINTR)
+			continue;
+		if (local_error(-err)) {
+			/* The first queued message could not go: this machine's shortage. */
+			fail_local(k->pend, -err);
+			continue;
+		}
+		/* An error of the socket (a refusal reported by ICMP): nobody listens there. */
+		sock_fail(k);
+		return;
 	}
 }
 
-static int start_udp(struct rrc_attempt *a)
+/* Before the loop waits: every queued query leaves, a sendmmsg per socket. Failures may queue
+ * retries on other sockets, which leave in the same pass. */
+static void on_flush(uv_prepare_t *h)
 {
-	struct rrc_upstreams *u = a->u;
-	struct rrc_sockaddr local;
-	int family = a->srv->addr.sa.sa_family;
-	a->fd = socket(family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (a->fd < 0)
-		return -errno;
-	int rc = 0;
-	/* RFC 5452 §9.2: a random source port, from the CSPRNG, for every query. */
-	for (int i = 0; i <= RRC_PORT_TRIES; i++) {
-		uint16_t port = 0;
-		if (i < RRC_PORT_TRIES) {
-			random_bytes(u, &port, sizeof(port));
-			port = (uint16_t)(RRC_PORT_MIN + port % (65536 - RRC_PORT_MIN));
-		}
-		memset(&local, 0, sizeof(local));
-		if (family == AF_INET) {
-			local.sin.sin_family = AF_INET;
-			local.sin.sin_port = htons(port);
-			local.len = sizeof(local.sin);
-		} else {
-			local.sin6.sin6_family = AF_INET6;
-			local.sin6.sin6_port = htons(port);
-			local.len = sizeof(local.sin6);
-		}
-		rc = bind(a->fd, &local.sa, local.len) == 0 ? 0 : -errno;
-		if (rc != -EADDRINUSE && rc != -EACCES)
-			break;
+	struct rrc_upstreams *u = h->data;
+	u->busy++;
+	while (u->flush) {
+		struct usock *k = u->flush;
+		flush_unlink(k);
+		sock_send(k);
 	}
-	if (rc)
-		return rc;
-	socklen_t alen =
-		family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-	if (connect(a->fd, &a->srv->addr.sa, alen) != 0)
-		return -errno;
-	/* A fresh socket has an empty send buffer: a failure here is a real error. */
-	if (send(a->fd, a->q + 2, a->qlen, 0) < 0)
-		return -errno;
-	struct epoll_event ev = {.events = EPOLLIN, .data.ptr = a};
-	if (epoll_ctl(u->epfd, EPOLL_CTL_ADD, a->fd, &ev) != 0)
-		return -errno;
-	return 0;
+	uv_prepare_stop(&u->flusher);
+	end_batch(u);
+}
+
+/* Retires the sockets past their lifetime; the sweep stops when no socket is left. */
+static void on_sweep(uv_timer_t *t)
+{
+	struct rrc_upstreams *u = t->data;
+	const struct rrc_config *cfg = rrc_env_cfg(u->env);
+	uint64_t now = uv_hrtime() / 1000, life = (uint64_t)cfg->socket_lifetime_ms * 1000;
+	u->busy++;
+	for (struct usock *k = u->socks, *next; k; k = next) {
+		next = k->next;
+		if (k->slot >= 0 &&
+		    (now - k->born_us >= life || k->slot >= (int)cfg->upstream_sockets))
+			sock_retire(k);
+	}
+	if (!u->socks)
+		uv_timer_stop(&u->sweep);
+	end_batch(u);
 }
 
 static void on_tcp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
@@ -687,11 +1047,8 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 	a->qlen = len;
 	if (probe)
 		a->srv->probing = true;
-	a->fd = -1;
 	rrc_put16(a->q, (uint16_t)len);
 	memcpy(a->q + 2, query, len);
-	random_bytes(u, &a->id, sizeof(a->id));
-	rrc_put16(a->q + 2, a->id);
 	a->next = u->attempts;
 	if (u->attempts)
 		u->attempts->prev = a;
@@ -702,7 +1059,17 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 	if (!probe)
 		st->up[idx].queries++;
 	a->sent_us = uv_hrtime() / 1000;
-	int rc = tcp ? start_tcp(a) : start_udp(a);
+	int rc = 0;
+	if (tcp) {
+		/* A connection of its own: the ID needs only be unpredictable. */
+		random_bytes(u, &a->id, sizeof(a->id));
+		rrc_put16(a->q + 2, a->id);
+		rc = start_tcp(a);
+	} else {
+		struct usock *k = sock_pick(u, a->srv, a->sent_us, &rc);
+		if (k)
+			sock_add(k, a);
+	}
 	if (rc) {
 		rrc_log_limited(RRC_LOG_WARN, RRC_LG_UPSTREAM, "cannot query %s: %s", a->srv->name,
 				uv_strerror(rc));
@@ -820,13 +1187,22 @@ static void on_sockets_poll_closed(uv_handle_t *h)
 void rrc_upstreams_close(struct rrc_upstreams *u)
 {
 	u->closing = true;
-	u->closes += 3;
+	u->closes += 5;
 	uv_close((uv_handle_t *)&u->probe_timer, on_probe_timer_closed);
 	uv_close((uv_handle_t *)&u->verdict, on_probe_timer_closed);
+	uv_close((uv_handle_t *)&u->sweep, on_probe_timer_closed);
+	uv_close((uv_handle_t *)&u->flusher, on_probe_timer_closed);
 	uv_close((uv_handle_t *)&u->ep_poll, on_sockets_poll_closed);
+	u->busy++;
 	struct rrc_attempt *next;
 	for (struct rrc_attempt *a = u->attempts; a; a = next) {
 		next = a->next;
 		rrc_upstream_cancel(a);
 	}
+	/* With no attempt left, retiring a socket closes it. */
+	for (struct usock *k = u->socks, *knext; k; k = knext) {
+		knext = k->next;
+		sock_retire(k);
+	}
+	end_batch(u);
 }

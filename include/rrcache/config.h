@@ -20,6 +20,7 @@
 #define RRC_MAX_UPSTREAMS RRC_BALANCER_MAX
 #define RRC_MAX_ACL_RULES 4096
 #define RRC_MAX_WORKERS 256
+#define RRC_MAX_UPSTREAM_SOCKETS 64
 
 struct rrc_upstream_conf {
 	struct rrc_sockaddr addr;
@@ -86,6 +87,9 @@ struct rrc_config {
 	uint32_t probe_interval_ms;
 	uint32_t probe_successes;	/* good probes before it is up again */
 	uint32_t max_inflight;		/* upstream queries in flight per worker */
+	uint32_t upstream_sockets;	/* UDP sockets open at once per upstream and worker */
+	uint32_t socket_reuse;		/* queries one such socket carries (1: one per query) */
+	uint32_t socket_lifetime_ms;	/* and how long it is used at most */
 	uint32_t max_waiters_per_query; /* clients waiting on one query in flight */
 	uint32_t max_waiters;		/* clients waiting, per worker */
 

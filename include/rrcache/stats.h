@@ -124,6 +124,8 @@ struct rrc_worker_stats {
 	uint64_t upstream_queries, upstream_tcp, upstream_timeouts, upstream_errors;
 	uint64_t unwanted_replies, malformed_replies;
 	uint64_t upstream_local_errors; /* upstream queries this machine could not send */
+	uint64_t upstream_sockets;	/* gauge: UDP sockets to upstreams open now */
+	uint64_t upstream_sockets_opened;
 	uint64_t udp_send_dropped;
 	uint64_t tcp_accepted, tcp_refused_limit, tcp_refused_acl, tcp_closed_idle;
 	uint64_t tcp_open; /* gauge */

@@ -25,6 +25,21 @@ def fault():
 
 
 @pytest.fixture
+def paced():
+    """Fast upstreams answering after a delay (helpers.PacedUpstream), stopped after the test."""
+    from helpers import PacedUpstream
+    started = []
+
+    def make(**kw):
+        p = PacedUpstream(**kw)
+        started.append(p)
+        return p
+    yield make
+    for p in started:
+        p.stop()
+
+
+@pytest.fixture
 def rrcache():
     """Starts rrcache instances; each is stopped (SIGTERM, exit 0 checked) after the test."""
     started = []

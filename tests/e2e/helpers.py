@@ -373,6 +373,116 @@ class FaultUpstream:
         self.tcp.close()
 
 
+class PacedUpstream:
+    """A fast upstream on 127.0.0.1:<port> (UDP only, one thread) that answers every query
+    (default_answer) after delay seconds plus up to jitter more, and records for each query
+    .log entries (received, answered, source port, ID, name). .spoof(fn) installs a hook
+    called with (query, source) on receipt, from the serving thread, to send lies before the
+    real answer."""
+
+    def __init__(self, delay=0.02, jitter=0.0):
+        import heapq
+        self.delay, self.jitter = delay, jitter
+        self.port = free_port()
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+        self.sock.setblocking(False)
+        self.lock = threading.Lock()
+        self.log = []
+        self.hook = None
+        self.stopping = False
+        self._due = []
+        self._heapq = heapq
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+
+    def spoof(self, fn):
+        self.hook = fn
+
+    def _loop(self):
+        import select
+        rnd = random.Random(7)
+        seq = 0
+        while not self.stopping:
+            now = time.monotonic()
+            while self._due and self._due[0][0] <= now:
+                _, _, wire, src, entry = self._heapq.heappop(self._due)
+                try:
+                    self.sock.sendto(wire, src)
+                except OSError:
+                    pass
+                entry[1] = time.monotonic()
+            wait = min(0.05, max(0.0, self._due[0][0] - now)) if self._due else 0.05
+            ready, _, _ = select.select([self.sock], [], [], wait)
+            if not ready:
+                continue
+            for _ in range(256):
+                try:
+                    wire, src = self.sock.recvfrom(65535)
+                except (BlockingIOError, OSError):
+                    break
+                try:
+                    q = dns.message.from_wire(wire)
+                except Exception:
+                    continue
+                if q.question and q.question[0].name == STARTUP_PROBE:
+                    self.sock.sendto(default_answer(q).to_wire(), src)
+                    continue
+                entry = [time.monotonic(), None, src[1], q.id, q.question[0].name]
+                with self.lock:
+                    self.log.append(entry)
+                if self.hook:
+                    self.hook(q, src)
+                seq += 1
+                at = entry[0] + self.delay + rnd.random() * self.jitter
+                self._heapq.heappush(self._due, (at, seq, default_answer(q).to_wire(), src,
+                                                 entry))
+
+    def entries(self):
+        with self.lock:
+            return [tuple(e) for e in self.log]
+
+    def stop(self):
+        self.stopping = True
+        self.thread.join(2)
+        self.sock.close()
+
+
+def blast(port, names, window=100, deadline=30.0):
+    """Sends A queries for names to 127.0.0.1:port over a few client sockets, at most window
+    unanswered at once, and returns {name: response} for those answered before deadline."""
+    import select
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+    for s in socks:
+        s.setblocking(False)
+    out, waiting = {}, {}
+    todo = list(names)
+    end = time.monotonic() + deadline
+    try:
+        while (todo or waiting) and time.monotonic() < end:
+            while todo and len(waiting) < window:
+                name = todo.pop()
+                q = dns.message.make_query(name, "A")
+                socks[len(todo) % len(socks)].sendto(q.to_wire(), ("127.0.0.1", port))
+                waiting[q.id, dns.name.from_text(name)] = name
+            ready, _, _ = select.select(socks, [], [], 0.2)
+            for s in ready:
+                while True:
+                    try:
+                        wire = s.recv(65535)
+                    except BlockingIOError:
+                        break
+                    r = dns.message.from_wire(wire)
+                    name = waiting.pop((r.id, r.question[0].name), None)
+                    if name is not None:
+                        out[name] = r
+    finally:
+        for s in socks:
+            s.close()
+    return out
+
+
 # ---------------------------------------------------------------- rrcache
 
 class Rrcache:

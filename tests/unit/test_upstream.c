@@ -159,12 +159,15 @@ static struct rrc_config *probing_config(const uint16_t *port)
 }
 
 /* Times out one attempt for name: a failure as the query would report it. */
-static void time_out(struct rrc_upstreams *u, const char *name, struct outcome *o)
+static void time_out(struct test_env *t, struct rrc_upstreams *u, const char *name,
+		     struct outcome *o)
 {
 	uint8_t q[512];
 	size_t qlen = test_query(name, 0, q);
 	struct rrc_attempt *a = rrc_upstream_send(u, 0, false, q, qlen, on_reply, o);
 	assert_non_null(a);
+	/* Queries leave when the loop next turns. */
+	uv_run(&t->loop, UV_RUN_NOWAIT);
 	rrc_upstream_attempt_timeout(a);
 	rrc_upstream_attempt_timeout(a); /* judged once */
 	rrc_upstream_cancel(a);
@@ -186,7 +189,7 @@ static void test_timeouts_mark_down_and_probes_bring_back(void **state)
 	struct outcome o = {0};
 	for (int i = 0; i < 3; i++) {
 		assert_true(rrc_upstreams_any_up(u));
-		time_out(u, "www.example.com", &o);
+		time_out(&t, u, "www.example.com", &o);
 	}
 	/* Suspect, not down: its probe decides. */
 	assert_true(rrc_upstreams_any_up(u));
@@ -263,7 +266,7 @@ static void test_suspect_server_answering_its_probe_stays_up(void **state)
 	struct outcome o = {0};
 	for (int round = 0; round < 3; round++) {
 		for (int i = 0; i < 3; i++)
-			time_out(u, "black.hole", &o);
+			time_out(&t, u, "black.hole", &o);
 		test_run_for(&t, 150); /* the probe is answered */
 		assert_true(rrc_upstreams_any_up(u));
 	}
