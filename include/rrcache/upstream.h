@@ -2,19 +2,22 @@
  * upstream: the upstream servers of one worker, their health, and the attempts (one query sent
  * to one server over UDP or TCP).
  *
- * Every attempt gets a fresh random ID from a CSPRNG and, over UDP, its own connected socket
- * bound to a random source port (RFC 5452 §9.2). A datagram whose address, port, ID or
- * question differs from what was sent is counted as unwanted and ignored; the attempt keeps
- * waiting (RFC 5452 §9.1). Over TCP (after TC=1) the message is framed per RFC 1035 §4.2.2.
+ * Every attempt gets a random ID from a CSPRNG. Over UDP it leaves on one of the server's
+ * pooled connected sockets, each bound to a random source port (CONFORMANCE U2, RFC 5452
+ * §9.2), with an ID no other attempt in flight on that socket has; it is queued and sent
+ * before the loop next waits, so a failure to send reaches the callback, not the caller. A
+ * datagram whose address, port, ID or question differs from what was sent is counted as
+ * unwanted and ignored; the attempt keeps waiting (RFC 5452 §9.1). Over TCP (after TC=1) the
+ * message is framed per RFC 1035 §4.2.2.
  *
  * Health: max_failures consecutive failures (timeouts reported by the query, errors and
  * malformed replies seen here) mark a server down; down servers get a ". NS" probe every
  * probe_interval and are up again after probe_successes good probes in a row.
  *
  * Ownership: an attempt is owned by this module and freed once cancelled (a TCP attempt in its
- * handle's close callback, a UDP attempt at once or, when cancelled from inside a reply
- * callback, after the current batch of socket events). The caller's ctx is non-owning and is
- * cleared by rrc_upstream_cancel(); after cancel, the callback is never called.
+ * handle's close callback, a UDP attempt at once; a UDP attempt cancelled before it left is
+ * never sent). The caller's ctx is non-owning and is cleared by rrc_upstream_cancel(); after
+ * cancel, the callback is never called.
  */
 #ifndef RRCACHE_UPSTREAM_H
 #define RRCACHE_UPSTREAM_H
@@ -57,7 +60,8 @@ unsigned rrc_upstreams_count(const struct rrc_upstreams *u);
 
 /*
  * Sends query (len bytes, an ID in its first two bytes that will be replaced) to server idx.
- * Returns the attempt, or NULL when the socket could not be set up (counted as a failure).
+ * Returns the attempt, or NULL when no socket could be set up (counted as a failure, or as a
+ * local error when this machine lacked the resource).
  */
 struct rrc_attempt *rrc_upstream_send(struct rrc_upstreams *u, int idx, bool tcp,
 				      const uint8_t *query, size_t len, rrc_attempt_cb cb,

@@ -138,6 +138,79 @@ static void test_refused_port_fails_the_attempt(void **state)
 	teardown(&t, &f, u);
 }
 
+struct many {
+	unsigned calls, ok;
+};
+
+static void on_many(void *ctx, struct rrc_attempt *a, uint8_t *pkt, size_t len,
+		    const struct rrc_wire_reply *r)
+{
+	struct many *m = ctx;
+	m->calls++;
+	m->ok += pkt != NULL;
+	rrc_upstream_cancel(a);
+}
+
+static bool all_called(void *arg)
+{
+	return ((struct many *)arg)->calls == 40;
+}
+
+/* 40 attempts share the pool's sockets; the refusal (ICMP port unreachable) that one socket
+ * reports fails every attempt on it, each exactly once, and no socket is left open. */
+static void test_refused_port_fails_every_attempt_on_the_socket(void **state)
+{
+	struct test_env t;
+	struct fake_dns f;
+	struct many m = {0};
+	struct rrc_upstreams *u = setup(&t, &f, FAKE_ANSWER);
+	test_cfg(&t)->upstreams[0].addr.sin.sin_port = htons(test_free_port(SOCK_DGRAM));
+	test_cfg(&t)->max_failures = 1000; /* no probe */
+	assert_int_equal(rrc_upstreams_reconfigure(u), 0);
+	uint8_t q[512];
+	size_t qlen = test_query("www.example.com", 0, q);
+	for (int i = 0; i < 40; i++)
+		assert_non_null(rrc_upstream_send(u, 0, false, q, qlen, on_many, &m));
+	assert_true(t.st.upstream_sockets <= 8);
+	test_run_until(&t, all_called, &m);
+	test_run_for(&t, 30);
+	assert_int_equal(m.calls, 40);
+	assert_int_equal(m.ok, 0);
+	assert_int_equal(t.st.upstream_errors, 40);
+	assert_int_equal(t.st.upstream_sockets, 0);
+	teardown(&t, &f, u);
+}
+
+static bool answered_40(void *arg)
+{
+	return ((struct many *)arg)->ok == 40;
+}
+
+/* Pooled: 40 attempts answered through at most upstream.sockets sockets, all still open for
+ * more; strict (socket_reuse 1): one socket per attempt, each closed with its answer. */
+static void test_sockets_are_pooled_or_strict(void **state)
+{
+	for (int strict = 0; strict < 2; strict++) {
+		struct test_env t;
+		struct fake_dns f;
+		struct many m = {0};
+		struct rrc_upstreams *u = setup(&t, &f, FAKE_ANSWER);
+		test_cfg(&t)->upstream_sockets = 4;
+		test_cfg(&t)->socket_reuse = strict ? 1 : 256;
+		uint8_t q[512];
+		size_t qlen = test_query("www.example.com", 0, q);
+		for (int i = 0; i < 40; i++)
+			assert_non_null(rrc_upstream_send(u, 0, false, q, qlen, on_many, &m));
+		test_run_until(&t, answered_40, &m);
+		assert_int_equal(f.udp_queries, 40);
+		assert_int_equal(t.st.upstream_sockets_opened, strict ? 40 : 4);
+		assert_int_equal(t.st.upstream_sockets, strict ? 0 : 4);
+		assert_int_equal(t.st.unwanted_replies, 0);
+		teardown(&t, &f, u);
+		assert_int_equal(t.st.upstream_sockets, 0);
+	}
+}
+
 static bool all_down(void *arg)
 {
 	return !rrc_upstreams_any_up(arg);
@@ -337,6 +410,8 @@ int main(void)
 		cmocka_unit_test(test_tcp_attempt_answered),
 		cmocka_unit_test(test_reply_with_another_id_is_ignored),
 		cmocka_unit_test(test_refused_port_fails_the_attempt),
+		cmocka_unit_test(test_refused_port_fails_every_attempt_on_the_socket),
+		cmocka_unit_test(test_sockets_are_pooled_or_strict),
 		cmocka_unit_test(test_timeouts_mark_down_and_probes_bring_back),
 		cmocka_unit_test(test_failures_of_one_name_do_not_count),
 		cmocka_unit_test(test_suspect_server_answering_its_probe_stays_up),
