@@ -403,8 +403,9 @@ def report(results, rss, names, args, rounds, secs, miss_n, budget=None, sc=None
                  version(["unbound", "-V"]), version(["dnsmasq", "--version"]),
                  version(["dnsperf", "-h"]).replace("Usage: ", "")]), "",
              "| server | HIT qps | HIT CPU us/q | MISS qps | MISS CPU us/q | MISS lost | "
-             "MIX qps | LAT avg ms | LAT p99 ms | RSS B / new name | NOERROR % (MISS) |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "MIX qps | MIX CPU us/q | LAT avg ms | LAT p99 ms | LAT CPU us/q | "
+             "RSS B / new name | NOERROR % (MISS) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     b = {w: {k: med([r.get(k, 0.0) for r in results[base][w]]) for k in
              ("qps", "cpu_us_per_q", "avg_lat", "p99", "lost")}
          for w in ("HIT", "MISS", "MIX", "LAT") if results[base][w]}
@@ -422,8 +423,12 @@ def report(results, rss, names, args, rounds, secs, miss_n, budget=None, sc=None
             f"({ratio(m['MISS']['cpu_us_per_q'], b['MISS']['cpu_us_per_q'])}) "
             f"| {m['MISS']['lost']:.0f} "
             f"| {m['MIX']['qps']:.0f} ({ratio(m['MIX']['qps'], b['MIX']['qps'])}) "
+            f"| {m['MIX']['cpu_us_per_q']:.2f} "
+            f"({ratio(m['MIX']['cpu_us_per_q'], b['MIX']['cpu_us_per_q'])}) "
             f"| {m['LAT']['avg_lat'] * 1000:.3f} "
             f"| {m['LAT']['p99'] * 1000:.3f} ({ratio(m['LAT']['p99'], b['LAT']['p99'])}) "
+            f"| {m['LAT']['cpu_us_per_q']:.2f} "
+            f"({ratio(m['LAT']['cpu_us_per_q'], b['LAT']['cpu_us_per_q'])}) "
             f"| {rs:.0f} | {med([r['noerror_pct'] for r in results[n]['MISS']]):.1f} |")
     lines += ["", "Workloads: HIT = 1,000 cached names at full speed; MISS = unique names "
               "under a wildcard, every query a miss; MIX = 90 % hot, 10 % unique; LAT = "
@@ -431,6 +436,19 @@ def report(results, rss, names, args, rounds, secs, miss_n, budget=None, sc=None
               "CPU us/q = server run time (all threads, schedstat) / answered queries. "
               "RSS per new name = RSS growth over the MISS run / names answered (the "
               "reflector caches nothing).", ""]
+    if base == "dnsdist" and "rrcache" in names:
+        # Round by round, rrcache against dnsdist run minutes apart in the same round.
+        rows = [("HIT CPU us/q", "HIT", "cpu_us_per_q"), ("MISS CPU us/q", "MISS", "cpu_us_per_q"),
+                ("MISS qps", "MISS", "qps"), ("MIX CPU us/q", "MIX", "cpu_us_per_q"),
+                ("LAT p99", "LAT", "p99"), ("LAT CPU us/q", "LAT", "cpu_us_per_q")]
+        lines += ["rrcache / dnsdist, round by round (median, min-max over "
+                  f"{rounds} round(s)):", "", "| figure | median | min | max |", "|---|---|---|---|"]
+        for label, w, k in rows:
+            rs_ = [a.get(k, 0.0) / d.get(k, 0.0) for a, d in
+                   zip(results["rrcache"][w], results["dnsdist"][w]) if d.get(k, 0.0)]
+            if rs_:
+                lines.append(f"| {label} | {med(rs_):.2f} | {min(rs_):.2f} | {max(rs_):.2f} |")
+        lines.append("")
     if budget:
         lines += [f"Byte budget (`cache.size: 16MiB`, {budget['names']} unique names, "
                   f"{budget['answered']:.0f} answered): RSS {budget['end'] / 2**20:.1f} MiB "
@@ -439,16 +457,22 @@ def report(results, rss, names, args, rounds, secs, miss_n, budget=None, sc=None
                   f"{'holds' if budget['ok'] else 'EXCEEDED'}.", ""]
     if sc:
         setup = sum(sc[k] for k in ("socket", "bind", "connect", "epoll_add", "close"))
-        io = sc["send"] + sc["recv"]
         base_miss = b.get("MISS", {}).get("cpu_us_per_q", 0.0)
         lines += ["System calls on the server's CPU (`bench/syscalls.c`, us per call): " +
                   ", ".join(f"{k} {v:.2f}" for k, v in sc.items()) + ". "
-                  f"A fresh upstream socket per query (CONFORMANCE U2: socket, bind to a "
-                  f"random port, connect, epoll add, close) costs {setup:.1f} us, its send "
-                  f"and recv {io:.1f} us more: {setup + io:.1f} us of every miss before any "
-                  "client I/O or user-space work" +
-                  (f", {ratio(setup + io, base_miss)}x dnsdist's whole miss in this run (which "
-                   "reuses its upstream socket)." if base == "dnsdist" else "."), ""]
+                  f"A fresh upstream socket (socket, bind to a random port, connect, epoll "
+                  f"add, close) costs {setup:.1f} us: per query in strict mode "
+                  f"(`upstream.socket_reuse: 1`, {ratio(setup, base_miss)}x dnsdist's whole "
+                  f"miss in this run), {setup / 256:.2f} us per query with the default pool "
+                  "(a socket carries up to 256 queries).", ""]
+        if "reflector" in results and results["reflector"]["HIT"]:
+            refl = med([r["cpu_us_per_q"] for r in results["reflector"]["HIT"]])
+            mine = med([r["cpu_us_per_q"] for r in results.get("rrcache", {}).get("MISS", [])])
+            lines += [f"Kernel floor of a miss: two datagrams in and two out, batched, as the "
+                      f"reflector does one of each per query at full speed ({refl:.2f} us): "
+                      f"about {2 * refl:.2f} us" +
+                      (f"; rrcache's miss costs {mine:.2f} us ({ratio(mine, 2 * refl)}x the "
+                       "floor)." if mine else "."), ""]
     if l2:
         rv = version(["redis-server", "--version"]).split(" v=")[-1].split()[0]
         lines += [f"Redis tier (`--redis`, redis-server {rv} on loopback, on dnsperf's CPU; "
