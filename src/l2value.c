@@ -139,9 +139,8 @@ size_t rrc_l2_accept(uint8_t *buf, size_t len, const uint8_t *key, size_t keylen
 	    r.qtype != rrc_get16(tail) || r.qclass != rrc_get16(tail + 2) || (r.flags & RRC_F_TC) ||
 	    r.opt_off != 0)
 		return 0;
-	if (age > 0 &&
-	    (rrc_wire_age_ttls(buf, len, age) != 0 || rrc_wire_check_reply(buf, len, &r) != 0))
-		return 0;
+	if (age > 0)
+		rrc_wire_reply_age(buf, len, &r, age);
 	uint32_t life = 0;
 	size_t slen = rrc_wire_make_stored(buf, len, &r, pol, &life);
 	if (slen == 0 || life == 0)

@@ -402,6 +402,7 @@ int rrc_wire_check_reply(const uint8_t *pkt, size_t len, struct rrc_wire_reply *
 	int rc;
 	rr_iter_init(&it, pkt, len, r->question_end, r->ancount, r->nscount, r->arcount);
 	it.forbid = forbid;
+	size_t budget0 = it.budget, budget_before = it.budget;
 	while ((rc = rr_next(&it, &rr)) == 1) {
 		uint32_t ttl = rrc_get32(pkt + rr.ttl_off);
 		if (rr.type == RRC_TYPE_OPT) {
@@ -410,8 +411,19 @@ int rrc_wire_check_reply(const uint8_t *pkt, size_t len, struct rrc_wire_reply *
 			r->opt_off = (uint16_t)rr.owner_off;
 			r->opt_end = (uint16_t)(rr.rdata_off + rr.rdlen);
 			r->rcode |= (ttl >> 24) << 4;
+			r->steps_before_opt = (uint32_t)(budget0 - budget_before);
+			budget_before = it.budget;
 			continue;
 		}
+		budget_before = it.budget;
+		if (r->n_rr < RRC_WIRE_REPLY_TTLS) {
+			r->ttl_off[r->n_rr] = (uint16_t)rr.ttl_off;
+			if (rr.type == RRC_TYPE_SOA && rr.section == 1)
+				r->soa_auth |= 1u << r->n_rr;
+		}
+		r->n_rr++;
+		if (rr.section == 2 && !r->opt_off)
+			r->ar_before_opt++;
 		/* rrcache signs nothing, so no reply it asked for carries a TSIG (RFC 8945 §5.3:
 		 * only a signed request gets a signed answer); and ldns 1.8.3 leaks memory on
 		 * malformed ones, which a hostile upstream could send at will. */
@@ -459,24 +471,77 @@ static uint32_t clamp_ttl(uint32_t ttl, uint32_t lo, uint32_t hi)
 	return ttl;
 }
 
+/* The TTLs of a checked reply's records but the OPT that lie before its OPT (all of them when
+ * it has none): from the offsets the check kept or, for a reply with more records than that,
+ * by walking them again. */
+struct ttl_iter {
+	const struct rrc_wire_reply *r;
+	unsigned i;
+	size_t end;
+	bool walk;
+	struct rr_iter it;
+};
+
+static void ttl_iter_init(struct ttl_iter *t, const uint8_t *pkt, size_t len,
+			  const struct rrc_wire_reply *r)
+{
+	t->r = r;
+	t->i = 0;
+	t->end = r->opt_off ? r->opt_off : len;
+	t->walk = r->n_rr > RRC_WIRE_REPLY_TTLS;
+	if (t->walk)
+		rr_iter_init(&t->it, pkt, t->end, r->question_end, r->ancount, r->nscount,
+			     r->opt_off ? r->ar_before_opt : r->arcount);
+}
+
+static bool ttl_next(struct ttl_iter *t, size_t *off, bool *soa_auth)
+{
+	if (!t->walk) {
+		if (t->i >= t->r->n_rr || t->r->ttl_off[t->i] >= t->end)
+			return false;
+		*off = t->r->ttl_off[t->i];
+		*soa_auth = (t->r->soa_auth >> t->i) & 1;
+		t->i++;
+		return true;
+	}
+	struct rr rr;
+	if (rr_next(&t->it, &rr) != 1)
+		return false;
+	*off = rr.ttl_off;
+	*soa_auth = rr.type == RRC_TYPE_SOA && rr.section == 1;
+	return true;
+}
+
+void rrc_wire_reply_age(uint8_t *pkt, size_t len, struct rrc_wire_reply *r, uint32_t age)
+{
+	struct ttl_iter t;
+	size_t off;
+	bool soa;
+	ttl_iter_init(&t, pkt, len, r);
+	while (ttl_next(&t, &off, &soa)) {
+		uint32_t ttl = rrc_get32(pkt + off);
+		rrc_put32(pkt + off, ttl > age ? ttl - age : 0);
+	}
+	/* As a new check would find them: every TTL lost the same, top-bit ones stay 0. */
+	r->min_ttl = r->min_ttl > age ? r->min_ttl - age : 0;
+	r->soa_ttl = r->soa_ttl > age ? r->soa_ttl - age : 0;
+}
+
 size_t rrc_wire_make_stored(uint8_t *pkt, size_t len, const struct rrc_wire_reply *r,
 			    const struct rrc_wire_ttl_policy *pol, uint32_t *lifetime)
 {
-	unsigned ar = r->arcount;
+	*lifetime = 0;
+	struct ttl_iter t;
+	ttl_iter_init(&t, pkt, len, r);
 	if (r->opt_off) {
-		/* Drop the OPT and what follows it (a TSIG is meaningless to our client). Count
-		 * the additional records that precede it. */
-		struct rr_iter it;
-		struct rr rr;
-		unsigned before = 0;
-		rr_iter_init(&it, pkt, len, r->question_end, r->ancount, r->nscount, r->arcount);
-		while (rr_next(&it, &rr) == 1 && rr.owner_off != r->opt_off) {
-			if (rr.section == 2)
-				before++;
-		}
-		ar = before;
+		/* Drop the OPT and what follows it (a TSIG is meaningless to our client). The
+		 * records before it must pass a check of the shorter message, whose name-walk
+		 * budget is smaller (RFC 9267 §2). */
+		if (r->steps_before_opt > RRC_WIRE_STEPS_PER_BYTE * (size_t)r->opt_off +
+						  RRC_WIRE_STEPS_BASE)
+			return 0;
 		len = r->opt_off;
-		rrc_put16(pkt + 10, (uint16_t)ar);
+		rrc_put16(pkt + 10, r->ar_before_opt);
 	}
 	rrc_put16(pkt, 0);
 	rrc_put16(pkt + 2, r->flags & (uint16_t)~RRC_F_Z);
@@ -491,31 +556,22 @@ size_t rrc_wire_make_stored(uint8_t *pkt, size_t len, const struct rrc_wire_repl
 			 !(r->flags & RRC_F_TC) && r->min_ttl > 0 &&
 			 (!negative || (r->has_soa && neg_ttl > 0));
 	uint32_t life = UINT32_MAX;
-
-	struct rr_iter it;
-	struct rr rr;
-	rr_iter_init(&it, pkt, len, r->question_end, r->ancount, r->nscount, ar);
-	while (rr_next(&it, &rr) == 1) {
-		uint32_t ttl = rrc_get32(pkt + rr.ttl_off);
-		if (negative && rr.type == RRC_TYPE_SOA && rr.section == 1) {
+	size_t off;
+	bool soa;
+	while (ttl_next(&t, &off, &soa)) {
+		uint32_t ttl = rrc_get32(pkt + off);
+		if (negative && soa) {
 			/* Raised to min_ttl like any TTL, capped by max_negative_ttl. */
 			ttl = clamp_ttl(neg_ttl, pol->min_ttl, pol->max_negative_ttl);
 		} else {
 			ttl = clamp_ttl(ttl, pol->min_ttl, pol->max_ttl);
 		}
-		rrc_put32(pkt + rr.ttl_off, ttl);
+		rrc_put32(pkt + off, ttl);
 		life = RRC_MIN(life, ttl);
 	}
 	if (life == UINT32_MAX || !cacheable)
 		life = 0;
 	*lifetime = life;
-	/* A hostile reply can point names into bytes rewritten above (an earlier record's
-	 * TTL). Whatever no longer checks out is refused rather than stored or relayed. */
-	struct rrc_wire_reply again;
-	if (rrc_wire_check_reply(pkt, len, &again) != 0 || again.qname_len != r->qname_len) {
-		*lifetime = 0;
-		return 0;
-	}
 	return len;
 }
 

@@ -155,6 +155,9 @@ int rrc_wire_name(const uint8_t *pkt, size_t len, size_t off, size_t *end, size_
 /* Case-insensitive comparison of two uncompressed wire names of equal length. */
 bool rrc_wire_name_equal(const uint8_t *a, const uint8_t *b, size_t len);
 
+/* Records whose TTL offsets a checked reply keeps (a reply with more is walked again). */
+#define RRC_WIRE_REPLY_TTLS 32
+
 /* A checked upstream reply (or a stored answer). */
 struct rrc_wire_reply {
 	uint16_t id;
@@ -169,6 +172,12 @@ struct rrc_wire_reply {
 	bool has_soa; /* an SOA in the authority section */
 	uint32_t soa_ttl, soa_minimum;
 	uint32_t min_ttl; /* over all RRs but OPT, top-bit TTLs counted as 0 (C2) */
+	/* What the check found, carried forward so that nothing walks the records again: */
+	uint16_t ar_before_opt;	   /* additional records before the OPT */
+	uint32_t steps_before_opt; /* name-walk steps the records before the OPT took */
+	uint16_t n_rr;		   /* records but the OPT */
+	uint32_t soa_auth;	   /* bit i: record i (of ttl_off) is an SOA in AUTHORITY */
+	uint16_t ttl_off[RRC_WIRE_REPLY_TTLS]; /* TTL offsets of the first records but the OPT */
 };
 
 /*
@@ -198,10 +207,16 @@ struct rrc_wire_ttl_policy {
  * removed (U8), ID 0, Z cleared, every TTL clamped to the policy, and for a negative answer the
  * SOA TTL set to min(SOA TTL, MINIMUM, max_negative_ttl) (RFC 2308 §5). Returns the new length
  * and sets *lifetime to the seconds the answer may be cached: 0 when it must not be (TTL 0, TC,
- * SERVFAIL and other failures, negative without SOA, C3/C4). Returns 0 when the result no
- * longer passes rrc_wire_check_reply (a name pointing into a rewritten TTL): treat the reply
- * as malformed.
+ * SERVFAIL and other failures, negative without SOA, C3/C4). r must come from
+ * rrc_wire_check_reply on these bytes: the records are not walked again (the check refused any
+ * name that reads a TTL, so rewriting TTLs changes no name). Returns 0 when the shorter result
+ * would not pass the check (its records took more name-walk steps than its length allows):
+ * treat the reply as malformed.
  */
+/* Takes age seconds off every TTL of a checked reply without an OPT (an answer read back from
+ * Redis), and updates r to match, as a new check would. */
+void rrc_wire_reply_age(uint8_t *pkt, size_t len, struct rrc_wire_reply *r, uint32_t age);
+
 size_t rrc_wire_make_stored(uint8_t *pkt, size_t len, const struct rrc_wire_reply *r,
 			    const struct rrc_wire_ttl_policy *pol, uint32_t *lifetime);
 

@@ -197,6 +197,95 @@ static uint32_t stored_life(const char *name, const struct rrc_wire_ttl_policy *
 	return life;
 }
 
+/* A reply for a.test A with n answers (TTLs 100 + i, the first 3 with the top bit set when
+ * top), an NS with an SOA in AUTHORITY when neg, then an OPT and one more record after it. */
+static size_t big_reply(uint8_t *b, unsigned n, bool top)
+{
+	static const uint8_t q[] = {1, 'a', 4, 't', 'e', 's', 't', 0, 0, 1, 0, 1};
+	memset(b, 0, RRC_WIRE_HDR);
+	rrc_put16(b + 2, RRC_F_QR | RRC_F_RD | RRC_F_RA);
+	rrc_put16(b + 4, 1);
+	rrc_put16(b + 6, (uint16_t)n);
+	rrc_put16(b + 10, 3);
+	size_t len = RRC_WIRE_HDR;
+	memcpy(b + len, q, sizeof(q));
+	len += sizeof(q);
+	for (unsigned i = 0; i < n; i++) {
+		b[len++] = 0xC0; /* pointer to the question name */
+		b[len++] = RRC_WIRE_HDR;
+		rrc_put16(b + len, 1);
+		rrc_put16(b + len + 2, 1);
+		rrc_put32(b + len + 4, (top && i < 3) ? 0x80000000u : 100 + i);
+		rrc_put16(b + len + 8, 4);
+		len += 10;
+		rrc_put32(b + len, 0xC0000200u + i);
+		len += 4;
+	}
+	/* ADDITIONAL: an A record, the OPT, an A record after it. */
+	for (int k = 0; k < 3; k++) {
+		if (k == 1) {
+			b[len++] = 0;
+			rrc_put16(b + len, RRC_TYPE_OPT);
+			rrc_put16(b + len + 2, 1232);
+			rrc_put32(b + len + 4, 0);
+			rrc_put16(b + len + 8, 0);
+			len += 10;
+			continue;
+		}
+		b[len++] = 0xC0;
+		b[len++] = RRC_WIRE_HDR;
+		rrc_put16(b + len, 1);
+		rrc_put16(b + len + 2, 1);
+		rrc_put32(b + len + 4, 50);
+		rrc_put16(b + len + 8, 4);
+		len += 10;
+		rrc_put32(b + len, 0x7F000001u);
+		len += 4;
+	}
+	return len;
+}
+
+/* The stored form is the same whether the record offsets the check kept are used (up to
+ * RRC_WIRE_REPLY_TTLS records) or the records are walked again (more than that), and it passes
+ * a new check; aging a checked reply updates it as a new check would. */
+static void test_stored_form_without_walking_again(void **state)
+{
+	static const unsigned sizes[] = {5, RRC_WIRE_REPLY_TTLS - 1, RRC_WIRE_REPLY_TTLS,
+					 RRC_WIRE_REPLY_TTLS + 7};
+	struct rrc_wire_ttl_policy pol = {.min_ttl = 10, .max_ttl = 120, .max_negative_ttl = 3600};
+	for (size_t k = 0; k < sizeof(sizes) / sizeof(sizes[0]); k++) {
+		for (int top = 0; top < 2; top++) {
+			uint8_t b[4096];
+			struct rrc_wire_reply r, again;
+			size_t n = big_reply(b, sizes[k], top);
+			assert_int_equal(rrc_wire_check_reply(b, n, &r), 0);
+			assert_int_equal(r.n_rr, sizes[k] + 2);
+			assert_int_equal(r.ar_before_opt, 1);
+			uint32_t life;
+			size_t s = rrc_wire_make_stored(b, n, &r, &pol, &life);
+			assert_int_equal(s, r.opt_off);
+			assert_int_equal(rrc_get16(b + 10), 1);
+			assert_int_equal(life, top ? 0 : 50); /* the additional A */
+			assert_int_equal(rrc_wire_check_reply(b, s, &again), 0);
+			assert_int_equal(again.opt_off, 0);
+			/* Every answer's TTL clamped: 10..120. */
+			size_t off = RRC_WIRE_HDR + 12;
+			for (unsigned i = 0; i < sizes[k]; i++, off += 16) {
+				uint32_t want = (top && i < 3) ? 10 : RRC_MIN(100 + i, 120);
+				assert_int_equal(rrc_get32(b + off + 6), want);
+			}
+			assert_int_equal(rrc_get32(b + off + 6), 50);
+			/* Aged by 30 s: as a new check finds it. */
+			rrc_wire_reply_age(b, s, &again, 30);
+			struct rrc_wire_reply fresh;
+			assert_int_equal(rrc_wire_check_reply(b, s, &fresh), 0);
+			assert_int_equal(again.min_ttl, fresh.min_ttl);
+			assert_int_equal(again.soa_ttl, fresh.soa_ttl);
+			assert_int_equal(rrc_get32(b + RRC_WIRE_HDR + 12 + 6), top ? 0 : 70);
+		}
+	}
+}
+
 static void test_reply_and_store(void **state)
 {
 	uint8_t buf[512];
@@ -446,6 +535,7 @@ int main(void)
 		cmocka_unit_test(test_key),
 		cmocka_unit_test(test_synth),
 		cmocka_unit_test(test_reply_and_store),
+		cmocka_unit_test(test_stored_form_without_walking_again),
 		cmocka_unit_test(test_reply_with_tsig_refused),
 		cmocka_unit_test(test_ttl_clamp),
 		cmocka_unit_test(test_finish),
