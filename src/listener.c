@@ -93,10 +93,11 @@ struct rrc_listeners {
 	struct tcp_sock *tcp;
 	unsigned n_tcp; /* with an initialized handle */
 	struct conn *conns;
-	unsigned n_conns;   /* open: on the list */
-	unsigned conn_objs; /* allocated, not yet freed */
-	unsigned closes;    /* the set's own handles being closed */
-	uv_check_t flush;   /* sends later answers after each poll phase */
+	unsigned n_conns;	 /* open: on the list */
+	unsigned conn_objs;	 /* allocated, not yet freed */
+	unsigned closes;	 /* the set's own handles being closed */
+	uv_check_t flush;	 /* sends later answers after each poll phase */
+	uv_prepare_t flush_late; /* and those given outside it (timers) before the loop waits */
 	bool flush_init;
 	bool deferred_pending;
 	bool stopping, closing;
@@ -297,6 +298,16 @@ static void on_flush(uv_check_t *h)
 		flush_all_deferred(l);
 }
 
+/* Answers given by a timer's callback (a budget spent) would otherwise wait for the next poll
+ * phase to end, which waits for the next event. */
+static void on_flush_late(uv_prepare_t *h)
+{
+	struct rrc_listeners *l = h->data;
+	if (l->deferred_pending)
+		flush_all_deferred(l);
+	uv_prepare_stop(h);
+}
+
 /* A UDP socket outlives every query that holds one of its clients. */
 static void udp_hold(struct rrc_client *c)
 {
@@ -325,6 +336,8 @@ static void udp_send(struct rrc_client *c, const uint8_t *msg, size_t len)
 	memcpy(d->buf[i], msg, len);
 	memcpy(&d->peer[i], &c->peer.ss, RRC_MIN((size_t)c->peer.len, sizeof(d->peer[i])));
 	batch_push(d, len, &d->peer[i], c->peer.len, &c->local);
+	if (!l->deferred_pending && !l->stopping)
+		uv_prepare_start(&l->flush_late, on_flush_late);
 	l->deferred_pending = true;
 	if (d->n == RRC_UDP_BATCH)
 		flush_deferred(us);
@@ -759,6 +772,8 @@ struct rrc_listeners *rrc_listeners_create(const struct rrc_env *env, struct rrc
 	}
 	uv_check_init(env->loop, &l->flush);
 	l->flush.data = l;
+	uv_prepare_init(env->loop, &l->flush_late);
+	l->flush_late.data = l;
 	l->flush_init = true;
 	for (unsigned i = 0; i < cfg->n_listen; i++) {
 		struct udp_sock *us = &l->udp[i];
@@ -868,8 +883,9 @@ void rrc_listeners_close(struct rrc_listeners *l)
 	l->stopping = true;
 	flush_all_deferred(l); /* the last SERVFAILs of a shutdown among them */
 	if (l->flush_init) {
-		l->closes++;
+		l->closes += 2;
 		uv_close((uv_handle_t *)&l->flush, on_set_handle_closed);
+		uv_close((uv_handle_t *)&l->flush_late, on_set_handle_closed);
 	}
 	for (unsigned i = 0; i < l->n_udp; i++) {
 		l->closes++;

@@ -2,12 +2,20 @@
  * query: one client query from arrival to answer. See include/rrcache/query.h.
  *
  * Hit path (no allocation, no ldns): wire check -> ACL -> key -> L1 copy -> patch -> return.
- * Miss path: coalesce on the key, else a struct rrc_query with a budget timer (client_timeout).
+ * Miss path: coalesce on the key, else a struct rrc_query with a budget (client_timeout).
  * With Redis, L2 is asked first (its own deadline, redis_tier.h); a hit is answered, a lookup
  * another instance is resolving (fleet coalescing) is repeated after 5, 10, 20... ms up to
- * redis.fleet_wait, and anything else goes upstream at once. Upstream: a retry timer
- * (upstream timeout); every retry goes to another server while earlier attempts stay open,
- * and the first valid reply wins (U6). A cacheable answer goes to L1 and to Redis.
+ * redis.fleet_wait, and anything else goes upstream at once. Upstream: a retry every upstream
+ * timeout; every retry goes to another server while earlier attempts stay open, and the first
+ * valid reply wins (U6). A cacheable answer goes to L1 and to Redis.
+ *
+ * Deadlines: a query's budget and its retry (or its next Redis look) are not libuv timers but
+ * entries in the worker's deadline lists, one list per kind, each kept in order of due time.
+ * Budgets and retries all have the same length, so a new one goes at the tail in one step (a
+ * reload that shortens them walks back a little); one uv_timer_t fires for the earliest head.
+ * A libuv timer per deadline cost a heap insertion and removal each, and two handles to close
+ * per miss (about 1,500 instructions of a miss, callgrind). An ended query is freed just before
+ * the loop next waits, so that no callback still running can meet it freed.
  *
  * Every answer given, now or later, is accounted here (account_answer): its rcode, the top-K
  * of NXDOMAIN and SERVFAIL names, and the query log's CLIENT_RESPONSE. The transport counts
@@ -27,6 +35,17 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+
+/* A deadline in one of the worker's lists (loop time, milliseconds). */
+struct deadline {
+	struct deadline *prev, *next;
+	uint64_t due;
+	bool queued;
+};
+
+struct deadlines {
+	struct deadline *head, *tail;
+};
 
 /* One client waiting for an answer: a held copy of its client and what its answer needs. */
 struct waiter {
@@ -48,6 +67,15 @@ struct rrc_queries {
 	unsigned n_inflight;
 	unsigned n_waiters; /* in all the queries in flight */
 	uint8_t hash_key[16];
+	/* Deadlines of the queries in flight, and the one timer for the earliest. */
+	struct deadlines budgets, retries, polls;
+	uv_timer_t tick;
+	uint64_t tick_due; /* when tick fires, 0 when stopped */
+	/* Ended queries, freed before the loop next waits. */
+	struct rrc_query *ended;
+	uv_prepare_t reaper;
+	unsigned closes;
+	bool closing;
 	/* Recycled miss-path objects (see pool.h). */
 	struct rrc_pool pool_query;
 	struct rrc_pool pool_waiter;
@@ -61,9 +89,9 @@ struct rrc_query {
 	bool in_table;
 	bool done;
 	bool no_cache;
-	unsigned closes;
-	uv_timer_t budget;
-	uv_timer_t retry;
+	bool polling;		/* retry is an L2 look (in polls), not an upstream retry */
+	struct deadline budget; /* in budgets: the client's budget */
+	struct deadline retry;	/* in retries or polls: the next attempt, or the next L2 look */
 	struct waiter *waiters;
 	unsigned n_waiters;
 	struct rrc_attempt *att[RRC_QUERY_MAX_ATTEMPTS];
@@ -173,12 +201,69 @@ static void cache_store(struct rrc_queries *qs, const uint8_t *key, size_t keyle
 	}
 }
 
-static void on_query_closed(uv_handle_t *h)
+static void dl_remove(struct deadlines *l, struct deadline *d)
 {
-	struct rrc_query *q = h->data;
-	if (--q->closes > 0)
+	if (!d->queued)
 		return;
-	rrc_pool_put(&q->qs->pool_query, q, sizeof(*q) + q->upq_len);
+	if (d->prev)
+		d->prev->next = d->next;
+	else
+		l->head = d->next;
+	if (d->next)
+		d->next->prev = d->prev;
+	else
+		l->tail = d->prev;
+	d->prev = d->next = NULL;
+	d->queued = false;
+}
+
+static void on_tick(uv_timer_t *t);
+
+/* Queues d due at due (loop ms), from the tail: one step when deadlines come in order. */
+static void dl_add(struct rrc_queries *qs, struct deadlines *l, struct deadline *d, uint64_t due)
+{
+	dl_remove(l, d);
+	d->due = due;
+	struct deadline *after = l->tail;
+	while (after && after->due > due)
+		after = after->prev;
+	d->prev = after;
+	d->next = after ? after->next : l->head;
+	if (d->next)
+		d->next->prev = d;
+	else
+		l->tail = d;
+	if (after)
+		after->next = d;
+	else
+		l->head = d;
+	d->queued = true;
+	if (!qs->tick_due || due < qs->tick_due) {
+		uint64_t now = uv_now(qs->env->loop);
+		qs->tick_due = due;
+		uv_timer_start(&qs->tick, on_tick, due > now ? due - now : 0, 0);
+	}
+}
+
+static struct rrc_query *of_budget(struct deadline *d)
+{
+	return (struct rrc_query *)((char *)d - offsetof(struct rrc_query, budget));
+}
+
+static struct rrc_query *of_retry(struct deadline *d)
+{
+	return (struct rrc_query *)((char *)d - offsetof(struct rrc_query, retry));
+}
+
+static void on_reap(uv_prepare_t *h)
+{
+	struct rrc_queries *qs = h->data;
+	while (qs->ended) {
+		struct rrc_query *q = qs->ended;
+		qs->ended = q->hnext;
+		rrc_pool_put(&qs->pool_query, q, sizeof(*q) + q->upq_len);
+	}
+	uv_prepare_stop(&qs->reaper);
 }
 
 static void table_remove(struct rrc_queries *qs, struct rrc_query *q)
@@ -193,7 +278,7 @@ static void table_remove(struct rrc_queries *qs, struct rrc_query *q)
 	q->in_table = false;
 }
 
-/* Ends the query: no more answers can reach it; frees it once its timers are closed. */
+/* Ends the query: no more answers can reach it; it is freed before the loop next waits. */
 static void query_end(struct rrc_query *q)
 {
 	struct rrc_queries *qs = q->qs;
@@ -218,9 +303,12 @@ static void query_end(struct rrc_query *q)
 	q->n_waiters = 0;
 	free(q->stale);
 	q->stale = NULL;
-	q->closes = 2;
-	uv_close((uv_handle_t *)&q->budget, on_query_closed);
-	uv_close((uv_handle_t *)&q->retry, on_query_closed);
+	dl_remove(&qs->budgets, &q->budget);
+	dl_remove(q->polling ? &qs->polls : &qs->retries, &q->retry);
+	q->hnext = qs->ended;
+	qs->ended = q;
+	if (!qs->closing)
+		uv_prepare_start(&qs->reaper, on_reap);
 }
 
 /* Turns a stored answer copied into buf (len bytes) into client c's stale answer, in place:
@@ -324,7 +412,11 @@ static bool start_attempt(struct rrc_query *q, int idx, bool tcp)
 	q->att[q->n_att++] = a;
 	q->live++;
 	q->last = a;
-	uv_timer_again(&q->retry);
+	/* The next retry is an upstream timeout after the last attempt left. */
+	struct rrc_queries *qs = q->qs;
+	if (q->retry.queued && !q->polling)
+		dl_add(qs, &qs->retries, &q->retry,
+		       uv_now(qs->env->loop) + rrc_env_cfg(qs->env)->upstream_timeout_ms);
 	return true;
 }
 
@@ -349,9 +441,8 @@ static void next_attempt(struct rrc_query *q)
 		query_fail(q, RRC_RCODE_SERVFAIL, q->n_att > 0);
 }
 
-static void on_retry(uv_timer_t *t)
+static void on_retry(struct rrc_query *q)
 {
-	struct rrc_query *q = t->data;
 	if (q->done)
 		return;
 	if (q->last)
@@ -362,8 +453,11 @@ static void on_retry(uv_timer_t *t)
 
 static void go_upstream(struct rrc_query *q)
 {
-	const struct rrc_config *cfg = rrc_env_cfg(q->qs->env);
-	uv_timer_start(&q->retry, on_retry, cfg->upstream_timeout_ms, cfg->upstream_timeout_ms);
+	struct rrc_queries *qs = q->qs;
+	dl_remove(&qs->polls, &q->retry);
+	q->polling = false;
+	dl_add(qs, &qs->retries, &q->retry,
+	       uv_now(qs->env->loop) + rrc_env_cfg(qs->env)->upstream_timeout_ms);
 	next_attempt(q);
 }
 
@@ -376,9 +470,8 @@ static bool ask_l2(struct rrc_query *q)
 	return q->l2 != NULL;
 }
 
-static void on_l2_poll(uv_timer_t *t)
+static void on_l2_poll(struct rrc_query *q)
 {
-	struct rrc_query *q = t->data;
 	if (q->done)
 		return;
 	if (!ask_l2(q))
@@ -407,21 +500,60 @@ static void on_l2(void *ctx, const struct rrc_l2_result *r)
 		uint32_t next = q->l2_poll_ms ? q->l2_poll_ms : RRC_L2_POLL_FIRST_MS;
 		if (waited + next <= cfg->redis.fleet_wait_ms) {
 			q->l2_poll_ms = next * 2;
-			uv_timer_start(&q->retry, on_l2_poll, next, 0);
+			q->polling = true;
+			dl_add(q->qs, &q->qs->polls, &q->retry, uv_now(env->loop) + next);
 			return;
 		}
 	}
 	go_upstream(q);
 }
 
-static void on_budget(uv_timer_t *t)
+static void on_budget(struct rrc_query *q)
 {
-	struct rrc_query *q = t->data;
 	if (q->done)
 		return;
 	if (q->last)
 		rrc_upstream_attempt_timeout(q->last);
 	query_fail(q, RRC_RCODE_SERVFAIL, q->n_att > 0);
+}
+
+/* Fires for the earliest deadline: every one due is handled, budgets first (a query out of
+ * budget fails even when its retry is due too), then retries (periodic: the next is due a
+ * timeout later, unless an attempt sent meanwhile set it), then Redis looks. */
+static void on_tick(uv_timer_t *t)
+{
+	struct rrc_queries *qs = t->data;
+	uint64_t now = uv_now(qs->env->loop);
+	uint32_t every = rrc_env_cfg(qs->env)->upstream_timeout_ms;
+	struct deadline *d;
+	qs->tick_due = 0;
+	while ((d = qs->budgets.head) && d->due <= now) {
+		dl_remove(&qs->budgets, d);
+		on_budget(of_budget(d));
+	}
+	while ((d = qs->retries.head) && d->due <= now) {
+		dl_add(qs, &qs->retries, d, now + every);
+		on_retry(of_retry(d));
+	}
+	while ((d = qs->polls.head) && d->due <= now) {
+		struct rrc_query *q = of_retry(d);
+		dl_remove(&qs->polls, d);
+		q->polling = false;
+		on_l2_poll(q);
+	}
+	uint64_t next = 0;
+	const struct deadlines *lists[] = {&qs->budgets, &qs->retries, &qs->polls};
+	for (size_t i = 0; i < 3; i++) {
+		if (lists[i]->head && (!next || lists[i]->head->due < next))
+			next = lists[i]->head->due;
+	}
+	if (next && next != qs->tick_due) {
+		qs->tick_due = next;
+		uv_timer_start(&qs->tick, on_tick, next > now ? next - now : 0, 0);
+	} else if (!next && qs->tick_due) {
+		qs->tick_due = 0;
+		uv_timer_stop(&qs->tick);
+	}
 }
 
 static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, size_t len,
@@ -584,11 +716,7 @@ static enum miss_result start_miss(struct rrc_queries *qs, const struct rrc_clie
 	q->waiters = wt;
 	q->n_waiters = 1;
 	qs->n_waiters++;
-	uv_timer_init(env->loop, &q->budget);
-	uv_timer_init(env->loop, &q->retry);
-	q->budget.data = q;
-	q->retry.data = q;
-	uv_timer_start(&q->budget, on_budget, cfg->client_timeout_ms, 0);
+	dl_add(qs, &qs->budgets, &q->budget, uv_now(env->loop) + cfg->client_timeout_ms);
 	/* ECS queries are in the table too (so shutdown finds them); lookups skip them. */
 	size_t b = hash & (RRC_INFLIGHT_BUCKETS - 1);
 	q->hnext = qs->inflight[b];
@@ -747,7 +875,27 @@ struct rrc_queries *rrc_queries_create(const struct rrc_env *env, struct rrc_ups
 	}
 	rrc_pool_init(&qs->pool_query, sizeof(struct rrc_query) + RRC_POOL_MSG, RRC_POOL_KEEP);
 	rrc_pool_init(&qs->pool_waiter, sizeof(struct waiter), RRC_POOL_KEEP);
+	uv_timer_init(env->loop, &qs->tick);
+	qs->tick.data = qs;
+	uv_prepare_init(env->loop, &qs->reaper);
+	qs->reaper.data = qs;
 	return qs;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+	struct rrc_queries *qs = h->data;
+	qs->closes--;
+}
+
+void rrc_queries_close(struct rrc_queries *qs)
+{
+	if (!qs || qs->closing)
+		return;
+	qs->closing = true;
+	qs->closes = 2;
+	uv_close((uv_handle_t *)&qs->tick, on_handle_closed);
+	uv_close((uv_handle_t *)&qs->reaper, on_handle_closed);
 }
 
 unsigned rrc_queries_inflight(const struct rrc_queries *qs)
@@ -767,7 +915,12 @@ void rrc_queries_destroy(struct rrc_queries *qs)
 {
 	if (!qs)
 		return;
-	RRC_FAILS(qs->n_inflight == 0);
+	RRC_FAILS(qs->n_inflight == 0 && qs->closing && qs->closes == 0);
+	while (qs->ended) {
+		struct rrc_query *q = qs->ended;
+		qs->ended = q->hnext;
+		rrc_pool_put(&qs->pool_query, q, sizeof(*q) + q->upq_len);
+	}
 	rrc_pool_drain(&qs->pool_query);
 	rrc_pool_drain(&qs->pool_waiter);
 	free(qs->inflight);

@@ -537,8 +537,8 @@ size_t rrc_wire_make_stored(uint8_t *pkt, size_t len, const struct rrc_wire_repl
 		/* Drop the OPT and what follows it (a TSIG is meaningless to our client). The
 		 * records before it must pass a check of the shorter message, whose name-walk
 		 * budget is smaller (RFC 9267 §2). */
-		if (r->steps_before_opt > RRC_WIRE_STEPS_PER_BYTE * (size_t)r->opt_off +
-						  RRC_WIRE_STEPS_BASE)
+		if (r->steps_before_opt >
+		    RRC_WIRE_STEPS_PER_BYTE * (size_t)r->opt_off + RRC_WIRE_STEPS_BASE)
 			return 0;
 		len = r->opt_off;
 		rrc_put16(pkt + 10, r->ar_before_opt);

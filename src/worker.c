@@ -164,8 +164,10 @@ static void finish_now(struct rrc_worker *w)
 	if (w->finished)
 		return;
 	w->finished = true;
-	if (w->queries)
+	if (w->queries) {
 		rrc_queries_abort_all(w->queries);
+		rrc_queries_close(w->queries);
+	}
 	rrc_listeners_close(w->listeners);
 	w->listeners = NULL;
 	if (w->redis) {
@@ -288,7 +290,7 @@ void rrc_worker_destroy(struct rrc_worker *w)
 	uv_run(&w->loop, UV_RUN_DEFAULT);
 	int rc = uv_loop_close(&w->loop);
 	RRC_FAILS(rc == 0);
-	rrc_queries_destroy(w->queries); /* every query's handles closed in the run above */
+	rrc_queries_destroy(w->queries); /* its handles closed in the run above */
 	rrc_cfg_ref_put(atomic_exchange(&w->next_cfg, NULL));
 	rrc_cfg_ref_put(w->env.cfg);
 	pthread_mutex_destroy(&w->top_lock);

@@ -9,8 +9,8 @@
  * rrc_client_query_fn, wired by the worker) and answer the clients it holds through their
  * struct rrc_client.
  *
- * Ownership: a query in flight (a miss) is owned by the in-flight table and freed once its two
- * timers have closed; it owns its waiters (each a held copy of a client, released when it is
+ * Ownership: a query in flight (a miss) is owned by the in-flight table and freed, once it has
+ * ended, before the loop next waits; it owns its waiters (each a held copy of a client, released when it is
  * answered) and cancels its upstream attempts and Redis lookup when it ends.
  */
 #ifndef RRCACHE_QUERY_H
@@ -52,8 +52,10 @@ unsigned rrc_queries_inflight(const struct rrc_queries *qs);
 /* Ends every query in flight with SERVFAIL, or its stale answer (shutdown grace expired). */
 void rrc_queries_abort_all(struct rrc_queries *qs);
 
-/* Frees the query state; call once the loop has closed every query's handles (after
- * rrc_queries_abort_all and a last uv_run). */
+/* Closes the query state's handles (after rrc_queries_abort_all). */
+void rrc_queries_close(struct rrc_queries *qs);
+
+/* Frees the query state; call once the loop has run after rrc_queries_close. */
 void rrc_queries_destroy(struct rrc_queries *qs);
 
 #endif

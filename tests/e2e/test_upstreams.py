@@ -440,3 +440,18 @@ def test_descriptor_shortage_is_not_the_upstreams_fault(fault, rrcache):
     m = r.metrics()
     assert m[("rrcache_inflight_limit_total", frozenset())] > 0
     assert m.get(("rrcache_upstream_local_errors_total", frozenset()), 0) == 0
+
+
+def test_servfail_at_the_budget_leaves_at_once(fault, rrcache):
+    """An answer given by a timer (the budget spent: SERVFAIL) leaves before the loop waits
+    again, not with whatever event comes next (the probe and statistics timers tick once a
+    second): with a silent upstream and no other traffic, each SERVFAIL comes at the budget."""
+    up = fault(lambda q, t: None)
+    r = rrcache([f"127.0.0.1:{up.port}"],
+                upstream_extra="  client_timeout: 300ms\n  timeout: 200ms\n  max_failures: 1000")
+    for i in range(5):
+        t0 = time.monotonic()
+        resp = r.query(f"silent{i}.test.", timeout=3)
+        took = time.monotonic() - t0
+        assert resp.rcode() == dns.rcode.SERVFAIL
+        assert took < 0.3 + 0.25, f"SERVFAIL after {took:.3f} s for a 300 ms budget"

@@ -164,6 +164,7 @@ static void test_hits_allocate_nothing(void **state)
 	assert_int_equal(counted, 0);
 	printf("100000 cache hits: %ld allocator calls\n", counted);
 
+	rrc_queries_close(qs);
 	rrc_upstreams_close(ups);
 	assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
 	assert_int_equal(uv_loop_close(&loop), 0);

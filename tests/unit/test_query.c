@@ -101,6 +101,7 @@ static void teardown(struct fixture *x)
 {
 	assert_int_equal(rrc_queries_inflight(x->qs), 0);
 	rrc_queries_abort_all(x->qs);
+	rrc_queries_close(x->qs);
 	rrc_upstreams_close(x->ups);
 	for (unsigned i = 0; i < x->n_fakes; i++)
 		fake_stop(&x->f[i]);
