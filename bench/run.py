@@ -54,6 +54,23 @@ def schedstat_ns(pid):
     return total
 
 
+def user_sys_ticks(pid):
+    """User and system time of all the process's threads, in clock ticks (1/100 s)."""
+    u = k = 0
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                u += int(fields[11])
+                k += int(fields[12])
+            except (OSError, IndexError, ValueError):
+                pass
+    except OSError:
+        pass
+    return u, k
+
+
 def rss_bytes(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -190,9 +207,13 @@ def dnsperf(port, datafile, seconds=None, once=False, qps=None, verbose=False,
 
 def measure(server, fn):
     c0 = schedstat_ns(server.pid)
+    t0 = user_sys_ticks(server.pid)
     r = fn()
     c1 = schedstat_ns(server.pid)
+    t1 = user_sys_ticks(server.pid)
     r["cpu_us_per_q"] = (c1 - c0) / 1000.0 / max(r["completed"], 1)
+    du, dk = t1[0] - t0[0], t1[1] - t0[1]
+    r["sys_share"] = dk / (du + dk) if du + dk else 0.0
     if r["noerror_pct"] < 99.0:
         print(f"WARNING: {server.name}: only {r['noerror_pct']}% NOERROR answers: its figures "
               "do not measure resolution", flush=True)
@@ -449,6 +470,14 @@ def report(results, rss, names, args, rounds, secs, miss_n, budget=None, sc=None
             if rs_:
                 lines.append(f"| {label} | {med(rs_):.2f} | {min(rs_):.2f} | {max(rs_):.2f} |")
         lines.append("")
+    lines += ["Share of each server's CPU time spent in the kernel (system time / run time, "
+              "from /proc/PID/task/*/stat):", "",
+              "| server | HIT | MISS | MIX | LAT |", "|---|---|---|---|---|"]
+    for n in names:
+        lines.append(f"| {n} | " + " | ".join(
+            f"{med([r.get('sys_share', 0.0) for r in results[n][w]]) * 100:.0f} %"
+            for w in ("HIT", "MISS", "MIX", "LAT")) + " |")
+    lines.append("")
     if budget:
         lines += [f"Byte budget (`cache.size: 16MiB`, {budget['names']} unique names, "
                   f"{budget['answered']:.0f} answered): RSS {budget['end'] / 2**20:.1f} MiB "
