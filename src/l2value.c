@@ -35,6 +35,8 @@ void rrc_l2_derive_keys(const char *secret, struct rrc_l2_keys *k)
 {
 	derive(secret, "rrcache L2 name v1", k->name);
 	derive(secret, "rrcache L2 key v1", k->full);
+	derive(secret, "rrcache L2 value seal v2", k->value);
+	k->sealed = secret[0] != '\0';
 }
 
 static void hex64(uint64_t v, char *out)
@@ -73,10 +75,11 @@ size_t rrc_l2_key(const struct rrc_l2_keys *k, const char *prefix, const uint8_t
 	return n;
 }
 
-size_t rrc_l2_encode(uint8_t *out, size_t cap, const uint8_t *key, size_t keylen,
-		     const uint8_t *answer, size_t alen, uint64_t now_ms, uint32_t lifetime)
+size_t rrc_l2_encode(uint8_t *out, size_t cap, const struct rrc_l2_keys *k, const uint8_t *key,
+		     size_t keylen, const uint8_t *answer, size_t alen, uint64_t now_ms,
+		     uint32_t lifetime)
 {
-	size_t need = RRC_L2_HDR + keylen + alen;
+	size_t need = RRC_L2_HDR + keylen + alen + RRC_L2_SEAL;
 	if (need > cap || keylen > RRC_WIRE_KEY_MAX)
 		return 0;
 	memcpy(out, magic, 4);
@@ -88,6 +91,7 @@ size_t rrc_l2_encode(uint8_t *out, size_t cap, const uint8_t *key, size_t keylen
 	put64(out + 20, now_ms + (uint64_t)lifetime * 1000);
 	memcpy(out + RRC_L2_HDR, key, keylen);
 	memcpy(out + RRC_L2_HDR + keylen, answer, alen);
+	put64(out + need - RRC_L2_SEAL, rrc_cache_siphash(k->value, out, need - RRC_L2_SEAL));
 	return need;
 }
 
@@ -96,8 +100,9 @@ size_t rrc_l2_encode(uint8_t *out, size_t cap, const uint8_t *key, size_t keylen
 /* No lifetime we store exceeds a week (cache.max_ttl's limit) plus the stale window (30 d). */
 #define RRC_L2_MAX_LIFE_S (7u * 86400 + 30u * 86400)
 
-enum rrc_l2_verdict rrc_l2_decode(const uint8_t *val, size_t len, const uint8_t *key, size_t keylen,
-				  uint64_t now_ms, struct rrc_l2_value *out)
+enum rrc_l2_verdict rrc_l2_decode(const uint8_t *val, size_t len, const struct rrc_l2_keys *k,
+				  const uint8_t *key, size_t keylen, uint64_t now_ms,
+				  struct rrc_l2_value *out)
 {
 	memset(out, 0, sizeof(*out));
 	if (len < RRC_L2_HDR || memcmp(val, magic, 4) != 0 || val[4] != RRC_L2_VERSION ||
@@ -107,14 +112,21 @@ enum rrc_l2_verdict rrc_l2_decode(const uint8_t *val, size_t len, const uint8_t 
 	uint64_t stored = get64(val + 8);
 	uint32_t life = rrc_get32(val + 16);
 	uint64_t expiry = get64(val + 20);
-	if (klen > RRC_WIRE_KEY_MAX || len < RRC_L2_HDR + klen + RRC_WIRE_HDR ||
+	if (klen > RRC_WIRE_KEY_MAX || len < RRC_L2_HDR + klen + RRC_WIRE_HDR + RRC_L2_SEAL ||
 	    life > RRC_L2_MAX_LIFE_S || expiry != stored + (uint64_t)life * 1000 ||
 	    stored > now_ms + RRC_L2_MAX_SKEW_MS)
 		return RRC_L2_MALFORMED;
+	if (k->sealed) {
+		/* Written by the fleet, or refused. */
+		if (get64(val + len - RRC_L2_SEAL) !=
+		    rrc_cache_siphash(k->value, val, len - RRC_L2_SEAL))
+			return RRC_L2_MALFORMED;
+		out->sealed = true;
+	}
 	if (klen != keylen || memcmp(val + RRC_L2_HDR, key, keylen) != 0)
 		return RRC_L2_OTHER_KEY;
 	out->answer = val + RRC_L2_HDR + klen;
-	out->alen = len - RRC_L2_HDR - klen;
+	out->alen = len - RRC_L2_HDR - klen - RRC_L2_SEAL;
 	out->age = stored < now_ms ? (uint32_t)((now_ms - stored) / 1000) : 0;
 	if (expiry <= now_ms) {
 		out->expired_ms = now_ms - expiry;

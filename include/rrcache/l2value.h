@@ -9,7 +9,7 @@
  *
  * Value (network byte order):
  *   0  magic "RRCL"            4
- *   4  format version (1)      1
+ *   4  format version (2)      1
  *   5  reserved (0)            1
  *   6  key length              2
  *   8  stored at, Unix ms      8
@@ -17,8 +17,14 @@
  *  20  expires at, Unix ms     8
  *  28  the L1 key              key length
  *  ..  the answer in stored form (rrc_wire_make_stored), TTLs as at "stored at"
+ *  ..  seal: SipHash-2-4(k_value, everything before it)   8
  *
  * Every value read back is untrusted: rrc_l2_decode() and rrc_l2_accept() check all of it.
+ * The seal says a value was written by an instance holding the fleet's key_secret, which
+ * writes only answers it checked itself, ldns's parse included. With a key_secret configured,
+ * a value whose seal is wrong is refused, and one whose seal is right need not be parsed by
+ * ldns again; with none (the keys derive from the empty secret, which anyone can), the seal
+ * proves nothing and every value is parsed.
  */
 #ifndef RRCACHE_L2VALUE_H
 #define RRCACHE_L2VALUE_H
@@ -26,13 +32,16 @@
 #include "rrcache/wire.h"
 
 #define RRC_L2_HDR 28
-#define RRC_L2_VERSION 1
+#define RRC_L2_VERSION 2
+#define RRC_L2_SEAL 8
 /* Longest key: prefix (< 64) + "lock:" + 16 hex + ":" + 16 hex. */
 #define RRC_L2_KEY_MAX 112
 
 struct rrc_l2_keys {
 	uint8_t name[16];
 	uint8_t full[16];
+	uint8_t value[16];
+	bool sealed; /* a key_secret was configured: seals are checked and mean something */
 };
 
 /* Derives the fleet's hash keys from key_secret (any length, may be empty). */
@@ -45,9 +54,11 @@ void rrc_l2_name_hash(const struct rrc_l2_keys *k, const uint8_t *name, size_t l
 size_t rrc_l2_key(const struct rrc_l2_keys *k, const char *prefix, const uint8_t *key,
 		  size_t keylen, bool lock, char out[RRC_L2_KEY_MAX]);
 
-/* Writes the value for a stored answer. Returns its length, 0 if cap is too small. */
-size_t rrc_l2_encode(uint8_t *out, size_t cap, const uint8_t *key, size_t keylen,
-		     const uint8_t *answer, size_t alen, uint64_t now_ms, uint32_t lifetime);
+/* Writes the value for a stored answer, sealed with k. Returns its length, 0 if cap is too
+ * small. */
+size_t rrc_l2_encode(uint8_t *out, size_t cap, const struct rrc_l2_keys *k, const uint8_t *key,
+		     size_t keylen, const uint8_t *answer, size_t alen, uint64_t now_ms,
+		     uint32_t lifetime);
 
 enum rrc_l2_verdict {
 	RRC_L2_FRESH,	  /* usable: answer, age and remaining describe it */
@@ -62,11 +73,14 @@ struct rrc_l2_value {
 	uint32_t age;	       /* seconds since it was stored */
 	uint64_t remaining_ms; /* until its expiry; 0 when expired */
 	uint64_t expired_ms;   /* how long ago it expired; 0 when fresh */
+	bool sealed;	       /* its seal checked out under a configured key_secret */
 };
 
-/* Checks a value's header against the L1 key it was looked up by, at now_ms. */
-enum rrc_l2_verdict rrc_l2_decode(const uint8_t *val, size_t len, const uint8_t *key, size_t keylen,
-				  uint64_t now_ms, struct rrc_l2_value *out);
+/* Checks a value's header (and, when k->sealed, its seal: a wrong one is MALFORMED) against the
+ * L1 key it was looked up by, at now_ms. */
+enum rrc_l2_verdict rrc_l2_decode(const uint8_t *val, size_t len, const struct rrc_l2_keys *k,
+				  const uint8_t *key, size_t keylen, uint64_t now_ms,
+				  struct rrc_l2_value *out);
 
 /*
  * Checks an answer taken from a value like an upstream reply and makes it ready for L1: it must

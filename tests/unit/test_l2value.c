@@ -71,8 +71,18 @@ static void test_keys(void **state)
 	assert_string_not_equal(a, other);
 }
 
+/* Keys of a fleet without key_secret: seals are written but prove nothing. */
+static struct rrc_l2_keys open_keys(void)
+{
+	struct rrc_l2_keys k;
+	rrc_l2_derive_keys("", &k);
+	assert_false(k.sealed);
+	return k;
+}
+
 static void test_roundtrip_and_aging(void **state)
 {
+	struct rrc_l2_keys k = open_keys();
 	uint8_t ans[512], val[1024], buf[1024];
 	uint32_t life;
 	size_t alen = stored_answer(ans, sizeof(ans), &life);
@@ -80,12 +90,12 @@ static void test_roundtrip_and_aging(void **state)
 	uint8_t key[RRC_WIRE_KEY_MAX];
 	size_t klen = make_key(key, 1, 0x01);
 	uint64_t t0 = 1700000000000ull;
-	size_t vlen = rrc_l2_encode(val, sizeof(val), key, klen, ans, alen, t0, 300);
-	assert_int_equal(vlen, RRC_L2_HDR + klen + alen);
-	assert_int_equal(rrc_l2_encode(val, vlen - 1, key, klen, ans, alen, t0, 300), 0);
+	size_t vlen = rrc_l2_encode(val, sizeof(val), &k, key, klen, ans, alen, t0, 300);
+	assert_int_equal(vlen, RRC_L2_HDR + klen + alen + RRC_L2_SEAL);
+	assert_int_equal(rrc_l2_encode(val, vlen - 1, &k, key, klen, ans, alen, t0, 300), 0);
 
 	struct rrc_l2_value v;
-	assert_int_equal(rrc_l2_decode(val, vlen, key, klen, t0 + 10500, &v), RRC_L2_FRESH);
+	assert_int_equal(rrc_l2_decode(val, vlen, &k, key, klen, t0 + 10500, &v), RRC_L2_FRESH);
 	assert_int_equal(v.age, 10);
 	assert_int_equal(v.remaining_ms, 289500);
 	assert_int_equal(v.alen, alen);
@@ -99,30 +109,31 @@ static void test_roundtrip_and_aging(void **state)
 	assert_int_equal(left, ttl - 10 < 289 ? ttl - 10 : 289);
 
 	/* Past its expiry: a stale candidate, with how long ago it expired. */
-	assert_int_equal(rrc_l2_decode(val, vlen, key, klen, t0 + 301000, &v), RRC_L2_EXPIRED);
+	assert_int_equal(rrc_l2_decode(val, vlen, &k, key, klen, t0 + 301000, &v), RRC_L2_EXPIRED);
 	assert_int_equal(v.expired_ms, 1000);
 	assert_int_equal(v.remaining_ms, 0);
 	/* Another question's value (here: the same name with other flags). */
 	uint8_t key2[RRC_WIRE_KEY_MAX];
 	size_t klen2 = make_key(key2, 1, 0x03);
-	assert_int_equal(rrc_l2_decode(val, vlen, key2, klen2, t0, &v), RRC_L2_OTHER_KEY);
+	assert_int_equal(rrc_l2_decode(val, vlen, &k, key2, klen2, t0, &v), RRC_L2_OTHER_KEY);
 }
 
 static void test_malformed_values(void **state)
 {
+	struct rrc_l2_keys k = open_keys();
 	uint8_t ans[512], val[1024], bad[1024];
 	uint32_t life;
 	size_t alen = stored_answer(ans, sizeof(ans), &life);
 	uint8_t key[RRC_WIRE_KEY_MAX];
 	size_t klen = make_key(key, 1, 0);
 	uint64_t t0 = 1700000000000ull;
-	size_t vlen = rrc_l2_encode(val, sizeof(val), key, klen, ans, alen, t0, 300);
+	size_t vlen = rrc_l2_encode(val, sizeof(val), &k, key, klen, ans, alen, t0, 300);
 	struct rrc_l2_value v;
 	struct rrc_wire_ttl_policy pol = {.min_ttl = 0, .max_ttl = 86400, .max_negative_ttl = 3600};
 
 	/* Every truncation is refused by the header check or by the answer's check. */
 	for (size_t n = 0; n < vlen; n++) {
-		enum rrc_l2_verdict vd = rrc_l2_decode(val, n, key, klen, t0, &v);
+		enum rrc_l2_verdict vd = rrc_l2_decode(val, n, &k, key, klen, t0, &v);
 		if (vd == RRC_L2_FRESH) {
 			uint32_t left;
 			memcpy(bad, v.answer, v.alen);
@@ -135,11 +146,12 @@ static void test_malformed_values(void **state)
 	struct {
 		size_t off;
 		uint8_t byte;
-	} flips[] = {{0, 'X'}, {4, 2}, {5, 1}, {6, 0xFF}, {16, 0x10}, {20, 0x7F}, {8, 0x7F}};
+	} flips[] = {{0, 'X'},	{4, 1},	    {4, 3},	{5, 1},
+		     {6, 0xFF}, {16, 0x10}, {20, 0x7F}, {8, 0x7F}};
 	for (size_t i = 0; i < sizeof(flips) / sizeof(flips[0]); i++) {
 		memcpy(bad, val, vlen);
 		bad[flips[i].off] = flips[i].byte;
-		assert_int_equal(rrc_l2_decode(bad, vlen, key, klen, t0, &v), RRC_L2_MALFORMED);
+		assert_int_equal(rrc_l2_decode(bad, vlen, &k, key, klen, t0, &v), RRC_L2_MALFORMED);
 	}
 	/* Random bytes never pass. */
 	srand(7);
@@ -149,7 +161,7 @@ static void test_malformed_values(void **state)
 			bad[j] = (uint8_t)rand();
 		if (i % 2) /* with a valid header, so the answer checks are reached */
 			memcpy(bad, val, RRC_L2_HDR + klen < n ? RRC_L2_HDR + klen : n);
-		enum rrc_l2_verdict vd = rrc_l2_decode(bad, n, key, klen, t0, &v);
+		enum rrc_l2_verdict vd = rrc_l2_decode(bad, n, &k, key, klen, t0, &v);
 		if (vd == RRC_L2_FRESH) {
 			uint32_t left;
 			uint8_t copy[256];
@@ -159,6 +171,38 @@ static void test_malformed_values(void **state)
 				assert_true(left > 0 && left <= 300);
 		}
 	}
+}
+
+/* With a key_secret, a value sealed by the fleet decodes as sealed; one byte changed anywhere,
+ * or a value sealed under another secret, is refused. Without one, the seal is not checked. */
+static void test_seal(void **state)
+{
+	struct rrc_l2_keys fleet, other, open = open_keys();
+	rrc_l2_derive_keys("fleet secret", &fleet);
+	rrc_l2_derive_keys("other secret", &other);
+	assert_true(fleet.sealed);
+	uint8_t ans[512], val[1024], bad[1024];
+	uint32_t life;
+	size_t alen = stored_answer(ans, sizeof(ans), &life);
+	uint8_t key[RRC_WIRE_KEY_MAX];
+	size_t klen = make_key(key, 1, 0);
+	uint64_t t0 = 1700000000000ull;
+	size_t vlen = rrc_l2_encode(val, sizeof(val), &fleet, key, klen, ans, alen, t0, 300);
+	struct rrc_l2_value v;
+	assert_int_equal(rrc_l2_decode(val, vlen, &fleet, key, klen, t0, &v), RRC_L2_FRESH);
+	assert_true(v.sealed);
+	assert_int_equal(rrc_l2_decode(val, vlen, &other, key, klen, t0, &v), RRC_L2_MALFORMED);
+	assert_int_equal(rrc_l2_decode(val, vlen, &open, key, klen, t0, &v), RRC_L2_FRESH);
+	assert_false(v.sealed);
+	for (size_t i = 0; i < vlen; i++) {
+		memcpy(bad, val, vlen);
+		bad[i] ^= 0x20;
+		assert_int_equal(rrc_l2_decode(bad, vlen, &fleet, key, klen, t0, &v),
+				 RRC_L2_MALFORMED);
+	}
+	/* An unsealed fleet's value is refused by a sealed one. */
+	vlen = rrc_l2_encode(val, sizeof(val), &open, key, klen, ans, alen, t0, 300);
+	assert_int_equal(rrc_l2_decode(val, vlen, &fleet, key, klen, t0, &v), RRC_L2_MALFORMED);
 }
 
 static void test_accept_refuses(void **state)
@@ -208,6 +252,7 @@ int main(void)
 		cmocka_unit_test(test_keys),
 		cmocka_unit_test(test_roundtrip_and_aging),
 		cmocka_unit_test(test_malformed_values),
+		cmocka_unit_test(test_seal),
 		cmocka_unit_test(test_accept_refuses),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

@@ -304,8 +304,10 @@ static void test_hit(void **state)
 {
 	struct fixture x;
 	setup(&x, R_VALUE, 5);
-	x.r.vlen = rrc_l2_encode(x.r.value, sizeof(x.r.value), x.key, x.klen, x.stored, x.slen,
-				 wall_ms(), x.life);
+	struct rrc_l2_keys keys;
+	rrc_l2_derive_keys(test_cfg(&x.t)->redis.key_secret, &keys);
+	x.r.vlen = rrc_l2_encode(x.r.value, sizeof(x.r.value), &keys, x.key, x.klen, x.stored,
+				 x.slen, wall_ms(), x.life);
 	struct result res = {0};
 	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
 	test_run_until(&x.t, got, &res);
