@@ -4,7 +4,9 @@ machine): for 1 and 2 workers, per cache hit and per miss.
 
 Each figure is a difference of whole-process runs under valgrind, so start-up and shutdown
 cancel out: (run with warm-up + N queries) - (run with warm-up only), divided by N.
-Usage: bench/instructions.py [--hits N] [--misses N]
+With --redis, also per L2 hit (cold L1, the answer in Redis), with a fleet key_secret (sealed
+values: no second ldns parse) and without one.
+Usage: bench/instructions.py [--hits N] [--misses N] [--redis]
 """
 import argparse
 import os
@@ -19,14 +21,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
 import run as B  # noqa: E402
-from helpers import Knot, free_port  # noqa: E402
+from helpers import Knot, Redis, free_port  # noqa: E402
 
 
-def one_run(knot_port, workers, work, warm, extra):
+def one_run(knot_port, workers, work, warm, extra, more=()):
     port = free_port()
     out = os.path.join(work, f"cg.{time.time_ns()}")
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] +
-                            B.rrcache_args(port, knot_port, workers=workers, cache_size="64MiB"),
+                            B.rrcache_args(port, knot_port, workers=workers, cache_size="64MiB") +
+                            list(more),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     B.wait_port(port, proc, deadline=60)
     B.dnsperf(port, warm, once=True, outstanding=20)
@@ -50,10 +53,41 @@ def inclusive(cgfile, functions):
     return found
 
 
+def l2_hits(knot_port, work, warm, n):
+    """Instructions per L2 hit, sealed and not: instance A fills Redis with n names (natively),
+    then B answers them under callgrind with a cold L1."""
+    rd = Redis(extra=["--maxmemory", "1gb"])
+    names = os.path.join(work, "l2.txt")
+    B.write_names(names, [f"l2-{i}.u.example.test." for i in range(n)])
+    rows = []
+    try:
+        for label, secret in (("with key_secret (sealed)", "bench fleet"),
+                              ("without key_secret", "")):
+            conf = os.path.join(work, f"l2-{len(secret)}.yaml")
+            with open(conf, "w") as f:
+                f.write(f'redis:\n  key_secret: "{secret}"\n')
+            more = ["--redis", rd.url, "-c", conf]
+            port = free_port()
+            a = subprocess.Popen(B.rrcache_args(port, knot_port) + more,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            B.wait_port(port, a)
+            B.dnsperf(port, names, once=True, qps=20000)
+            a.send_signal(signal.SIGTERM)
+            a.wait(30)
+            base, _ = one_run(knot_port, 1, work, warm, None, more)
+            m, nm = one_run(knot_port, 1, work, warm, names, more)
+            rows.append((label, (m - base) / max(nm, 1)))
+            print(f"L2 hit {label}: {rows[-1][1]:.0f} instructions", flush=True)
+    finally:
+        rd.stop()
+    return rows
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hits", type=int, default=20000)
     ap.add_argument("--misses", type=int, default=5000)
+    ap.add_argument("--redis", action="store_true", help="also per L2 hit")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rrc-insn-")
     knot = Knot(extra_zone=B.zone_extra())
@@ -81,11 +115,14 @@ def main():
             rows.append((workers, (h - base) / max(nh, 1), (m - base) / max(nm, 1)))
             print(f"workers={workers}: {rows[-1][1]:.0f} instructions per hit, "
                   f"{rows[-1][2]:.0f} per miss", flush=True)
+        l2 = l2_hits(knot.port, work, warm, 3000) if args.redis else []
     finally:
         knot.stop()
     print("\n| workers | instructions per hit | instructions per miss |\n|---|---|---|")
     for w, h, m in rows:
         print(f"| {w} | {h:.0f} | {m:.0f} |")
+    for label, v in l2:
+        print(f"L2 hit, 1 worker, {label}: {v:.0f} instructions")
 
 
 if __name__ == "__main__":
