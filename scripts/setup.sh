@@ -1,16 +1,18 @@
 #!/bin/sh
 # rrcache set-up for a fresh Debian 12 machine, run as root from the source tree.
 #
-#   scripts/setup.sh run    install the build packages, build, run rrcache on config/rrcache.yaml
+#   scripts/setup.sh run    install the build packages, build the daemon, run it on
+#                           config/rrcache.yaml; no service of the machine is touched
 #   scripts/setup.sh test   install the build and test packages, run the whole suite twice:
-#                           the plain build with -Werror, then RRC_SANITIZE=address,undefined
+#                           the plain build with -Werror, then RRC_SANITIZE=address,undefined;
+#                           stops (and disables) the services the test packages start
 #   scripts/setup.sh deps-run | deps-test   only install the packages
 set -eu
 
 cd "$(dirname "$0")/.."
 
-BUILD_PKGS="build-essential cmake pkg-config libuv1-dev libldns-dev libyaml-dev libcmocka-dev libhiredis-dev libssl-dev libmicrohttpd-dev libfstrm-dev"
-TEST_PKGS="knot knot-dnsutils ldnsutils python3 python3-pytest python3-dnspython redis-server prometheus chromium dnstap-ldns"
+BUILD_PKGS="build-essential cmake pkg-config libuv1-dev libldns-dev libyaml-dev libhiredis-dev libssl-dev libmicrohttpd-dev libfstrm-dev"
+TEST_PKGS="libcmocka-dev knot knot-dnsutils ldnsutils python3 python3-pytest python3-dnspython redis-server prometheus chromium dnstap-ldns"
 
 install_pkgs() {
 	missing=""
@@ -25,12 +27,16 @@ install_pkgs() {
 		# shellcheck disable=SC2086
 		apt-get install -y -q --no-install-recommends $missing
 	fi
-	# The Debian knot package enables a system knotd on port 53, which rrcache's shipped
-	# configuration wants; the tests start their own knotd, redis-server on random ports and
-	# use promtool alone, so the services these packages enable are stopped too.
+}
+
+# The test path only: the Debian packages of knot, redis-server and prometheus enable system
+# services (a knotd on port 53 among them); the tests start their own on random ports and use
+# promtool alone, so those services are stopped and disabled, each named as it goes.
+quiet_test_services() {
+	command -v systemctl >/dev/null 2>&1 || return 0
 	for svc in knot redis-server prometheus prometheus-node-exporter; do
-		if command -v systemctl >/dev/null 2>&1 &&
-			systemctl is-enabled --quiet "$svc" 2>/dev/null; then
+		if systemctl is-enabled --quiet "$svc" 2>/dev/null; then
+			echo "setup: stopping and disabling $svc (started by a test package; the tests run their own)"
 			systemctl disable --now "$svc" || true
 		fi
 	done
@@ -60,17 +66,20 @@ deps-run)
 	;;
 deps-test)
 	install_pkgs $BUILD_PKGS $TEST_PKGS
+	quiet_test_services
 	;;
 run)
 	install_pkgs $BUILD_PKGS
-	build build
+	cmake -S . -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DRRC_TESTS=OFF >/dev/null
+	cmake --build build -j "$(nproc)" --target rrcache
 	exec build/src/rrcache -c config/rrcache.yaml
 	;;
 test)
 	install_pkgs $BUILD_PKGS $TEST_PKGS
-	build build -DRRC_WERROR=ON
+	quiet_test_services
+	build build -DRRC_WERROR=ON -DRRC_TESTS=ON
 	suite build "plain build (-Werror)"
-	build build-san -DRRC_WERROR=ON -DRRC_SANITIZE=address,undefined
+	build build-san -DRRC_WERROR=ON -DRRC_TESTS=ON -DRRC_SANITIZE=address,undefined
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		suite build-san "sanitizer build (address,undefined)"
 	if [ -n "$failed" ]; then
