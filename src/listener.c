@@ -179,9 +179,20 @@ static int open_socket(const struct rrc_sockaddr *a, int type, char *err)
 	if (bind(fd, &a->sa, a->len))
 		goto fail;
 	return fd;
-fail:
-	snprintf(err, RRC_ERR_LEN, "cannot listen on %s/%s: %s", name,
-		 type == SOCK_DGRAM ? "udp" : "tcp", strerror(errno));
+fail:;
+	int e = errno;
+	uint16_t port = ntohs(family == AF_INET6 ? a->sin6.sin6_port : a->sin.sin_port);
+	const char *hint = "";
+	if ((e == EACCES || e == EPERM) && port < 1024)
+		hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE: run it from the "
+		       "systemd unit, or setcap cap_net_bind_service=+ep on the binary, or listen "
+		       "on "
+		       "a port above 1023)";
+	else if (e == EADDRINUSE)
+		hint = " (another server holds it: often systemd-resolved (127.0.0.53), dnsmasq, "
+		       "unbound, knot or bind9; 'ss -lunp' names it)";
+	snprintf(err, RRC_ERR_LEN, "cannot listen on %s/%s: %s%s", name,
+		 type == SOCK_DGRAM ? "udp" : "tcp", strerror(e), hint);
 	if (fd >= 0)
 		close(fd);
 	return -1;

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 /* Size of the caller-provided buffer that constructors fill with a readable reason. */
-#define RRC_ERR_LEN 256
+#define RRC_ERR_LEN 512
 
 #define RRC_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
 #define RRC_MIN(a, b) ((a) < (b) ? (a) : (b))

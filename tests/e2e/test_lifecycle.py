@@ -183,8 +183,31 @@ def test_bind_failure_is_reported(fault):
                 "--metrics", "off")
         assert p.returncode == 1
         assert f"cannot listen on 127.0.0.1:{port}/udp" in p.stderr
+        # The usual holders of a DNS port are named, and how to find the one.
+        assert "another server holds it" in p.stderr and "ss -lunp" in p.stderr
     finally:
         hog.close()
+
+
+def test_privileged_port_refusal_says_what_to_do(fault):
+    """Started as an unprivileged user on port 53, rrcache says how to get the port (the
+    capability, the systemd unit, or another port) instead of only "Permission denied"."""
+    import shutil
+    with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+        if int(f.read()) <= 53:
+            pytest.skip("this kernel lets any user bind port 53")
+    if os.geteuid() != 0 or not shutil.which("setpriv"):
+        pytest.skip("needs root and setpriv (util-linux) to start rrcache as nobody")
+    if subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                       "test", "-x", RRCACHE]).returncode != 0:
+        pytest.skip(f"nobody cannot run {RRCACHE} from here")
+    up = fault()
+    p = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", RRCACHE,
+                        "--listen", "127.0.0.1:53", "--upstream", f"127.0.0.1:{up.port}",
+                        "--metrics", "off"], capture_output=True, text=True, timeout=20)
+    assert p.returncode == 1
+    assert "cannot listen on 127.0.0.1:53/udp: Permission denied" in p.stderr
+    assert "CAP_NET_BIND_SERVICE" in p.stderr and "above 1023" in p.stderr
 
 
 ACL_DENY_2 = "acl:\n  allow: [127.0.0.0/8]\n  deny: [127.0.0.2/32]\n"
