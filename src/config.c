@@ -12,6 +12,7 @@
 #include <ctype.h>
 #include <netdb.h>
 #include <errno.h>
+#include <ifaddrs.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -803,6 +804,58 @@ static int load_file(struct rrc_config *cfg, const char *path, char *err, bool *
 	return rc;
 }
 
+static uint16_t port_of(const struct rrc_sockaddr *a)
+{
+	return ntohs(a->sa.sa_family == AF_INET6 ? a->sin6.sin6_port : a->sin.sin_port);
+}
+
+static bool is_wildcard(const struct rrc_sockaddr *a)
+{
+	return a->sa.sa_family == AF_INET6 ? IN6_IS_ADDR_UNSPECIFIED(&a->sin6.sin6_addr)
+					   : a->sin.sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
+/* An address of this machine: loopback, the wildcard, or one of its interfaces'. */
+static bool is_local(const struct rrc_sockaddr *a)
+{
+	if (is_wildcard(a))
+		return true;
+	if (a->sa.sa_family == AF_INET6 ? IN6_IS_ADDR_LOOPBACK(&a->sin6.sin6_addr)
+					: (ntohl(a->sin.sin_addr.s_addr) >> 24) == 127)
+		return true;
+	struct ifaddrs *ifs = NULL;
+	if (getifaddrs(&ifs) != 0)
+		return false;
+	bool found = false;
+	for (struct ifaddrs *i = ifs; i && !found; i = i->ifa_next) {
+		if (!i->ifa_addr || i->ifa_addr->sa_family != a->sa.sa_family)
+			continue;
+		if (a->sa.sa_family == AF_INET6)
+			found = !memcmp(&((struct sockaddr_in6 *)(void *)i->ifa_addr)->sin6_addr,
+					&a->sin6.sin6_addr, sizeof(struct in6_addr));
+		else
+			found = ((struct sockaddr_in *)(void *)i->ifa_addr)->sin_addr.s_addr ==
+				a->sin.sin_addr.s_addr;
+	}
+	freeifaddrs(ifs);
+	return found;
+}
+
+/* U9: the listen address an upstream would reach (queries would loop back to rrcache), or -1: the
+ * same address and port, or the port of a wildcard listen on any address of this machine. */
+static int listen_reached(const struct rrc_config *cfg, const struct rrc_sockaddr *a)
+{
+	for (unsigned i = 0; i < cfg->n_listen; i++) {
+		const struct rrc_sockaddr *l = &cfg->listen[i];
+		if (rrc_addr_equal(a, l))
+			return (int)i;
+		if (is_wildcard(l) && l->sa.sa_family == a->sa.sa_family &&
+		    port_of(l) == port_of(a) && is_local(a))
+			return (int)i;
+	}
+	return -1;
+}
+
 static int read_resolv_conf(struct rrc_config *cfg, const char *path, char *err)
 {
 	FILE *f = fopen(path, "r");
@@ -822,10 +875,7 @@ static int read_resolv_conf(struct rrc_config *cfg, const char *path, char *err)
 		struct rrc_sockaddr a;
 		if (rrc_addr_parse(addr, 53, &a))
 			continue;
-		bool self = false;
-		for (unsigned i = 0; i < cfg->n_listen; i++)
-			self |= rrc_addr_equal(&a, &cfg->listen[i]);
-		if (self) {
+		if (listen_reached(cfg, &a) >= 0) {
 			rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
 				"%s: skipping nameserver %s, which is rrcache itself", path, addr);
 			continue;
@@ -921,15 +971,15 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 			return rc;
 	}
 	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
-		for (unsigned j = 0; j < cfg->n_listen; j++) {
-			if (rrc_addr_equal(&cfg->upstreams[i].addr, &cfg->listen[j])) {
-				char a[64];
-				rrc_addr_format(&cfg->listen[j], a, sizeof(a));
-				snprintf(err, RRC_ERR_LEN,
-					 "upstream %s is also a listen address: queries would loop",
-					 a);
-				return -EINVAL;
-			}
+		int j = listen_reached(cfg, &cfg->upstreams[i].addr);
+		if (j >= 0) {
+			char a[64], l[64];
+			rrc_addr_format(&cfg->upstreams[i].addr, a, sizeof(a));
+			rrc_addr_format(&cfg->listen[j], l, sizeof(l));
+			snprintf(err, RRC_ERR_LEN,
+				 "upstream %s is rrcache itself (listen %s): queries would loop", a,
+				 l);
+			return -EINVAL;
 		}
 	}
 	if (!acl_given) {

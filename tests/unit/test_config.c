@@ -228,6 +228,30 @@ static void test_resolv_conf_self(void **state)
 	assert_null(rrc_config_build(p, &ov5, err));
 	assert_non_null(strstr(err, "--cache-size"));
 	unlink(p);
+	/* A wildcard listen is reached through loopback and every address of this machine, on its
+	 * port; another port is another server. */
+	const char *w = write_tmp("listen: ['0.0.0.0:5300']\n");
+	struct rrc_config_overrides ov6 = {
+		.resolv_conf = resolv, .upstream = {"127.0.0.2:5300"}, .n_upstream = 1};
+	assert_null(rrc_config_build(w, &ov6, err));
+	assert_non_null(strstr(err, "rrcache itself (listen 0.0.0.0:5300)"));
+	struct rrc_config_overrides ov7 = {
+		.resolv_conf = resolv, .upstream = {"127.0.0.1:5301"}, .n_upstream = 1};
+	cfg = rrc_config_build(w, &ov7, err);
+	if (!cfg)
+		fail_msg("%s", err);
+	rrc_config_free(cfg);
+	unlink(w);
+	/* resolv.conf's 127.0.0.1 is rrcache itself when it listens on 0.0.0.0:53; ::1 is not. */
+	struct rrc_config_overrides ov8 = {
+		.resolv_conf = resolv, .listen = {"0.0.0.0:53"}, .n_listen = 1};
+	cfg = rrc_config_build(NULL, &ov8, err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->n_upstreams, 1);
+	rrc_addr_format(&cfg->upstreams[0].addr, buf, sizeof(buf));
+	assert_string_equal(buf, "[::1]:53");
+	rrc_config_free(cfg);
 }
 
 static void test_shipped_file(void **state)
