@@ -13,6 +13,7 @@
 #include <netdb.h>
 #include <errno.h>
 #include <ifaddrs.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -804,6 +805,47 @@ static int load_file(struct rrc_config *cfg, const char *path, char *err, bool *
 	return rc;
 }
 
+/* CPUs this process may use: its affinity mask, lowered to the cgroup's CPU quota (cgroup v2
+ * cpu.max "QUOTA PERIOD", rounded up) when there is one, as in a container with a CPU limit. */
+unsigned rrc_config_cpus(const char *cgroup_dir)
+{
+	cpu_set_t set;
+	long n = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set)
+							      : sysconf(_SC_NPROCESSORS_ONLN);
+	if (n < 1)
+		n = 1;
+	char path[512];
+	if (!cgroup_dir) {
+		/* Our own cgroup, from /proc/self/cgroup's "0::/PATH" line (cgroup v2). */
+		FILE *f = fopen("/proc/self/cgroup", "r");
+		char line[400], rel[400] = "";
+		while (f && fgets(line, sizeof(line), f)) {
+			if (!strncmp(line, "0::", 3)) {
+				snprintf(rel, sizeof(rel), "%s", line + 3);
+				rel[strcspn(rel, "\n")] = '\0';
+			}
+		}
+		if (f)
+			fclose(f);
+		snprintf(path, sizeof(path), "/sys/fs/cgroup%s/cpu.max", rel);
+	} else {
+		snprintf(path, sizeof(path), "%s/cpu.max", cgroup_dir);
+	}
+	FILE *f = fopen(path, "r");
+	char quota[32] = "";
+	unsigned long long period = 0;
+	if (f && fscanf(f, "%31s %llu", quota, &period) == 2 && strcmp(quota, "max") != 0 &&
+	    period > 0) {
+		unsigned long long q = strtoull(quota, NULL, 10);
+		long limit = (long)((q + period - 1) / period);
+		if (limit >= 1 && limit < n)
+			n = limit;
+	}
+	if (f)
+		fclose(f);
+	return (unsigned)n;
+}
+
 static uint16_t port_of(const struct rrc_sockaddr *a)
 {
 	return ntohs(a->sa.sa_family == AF_INET6 ? a->sin6.sin6_port : a->sin.sin_port);
@@ -1026,8 +1068,8 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 	if (cfg->tcp_max_per_client > cfg->tcp_max_connections)
 		cfg->tcp_max_per_client = cfg->tcp_max_connections;
 	if (cfg->workers == 0) {
-		long n = sysconf(_SC_NPROCESSORS_ONLN);
-		cfg->workers = n < 1 ? 1 : (unsigned)RRC_MIN(n, RRC_MAX_WORKERS);
+		unsigned n = rrc_config_cpus(ov && ov->cgroup_dir ? ov->cgroup_dir : NULL);
+		cfg->workers = RRC_MIN(n, RRC_MAX_WORKERS);
 	}
 	return 0;
 }

@@ -128,7 +128,12 @@ struct rrc_config_overrides {
 	const char *resolv_conf; /* where to read nameservers; default /etc/resolv.conf */
 	const char *redis_url;
 	const char *metrics; /* --metrics ADDR:PORT or off */
+	const char *cgroup_dir; /* where cpu.max is read (tests); default: this process's cgroup */
 };
+
+/* CPUs this process may use (workers: 0): its CPU affinity, lowered to the cgroup v2 CPU quota
+ * (cpu.max, rounded up) of cgroup_dir, or of its own cgroup when NULL. At least 1. */
+unsigned rrc_config_cpus(const char *cgroup_dir);
 
 /*
  * Builds a config: defaults, then the file (when path is not NULL), then the overrides, then

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <sched.h>
 
 #include "rrcache/config.h"
 
@@ -254,6 +255,44 @@ static void test_resolv_conf_self(void **state)
 	rrc_config_free(cfg);
 }
 
+/* workers: 0 follows the CPU affinity and a cgroup's CPU quota (a container's --cpus). */
+static void test_workers_follow_cpu_limits(void **state)
+{
+	char dir[] = "/tmp/rrc-cg-XXXXXX";
+	assert_non_null(mkdtemp(dir));
+	char path[64];
+	snprintf(path, sizeof(path), "%s/cpu.max", dir);
+	cpu_set_t set;
+	assert_int_equal(sched_getaffinity(0, sizeof(set), &set), 0);
+	unsigned affinity = (unsigned)CPU_COUNT(&set);
+	/* No quota: the affinity. */
+	FILE *f = fopen(path, "w");
+	fputs("max 100000\n", f);
+	fclose(f);
+	assert_int_equal(rrc_config_cpus(dir), affinity);
+	/* A quota of 1.5 CPUs: 2, or fewer if the affinity is smaller. */
+	f = fopen(path, "w");
+	fputs("150000 100000\n", f);
+	fclose(f);
+	assert_int_equal(rrc_config_cpus(dir), affinity < 2 ? affinity : 2);
+	/* Half a CPU: 1. */
+	f = fopen(path, "w");
+	fputs("50000 100000\n", f);
+	fclose(f);
+	assert_int_equal(rrc_config_cpus(dir), 1);
+	char err[RRC_ERR_LEN];
+	const char *p = write_tmp("workers: 0\nlisten: ['127.0.0.1:5300']\n");
+	struct rrc_config_overrides ov = {.resolv_conf = resolv, .cgroup_dir = dir};
+	struct rrc_config *cfg = rrc_config_build(p, &ov, err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->workers, 1);
+	rrc_config_free(cfg);
+	unlink(p);
+	unlink(path);
+	rmdir(dir);
+}
+
 static void test_shipped_file(void **state)
 {
 	/* The shipped file must load, and its values must be the built-in defaults. */
@@ -453,11 +492,17 @@ static void test_fit_descriptors(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_fit_descriptors),	 cmocka_unit_test(test_sizes_durations),
-		cmocka_unit_test(test_addresses),	 cmocka_unit_test(test_full_file),
-		cmocka_unit_test(test_errors),		 cmocka_unit_test(test_defaults_and_flags),
-		cmocka_unit_test(test_resolv_conf_self), cmocka_unit_test(test_redis_urls),
-		cmocka_unit_test(test_redis_section),	 cmocka_unit_test(test_shipped_file),
+		cmocka_unit_test(test_fit_descriptors),
+		cmocka_unit_test(test_sizes_durations),
+		cmocka_unit_test(test_addresses),
+		cmocka_unit_test(test_full_file),
+		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_defaults_and_flags),
+		cmocka_unit_test(test_resolv_conf_self),
+		cmocka_unit_test(test_workers_follow_cpu_limits),
+		cmocka_unit_test(test_redis_urls),
+		cmocka_unit_test(test_redis_section),
+		cmocka_unit_test(test_shipped_file),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
 }
