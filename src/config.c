@@ -981,6 +981,26 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 		memcpy(err, why, RRC_ERR_LEN);
 		return -EINVAL;
 	}
+	if (ov->n_stats_allow) {
+		/* Replaces the file's list, as --listen does: a sidecar opens its endpoint to the
+		 * probes' network from flags alone. */
+		free(cfg->stats.allow);
+		cfg->stats.allow = NULL;
+		cfg->stats.n_allow = 0;
+		for (unsigned i = 0; i < ov->n_stats_allow; i++) {
+			int rc = add_rule(&cfg->stats.allow, &cfg->stats.n_allow,
+					  ov->stats_allow[i], true);
+			if (rc) {
+				snprintf(err, RRC_ERR_LEN,
+					 rc == -EINVAL ? "--stats-allow: bad network '%.60s' (want "
+							 "10.0.0.0/8 or fd00::/8)"
+						       : "--stats-allow: cannot add '%.60s'",
+					 ov->stats_allow[i]);
+				return -EINVAL;
+			}
+		}
+		cfg->stats_allow_given = true;
+	}
 	if (ov->metrics && parse_stats_listen(ov->metrics, &cfg->stats)) {
 		snprintf(err, RRC_ERR_LEN, "--metrics: bad address '%.60s' (want ADDR:PORT or off)",
 			 ov->metrics);
@@ -1043,6 +1063,13 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 			}
 		}
 	}
+	if (cfg->redis.enabled && !cfg->redis.key_secret[0])
+		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
+			"redis: no key_secret: the keys are hashes anyone can compute from a name "
+			"(so whether a name was asked can be told from Redis), and values are not "
+			"sealed (each L2 hit is parsed again); give every instance of the fleet "
+			"the "
+			"same redis.key_secret_file");
 	if (cfg->dnstap.file[0] && cfg->dnstap.socket[0]) {
 		snprintf(err, RRC_ERR_LEN, "dnstap: give file or socket, not both");
 		return -EINVAL;

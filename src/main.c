@@ -32,6 +32,8 @@ static const char usage[] =
 	"      --workers N          worker threads (0 = one per CPU)\n"
 	"      --log-level LEVEL    error, warning, info or debug\n"
 	"      --metrics ADDR:PORT  statistics endpoint (default 127.0.0.1:9153), or off\n"
+	"      --stats-allow CIDR   who may reach it (default loopback); repeatable; replaces\n"
+	"                           the file's stats.allow\n"
 	"      --redis URL          share answers through Redis: redis://[user:pass@]host:port/db\n"
 	"                           or unix:///path/to/socket?db=N (password: "
 	"redis.password_file)\n"
@@ -165,7 +167,8 @@ enum {
 	OPT_REDIS,
 	OPT_FLUSH,
 	OPT_FLUSH_ALL,
-	OPT_METRICS
+	OPT_METRICS,
+	OPT_STATS_ALLOW
 };
 
 /* The admin flush: NAME (NULL: everything) out of Redis and every instance's L1. */
@@ -206,6 +209,7 @@ int main(int argc, char **argv)
 		{"flush", required_argument, NULL, OPT_FLUSH},
 		{"flush-all", no_argument, NULL, OPT_FLUSH_ALL},
 		{"metrics", required_argument, NULL, OPT_METRICS},
+		{"stats-allow", required_argument, NULL, OPT_STATS_ALLOW},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
@@ -253,6 +257,14 @@ int main(int argc, char **argv)
 			break;
 		case OPT_FLUSH_ALL:
 			flush_all = true;
+			break;
+		case OPT_STATS_ALLOW:
+			if (app.ov.n_stats_allow >= RRC_MAX_LISTEN) {
+				fprintf(stderr, "rrcache: at most %d --stats-allow\n",
+					RRC_MAX_LISTEN);
+				return 1;
+			}
+			app.ov.stats_allow[app.ov.n_stats_allow++] = optarg;
 			break;
 		case OPT_METRICS:
 			app.ov.metrics = optarg;

@@ -128,6 +128,8 @@ struct rrc_config_overrides {
 	const char *resolv_conf; /* where to read nameservers; default /etc/resolv.conf */
 	const char *redis_url;
 	const char *metrics; /* --metrics ADDR:PORT or off */
+	const char *stats_allow[RRC_MAX_LISTEN]; /* --stats-allow CIDR: replaces stats.allow */
+	unsigned n_stats_allow;
 	const char *cgroup_dir; /* where cpu.max is read (tests); default: this process's cgroup */
 };
 

@@ -173,6 +173,8 @@ def test_hostile_values_are_misses(fault, rrcache, redis, secret):
     conf = redis_conf(rd.url, "  fleet_coalescing: false\n", secret=secret)
     a = rrcache([f"127.0.0.1:{up.port}"], config_extra=conf)
     assert wait_for(lambda: "Redis connection ready" in a.log())
+    # A fleet without a key_secret is warned about once, at start.
+    assert ("no key_secret" in a.log()) == (not secret)
     names = ["garbage", "short", "other", "loop", "expired", "victim"]
     keys = {}
     for n in names:

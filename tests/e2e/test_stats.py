@@ -338,3 +338,39 @@ def test_stats_port_taken_is_reported(fault):
         assert f"cannot serve statistics on 127.0.0.1:{port} (stats.listen)" in p.stderr
     finally:
         hog.close()
+
+
+def test_sidecar_from_flags_alone_opens_stats_to_a_probe(fault):
+    """No file: --metrics on the wildcard and --stats-allow let a probe from another address
+    (127.0.0.2 here, standing for a kubelet or Prometheus) read /healthz and /metrics, and
+    --stats-allow replaces the loopback default: 127.0.0.1 is refused."""
+    import http.client
+    from helpers import RRCACHE, wait_answering
+    up = fault()
+    dport, mport = free_port(), free_port()
+    p = subprocess.Popen([RRCACHE, "--listen", f"127.0.0.1:{dport}", "--upstream",
+                          f"127.0.0.1:{up.port}", "--metrics", f"0.0.0.0:{mport}",
+                          "--stats-allow", "127.0.0.2/32", "--stats-allow", "192.0.2.0/24",
+                          "--log-level", "warning"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def get(path, source):
+        c = http.client.HTTPConnection("127.0.0.1", mport, timeout=3,
+                                       source_address=(source, 0))
+        try:
+            c.request("GET", path)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+    try:
+        wait_answering(dport, proc=p)
+        assert get("/healthz", "127.0.0.2")[0] == 200
+        status, body = get("/metrics", "127.0.0.2")
+        assert status == 200 and b"rrcache_queries_total" in body
+        with pytest.raises((ConnectionError, OSError)):
+            status = get("/metrics", "127.0.0.1")[0]
+            raise ConnectionError(f"answered {status}")
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0, p.stderr.read()

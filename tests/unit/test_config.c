@@ -225,6 +225,18 @@ static void test_resolv_conf_self(void **state)
 		.resolv_conf = resolv, .upstream = {"127.0.0.1:5300"}, .n_upstream = 1};
 	assert_null(rrc_config_build(p, &ov4, err));
 	assert_non_null(strstr(err, "loop"));
+	struct rrc_config_overrides ov9 = {.resolv_conf = resolv,
+					   .stats_allow = {"10.1.0.0/16", "nonsense"},
+					   .n_stats_allow = 2};
+	assert_null(rrc_config_build(p, &ov9, err));
+	assert_non_null(strstr(err, "--stats-allow: bad network 'nonsense'"));
+	struct rrc_config_overrides ov10 = {
+		.resolv_conf = resolv, .stats_allow = {"10.1.0.0/16"}, .n_stats_allow = 1};
+	cfg = rrc_config_build(p, &ov10, err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->stats.n_allow, 1); /* replaces the loopback default */
+	rrc_config_free(cfg);
 	struct rrc_config_overrides ov5 = {.resolv_conf = resolv, .cache_size = "huge"};
 	assert_null(rrc_config_build(p, &ov5, err));
 	assert_non_null(strstr(err, "--cache-size"));
