@@ -18,8 +18,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fstrm.h>
+#include <hiredis/hiredis.h>
 #include <ldns/ldns.h>
+#include <microhttpd.h>
+#include <openssl/crypto.h>
 #include <uv.h>
+#include <yaml.h>
+
+extern const char rrc_commit[]; /* commit.c, written at build time */
+
+/* --version: the version and commit, then what is compiled in and the libraries it runs on
+ * (the first line alone identifies the build). */
+static void print_version(void)
+{
+	printf("rrcache %s (commit %s)\n", RRC_VERSION, rrc_commit);
+	printf("features: DNS over UDP and TCP; L1 cache; Redis tier (L2) with fleet coalescing; "
+	       "statistics endpoint (Prometheus, JSON, dashboard); dnstap\n");
+	printf("libraries: libuv %s, ldns %s, hiredis %d.%d.%d, libmicrohttpd %s, %s, "
+	       "libyaml %s, fstrm (no version API)\n",
+	       uv_version_string(), ldns_version(), HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH,
+	       MHD_get_version(), OpenSSL_version(OPENSSL_VERSION), yaml_get_version_string());
+}
 
 static const char usage[] =
 	"Usage: rrcache [options]\n"
@@ -270,8 +290,7 @@ int main(int argc, char **argv)
 			app.ov.metrics = optarg;
 			break;
 		case 'V':
-			printf("rrcache %s (libuv %s, ldns %s)\n", RRC_VERSION, uv_version_string(),
-			       ldns_version());
+			print_version();
 			return 0;
 		case 'h':
 			fputs(usage, stdout);

@@ -21,6 +21,20 @@ def run(*args, timeout=10):
 def test_version_and_help():
     v = run("--version")
     assert v.returncode == 0 and v.stdout.startswith("rrcache ")
+    # The commit of the tree it was built from, what is compiled in, and the libraries.
+    import re
+    first, features, libs = v.stdout.splitlines()[:3]
+    m = re.match(r"rrcache \d+\.\d+\.\d+ \(commit ([0-9a-f]{12}\+?|unknown)\)$", first)
+    assert m, first
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if m.group(1) != "unknown" and os.path.isdir(os.path.join(root, "..", ".git")):
+        # A commit of this repository (the one the binary was built on).
+        known = subprocess.run(["git", "-C", root, "cat-file", "-e",
+                                m.group(1).rstrip("+") + "^{commit}"], capture_output=True)
+        assert known.returncode == 0, first
+    assert features.startswith("features:") and "Redis tier" in features
+    for lib in ("libuv", "ldns", "hiredis", "libmicrohttpd", "OpenSSL", "libyaml"):
+        assert lib in libs, libs
     h = run("--help")
     assert h.returncode == 0 and "--upstream" in h.stdout and "--check-config" in h.stdout
     bad = run("--no-such-flag")
