@@ -442,17 +442,20 @@ static const struct key dnstap_keys[] = {
 static const struct key log_keys[] = {{"level", K_LOG_LEVEL, 0, 0, 0, NULL},
 				      {NULL, 0, 0, 0, 0, NULL}};
 
-static const struct key top_keys[] = {{"workers", K_UINT, F(workers), 0, RRC_MAX_WORKERS, NULL},
-				      {"listen", K_LISTEN, 0, 0, 0, NULL},
-				      {"upstream", K_SECTION, 0, 0, 0, upstream_keys},
-				      {"cache", K_SECTION, 0, 0, 0, cache_keys},
-				      {"tcp", K_SECTION, 0, 0, 0, tcp_keys},
-				      {"acl", K_SECTION, 0, 0, 0, acl_keys},
-				      {"log", K_SECTION, 0, 0, 0, log_keys},
-				      {"redis", K_SECTION, 0, 0, 0, redis_keys},
-				      {"stats", K_SECTION, 0, 0, 0, stats_keys},
-				      {"dnstap", K_SECTION, 0, 0, 0, dnstap_keys},
-				      {NULL, 0, 0, 0, 0, NULL}};
+static const struct key top_keys[] = {
+	{"workers", K_UINT, F(workers), 0, RRC_MAX_WORKERS, NULL},
+	{"user", K_STRING, F(user), 0, sizeof(((struct rrc_config *)0)->user), NULL},
+	{"group", K_STRING, F(group), 0, sizeof(((struct rrc_config *)0)->group), NULL},
+	{"listen", K_LISTEN, 0, 0, 0, NULL},
+	{"upstream", K_SECTION, 0, 0, 0, upstream_keys},
+	{"cache", K_SECTION, 0, 0, 0, cache_keys},
+	{"tcp", K_SECTION, 0, 0, 0, tcp_keys},
+	{"acl", K_SECTION, 0, 0, 0, acl_keys},
+	{"log", K_SECTION, 0, 0, 0, log_keys},
+	{"redis", K_SECTION, 0, 0, 0, redis_keys},
+	{"stats", K_SECTION, 0, 0, 0, stats_keys},
+	{"dnstap", K_SECTION, 0, 0, 0, dnstap_keys},
+	{NULL, 0, 0, 0, 0, NULL}};
 
 struct ctx {
 	const char *file;

@@ -12,8 +12,13 @@
 #include "rrcache/redis_admin.h"
 #include "rrcache/server.h"
 
+#include <errno.h>
 #include <getopt.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 #include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +35,56 @@ extern const char rrc_commit[]; /* commit.c, written at build time */
 
 /* --version: the version and commit, then what is compiled in and the libraries it runs on
  * (the first line alone identifies the build). */
+/* Runs the rest of the process (every thread) as user:group, keeping nothing of root: called
+ * once every privileged socket is bound (listen addresses are not re-bound on reload). */
+static int drop_privileges(const char *user, const char *group, char *err)
+{
+	struct passwd *pw = getpwnam(user);
+	if (!pw) {
+		snprintf(err, RRC_ERR_LEN, "user: no user '%.60s' on this machine", user);
+		return -1;
+	}
+	gid_t gid = pw->pw_gid;
+	if (group[0]) {
+		struct group *gr = getgrnam(group);
+		if (!gr) {
+			snprintf(err, RRC_ERR_LEN, "group: no group '%.60s' on this machine",
+				 group);
+			return -1;
+		}
+		gid = gr->gr_gid;
+	}
+	uid_t uid = pw->pw_uid;
+	if (geteuid() == uid && getegid() == gid)
+		return 0;
+	if (geteuid() != 0) {
+		snprintf(err, RRC_ERR_LEN,
+			 "user: switching to '%.60s' needs root (started as uid %u)", user,
+			 (unsigned)geteuid());
+		return -1;
+	}
+	/* Groups first (setgroups needs root), then the group, then the user; each for every
+	 * thread (glibc applies set*id process-wide). */
+	if (setgroups(1, &gid) != 0 || setresgid(gid, gid, gid) != 0 ||
+	    setresuid(uid, uid, uid) != 0) {
+		snprintf(err, RRC_ERR_LEN, "cannot run as %.60s: %s", user, strerror(errno));
+		return -1;
+	}
+	if (setuid(0) == 0) {
+		snprintf(err, RRC_ERR_LEN, "running as %.60s, root could be regained: refusing",
+			 user);
+		return -1;
+	}
+#if defined(__SANITIZE_ADDRESS__)
+	/* Test builds only: the leak checker at exit needs to trace its own threads, which a
+	 * process that changed its credentials may no longer do. */
+	prctl(PR_SET_DUMPABLE, 1);
+#endif
+	rrc_log(RRC_LOG_INFO, RRC_LG_MAIN, "running as user %s (uid %u, gid %u)", user,
+		(unsigned)uid, (unsigned)gid);
+	return 0;
+}
+
 static void print_version(void)
 {
 	printf("rrcache %s (commit %s)\n", RRC_VERSION, rrc_commit);
@@ -331,6 +386,9 @@ int main(int argc, char **argv)
 	rrc_addr_format(&cfg->upstreams[0].addr, up, sizeof(up));
 	rrc_addr_format(&cfg->listen[0], lst, sizeof(lst));
 	unsigned workers = cfg->workers, n_up = cfg->n_upstreams, n_listen = cfg->n_listen;
+	char run_user[sizeof(cfg->user)], run_group[sizeof(cfg->group)];
+	memcpy(run_user, cfg->user, sizeof(run_user));
+	memcpy(run_group, cfg->group, sizeof(run_group));
 	bool stats_on = cfg->stats.enabled;
 	/* The endpoint reads the settings it starts with; the server owns cfg from here on. */
 	struct rrc_cfg_ref *start_ref = NULL;
@@ -362,6 +420,17 @@ int main(int argc, char **argv)
 			rrc_server_stop(app.server);
 			rc = -1;
 		}
+	}
+	if (rc == 0 && run_user[0] && drop_privileges(run_user, run_group, err) != 0) {
+		rrc_log(RRC_LOG_ERR, RRC_LG_MAIN, "%s", err);
+		rrc_http_stop(http);
+		rrc_server_stop(app.server);
+		rc = -1;
+	} else if (rc == 0 && !run_user[0] && geteuid() == 0) {
+		rrc_log(RRC_LOG_WARN, RRC_LG_MAIN,
+			"running as root: set user: (e.g. user: nobody) to drop privileges once "
+			"the "
+			"sockets are bound");
 	}
 	if (rc == 0) {
 		rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,

@@ -73,6 +73,8 @@ struct rrc_dnstap_conf {
 struct rrc_config {
 	char *path;	  /* the file it came from, or NULL */
 	unsigned workers; /* 0 in the file means one per CPU; resolved here */
+	char user[64];	  /* once the sockets are bound, run as this user ("": stay) */
+	char group[64];	  /* and this group ("": the user's)*/
 
 	struct rrc_sockaddr listen[RRC_MAX_LISTEN];
 	unsigned n_listen;
@@ -127,7 +129,7 @@ struct rrc_config_overrides {
 	const char *workers;
 	const char *resolv_conf; /* where to read nameservers; default /etc/resolv.conf */
 	const char *redis_url;
-	const char *metrics; /* --metrics ADDR:PORT or off */
+	const char *metrics;			 /* --metrics ADDR:PORT or off */
 	const char *stats_allow[RRC_MAX_LISTEN]; /* --stats-allow CIDR: replaces stats.allow */
 	unsigned n_stats_allow;
 	const char *cgroup_dir; /* where cpu.max is read (tests); default: this process's cgroup */

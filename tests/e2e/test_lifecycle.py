@@ -275,3 +275,37 @@ def test_acl_tie_is_denied_whatever_the_key_order(fault, rrcache, first):
     pkt = dns.message.make_query("tie.test.", "A").to_wire()
     assert raw_udp("127.0.0.1", r.port, pkt, source="127.0.0.5", timeout=0.5) is None
     assert raw_udp("127.0.0.1", r.port, pkt, source="127.0.0.6") is not None
+
+
+def test_privileges_dropped_after_binding(fault, rrcache):
+    """Started as root with user: nobody, every thread runs as nobody (real, effective, saved
+    and filesystem IDs) once the sockets are bound, and misses still open upstream sockets."""
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("needs root to switch users")
+    nobody = pwd.getpwnam("nobody")
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"], config_extra='user: "nobody"\n')
+    assert "running as user nobody" in r.log()
+    tasks = os.listdir(f"/proc/{r.proc.pid}/task")
+    assert len(tasks) >= 2
+    for tid in tasks:
+        with open(f"/proc/{r.proc.pid}/task/{tid}/status") as f:
+            ids = {line.split(":")[0]: line.split()[1:] for line in f if line[:4] in ("Uid:", "Gid:")}
+        assert ids["Uid"] == [str(nobody.pw_uid)] * 4, (tid, ids)
+        assert ids["Gid"] == [str(nobody.pw_gid)] * 4, (tid, ids)
+    for i in range(5):
+        assert r.query(f"after-drop{i}.test.").answer[0][0].address == "192.0.2.7"
+
+
+def test_unknown_user_stops_the_start(fault):
+    up = fault()
+    import tempfile as tf
+    d = tf.mkdtemp()
+    conf = os.path.join(d, "c.yaml")
+    with open(conf, "w") as f:
+        f.write('user: "no-such-user-here"\n')
+    p = run("-c", conf, "--listen", f"127.0.0.1:{free_port()}", "--upstream",
+            f"127.0.0.1:{up.port}", "--metrics", "off")
+    assert p.returncode == 1
+    assert "no user 'no-such-user-here'" in p.stderr
