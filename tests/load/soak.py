@@ -172,7 +172,14 @@ def soak(seconds):
         fds_before = fds()  # idle, before and after: in-flight upstream sockets are not leaks
         gen.run(seconds, rate=rate, tick=tick)
         drops = udp_rcvbuf_errors() - drops0
+        # Idle again: the pooled upstream sockets (CONFORMANCE U2) close once their lifetime
+        # (10 s) is over; what stays open after that is what a leak would show.
+        key = ("rrcache_upstream_sockets", frozenset())
+        settle = time.monotonic() + 15
         time.sleep(1.0)
+        while r.metrics().get(key, 0) > 0 and time.monotonic() < settle:
+            time.sleep(0.5)
+        time.sleep(1.0)  # and the statistics connection just used has closed
         fds_after = fds()
         window = (restart["at"] - 2.5, restart.get("back", restart["at"]) + 2.5) \
             if restart["at"] else (0, 0)
