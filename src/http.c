@@ -18,8 +18,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <unistd.h>
 #include <uv.h>
 
 /* Connections one client may hold: a dashboard polls with one or two, Prometheus scrapes with
@@ -290,10 +292,82 @@ static void gather(struct rrc_http *h, struct view_data *d, bool with_top)
 
 typedef void (*render_fn)(const struct rrc_stats_view *v, int arg, struct rrc_buf *b);
 
+/* The process metrics every Prometheus client library exports (the same names and units), read
+ * from /proc at each scrape: CPU time, memory, descriptors, start time. */
+static void process_metrics(struct rrc_buf *b)
+{
+	FILE *f = fopen("/proc/self/stat", "r");
+	char line[1024];
+	if (f && fgets(line, sizeof(line), f)) {
+		/* After the command's closing parenthesis: state is field 3, utime 14, stime 15,
+		 * starttime 22, vsize 23, rss 24 (pages). */
+		const char *p = strrchr(line, ')');
+		unsigned long long utime = 0, stime = 0, start = 0, vsize = 0, rss = 0;
+		if (p && sscanf(p + 2,
+				"%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu %*d %*d %*d "
+				"%*d %*d %*d %llu %llu %llu",
+				&utime, &stime, &start, &vsize, &rss) == 5) {
+			double hz = (double)sysconf(_SC_CLK_TCK);
+			double boot = 0;
+			FILE *up = fopen("/proc/uptime", "r");
+			double uptime = 0;
+			if (up && fscanf(up, "%lf", &uptime) == 1)
+				boot = (double)time(NULL) - uptime;
+			if (up)
+				fclose(up);
+			rrc_buf_printf(
+				b,
+				"# HELP process_cpu_seconds_total Total user and system CPU time "
+				"spent in seconds.\n# TYPE process_cpu_seconds_total counter\n"
+				"process_cpu_seconds_total %.2f\n",
+				(double)(utime + stime) / hz);
+			rrc_buf_printf(
+				b,
+				"# HELP process_resident_memory_bytes Resident memory size in "
+				"bytes.\n# TYPE process_resident_memory_bytes gauge\n"
+				"process_resident_memory_bytes %llu\n",
+				rss * (unsigned long long)sysconf(_SC_PAGESIZE));
+			rrc_buf_printf(b,
+				       "# HELP process_virtual_memory_bytes Virtual memory size in "
+				       "bytes.\n# TYPE process_virtual_memory_bytes gauge\n"
+				       "process_virtual_memory_bytes %llu\n",
+				       vsize);
+			rrc_buf_printf(
+				b,
+				"# HELP process_start_time_seconds Start time of the process "
+				"since unix epoch in seconds.\n"
+				"# TYPE process_start_time_seconds gauge\n"
+				"process_start_time_seconds %.2f\n",
+				boot + (double)start / hz);
+		}
+	}
+	if (f)
+		fclose(f);
+	unsigned long fds = 0;
+	uv_fs_t req;
+	if (uv_fs_scandir(NULL, &req, "/proc/self/fd", 0, NULL) >= 0) {
+		uv_dirent_t ent;
+		while (uv_fs_scandir_next(&req, &ent) != UV_EOF)
+			fds++;
+	}
+	uv_fs_req_cleanup(&req);
+	rrc_buf_printf(b,
+		       "# HELP process_open_fds Number of open file descriptors.\n"
+		       "# TYPE process_open_fds gauge\nprocess_open_fds %lu\n",
+		       fds);
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0)
+		rrc_buf_printf(b,
+			       "# HELP process_max_fds Maximum number of open file descriptors.\n"
+			       "# TYPE process_max_fds gauge\nprocess_max_fds %llu\n",
+			       (unsigned long long)rl.rlim_cur);
+}
+
 static void r_prom(const struct rrc_stats_view *v, int arg, struct rrc_buf *b)
 {
 	(void)arg;
 	rrc_stats_prometheus(v, b);
+	process_metrics(b);
 }
 
 static void r_stats(const struct rrc_stats_view *v, int arg, struct rrc_buf *b)

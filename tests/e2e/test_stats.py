@@ -1,5 +1,6 @@
 """The statistics endpoint: /metrics, the JSON API, top-K, health, its ACL and token."""
 import json
+import os
 import re
 import shutil
 import socket
@@ -374,3 +375,22 @@ def test_sidecar_from_flags_alone_opens_stats_to_a_probe(fault):
     finally:
         p.terminate()
         assert p.wait(10) == 0, p.stderr.read()
+
+
+def test_process_metrics(fault, rrcache):
+    """The process metrics of Prometheus's client libraries, with the same names: CPU time,
+    memory, descriptors, start time, each plausible for this process."""
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"])
+    for i in range(20):
+        r.query(f"proc{i}.test.")
+    m = r.metrics()
+    one = lambda n: m[(n, frozenset())]
+    assert abs(one("process_start_time_seconds") - time.time()) < 120
+    assert one("process_resident_memory_bytes") > 1 << 20
+    assert one("process_virtual_memory_bytes") >= one("process_resident_memory_bytes")
+    with open(f"/proc/{r.proc.pid}/limits") as f:
+        soft = [line.split()[3] for line in f if line.startswith("Max open files")][0]
+    assert one("process_max_fds") == float(soft)
+    assert 5 <= one("process_open_fds") <= len(os.listdir(f"/proc/{r.proc.pid}/fd")) + 2
+    assert one("process_cpu_seconds_total") >= 0
