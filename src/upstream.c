@@ -435,16 +435,14 @@ static void flush_unlink(struct usock *k)
 	k->in_flush = false;
 }
 
-/* Closing the descriptor also takes it out of the epoll set. */
+/* Closes a retired socket (out of its slot already); closing the descriptor also takes it out
+ * of the epoll set. */
 static void sock_close(struct usock *k)
 {
 	struct rrc_upstreams *u = k->u;
 	close(k->fd);
 	k->fd = -1;
 	flush_unlink(k);
-	if (k->slot >= 0 && k->srv->sock[k->slot] == k)
-		k->srv->sock[k->slot] = NULL;
-	k->slot = -1;
 	if (k->prev)
 		k->prev->next = k->next;
 	else
@@ -728,8 +726,11 @@ void rrc_upstream_attempt_timeout(struct rrc_attempt *a)
 	server_failed(a->u, a->srv, a->sent_us);
 }
 
-/* Hands the outcome to the caller once; the attempt stays open until cancelled. */
-static void deliver(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struct rrc_wire_reply *r)
+/* Hands the outcome to the caller once; the attempt stays open until cancelled. local: it
+ * could not be sent for want of a resource of this machine (a descriptor, a buffer, a port,
+ * memory), counted as such and never against the server (H4). */
+static void finish(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struct rrc_wire_reply *r,
+		   bool local)
 {
 	rrc_attempt_cb cb = a->cb;
 	void *ctx = a->ctx;
@@ -739,7 +740,9 @@ static void deliver(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struc
 	else
 		sock_detach(a);
 	struct rrc_upstream_stats *us = ust(a->u, a->srv);
-	if (!pkt) {
+	if (local) {
+		a->u->env->st->upstream_local_errors++;
+	} else if (!pkt) {
 		if (us)
 			us->errors++;
 		a->u->env->st->upstream_errors++;
@@ -748,37 +751,31 @@ static void deliver(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struc
 		rrc_hist_add(&us->rtt, now > a->sent_us ? now - a->sent_us : 0);
 	}
 	if (a->probe) {
-		probe_result(a->u, a->srv, pkt != NULL);
+		if (!local)
+			probe_result(a->u, a->srv, pkt != NULL);
 		rrc_upstream_cancel(a);
 		return;
 	}
 	if (pkt)
 		server_answered(a->srv);
-	else
+	else if (!local)
 		server_failed(a->u, a->srv, a->sent_us);
 	a->cb = NULL;
 	if (cb)
 		cb(ctx, a, pkt, len, r);
 }
 
-/* The attempt could not be sent for want of a resource of this machine (a descriptor, a
- * buffer, a port, memory): counted as such and never against the server (H4). */
+static void deliver(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struct rrc_wire_reply *r)
+{
+	finish(a, pkt, len, r, false);
+}
+
+/* A queued query that could not be sent for want of a resource of this machine. */
 static void fail_local(struct rrc_attempt *a, int rc)
 {
 	rrc_log_limited(RRC_LOG_WARN, RRC_LG_UPSTREAM, "cannot query %s: %s", a->srv->name,
 			uv_strerror(rc));
-	a->u->env->st->upstream_local_errors++;
-	rrc_attempt_cb cb = a->cb;
-	void *ctx = a->ctx;
-	a->delivered = true;
-	sock_detach(a);
-	if (a->probe) {
-		rrc_upstream_cancel(a);
-		return;
-	}
-	a->cb = NULL;
-	if (cb)
-		cb(ctx, a, NULL, 0, NULL);
+	finish(a, NULL, 0, NULL, true);
 }
 
 /* Checks one reply against what the attempt sent. Returns true when it was delivered. */
