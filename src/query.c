@@ -37,14 +37,14 @@
 #include <sys/random.h>
 
 /* A deadline in one of the worker's lists (loop time, milliseconds). */
+struct deadlines {
+	struct deadline *head, *tail;
+};
+
 struct deadline {
 	struct deadline *prev, *next;
 	uint64_t due;
-	bool queued;
-};
-
-struct deadlines {
-	struct deadline *head, *tail;
+	struct deadlines *in; /* the list it is queued in, NULL when none */
 };
 
 /* One client waiting for an answer: a held copy of its client and what its answer needs. */
@@ -89,7 +89,6 @@ struct rrc_query {
 	bool in_table;
 	bool done;
 	bool no_cache;
-	bool polling;		/* retry is an L2 look (in polls), not an upstream retry */
 	struct deadline budget; /* in budgets: the client's budget */
 	struct deadline retry;	/* in retries or polls: the next attempt, or the next L2 look */
 	struct waiter *waiters;
@@ -201,9 +200,10 @@ static void cache_store(struct rrc_queries *qs, const uint8_t *key, size_t keyle
 	}
 }
 
-static void dl_remove(struct deadlines *l, struct deadline *d)
+static void dl_remove(struct deadline *d)
 {
-	if (!d->queued)
+	struct deadlines *l = d->in;
+	if (!l)
 		return;
 	if (d->prev)
 		d->prev->next = d->next;
@@ -214,15 +214,16 @@ static void dl_remove(struct deadlines *l, struct deadline *d)
 	else
 		l->tail = d->prev;
 	d->prev = d->next = NULL;
-	d->queued = false;
+	d->in = NULL;
 }
 
 static void on_tick(uv_timer_t *t);
 
-/* Queues d due at due (loop ms), from the tail: one step when deadlines come in order. */
+/* Queues d in l (out of any other list) due at due (loop ms), from the tail: one step when
+ * deadlines come in order. */
 static void dl_add(struct rrc_queries *qs, struct deadlines *l, struct deadline *d, uint64_t due)
 {
-	dl_remove(l, d);
+	dl_remove(d);
 	d->due = due;
 	struct deadline *after = l->tail;
 	while (after && after->due > due)
@@ -237,7 +238,7 @@ static void dl_add(struct rrc_queries *qs, struct deadlines *l, struct deadline 
 		after->next = d;
 	else
 		l->head = d;
-	d->queued = true;
+	d->in = l;
 	if (!qs->tick_due || due < qs->tick_due) {
 		uint64_t now = uv_now(qs->env->loop);
 		qs->tick_due = due;
@@ -255,15 +256,19 @@ static struct rrc_query *of_retry(struct deadline *d)
 	return (struct rrc_query *)((char *)d - offsetof(struct rrc_query, retry));
 }
 
-static void on_reap(uv_prepare_t *h)
+static void free_ended(struct rrc_queries *qs)
 {
-	struct rrc_queries *qs = h->data;
 	while (qs->ended) {
 		struct rrc_query *q = qs->ended;
 		qs->ended = q->hnext;
 		rrc_pool_put(&qs->pool_query, q, sizeof(*q) + q->upq_len);
 	}
-	uv_prepare_stop(&qs->reaper);
+}
+
+static void on_reap(uv_prepare_t *h)
+{
+	free_ended(h->data);
+	uv_prepare_stop(h);
 }
 
 static void table_remove(struct rrc_queries *qs, struct rrc_query *q)
@@ -303,8 +308,8 @@ static void query_end(struct rrc_query *q)
 	q->n_waiters = 0;
 	free(q->stale);
 	q->stale = NULL;
-	dl_remove(&qs->budgets, &q->budget);
-	dl_remove(q->polling ? &qs->polls : &qs->retries, &q->retry);
+	dl_remove(&q->budget);
+	dl_remove(&q->retry);
 	q->hnext = qs->ended;
 	qs->ended = q;
 	if (!qs->closing)
@@ -414,7 +419,7 @@ static bool start_attempt(struct rrc_query *q, int idx, bool tcp)
 	q->last = a;
 	/* The next retry is an upstream timeout after the last attempt left. */
 	struct rrc_queries *qs = q->qs;
-	if (q->retry.queued && !q->polling)
+	if (q->retry.in == &qs->retries)
 		dl_add(qs, &qs->retries, &q->retry,
 		       uv_now(qs->env->loop) + rrc_env_cfg(qs->env)->upstream_timeout_ms);
 	return true;
@@ -454,8 +459,6 @@ static void on_retry(struct rrc_query *q)
 static void go_upstream(struct rrc_query *q)
 {
 	struct rrc_queries *qs = q->qs;
-	dl_remove(&qs->polls, &q->retry);
-	q->polling = false;
 	dl_add(qs, &qs->retries, &q->retry,
 	       uv_now(qs->env->loop) + rrc_env_cfg(qs->env)->upstream_timeout_ms);
 	next_attempt(q);
@@ -500,7 +503,6 @@ static void on_l2(void *ctx, const struct rrc_l2_result *r)
 		uint32_t next = q->l2_poll_ms ? q->l2_poll_ms : RRC_L2_POLL_FIRST_MS;
 		if (waited + next <= cfg->redis.fleet_wait_ms) {
 			q->l2_poll_ms = next * 2;
-			q->polling = true;
 			dl_add(q->qs, &q->qs->polls, &q->retry, uv_now(env->loop) + next);
 			return;
 		}
@@ -528,7 +530,7 @@ static void on_tick(uv_timer_t *t)
 	struct deadline *d;
 	qs->tick_due = 0;
 	while ((d = qs->budgets.head) && d->due <= now) {
-		dl_remove(&qs->budgets, d);
+		dl_remove(d);
 		on_budget(of_budget(d));
 	}
 	while ((d = qs->retries.head) && d->due <= now) {
@@ -536,10 +538,8 @@ static void on_tick(uv_timer_t *t)
 		on_retry(of_retry(d));
 	}
 	while ((d = qs->polls.head) && d->due <= now) {
-		struct rrc_query *q = of_retry(d);
-		dl_remove(&qs->polls, d);
-		q->polling = false;
-		on_l2_poll(q);
+		dl_remove(d);
+		on_l2_poll(of_retry(d));
 	}
 	uint64_t next = 0;
 	const struct deadlines *lists[] = {&qs->budgets, &qs->retries, &qs->polls};
@@ -916,11 +916,7 @@ void rrc_queries_destroy(struct rrc_queries *qs)
 	if (!qs)
 		return;
 	RRC_FAILS(qs->n_inflight == 0 && qs->closing && qs->closes == 0);
-	while (qs->ended) {
-		struct rrc_query *q = qs->ended;
-		qs->ended = q->hnext;
-		rrc_pool_put(&qs->pool_query, q, sizeof(*q) + q->upq_len);
-	}
+	free_ended(qs);
 	rrc_pool_drain(&qs->pool_query);
 	rrc_pool_drain(&qs->pool_waiter);
 	free(qs->inflight);
