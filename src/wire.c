@@ -665,8 +665,7 @@ size_t rrc_wire_synth_client(const struct rrc_wire_client *c, uint16_t qtype, ui
 	return len;
 }
 
-/* Sets every record's TTL (but an OPT's) to ttl, or takes age off it. */
-static int rewrite_ttls(uint8_t *msg, size_t len, bool set, uint32_t v)
+int rrc_wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl)
 {
 	size_t end, nlen;
 	if (len < RRC_WIRE_HDR || rrc_wire_name(msg, len, RRC_WIRE_HDR, &end, &nlen, NULL) != 0 ||
@@ -678,20 +677,8 @@ static int rewrite_ttls(uint8_t *msg, size_t len, bool set, uint32_t v)
 	rr_iter_init(&it, msg, len, end + 4, rrc_get16(msg + 6), rrc_get16(msg + 8),
 		     rrc_get16(msg + 10));
 	while ((rc = rr_next(&it, &rr)) == 1) {
-		if (rr.type == RRC_TYPE_OPT)
-			continue;
-		uint32_t ttl = rrc_get32(msg + rr.ttl_off);
-		rrc_put32(msg + rr.ttl_off, set ? v : ttl > v ? ttl - v : 0);
+		if (rr.type != RRC_TYPE_OPT)
+			rrc_put32(msg + rr.ttl_off, ttl);
 	}
 	return rc;
-}
-
-int rrc_wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl)
-{
-	return rewrite_ttls(msg, len, true, ttl);
-}
-
-int rrc_wire_age_ttls(uint8_t *msg, size_t len, uint32_t age)
-{
-	return rewrite_ttls(msg, len, false, age);
 }

@@ -255,10 +255,6 @@ size_t rrc_wire_synth_client(const struct rrc_wire_client *c, uint16_t qtype, ui
  * -1 if the message does not walk. */
 int rrc_wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl);
 
-/* Takes age seconds off every record's TTL in a stored answer (not below 0). Returns 0, or -1
- * if the message does not walk. */
-int rrc_wire_age_ttls(uint8_t *msg, size_t len, uint32_t age);
-
 /*
  * Builds a query for an upstream: id, the name (uncompressed wire), type, class, the RD/CD bits
  * of flags, and an OPT with the DO bit when edns. Returns the length or 0 if cap is too small.
