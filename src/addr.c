@@ -87,6 +87,17 @@ void rrc_addr_format(const struct rrc_sockaddr *a, char *out, size_t cap)
 	}
 }
 
+uint16_t rrc_addr_port(const struct rrc_sockaddr *a)
+{
+	return ntohs(a->sa.sa_family == AF_INET6 ? a->sin6.sin6_port : a->sin.sin_port);
+}
+
+bool rrc_addr_is_wildcard(const struct rrc_sockaddr *a)
+{
+	return a->sa.sa_family == AF_INET6 ? IN6_IS_ADDR_UNSPECIFIED(&a->sin6.sin6_addr)
+					   : a->sin.sin_addr.s_addr == htonl(INADDR_ANY);
+}
+
 bool rrc_addr_equal(const struct rrc_sockaddr *a, const struct rrc_sockaddr *b)
 {
 	if (a->sa.sa_family != b->sa.sa_family)

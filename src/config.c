@@ -849,21 +849,10 @@ unsigned rrc_config_cpus(const char *cgroup_dir)
 	return (unsigned)n;
 }
 
-static uint16_t port_of(const struct rrc_sockaddr *a)
-{
-	return ntohs(a->sa.sa_family == AF_INET6 ? a->sin6.sin6_port : a->sin.sin_port);
-}
-
-static bool is_wildcard(const struct rrc_sockaddr *a)
-{
-	return a->sa.sa_family == AF_INET6 ? IN6_IS_ADDR_UNSPECIFIED(&a->sin6.sin6_addr)
-					   : a->sin.sin_addr.s_addr == htonl(INADDR_ANY);
-}
-
 /* An address of this machine: loopback, the wildcard, or one of its interfaces'. */
 static bool is_local(const struct rrc_sockaddr *a)
 {
-	if (is_wildcard(a))
+	if (rrc_addr_is_wildcard(a))
 		return true;
 	if (a->sa.sa_family == AF_INET6 ? IN6_IS_ADDR_LOOPBACK(&a->sin6.sin6_addr)
 					: (ntohl(a->sin.sin_addr.s_addr) >> 24) == 127)
@@ -894,8 +883,8 @@ static int listen_reached(const struct rrc_config *cfg, const struct rrc_sockadd
 		const struct rrc_sockaddr *l = &cfg->listen[i];
 		if (rrc_addr_equal(a, l))
 			return (int)i;
-		if (is_wildcard(l) && l->sa.sa_family == a->sa.sa_family &&
-		    port_of(l) == port_of(a) && is_local(a))
+		if (rrc_addr_is_wildcard(l) && l->sa.sa_family == a->sa.sa_family &&
+		    rrc_addr_port(l) == rrc_addr_port(a) && is_local(a))
 			return (int)i;
 	}
 	return -1;
@@ -1071,8 +1060,7 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 			"redis: no key_secret: the keys are hashes anyone can compute from a name "
 			"(so whether a name was asked can be told from Redis), and values are not "
 			"sealed (each L2 hit is parsed again); give every instance of the fleet "
-			"the "
-			"same redis.key_secret_file");
+			"the same redis.key_secret_file");
 	if (cfg->dnstap.file[0] && cfg->dnstap.socket[0]) {
 		snprintf(err, RRC_ERR_LEN, "dnstap: give file or socket, not both");
 		return -EINVAL;

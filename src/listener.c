@@ -160,8 +160,7 @@ static int open_socket(const struct rrc_sockaddr *a, int type, char *err)
 	/* The destination address of each query is needed only on a wildcard address, where the
 	 * answer must leave from it (RFC 2181 §4.1); on a specific address the kernel uses that
 	 * one, and asking for it would cost a control message per datagram each way. */
-	bool wildcard = family == AF_INET6 ? IN6_IS_ADDR_UNSPECIFIED(&a->sin6.sin6_addr)
-					   : a->sin.sin_addr.s_addr == htonl(INADDR_ANY);
+	bool wildcard = rrc_addr_is_wildcard(a);
 	if (type == SOCK_DGRAM) {
 		/* Room for a burst while the loop is busy elsewhere: the default (208 KiB) holds
 		 * about 300 datagrams. Past net.core.rmem_max when allowed (CAP_NET_ADMIN). */
@@ -181,13 +180,11 @@ static int open_socket(const struct rrc_sockaddr *a, int type, char *err)
 	return fd;
 fail:;
 	int e = errno;
-	uint16_t port = ntohs(family == AF_INET6 ? a->sin6.sin6_port : a->sin.sin_port);
 	const char *hint = "";
-	if ((e == EACCES || e == EPERM) && port < 1024)
+	if ((e == EACCES || e == EPERM) && rrc_addr_port(a) < 1024)
 		hint = " (ports below 1024 need root or CAP_NET_BIND_SERVICE: run it from the "
 		       "systemd unit, or setcap cap_net_bind_service=+ep on the binary, or listen "
-		       "on "
-		       "a port above 1023)";
+		       "on a port above 1023)";
 	else if (e == EADDRINUSE)
 		hint = " (another server holds it: often systemd-resolved (127.0.0.53), dnsmasq, "
 		       "unbound, knot or bind9; 'ss -lunp' names it)";

@@ -34,5 +34,9 @@ int rrc_addr_parse_port(const char *s, uint16_t *port);
 void rrc_addr_format(const struct rrc_sockaddr *a, char *out, size_t cap);
 /* Same family, address and port. */
 bool rrc_addr_equal(const struct rrc_sockaddr *a, const struct rrc_sockaddr *b);
+/* The port, in host order. */
+uint16_t rrc_addr_port(const struct rrc_sockaddr *a);
+/* 0.0.0.0 or :: (every address of the machine). */
+bool rrc_addr_is_wildcard(const struct rrc_sockaddr *a);
 
 #endif
