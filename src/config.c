@@ -194,7 +194,8 @@ static int parse_db(const char *s, uint32_t *db)
 	return 0;
 }
 
-int rrc_config_parse_redis_url(const char *url, struct rrc_redis_conf *rc, char err[RRC_ERR_LEN])
+static int parse_redis_url(const char *url, struct rrc_redis_conf *rc, bool lookups,
+			   char err[RRC_ERR_LEN])
 {
 	static const char tcp[] = "redis://", unx[] = "unix://";
 	rc->db = 0;
@@ -289,7 +290,11 @@ int rrc_config_parse_redis_url(const char *url, struct rrc_redis_conf *rc, char 
 	}
 	/* hiredis would resolve a name on the event loop; resolve it once here instead. */
 	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-	int gai = getaddrinfo(host, NULL, &hints, &ai);
+	int gai = lookups ? getaddrinfo(host, NULL, &hints, &ai)
+			  : getaddrinfo(host, NULL,
+					&(struct addrinfo){.ai_socktype = SOCK_STREAM,
+							   .ai_flags = AI_NUMERICHOST},
+					&ai);
 	if (gai != 0 || !ai) {
 		snprintf(err, RRC_ERR_LEN, "cannot resolve Redis host '%.60s': %s", host,
 			 gai_strerror(gai));
@@ -304,6 +309,11 @@ int rrc_config_parse_redis_url(const char *url, struct rrc_redis_conf *rc, char 
 	rc->unix_socket = false;
 	rc->enabled = true;
 	return 0;
+}
+
+int rrc_config_parse_redis_url(const char *url, struct rrc_redis_conf *rc, char err[RRC_ERR_LEN])
+{
+	return parse_redis_url(url, rc, true, err);
 }
 
 static int parse_stats_listen(const char *s, struct rrc_stats_conf *st)
@@ -469,7 +479,7 @@ struct ctx {
 __attribute__((format(printf, 4, 5))) static int fail(struct ctx *c, const yaml_node_t *n,
 						      const char *key, const char *fmt, ...)
 {
-	char msg[160];
+	char msg[256];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
@@ -495,6 +505,57 @@ static int add_listen(struct ctx *c, const yaml_node_t *n, const char *key, cons
 	return 0;
 }
 
+/* An upstream written as an address, or as a host name with an optional port
+ * ("dns.internal", "resolver:5353"): the name is resolved here, at start and at each reload,
+ * and the first address it has is used. 0, or -EINVAL with the reason in why. */
+static int resolve_server(const char *s, bool lookups, struct rrc_sockaddr *out,
+			  char why[RRC_ERR_LEN])
+{
+	if (rrc_addr_parse(s, 53, out) == 0)
+		return 0;
+	char host[256];
+	uint16_t port = 53;
+	const char *colon = strrchr(s, ':');
+	size_t hlen = colon ? (size_t)(colon - s) : strlen(s);
+	if (hlen == 0 || hlen >= sizeof(host) || (colon && rrc_addr_parse_port(colon + 1, &port))) {
+		snprintf(
+			why, RRC_ERR_LEN,
+			"bad address '%.60s' (want 192.0.2.1[:53], [::1]:53 or a host name[:port])",
+			s);
+		return -EINVAL;
+	}
+	memcpy(host, s, hlen);
+	host[hlen] = '\0';
+	for (size_t i = 0; i < hlen; i++) {
+		unsigned char ch = (unsigned char)host[i];
+		if (!isalnum(ch) && ch != '-' && ch != '.' && ch != '_') {
+			snprintf(why, RRC_ERR_LEN,
+				 "bad address '%.60s' (want 192.0.2.1[:53], [::1]:53 or a host "
+				 "name[:port])",
+				 s);
+			return -EINVAL;
+		}
+	}
+	struct addrinfo hints = {.ai_socktype = SOCK_DGRAM,
+				 .ai_flags = lookups ? 0 : AI_NUMERICHOST},
+			*ai = NULL;
+	int gai = getaddrinfo(host, NULL, &hints, &ai);
+	if (gai != 0 || !ai) {
+		snprintf(why, RRC_ERR_LEN, "cannot resolve '%.60s': %s", host,
+			 gai != 0 ? gai_strerror(gai) : "no address");
+		return -EINVAL;
+	}
+	memset(out, 0, sizeof(*out));
+	memcpy(&out->ss, ai->ai_addr, ai->ai_addrlen);
+	out->len = ai->ai_addrlen;
+	if (out->sa.sa_family == AF_INET)
+		out->sin.sin_port = htons(port);
+	else
+		out->sin6.sin6_port = htons(port);
+	freeaddrinfo(ai);
+	return 0;
+}
+
 static int add_server(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
 		      uint32_t weight)
 {
@@ -502,8 +563,9 @@ static int add_server(struct ctx *c, const yaml_node_t *n, const char *key, cons
 	if (cfg->n_upstreams >= RRC_MAX_UPSTREAMS)
 		return fail(c, n, key, "more than %d servers", RRC_MAX_UPSTREAMS);
 	struct rrc_upstream_conf *u = &cfg->upstreams[cfg->n_upstreams];
-	if (rrc_addr_parse(s, 53, &u->addr))
-		return fail(c, n, key, "bad address '%.60s' (want 192.0.2.1[:53] or [::1]:53)", s);
+	char why[RRC_ERR_LEN];
+	if (resolve_server(s, !cfg->no_lookups, &u->addr, why))
+		return fail(c, n, key, "%s", why);
 	u->weight = weight;
 	cfg->n_upstreams++;
 	return 0;
@@ -757,7 +819,7 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 		return 0;
 	case K_REDIS_URL: {
 		char why[RRC_ERR_LEN];
-		if (rrc_config_parse_redis_url(s, &cfg->redis, why))
+		if (parse_redis_url(s, &cfg->redis, !cfg->no_lookups, why))
 			return fail(c, v, path, "%s", why);
 		return 0;
 	}
@@ -945,9 +1007,9 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 		for (unsigned i = 0; i < ov->n_upstream; i++) {
 			struct rrc_upstream_conf *u = &cfg->upstreams[cfg->n_upstreams++];
 			u->weight = 1;
-			if (rrc_addr_parse(ov->upstream[i], 53, &u->addr)) {
-				snprintf(err, RRC_ERR_LEN, "--upstream: bad address '%.60s'",
-					 ov->upstream[i]);
+			char why[RRC_ERR_LEN];
+			if (resolve_server(ov->upstream[i], !ov->no_lookups, &u->addr, why)) {
+				snprintf(err, RRC_ERR_LEN, "--upstream: %.480s", why);
 				return -EINVAL;
 			}
 		}
@@ -967,7 +1029,7 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 			 ov->log_level);
 		return -EINVAL;
 	}
-	if (ov->redis_url && rrc_config_parse_redis_url(ov->redis_url, &cfg->redis, err)) {
+	if (ov->redis_url && parse_redis_url(ov->redis_url, &cfg->redis, !ov->no_lookups, err)) {
 		char why[RRC_ERR_LEN];
 		snprintf(why, sizeof(why), "--redis: %s", err);
 		memcpy(err, why, RRC_ERR_LEN);
@@ -1102,6 +1164,7 @@ struct rrc_config *rrc_config_build(const char *path, const struct rrc_config_ov
 		return NULL;
 	}
 	*cfg = rrc_config_defaults;
+	cfg->no_lookups = ov && ov->no_lookups;
 	err[0] = '\0';
 	if (path) {
 		cfg->path = strdup(path);

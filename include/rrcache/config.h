@@ -116,6 +116,7 @@ struct rrc_config {
 	struct rrc_stats_conf stats;
 	struct rrc_dnstap_conf dnstap;
 	bool stats_allow_given; /* internal: the file listed stats.allow */
+	bool no_lookups; /* internal: host names refused, not resolved (rrc_config_overrides) */
 };
 
 /* Command-line values that override the file. NULL / 0 = not given. */
@@ -133,6 +134,7 @@ struct rrc_config_overrides {
 	const char *stats_allow[RRC_MAX_LISTEN]; /* --stats-allow CIDR: replaces stats.allow */
 	unsigned n_stats_allow;
 	const char *cgroup_dir; /* where cpu.max is read (tests); default: this process's cgroup */
+	bool no_lookups; /* host names are refused instead of resolved (the config fuzz target) */
 };
 
 /* CPUs this process may use (workers: 0): its CPU affinity, lowered to the cgroup v2 CPU quota

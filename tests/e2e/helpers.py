@@ -252,10 +252,10 @@ class FaultUpstream:
     Every query received is recorded in .seen.
     """
 
-    def __init__(self, handler=None, host="127.0.0.1"):
+    def __init__(self, handler=None, host="127.0.0.1", port=None):
         self.handler = handler or (lambda q, t: default_answer(q))
         self.host = host
-        self.port = free_port(host)
+        self.port = port or free_port(host)
         self.seen = []
         self.lock = threading.Lock()
         self.stopping = False
@@ -489,7 +489,7 @@ class Rrcache:
     """The real rrcache binary with a generated YAML file."""
 
     def __init__(self, upstreams, config_extra="", workers=1, listen=None, args=None,
-                 upstream_extra="", stats_extra="", nofile=None):
+                 upstream_extra="", stats_extra="", nofile=None, wrap=None):
         if not os.path.exists(RRCACHE):
             raise RuntimeError(f"{RRCACHE} is missing: build first (cmake --build build)")
         self.dir = tempfile.mkdtemp(prefix="rrc-")
@@ -524,7 +524,9 @@ stats:
         def limit_files():
             import resource
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
-        self.proc = subprocess.Popen([RRCACHE, "-c", self.conf] + (args or []),
+        # wrap: a command that runs rrcache as its last arguments and execs it (so that the
+        # process is rrcache's own), e.g. one that enters a namespace first.
+        self.proc = subprocess.Popen((wrap or []) + [RRCACHE, "-c", self.conf] + (args or []),
                                      stdout=self.logf, stderr=subprocess.STDOUT,
                                      preexec_fn=limit_files if nofile else None)
         try:

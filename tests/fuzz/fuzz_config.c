@@ -26,7 +26,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	}
 	char path[64], err[RRC_ERR_LEN];
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	struct rrc_config_overrides ov = {.resolv_conf = "/dev/null"};
+	struct rrc_config_overrides ov = {.resolv_conf = "/dev/null", .no_lookups = true};
 	struct rrc_config *cfg = rrc_config_build(path, &ov, err);
 	if (cfg) {
 		char note[RRC_ERR_LEN];

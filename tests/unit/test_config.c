@@ -154,7 +154,11 @@ static void test_errors(void **state)
 	expect_error("cache:\n  size: lots\n", ":2:9: cache.size: bad size 'lots'");
 	expect_error("cache:\n  sise: 1MiB\n", ":2:3: cache.sise: unknown key");
 	expect_error("listen: [127.0.0.1:99999]\n", ":1:10: listen: bad address");
-	expect_error("upstream: {servers: [not-an-ip]}\n", "upstream.servers: bad address");
+	expect_error("upstream: {servers: ['not an ip']}\n", "upstream.servers: bad address");
+	expect_error("upstream: {servers: [\"resolver:0\"]}\n", "upstream.servers: bad address");
+	/* RFC 6761: .invalid never resolves. */
+	expect_error("upstream: {servers: [nothing.invalid]}\n",
+		     "upstream.servers: cannot resolve 'nothing.invalid'");
 	expect_error("upstream: {policy: random}\n", "unknown policy 'random'");
 	expect_error("tcp: {idle_timeout: forever}\n", "tcp.idle_timeout: bad duration");
 	expect_error("acl: {allow: [10.0.0.1/8]}\n", "acl.allow: bad network");
@@ -173,6 +177,43 @@ static void test_errors(void **state)
 	struct rrc_config_overrides ov = {.resolv_conf = resolv};
 	assert_null(rrc_config_build("/nonexistent/rrcache.yaml", &ov, err));
 	assert_non_null(strstr(err, "/nonexistent/rrcache.yaml"));
+}
+
+/* Upstreams by host name (a compose service, a cluster DNS name): resolved when the
+ * configuration is built, so at start and at every reload; the port as written or 53. */
+static void test_host_name_upstreams(void **state)
+{
+	char err[RRC_ERR_LEN];
+	struct rrc_config *cfg =
+		build("listen: [127.0.0.1:5300]\nupstream:\n  servers: [localhost, "
+		      "\"localhost:5353\", {address: \"localhost:54\", weight: 3}]\n",
+		      err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->n_upstreams, 3);
+	char a[RRC_ADDR_TEXT];
+	const uint16_t ports[] = {53, 5353, 54};
+	for (unsigned i = 0; i < 3; i++) {
+		/* localhost is 127.0.0.1 or ::1 in /etc/hosts: either is loopback. */
+		rrc_addr_format(&cfg->upstreams[i].addr, a, sizeof(a));
+		assert_true(strncmp(a, "127.0.0.1:", 10) == 0 || strncmp(a, "[::1]:", 6) == 0);
+		assert_int_equal(rrc_addr_port(&cfg->upstreams[i].addr), ports[i]);
+	}
+	assert_int_equal(cfg->upstreams[2].weight, 3);
+	rrc_config_free(cfg);
+
+	struct rrc_config_overrides ov = {.resolv_conf = resolv, .n_upstream = 1};
+	ov.upstream[0] = "localhost:5354";
+	ov.listen[0] = "127.0.0.1:5300";
+	ov.n_listen = 1;
+	cfg = rrc_config_build(NULL, &ov, err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(rrc_addr_port(&cfg->upstreams[0].addr), 5354);
+	rrc_config_free(cfg);
+	ov.upstream[0] = "nothing.invalid";
+	assert_null(rrc_config_build(NULL, &ov, err));
+	assert_non_null(strstr(err, "--upstream: cannot resolve 'nothing.invalid'"));
 }
 
 static void test_defaults_and_flags(void **state)
@@ -509,6 +550,7 @@ int main(void)
 		cmocka_unit_test(test_addresses),
 		cmocka_unit_test(test_full_file),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_host_name_upstreams),
 		cmocka_unit_test(test_defaults_and_flags),
 		cmocka_unit_test(test_resolv_conf_self),
 		cmocka_unit_test(test_workers_follow_cpu_limits),
