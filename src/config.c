@@ -340,6 +340,8 @@ enum kind {
 	K_POLICY,
 	K_ACL_ACTION,
 	K_LOG_LEVEL,
+	K_LOG_TARGET,
+	K_LOG_FORMAT,
 	K_LISTEN,
 	K_SERVERS,
 	K_ALLOW,
@@ -449,8 +451,12 @@ static const struct key dnstap_keys[] = {
 	{"forwarder_responses", K_BOOL, FD(forwarder_responses), 0, 1, NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
 
-static const struct key log_keys[] = {{"level", K_LOG_LEVEL, 0, 0, 0, NULL},
-				      {NULL, 0, 0, 0, 0, NULL}};
+static const struct key log_keys[] = {
+	{"level", K_LOG_LEVEL, 0, 0, 0, NULL},
+	{"target", K_LOG_TARGET, 0, 0, 0, NULL},
+	{"format", K_LOG_FORMAT, 0, 0, 0, NULL},
+	{"file", K_STRING, F(log_file), 0, sizeof(((struct rrc_config *)0)->log_file), NULL},
+	{NULL, 0, 0, 0, 0, NULL}};
 
 static const struct key top_keys[] = {
 	{"workers", K_UINT, F(workers), 0, RRC_MAX_WORKERS, NULL},
@@ -798,6 +804,15 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 			return fail(c, v, path,
 				    "unknown level '%.40s' (error, warning, info, debug)", s);
 		return 0;
+	case K_LOG_TARGET:
+		if (rrc_log_target_parse(s, &cfg->log_target))
+			return fail(c, v, path,
+				    "unknown target '%.40s' (stderr, file, syslog, journal)", s);
+		return 0;
+	case K_LOG_FORMAT:
+		if (rrc_log_format_parse(s, &cfg->log_format))
+			return fail(c, v, path, "unknown format '%.40s' (text, json)", s);
+		return 0;
 	case K_STRING:
 		if (strlen(s) >= k->max)
 			return fail(c, v, path, "longer than %llu bytes",
@@ -1029,6 +1044,48 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 			 ov->log_level);
 		return -EINVAL;
 	}
+	if (ov->log_target && rrc_log_target_parse(ov->log_target, &cfg->log_target)) {
+		snprintf(err, RRC_ERR_LEN,
+			 "--log-target: unknown target '%.40s' (stderr, file, syslog, journal)",
+			 ov->log_target);
+		return -EINVAL;
+	}
+	if (ov->log_format && rrc_log_format_parse(ov->log_format, &cfg->log_format)) {
+		snprintf(err, RRC_ERR_LEN, "--log-format: unknown format '%.40s' (text, json)",
+			 ov->log_format);
+		return -EINVAL;
+	}
+	if (ov->log_file) {
+		if (strlen(ov->log_file) >= sizeof(cfg->log_file)) {
+			snprintf(err, RRC_ERR_LEN, "--log-file: longer than %zu bytes",
+				 sizeof(cfg->log_file) - 1);
+			return -EINVAL;
+		}
+		snprintf(cfg->log_file, sizeof(cfg->log_file), "%s", ov->log_file);
+		if (!ov->log_target)
+			cfg->log_target = RRC_LOG_TO_FILE;
+	}
+	/* Secrets from files, so that none is in the command line or the environment. */
+	const struct {
+		const char *file, *flag;
+		char *dst;
+		size_t cap;
+	} secrets[] = {
+		{ov->redis_password_file, "--redis-password-file", cfg->redis.password,
+		 sizeof(cfg->redis.password)},
+		{ov->redis_key_secret_file, "--redis-key-secret-file", cfg->redis.key_secret,
+		 sizeof(cfg->redis.key_secret)},
+		{ov->stats_token_file, "--stats-token-file", cfg->stats.token,
+		 sizeof(cfg->stats.token)},
+	};
+	for (size_t i = 0; i < RRC_ARRAY_SIZE(secrets); i++) {
+		char why[RRC_ERR_LEN];
+		if (secrets[i].file &&
+		    read_secret_file(secrets[i].file, secrets[i].dst, secrets[i].cap, why)) {
+			snprintf(err, RRC_ERR_LEN, "%s: %.400s", secrets[i].flag, why);
+			return -EINVAL;
+		}
+	}
 	if (ov->redis_url && parse_redis_url(ov->redis_url, &cfg->redis, !ov->no_lookups, err)) {
 		char why[RRC_ERR_LEN];
 		snprintf(why, sizeof(why), "--redis: %s", err);
@@ -1076,6 +1133,10 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *ov, bool acl_given,
 		    char *err)
 {
+	if (cfg->log_target == RRC_LOG_TO_FILE && !cfg->log_file[0]) {
+		snprintf(err, RRC_ERR_LEN, "log.target: file needs log.file (or --log-file)");
+		return -EINVAL;
+	}
 	if (cfg->n_listen == 0) {
 		for (size_t i = 0; i < RRC_ARRAY_SIZE(default_listen); i++)
 			rrc_addr_parse(default_listen[i], 53, &cfg->listen[cfg->n_listen++]);

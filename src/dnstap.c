@@ -11,7 +11,11 @@
 #include "rrcache/dnstap.h"
 #include "rrcache/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <fstrm.h>
+#include <stdatomic.h>
+#include <sys/uio.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -22,8 +26,18 @@
 
 static const char content_type[] = "protobuf:dnstap.Dnstap";
 
+/* The file output, written by rrcache rather than by fstrm's own file writer: its lines reach
+ * the file at every flush of the I/O thread (at least once a second) instead of waiting in a
+ * stdio buffer, and it can move to a new file (log rotation) without losing a frame. */
+struct dt_file {
+	char path[256];
+	int fd;
+	atomic_bool reopen; /* set by rrc_dnstap_reopen, acted on by the I/O thread */
+};
+
 struct rrc_dnstap {
 	struct fstrm_iothr *iothr;
+	struct dt_file *file; /* NULL with a socket output; owned by the writer */
 	struct fstrm_iothr_queue **queues;
 	unsigned n_queues;
 	bool wants[RRC_DT_FORWARDER_RESPONSE + 1];
@@ -161,6 +175,110 @@ size_t rrc_dnstap_encode(const char *identity, const struct rrc_dnstap_msg *m, u
 	return b.full ? 0 : b.len;
 }
 
+/* ---- the file output ---- */
+
+static bool write_all(int fd, const struct iovec *iov, int n)
+{
+	struct iovec v[64];
+	if (n > 64)
+		return false;
+	memcpy(v, iov, (size_t)n * sizeof(*v));
+	struct iovec *p = v;
+	while (n > 0) {
+		ssize_t w = writev(fd, p, n);
+		if (w < 0) {
+			if (errno == EINTR)
+				continue;
+			return false;
+		}
+		while (n > 0 && (size_t)w >= p->iov_len) {
+			w -= (ssize_t)p->iov_len;
+			p++;
+			n--;
+		}
+		if (n > 0) {
+			p->iov_base = (uint8_t *)p->iov_base + w;
+			p->iov_len -= (size_t)w;
+		}
+	}
+	return true;
+}
+
+static void be32(uint8_t *p, uint32_t v)
+{
+	p[0] = (uint8_t)(v >> 24);
+	p[1] = (uint8_t)(v >> 16);
+	p[2] = (uint8_t)(v >> 8);
+	p[3] = (uint8_t)v;
+}
+
+/* A Frame Streams control frame: STOP (3) alone, or START (2) with the content type. */
+static bool write_control(int fd, uint32_t type)
+{
+	uint8_t f[24 + sizeof(content_type)];
+	size_t n = 12;
+	be32(f, 0); /* escape: a control frame follows */
+	be32(f + 8, type);
+	if (type == 2) {
+		be32(f + 12, 1); /* CONTENT_TYPE field */
+		be32(f + 16, sizeof(content_type) - 1);
+		memcpy(f + 20, content_type, sizeof(content_type) - 1);
+		n = 20 + sizeof(content_type) - 1;
+	}
+	be32(f + 4, (uint32_t)(n - 8));
+	struct iovec v = {f, n};
+	return write_all(fd, &v, 1);
+}
+
+static fstrm_res file_open(void *obj)
+{
+	struct dt_file *f = obj;
+	f->fd = open(f->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+	return f->fd < 0 ? fstrm_res_failure : fstrm_res_success;
+}
+
+static fstrm_res file_close(void *obj)
+{
+	struct dt_file *f = obj;
+	if (f->fd >= 0)
+		close(f->fd);
+	f->fd = -1;
+	return fstrm_res_success;
+}
+
+static fstrm_res file_destroy(void *obj)
+{
+	free(obj);
+	return fstrm_res_success;
+}
+
+static fstrm_res file_write(void *obj, const struct iovec *iov, int iovcnt)
+{
+	struct dt_file *f = obj;
+	if (atomic_exchange(&f->reopen, false)) {
+		/* Rotation: the old file is ended properly, the new one starts as a file of its
+		 * own. If the name cannot be opened, the old file goes on. */
+		int fd = open(f->path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
+		if (fd < 0) {
+			rrc_log(RRC_LOG_WARN, RRC_LG_MAIN, "dnstap: cannot reopen %s: %s", f->path,
+				strerror(errno));
+		} else {
+			write_control(f->fd, 3);
+			close(f->fd);
+			f->fd = fd;
+			if (!write_control(fd, 2))
+				return fstrm_res_failure;
+		}
+	}
+	return write_all(f->fd, iov, iovcnt) ? fstrm_res_success : fstrm_res_failure;
+}
+
+void rrc_dnstap_reopen(struct rrc_dnstap *d)
+{
+	if (d && d->file)
+		atomic_store(&d->file->reopen, true);
+}
+
 /* ---- the writer ---- */
 
 struct rrc_dnstap *rrc_dnstap_start(const struct rrc_config *cfg, unsigned n_workers,
@@ -195,12 +313,20 @@ struct rrc_dnstap *rrc_dnstap_start(const struct rrc_config *cfg, unsigned n_wor
 		writer = fstrm_unix_writer_init(uopt, wopt);
 		fstrm_unix_writer_options_destroy(&uopt);
 	} else {
-		struct fstrm_file_options *fopt = fstrm_file_options_init();
-		if (!fopt)
+		struct dt_file *f = calloc(1, sizeof(*f));
+		struct fstrm_rdwr *rdwr = f ? fstrm_rdwr_init(f) : NULL;
+		if (!rdwr) {
+			free(f);
 			goto oom;
-		fstrm_file_options_set_file_path(fopt, dc->file);
-		writer = fstrm_file_writer_init(fopt, wopt);
-		fstrm_file_options_destroy(&fopt);
+		}
+		snprintf(f->path, sizeof(f->path), "%s", dc->file);
+		f->fd = -1;
+		fstrm_rdwr_set_open(rdwr, file_open);
+		fstrm_rdwr_set_close(rdwr, file_close);
+		fstrm_rdwr_set_write(rdwr, file_write);
+		fstrm_rdwr_set_destroy(rdwr, file_destroy);
+		writer = fstrm_writer_init(wopt, &rdwr); /* takes rdwr, and f with it */
+		d->file = f;
 	}
 	if (!writer) {
 		snprintf(err, RRC_ERR_LEN, "dnstap: cannot open %.200s",
@@ -210,6 +336,8 @@ struct rrc_dnstap *rrc_dnstap_start(const struct rrc_config *cfg, unsigned n_wor
 	fstrm_iothr_options_set_num_input_queues(iopt, n_workers);
 	fstrm_iothr_options_set_input_queue_size(iopt, dc->queue_size);
 	fstrm_iothr_options_set_queue_model(iopt, FSTRM_IOTHR_QUEUE_MODEL_SPSC);
+	/* What is logged reaches the output within a second, even when little is logged. */
+	fstrm_iothr_options_set_flush_timeout(iopt, 1);
 	d->iothr = fstrm_iothr_init(iopt, &writer); /* takes the writer */
 	if (!d->iothr) {
 		snprintf(err, RRC_ERR_LEN, "dnstap: cannot start its I/O thread");

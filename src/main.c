@@ -9,6 +9,7 @@
 #include "rrcache/http.h"
 #include "rrcache/log.h"
 #include "rrcache/msg.h"
+#include "rrcache/notify.h"
 #include "rrcache/redis_admin.h"
 #include "rrcache/server.h"
 
@@ -107,33 +108,44 @@ static const char usage[] =
 	"      --cache-size SIZE    L1 cache budget, e.g. 64MiB\n"
 	"      --workers N          worker threads (0 = one per CPU)\n"
 	"      --log-level LEVEL    error, warning, info or debug\n"
+	"      --log-target TARGET  stderr, file, syslog or journal\n"
+	"      --log-format FORMAT  text or json (stderr and file)\n"
+	"      --log-file FILE      log to FILE (reopened on SIGHUP, for rotation)\n"
 	"      --metrics ADDR:PORT  statistics endpoint (default 127.0.0.1:9153), or off\n"
 	"      --stats-allow CIDR   who may reach it (default loopback); repeatable; replaces\n"
 	"                           the file's stats.allow\n"
 	"      --redis URL          share answers through Redis: redis://[user:pass@]host:port/db\n"
 	"                           or unix:///path/to/socket?db=N (password: "
 	"redis.password_file)\n"
+	"      --redis-password-file FILE, --redis-key-secret-file FILE, --stats-token-file FILE\n"
+	"                           secrets read from files (first line)\n"
 	"      --flush NAME         remove NAME (every type) from Redis and from the L1 cache of\n"
 	"                           every instance sharing it, then exit\n"
 	"      --flush-all          the same for everything under redis.key_prefix\n"
 	"      --check-config       validate the configuration, print the reason, exit 0 or 1\n"
 	"  -V, --version            print the version\n"
-	"  -h, --help               this text\n";
+	"  -h, --help               this text\n"
+	"Every option that takes a value can also come from the environment: --cache-size 64MiB\n"
+	"is RRCACHE_CACHE_SIZE=64MiB (repeatable ones as a comma-separated list). The command\n"
+	"line wins over the environment, which wins over the file.\n";
 
 struct app {
 	const char *path;
 	struct rrc_config_overrides ov;
 	struct rrc_server *server;
 	uv_signal_t sig_term, sig_int, sig_hup;
+	uv_timer_t log_timer; /* writes the counts of repeated log lines */
 };
 
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
 	struct app *app = h->data;
 	rrc_log(RRC_LOG_INFO, RRC_LG_MAIN, "signal %d: stopping", signum);
+	rrc_notify_stopping();
 	uv_signal_stop(&app->sig_term);
 	uv_signal_stop(&app->sig_int);
 	uv_signal_stop(&app->sig_hup);
+	uv_timer_stop(&app->log_timer);
 	uv_stop(h->loop);
 }
 
@@ -173,18 +185,29 @@ static void on_hup(uv_signal_t *h, int signum)
 {
 	struct app *app = h->data;
 	char err[RRC_ERR_LEN];
+	rrc_notify_reloading();
+	/* Log rotation: the log file and the query log's file are opened again under their
+	 * names, whatever becomes of the configuration. */
+	if (rrc_log_reopen(err, sizeof(err)) != 0)
+		rrc_log(RRC_LOG_ERR, RRC_LG_MAIN, "%s", err);
+	rrc_server_reopen_files(app->server);
 	struct rrc_config *cfg = rrc_config_build(app->path, &app->ov, err);
 	if (!cfg) {
 		rrc_log(RRC_LOG_ERR, RRC_LG_CONFIG,
 			"reload rejected, keeping the old "
 			"configuration: %s",
 			err);
+		rrc_notify_ready("answering; the last reload was rejected (see the log)");
 		return;
 	}
 	fit_descriptors(cfg);
-	if (rrc_server_reload(app->server, cfg) == 0)
+	if (rrc_server_reload(app->server, cfg) == 0) {
 		rrc_log(RRC_LOG_INFO, RRC_LG_CONFIG, "configuration reloaded%s%s",
 			app->path ? " from " : "", app->path ? app->path : "");
+		rrc_notify_ready("answering; configuration reloaded");
+	} else {
+		rrc_notify_ready("answering; the last reload was rejected (see the log)");
+	}
 }
 
 static void log_summary(struct rrc_server *s)
@@ -244,8 +267,40 @@ enum {
 	OPT_FLUSH,
 	OPT_FLUSH_ALL,
 	OPT_METRICS,
-	OPT_STATS_ALLOW
+	OPT_STATS_ALLOW,
+	OPT_LOG_TARGET,
+	OPT_LOG_FORMAT,
+	OPT_LOG_FILE,
+	OPT_REDIS_PASSWORD_FILE,
+	OPT_REDIS_KEY_SECRET_FILE,
+	OPT_STATS_TOKEN_FILE
 };
+
+/* The value of --NAME from the environment (RRCACHE_ and NAME in capitals, '-' as '_'), or
+ * NULL. */
+static const char *env_value(const char *name)
+{
+	char var[64] = "RRCACHE_";
+	size_t n = strlen(var);
+	for (const char *p = name; *p && n + 1 < sizeof(var); p++)
+		var[n++] = *p == '-' ? '_' : (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+	var[n] = '\0';
+	const char *v = getenv(var);
+	return v && v[0] ? v : NULL;
+}
+
+/* Appends the comma-separated items of list to out[*n] (at most cap), in place (list is a
+ * copy the caller keeps). Returns -1 when there are too many. */
+static int split_list(char *list, const char **out, unsigned *n, unsigned cap)
+{
+	for (char *save = NULL, *t = strtok_r(list, ", \t", &save); t;
+	     t = strtok_r(NULL, ", \t", &save)) {
+		if (*n >= cap)
+			return -1;
+		out[(*n)++] = t;
+	}
+	return 0;
+}
 
 /* The admin flush: NAME (NULL: everything) out of Redis and every instance's L1. */
 static int flush(const struct rrc_config *cfg, const char *name)
@@ -271,6 +326,56 @@ static int flush(const struct rrc_config *cfg, const char *name)
 	return 0;
 }
 
+/* An option with one value, from the command line or the environment. */
+static void set_option(struct app *app, int opt, const char *v)
+{
+	switch (opt) {
+	case 'c':
+		app->path = v;
+		break;
+	case OPT_CACHE_SIZE:
+		app->ov.cache_size = v;
+		break;
+	case OPT_WORKERS:
+		app->ov.workers = v;
+		break;
+	case OPT_LOG_LEVEL:
+		app->ov.log_level = v;
+		break;
+	case OPT_REDIS:
+		app->ov.redis_url = v;
+		break;
+	case OPT_METRICS:
+		app->ov.metrics = v;
+		break;
+	case OPT_LOG_TARGET:
+		app->ov.log_target = v;
+		break;
+	case OPT_LOG_FORMAT:
+		app->ov.log_format = v;
+		break;
+	case OPT_LOG_FILE:
+		app->ov.log_file = v;
+		break;
+	case OPT_REDIS_PASSWORD_FILE:
+		app->ov.redis_password_file = v;
+		break;
+	case OPT_REDIS_KEY_SECRET_FILE:
+		app->ov.redis_key_secret_file = v;
+		break;
+	case OPT_STATS_TOKEN_FILE:
+		app->ov.stats_token_file = v;
+		break;
+	default:
+		break;
+	}
+}
+
+static void on_log_timer(uv_timer_t *t)
+{
+	rrc_log_flush_repeats(false);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -286,19 +391,58 @@ int main(int argc, char **argv)
 		{"flush-all", no_argument, NULL, OPT_FLUSH_ALL},
 		{"metrics", required_argument, NULL, OPT_METRICS},
 		{"stats-allow", required_argument, NULL, OPT_STATS_ALLOW},
+		{"log-target", required_argument, NULL, OPT_LOG_TARGET},
+		{"log-format", required_argument, NULL, OPT_LOG_FORMAT},
+		{"log-file", required_argument, NULL, OPT_LOG_FILE},
+		{"redis-password-file", required_argument, NULL, OPT_REDIS_PASSWORD_FILE},
+		{"redis-key-secret-file", required_argument, NULL, OPT_REDIS_KEY_SECRET_FILE},
+		{"stats-token-file", required_argument, NULL, OPT_STATS_TOKEN_FILE},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
 	struct app app = {0};
 	bool check = false, flush_all = false;
 	const char *flush_name = NULL;
+	/* The environment first (every option with a value but the one-shot --flush), then the
+	 * command line over it; a list given on the command line replaces the environment's. */
+	static char *env_lists[3]; /* kept to the end: the lists point into them */
+	for (const struct option *o = opts; o->name; o++) {
+		const char *v = o->has_arg == required_argument && o->val != OPT_FLUSH
+					? env_value(o->name)
+					: NULL;
+		if (!v)
+			continue;
+		int rc = 0;
+		switch (o->val) {
+		case OPT_LISTEN:
+			rc = split_list(env_lists[0] = strdup(v), app.ov.listen, &app.ov.n_listen,
+					RRC_MAX_LISTEN);
+			break;
+		case OPT_UPSTREAM:
+			rc = split_list(env_lists[1] = strdup(v), app.ov.upstream,
+					&app.ov.n_upstream, RRC_MAX_UPSTREAMS);
+			break;
+		case OPT_STATS_ALLOW:
+			rc = split_list(env_lists[2] = strdup(v), app.ov.stats_allow,
+					&app.ov.n_stats_allow, RRC_MAX_LISTEN);
+			break;
+		default:
+			set_option(&app, o->val, v);
+		}
+		if (rc) {
+			fprintf(stderr, "rrcache: too many items in the environment's --%s\n",
+				o->name);
+			return 1;
+		}
+	}
+	bool given_listen = false, given_upstream = false, given_allow = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
 		switch (c) {
-		case 'c':
-			app.path = optarg;
-			break;
 		case OPT_LISTEN:
+			if (!given_listen)
+				app.ov.n_listen = 0;
+			given_listen = true;
 			if (app.ov.n_listen >= RRC_MAX_LISTEN) {
 				fprintf(stderr, "rrcache: at most %d --listen\n", RRC_MAX_LISTEN);
 				return 1;
@@ -306,6 +450,9 @@ int main(int argc, char **argv)
 			app.ov.listen[app.ov.n_listen++] = optarg;
 			break;
 		case OPT_UPSTREAM:
+			if (!given_upstream)
+				app.ov.n_upstream = 0;
+			given_upstream = true;
 			if (app.ov.n_upstream >= RRC_MAX_UPSTREAMS) {
 				fprintf(stderr, "rrcache: at most %d --upstream\n",
 					RRC_MAX_UPSTREAMS);
@@ -313,20 +460,8 @@ int main(int argc, char **argv)
 			}
 			app.ov.upstream[app.ov.n_upstream++] = optarg;
 			break;
-		case OPT_CACHE_SIZE:
-			app.ov.cache_size = optarg;
-			break;
-		case OPT_WORKERS:
-			app.ov.workers = optarg;
-			break;
-		case OPT_LOG_LEVEL:
-			app.ov.log_level = optarg;
-			break;
 		case OPT_CHECK:
 			check = true;
-			break;
-		case OPT_REDIS:
-			app.ov.redis_url = optarg;
 			break;
 		case OPT_FLUSH:
 			flush_name = optarg;
@@ -335,6 +470,9 @@ int main(int argc, char **argv)
 			flush_all = true;
 			break;
 		case OPT_STATS_ALLOW:
+			if (!given_allow)
+				app.ov.n_stats_allow = 0;
+			given_allow = true;
 			if (app.ov.n_stats_allow >= RRC_MAX_LISTEN) {
 				fprintf(stderr, "rrcache: at most %d --stats-allow\n",
 					RRC_MAX_LISTEN);
@@ -342,8 +480,19 @@ int main(int argc, char **argv)
 			}
 			app.ov.stats_allow[app.ov.n_stats_allow++] = optarg;
 			break;
+		case 'c':
+		case OPT_CACHE_SIZE:
+		case OPT_WORKERS:
+		case OPT_LOG_LEVEL:
+		case OPT_REDIS:
 		case OPT_METRICS:
-			app.ov.metrics = optarg;
+		case OPT_LOG_TARGET:
+		case OPT_LOG_FORMAT:
+		case OPT_LOG_FILE:
+		case OPT_REDIS_PASSWORD_FILE:
+		case OPT_REDIS_KEY_SECRET_FILE:
+		case OPT_STATS_TOKEN_FILE:
+			set_option(&app, c, optarg);
 			break;
 		case 'V':
 			print_version();
@@ -379,6 +528,11 @@ int main(int argc, char **argv)
 		return frc;
 	}
 	rrc_log_set_level(cfg->log_level);
+	if (rrc_log_open(cfg->log_target, cfg->log_format, cfg->log_file, err, sizeof(err)) != 0) {
+		fprintf(stderr, "rrcache: %s\n", err);
+		rrc_config_free(cfg);
+		return 1;
+	}
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	fit_descriptors(cfg);
@@ -411,6 +565,8 @@ int main(int argc, char **argv)
 	uv_signal_start(&app.sig_term, on_stop_signal, SIGTERM);
 	uv_signal_start(&app.sig_int, on_stop_signal, SIGINT);
 	uv_signal_start(&app.sig_hup, on_hup, SIGHUP);
+	uv_timer_init(&loop, &app.log_timer);
+	uv_timer_start(&app.log_timer, on_log_timer, 1000, 1000);
 
 	int rc = rrc_server_start(app.server);
 	struct rrc_http *http = NULL;
@@ -438,6 +594,11 @@ int main(int argc, char **argv)
 			"rrcache %s ready: %u worker(s), listening on %s (%u address(es)), "
 			"upstream %s (%u server(s))",
 			RRC_VERSION, workers, lst, n_listen, up, n_up);
+		char status[160];
+		snprintf(status, sizeof(status),
+			 "answering on %s (%u address(es)), %u worker(s), %u upstream(s)", lst,
+			 n_listen, workers, n_up);
+		rrc_notify_ready(status);
 		uv_run(&loop, UV_RUN_DEFAULT);
 		rrc_http_stop(http);
 		rrc_server_stop(app.server);
@@ -446,6 +607,7 @@ int main(int argc, char **argv)
 	uv_close((uv_handle_t *)&app.sig_term, NULL);
 	uv_close((uv_handle_t *)&app.sig_int, NULL);
 	uv_close((uv_handle_t *)&app.sig_hup, NULL);
+	uv_close((uv_handle_t *)&app.log_timer, NULL);
 	uv_run(&loop, UV_RUN_DEFAULT);
 	int lc = uv_loop_close(&loop);
 	rrc_cfg_ref_put(start_ref);
@@ -455,5 +617,8 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	rrc_log(RRC_LOG_INFO, RRC_LG_MAIN, "stopped");
+	rrc_log_close();
+	for (size_t i = 0; i < RRC_ARRAY_SIZE(env_lists); i++)
+		free(env_lists[i]);
 	return rc == 0 ? 0 : 1;
 }

@@ -46,6 +46,11 @@ struct rrc_cache *rrc_server_cache(struct rrc_server *s)
 	return s->cache;
 }
 
+void rrc_server_reopen_files(struct rrc_server *s)
+{
+	rrc_dnstap_reopen(s->tap);
+}
+
 const struct rrc_redis_conf *rrc_server_redis(const struct rrc_server *s)
 {
 	return s->redis.enabled ? &s->redis : NULL;

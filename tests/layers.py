@@ -21,7 +21,7 @@ LAYERS = {
     "cache": PURE, "balancer": PURE, "form": PURE, "frame": PURE, "acl": PURE, "config": PURE, "pool": PURE,
     "l2value": PURE, "topk": PURE, "stats": PURE, "cfg_ref": PURE, "conn_limit": PURE,
     # I/O: each owns its sockets and handles on a loop it is given
-    "client": IO, "env": IO, "dnstap": IO, "redis_uv": IO, "upstream": IO,
+    "client": IO, "env": IO, "dnstap": IO, "notify": IO, "redis_uv": IO, "upstream": IO,
     "redis_tier": IO, "redis_admin": IO, "listener": IO,
     "query": QUERY,
     "worker": WORKER,

@@ -111,6 +111,9 @@ struct rrc_config {
 	enum rrc_acl_action acl_action;
 
 	enum rrc_log_level log_level;
+	enum rrc_log_target log_target; /* where lines go (a restart changes it) */
+	enum rrc_log_format log_format; /* text or JSON lines (stderr and file) */
+	char log_file[256];		/* the file of log.target: file, reopened on SIGHUP */
 
 	struct rrc_redis_conf redis;
 	struct rrc_stats_conf stats;
@@ -127,6 +130,12 @@ struct rrc_config_overrides {
 	unsigned n_upstream;
 	const char *cache_size;
 	const char *log_level;
+	const char *log_target;
+	const char *log_format;
+	const char *log_file; /* implies log.target: file unless a target is given */
+	const char *redis_password_file;
+	const char *redis_key_secret_file;
+	const char *stats_token_file;
 	const char *workers;
 	const char *resolv_conf; /* where to read nameservers; default /etc/resolv.conf */
 	const char *redis_url;

@@ -44,6 +44,10 @@ struct rrc_dnstap *rrc_dnstap_start(const struct rrc_config *cfg, unsigned n_wor
 				    char err[RRC_ERR_LEN]);
 /* Flushes what is queued and stops. */
 void rrc_dnstap_stop(struct rrc_dnstap *d);
+/* A file output moves to a new file under its name (after a rotation) before its next write:
+ * the old file ends with a STOP frame, the new one starts with its own START frame. Nothing
+ * for a socket output or d NULL. Any thread. */
+void rrc_dnstap_reopen(struct rrc_dnstap *d);
 
 /* True when messages of this type are logged. */
 bool rrc_dnstap_wants(const struct rrc_dnstap *d, enum rrc_dnstap_type type);

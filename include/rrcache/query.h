@@ -10,8 +10,8 @@
  * struct rrc_client.
  *
  * Ownership: a query in flight (a miss) is owned by the in-flight table and freed, once it has
- * ended, before the loop next waits; it owns its waiters (each a held copy of a client, released when it is
- * answered) and cancels its upstream attempts and Redis lookup when it ends.
+ * ended, before the loop next waits; it owns its waiters (each a held copy of a client, released
+ * when it is answered) and cancels its upstream attempts and Redis lookup when it ends.
  */
 #ifndef RRCACHE_QUERY_H
 #define RRCACHE_QUERY_H

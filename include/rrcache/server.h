@@ -50,6 +50,8 @@ struct rrc_cache *rrc_server_cache(struct rrc_server *s);
 
 /* The Redis settings the workers run with (fixed at start), or NULL without Redis. */
 const struct rrc_redis_conf *rrc_server_redis(const struct rrc_server *s);
+/* The query log's file moves to a new file under its name (rotation; see dnstap.h). */
+void rrc_server_reopen_files(struct rrc_server *s);
 
 /* Sums the workers' counters into *out (see rrc_worker_stats for what a running worker's
  * counters are worth). */

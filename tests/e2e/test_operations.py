@@ -68,3 +68,190 @@ def test_upstream_host_name_resolved_at_start_and_reload():
         a.stop()
         b.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_log_file_json_and_rotation(fault, rrcache, tmp_path):
+    """log.target: file with log.format: json writes one JSON object per line; after the file
+    is moved away (logrotate), SIGHUP makes rrcache write to a new file under the name, and
+    the query log's file moves the same way, each file readable on its own."""
+    import json
+    from test_dnstap import read_dnstap
+    up = fault()
+    log, tap = tmp_path / "rrcache.log", tmp_path / "rrcache.dnstap"
+    r = rrcache([f"127.0.0.1:{up.port}"],
+                config_extra=f'dnstap:\n  file: "{tap}"\n',
+                args=["--log-file", str(log), "--log-format", "json"])
+    assert r.query("before.test.").rcode() == dns.rcode.NOERROR
+    # The query log reaches its file while rrcache runs (flushed at least once a second).
+    assert wait_for(lambda: os.path.getsize(tap) > 0 and "before.test" in read_dnstap(str(tap)),
+                    timeout=5)
+    lines = open(log).read().splitlines()
+    objs = [json.loads(line) for line in lines]
+    assert any("ready" in o["message"] and o["level"] == "info" and o["group"] == "main"
+               for o in objs), lines
+    assert all(set(o) == {"time", "level", "group", "message"} for o in objs)
+    os.rename(log, str(log) + ".1")
+    os.rename(tap, str(tap) + ".1")
+    r.hup()
+    assert wait_for(lambda: os.path.exists(log) and "configuration reloaded" in open(log).read())
+    assert r.query("after.test.").rcode() == dns.rcode.NOERROR
+    assert wait_for(lambda: os.path.exists(tap) and "after.test" in read_dnstap(str(tap)),
+                    timeout=5)
+    rc, _ = r.stop()
+    assert rc == 0
+    old_tap, new_tap = read_dnstap(str(tap) + ".1"), read_dnstap(str(tap))
+    assert "before.test" in old_tap and "after.test" not in old_tap
+    assert "after.test" in new_tap and "before.test" not in new_tap
+    old_log = open(str(log) + ".1").read()
+    new_log = open(log).read()
+    assert "configuration reloaded" not in old_log and '"stopped"' in new_log
+    for line in new_log.splitlines():
+        json.loads(line)
+
+
+def test_environment_and_secret_files(fault, tmp_path):
+    """A container is configured through RRCACHE_* variables (one per flag, lists
+    comma-separated) and secrets from files; the command line wins over the environment."""
+    import subprocess
+    from helpers import RRCACHE, free_port, query, wait_answering
+    up = fault()
+    port, mport = free_port(), free_port()
+    token = tmp_path / "token"
+    token.write_text("s3cret-token\n")
+    env = dict(os.environ, RRCACHE_LISTEN=f"127.0.0.1:{port}",
+               RRCACHE_UPSTREAM=f"127.0.0.1:{up.port}, 127.0.0.1:{up.port}",
+               RRCACHE_CACHE_SIZE="2MiB", RRCACHE_WORKERS="1", RRCACHE_LOG_FORMAT="json",
+               RRCACHE_METRICS=f"127.0.0.1:{mport}", RRCACHE_STATS_TOKEN_FILE=str(token),
+               RRCACHE_LOG_LEVEL="debug")
+    p = subprocess.Popen([RRCACHE, "--log-level", "info"], env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_answering(port, proc=p)
+        assert query("127.0.0.1", port, "env.test.").rcode() == dns.rcode.NOERROR
+        import urllib.request
+        req = urllib.request.Request(f"http://127.0.0.1:{mport}/api/v1/cache/flush",
+                                     method="POST", data=b"all=1")
+        req.add_header("Content-Type", "application/x-www-form-urlencoded")
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=3)
+        assert e.value.code == 401
+        req.add_header("Authorization", "Bearer s3cret-token")
+        assert urllib.request.urlopen(req, timeout=3).status == 200
+        body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=3).read()
+        assert b'rrcache_upstream_up{upstream="127.0.0.1:%d"}' % up.port in body
+    finally:
+        p.terminate()
+        err = p.communicate(timeout=10)[1]
+    assert p.returncode == 0, err
+    import json
+    objs = [json.loads(line) for line in err.splitlines()]
+    # --log-level info on the command line won over RRCACHE_LOG_LEVEL=debug.
+    assert not [o for o in objs if o["level"] == "debug"]
+    assert any("2 server(s)" in o["message"] for o in objs)
+    # A secret file that cannot be read stops the start, naming the flag.
+    bad = subprocess.run([RRCACHE, "--check-config", "--listen", f"127.0.0.1:{port}",
+                          "--upstream", f"127.0.0.1:{up.port}",
+                          "--redis-key-secret-file", str(tmp_path / "missing")],
+                         capture_output=True, text=True, timeout=10)
+    assert bad.returncode == 1 and "--redis-key-secret-file" in bad.stderr, bad.stderr
+
+
+ROOT_NS = os.geteuid() == 0 and shutil.which("unshare") is not None
+
+
+@pytest.mark.skipif(not ROOT_NS, reason="needs root and unshare(1) for a private /run")
+def test_journal_target(fault, tmp_path):
+    """log.target: journal sends each line as a native journal datagram with PRIORITY,
+    SYSLOG_IDENTIFIER and RRCACHE_GROUP; rrcache sees a journal socket of the test's own
+    (a private /run in a mount namespace)."""
+    import socket
+    jdir = tmp_path / "journal"
+    jdir.mkdir()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(jdir / "socket"))
+    sock.settimeout(5)
+    up = fault()
+    wrap = ["unshare", "--mount", "sh", "-c",
+            "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && "
+            f'mount --bind {jdir} /run/systemd/journal && exec "$0" "$@"']
+    r = Rrcache([f"127.0.0.1:{up.port}"], wrap=wrap, args=["--log-target", "journal"])
+    try:
+        msgs = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(b"ready" in m for m in msgs):
+            msgs.append(sock.recv(65536))
+        ready = [m for m in msgs if b"ready" in m][0]
+        fields = dict(line.split("=", 1) for line in ready.decode().splitlines())
+        assert fields["PRIORITY"] == "6" and fields["SYSLOG_IDENTIFIER"] == "rrcache"
+        assert fields["RRCACHE_GROUP"] == "main" and int(fields["SYSLOG_PID"]) == r.proc.pid
+        assert "rrcache" in fields["MESSAGE"] and "ready" in fields["MESSAGE"]
+        # Nothing went to stderr: the journal took every line.
+        assert "ready" not in r.log()
+    finally:
+        r.stop()
+        sock.close()
+
+
+@pytest.mark.skipif(not ROOT_NS, reason="needs root and unshare(1) for a private /dev")
+def test_syslog_target(fault, tmp_path):
+    """log.target: syslog goes through syslog(3) to /dev/log with the daemon facility and the
+    level's priority; /dev/log is a socket of the test's (a private /dev)."""
+    import socket
+    dev = tmp_path / "dev"
+    dev.mkdir()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "log.sock"))
+    sock.settimeout(5)
+    up = fault()
+    nodes = " ".join(n for n in ("null", "zero", "full", "random", "urandom")
+                     if os.path.exists(f"/dev/{n}"))
+    wrap = ["unshare", "--mount", "sh", "-c",
+            f"for n in {nodes}; do touch {dev}/$n && mount --bind /dev/$n {dev}/$n; done && "
+            f"ln -s {tmp_path}/log.sock {dev}/log && mount --rbind {dev} /dev && "
+            'exec "$0" "$@"']
+    r = Rrcache([f"127.0.0.1:{up.port}"], wrap=wrap, args=["--log-target", "syslog"])
+    try:
+        msgs = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not any(b"ready" in m for m in msgs):
+            msgs.append(sock.recv(65536))
+        ready = [m for m in msgs if b"ready" in m][0].decode()
+        # <30> = facility daemon (3) * 8 + info (6); then the time, the tag with the pid.
+        assert ready.startswith("<30>"), ready
+        assert f"rrcache[{r.proc.pid}]: info [main] rrcache" in ready, ready
+    finally:
+        r.stop()
+        sock.close()
+
+
+def test_service_manager_notifications(fault, tmp_path):
+    """With $NOTIFY_SOCKET (systemd's Type=notify), rrcache says READY=1 once it answers,
+    RELOADING=1 (with MONOTONIC_USEC) then READY=1 around a reload, STOPPING=1 at SIGTERM."""
+    import signal
+    import socket
+    path = str(tmp_path / "notify")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    sock.settimeout(5)
+    up = fault()
+    r = Rrcache([f"127.0.0.1:{up.port}"], wrap=["env", f"NOTIFY_SOCKET={path}"])
+    try:
+        def state():
+            return dict(line.split("=", 1) for line in sock.recv(4096).decode().splitlines())
+        ready = state()
+        assert ready["READY"] == "1" and int(ready["MAINPID"]) == r.proc.pid
+        assert "answering on 127.0.0.1:" in ready["STATUS"]
+        # It was sent once the port answers: a query right now is answered.
+        assert r.query("ready.test.").rcode() == dns.rcode.NOERROR
+        r.hup()
+        reloading = state()
+        assert reloading["RELOADING"] == "1" and int(reloading["MONOTONIC_USEC"]) > 0
+        again = state()
+        assert again["READY"] == "1" and "reloaded" in again["STATUS"]
+        r.proc.send_signal(signal.SIGTERM)
+        assert state()["STOPPING"] == "1"
+        # (A second SIGTERM now would end it at once; stop() below only collects it.)
+        assert r.proc.wait(10) == 0
+    finally:
+        r.stop()
+        sock.close()

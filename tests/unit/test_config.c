@@ -379,6 +379,9 @@ static void test_shipped_file(void **state)
 	assert_memory_equal(shipped->acl_rules, defaults->acl_rules,
 			    defaults->n_acl_rules * sizeof(defaults->acl_rules[0]));
 	assert_int_equal(shipped->log_level, defaults->log_level);
+	assert_int_equal(shipped->log_target, defaults->log_target);
+	assert_int_equal(shipped->log_format, defaults->log_format);
+	assert_string_equal(shipped->log_file, defaults->log_file);
 	assert_int_equal(shipped->policy, defaults->policy);
 	assert_int_equal(shipped->workers, defaults->workers);
 	/* The shipped file documents the Redis keys with the default values, commented out. */
