@@ -1,9 +1,12 @@
 # Writes OUT with the source tree's git commit (12 hex digits, "+" when the tree has changes),
 # or "unknown" outside a git checkout; the file is rewritten only when that changes, so a build
 # of an unchanged tree recompiles nothing.
+# A build without the repository (a container image's build stage) is given it in RRC_COMMIT.
 execute_process(COMMAND git -C "${SRC}" rev-parse --short=12 HEAD
 	OUTPUT_VARIABLE commit OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE rc)
-if(NOT rc EQUAL 0 OR commit STREQUAL "")
+if(NOT "$ENV{RRC_COMMIT}" STREQUAL "")
+	set(commit "$ENV{RRC_COMMIT}")
+elseif(NOT rc EQUAL 0 OR commit STREQUAL "")
 	set(commit "unknown")
 else()
 	execute_process(COMMAND git -C "${SRC}" status --porcelain --untracked-files=no
