@@ -58,20 +58,23 @@ CONF
 base="localhost/$run_id-base:bookworm"
 image="localhost/$run_id-rrcache:test"
 demo="localhost/$run_id-demo:test"
+prom="localhost/$run_id-prometheus:test"
 compose="podman-compose -p $run_id -f docker/compose.sidecar.yaml"
+compose_m="podman-compose -p ${run_id}m -f docker/compose.monitoring.yaml"
 
 cleanup() {
 	set +e
 	$compose down -t 5 >/dev/null 2>&1
-	for c in $(podman ps -a --format '{{.Names}}' | grep "^${run_id}_"); do
+	$compose_m down -t 5 >/dev/null 2>&1
+	for c in $(podman ps -a --format '{{.Names}}' | grep "^${run_id}m\?_"); do
 		podman rm -f "$c" >/dev/null 2>&1
 	done
 	for n in $(podman network ls --format '{{.Name}}' | grep "^${run_id}"); do
 		podman network rm -f "$n" >/dev/null 2>&1
 	done
-	podman rmi -f "$image" "$demo" "$base" >/dev/null 2>&1
+	podman rmi -f "$image" "$demo" "$prom" "$base" >/dev/null 2>&1
 	podman image prune -f >/dev/null 2>&1 # the build stages this run left
-	left=$(podman ps -a --format '{{.Names}}' | grep -c "^${run_id}_")
+	left=$(podman ps -a --format '{{.Names}}' | grep -c "^${run_id}m\?_")
 	[ "$left" = 0 ] || say "warning: $left container(s) left"
 	rm -rf "$work"
 }
@@ -108,6 +111,11 @@ podman build -q --format docker --build-arg BASE="$base" -f docker/demo/Dockerfi
 	tail -20 "$work/build-demo.log"
 	fail "podman build docker/demo/Dockerfile"
 }
+podman build -q --format docker --build-arg BASE="$base" -f docker/monitoring/Dockerfile \
+	-t "$prom" . >"$work/build-prom.log" 2>&1 || {
+	tail -20 "$work/build-prom.log"
+	fail "podman build docker/monitoring/Dockerfile"
+}
 say "images built in $(($(date +%s) - t0)) s; rrcache image $(podman image inspect --format '{{.Size}}' "$image") bytes"
 hc=$(podman image inspect --format '{{json .Config.Healthcheck}}' "$image")
 echo "$hc" | grep -q healthcheck || fail "the image has no HEALTHCHECK: $hc"
@@ -124,6 +132,7 @@ for s in ss: s.bind(("127.0.0.1", 0))
 print(" ".join(str(s.getsockname()[1]) for s in ss))')
 set -- $ports
 export RRC_PORT_A=$1 RRC_PORT_B=$2 RRC_METRICS_A=$3 RRC_IMAGE="$image" RRC_DEMO_IMAGE="$demo" RRC_BASE="$base"
+export RRC_PROMETHEUS_IMAGE="$prom"
 say "starting the fleet (rrcache-a on 127.0.0.1:$RRC_PORT_A, rrcache-b on 127.0.0.1:$RRC_PORT_B)"
 $compose up -d --no-build >"$work/up.log" 2>&1 || {
 	tail -20 "$work/up.log"
@@ -195,7 +204,7 @@ echo "$ids" | grep -q "^CapEff: 0000000000000400" || fail "capabilities beyond N
 say "runs as uid 953 with CAP_NET_BIND_SERVICE only"
 
 # The app beside rrcache-a resolves through it.
-for _ in $(seq 1 20); do
+for _ in $(seq 1 60); do
 	podman logs "${run_id}_app_1" 2>&1 | grep -q 192.0.2.80 && break
 	sleep 0.5
 done
@@ -218,4 +227,42 @@ code=$(podman inspect --format '{{.State.ExitCode}}' "$b")
 [ "$code" = 0 ] || fail "rrcache-b exited $code on SIGTERM"
 podman logs "$b" 2>&1 | grep -q "totals: queries" || fail "rrcache-b did not log its totals"
 say "reload and stop: clean"
+$compose down -t 5 >/dev/null 2>&1
+
+# The monitoring set-up: Prometheus scrapes rrcache and has its alert rules loaded. (No DNS
+# query here: this rrcache forwards to the machine's own resolvers.)
+ports=$(/usr/bin/python3 -c '
+import socket
+ss = [socket.socket() for _ in range(2)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(" ".join(str(s.getsockname()[1]) for s in ss))')
+set -- $ports
+export RRC_PORT=$1 RRC_PROMETHEUS_PORT=$2
+say "starting the monitoring set-up (Prometheus on 127.0.0.1:$RRC_PROMETHEUS_PORT)"
+$compose_m up -d --no-build >"$work/up-m.log" 2>&1 || {
+	tail -20 "$work/up-m.log"
+	fail "podman-compose up (monitoring)"
+}
+scraped=""
+for _ in $(seq 1 60); do
+	scraped=$(/usr/bin/python3 -c "
+import json, urllib.request
+q = 'http://127.0.0.1:$RRC_PROMETHEUS_PORT/api/v1/query?query=rrcache_workers'
+try:
+    r = json.load(urllib.request.urlopen(q, timeout=3))['data']['result']
+    print(r[0]['value'][1] if r else '')
+except Exception:
+    print('')")
+	[ -n "$scraped" ] && break
+	sleep 1
+done
+[ -n "$scraped" ] || fail "Prometheus did not scrape rrcache"
+rules=$(/usr/bin/python3 -c "
+import json, urllib.request
+r = json.load(urllib.request.urlopen('http://127.0.0.1:$RRC_PROMETHEUS_PORT/api/v1/rules', timeout=5))
+rules = [x for g in r['data']['groups'] for x in g['rules']]
+bad = [x['name'] for x in rules if x.get('health') not in ('ok', 'unknown')]
+print(len(rules), 'rules' + (' bad: ' + ','.join(bad) if bad else ''))")
+[ "$rules" = "9 rules" ] || fail "alert rules in Prometheus: $rules"
+say "Prometheus scrapes rrcache (rrcache_workers $scraped) with $rules loaded"
 say "all checks passed"

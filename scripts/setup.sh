@@ -5,14 +5,16 @@
 #                           config/rrcache.yaml; no service of the machine is touched
 #   scripts/setup.sh test   install the build and test packages, run the whole suite twice:
 #                           the plain build with -Werror, then RRC_SANITIZE=address,undefined;
-#                           stops (and disables) the services the test packages start
+#                           then the container images and compose set-ups (docker/test.sh,
+#                           with podman); stops (and disables) the services the test
+#                           packages start
 #   scripts/setup.sh deps-run | deps-test   only install the packages
 set -eu
 
 cd "$(dirname "$0")/.."
 
 BUILD_PKGS="build-essential cmake pkg-config libuv1-dev libldns-dev libyaml-dev libhiredis-dev libssl-dev libmicrohttpd-dev libfstrm-dev"
-TEST_PKGS="libcmocka-dev knot knot-dnsutils ldnsutils python3 python3-pytest python3-dnspython redis-server prometheus chromium dnstap-ldns"
+TEST_PKGS="libcmocka-dev knot knot-dnsutils ldnsutils python3 python3-pytest python3-dnspython python3-yaml redis-server prometheus chromium dnstap-ldns systemd groff-base man-db dpkg-dev"
 
 install_pkgs() {
 	missing=""
@@ -82,6 +84,16 @@ test)
 	build build-san -DRRC_WERROR=ON -DRRC_TESTS=ON -DRRC_SANITIZE=address,undefined
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		suite build-san "sanitizer build (address,undefined)"
+	# The container image and compose set-ups, once (docker/test.sh installs podman and the
+	# rest; exit 77 is a skip, with the reason printed).
+	echo "=== containers (docker/test.sh)"
+	crc=0
+	sh docker/test.sh || crc=$?
+	if [ "$crc" = 77 ]; then
+		echo "=== containers: skipped (reason above)"
+	elif [ "$crc" != 0 ]; then
+		failed="$failed\n  containers"
+	fi
 	if [ -n "$failed" ]; then
 		printf "=== FAILED:%b\n" "$failed"
 		exit 1
@@ -89,7 +101,7 @@ test)
 	echo "=== all suites passed"
 	;;
 *)
-	sed -n '2,9p' "$0"
+	sed -n '2,11p' "$0"
 	exit 2
 	;;
 esac
