@@ -354,13 +354,12 @@ static void udp_send(struct rrc_client *c, const uint8_t *msg, size_t len)
 static const struct rrc_client_ops udp_ops = {
 	.hold = udp_hold, .send = udp_send, .release = udp_release};
 
-static void on_udp_readable(uv_poll_t *h, int status, int events)
+/* Reads and answers up to RRC_UDP_BATCHES_PER_EVENT batches; true when the last batch was
+ * full (more may be waiting). */
+static bool udp_read(struct udp_sock *us)
 {
-	struct udp_sock *us = h->data;
 	struct rrc_listeners *l = us->l;
 	struct rrc_worker_stats *st = l->env->st;
-	if (status < 0 || !(events & UV_READABLE))
-		return;
 	for (int batch = 0; batch < RRC_UDP_BATCHES_PER_EVENT; batch++) {
 		for (unsigned i = 0; i < RRC_UDP_BATCH; i++) {
 			struct msghdr *mh = &l->rmsg[i].msg_hdr;
@@ -376,7 +375,7 @@ static void on_udp_readable(uv_poll_t *h, int status, int events)
 		}
 		int n = recvmmsg(us->fd, l->rmsg, RRC_UDP_BATCH, MSG_DONTWAIT, NULL);
 		if (n <= 0)
-			return;
+			return false;
 		/* One clock reading per batch: every query of it arrived by now. */
 		uint64_t t0 = now_us();
 		struct udp_batch *out = &l->send;
@@ -406,8 +405,38 @@ static void on_udp_readable(uv_poll_t *h, int status, int events)
 			rrc_hist_add_n(&st->latency, now_us() - t0, answered);
 		}
 		if (n < RRC_UDP_BATCH)
-			return;
+			return false;
 	}
+	return true;
+}
+
+static void on_udp_readable(uv_poll_t *h, int status, int events)
+{
+	if (status < 0 || !(events & UV_READABLE))
+		return;
+	udp_read(h->data);
+}
+
+/*
+ * A restart without losing queries (docs/operations.md): a new rrcache is started on the same
+ * addresses (SO_REUSEPORT puts its sockets in the same group) before this one is stopped.
+ * Closing a socket of the group drops the datagrams queued on it; instead, the socket is first
+ * connected to a peer that sends nothing (port 9, discard, on loopback), which takes it out of
+ * the choice for every other client at once, and then what was already queued is read and
+ * answered.
+ */
+static void udp_leave_and_drain(struct udp_sock *us)
+{
+	struct rrc_sockaddr nowhere;
+	rrc_addr_parse(us->addr.sa.sa_family == AF_INET6 ? "[::1]:9" : "127.0.0.1:9", 9, &nowhere);
+	if (connect(us->fd, &nowhere.sa, nowhere.len) != 0) {
+		rrc_log(RRC_LOG_DEBUG, RRC_LG_LISTEN, "stop: cannot detach a UDP socket: %s",
+			strerror(errno));
+		return;
+	}
+	/* Bounded: nothing new arrives, so at most the receive buffer's worth is read. */
+	for (int i = 0; i < 64 && udp_read(us); i++)
+		;
 }
 
 /* ---- TCP ---- */
@@ -859,6 +888,9 @@ static void close_tcp_listeners(struct rrc_listeners *l)
 
 void rrc_listeners_stop_accepting(struct rrc_listeners *l)
 {
+	for (unsigned i = 0; i < l->n_udp; i++)
+		if (l->udp[i].fd >= 0)
+			udp_leave_and_drain(&l->udp[i]);
 	l->stopping = true;
 	for (unsigned i = 0; i < l->n_udp; i++) {
 		if (l->udp[i].polling) {

@@ -255,3 +255,64 @@ def test_service_manager_notifications(fault, tmp_path):
     finally:
         r.stop()
         sock.close()
+
+
+def test_restart_without_losing_queries(fault, tmp_path):
+    """The upgrade of docs/operations.md: a new rrcache started on the same addresses
+    (SO_REUSEPORT), then the old one stopped: a client asking all along loses no query.
+    Without the old one leaving the group before it stops reading, the queries the kernel
+    had given to its sockets would be lost."""
+    import socket
+    import threading
+    import dns.message
+    up = fault()
+    old = Rrcache([f"127.0.0.1:{up.port}"], workers=2)
+    port = old.port
+    new = None
+    lost, answered = [], [0]
+    stop = threading.Event()
+
+    def client(k):
+        # Its own socket, and a new source port every 50 queries, so that queries spread
+        # over every socket of both groups.
+        n = 0
+        s = None
+        while not stop.is_set():
+            if n % 50 == 0:
+                if s:
+                    s.close()
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.settimeout(1.0)
+            q = dns.message.make_query(f"u{k}-{n % 200}.test.", "A")
+            s.sendto(q.to_wire(), ("127.0.0.1", port))
+            try:
+                while True:
+                    r = dns.message.from_wire(s.recv(4096))
+                    if r.id == q.id:
+                        break
+                answered[0] += 1
+            except (socket.timeout, dns.exception.DNSException):
+                lost.append(q.question[0].name.to_text())
+            n += 1
+        s.close()
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        new = Rrcache([f"127.0.0.1:{up.port}"], workers=2, listen=[f"127.0.0.1:{port}"])
+        time.sleep(0.5)
+        before = answered[0]
+        rc, log = old.stop()
+        assert rc == 0, log
+        time.sleep(1.0)
+        assert answered[0] > before  # the new one answers alone now
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(5)
+        if new:
+            new.stop()
+        old.stop(check=False)
+    assert answered[0] > 500
+    assert not lost, f"{len(lost)} of {answered[0] + len(lost)} queries lost: {lost[:5]}"
