@@ -159,28 +159,40 @@ def test_environment_and_secret_files(fault, tmp_path):
 ROOT_NS = os.geteuid() == 0 and shutil.which("unshare") is not None
 
 
+def dgram_socket(path):
+    """A unix datagram socket of the test's, bound at path, standing for a log daemon."""
+    import socket
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(5)
+    return sock
+
+
+def datagram_with(sock, needle, timeout=5.0):
+    """The first datagram on sock that contains needle (bytes)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = sock.recv(65536)
+        if needle in m:
+            return m
+    raise AssertionError(f"no datagram with {needle!r}")
+
+
 @pytest.mark.skipif(not ROOT_NS, reason="needs root and unshare(1) for a private /run")
 def test_journal_target(fault, tmp_path):
     """log.target: journal sends each line as a native journal datagram with PRIORITY,
     SYSLOG_IDENTIFIER and RRCACHE_GROUP; rrcache sees a journal socket of the test's own
     (a private /run in a mount namespace)."""
-    import socket
     jdir = tmp_path / "journal"
     jdir.mkdir()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(jdir / "socket"))
-    sock.settimeout(5)
+    sock = dgram_socket(jdir / "socket")
     up = fault()
     wrap = ["unshare", "--mount", "sh", "-c",
             "mount -t tmpfs tmpfs /run && mkdir -p /run/systemd/journal && "
             f'mount --bind {jdir} /run/systemd/journal && exec "$0" "$@"']
     r = Rrcache([f"127.0.0.1:{up.port}"], wrap=wrap, args=["--log-target", "journal"])
     try:
-        msgs = []
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not any(b"ready" in m for m in msgs):
-            msgs.append(sock.recv(65536))
-        ready = [m for m in msgs if b"ready" in m][0]
+        ready = datagram_with(sock, b"ready")
         fields = dict(line.split("=", 1) for line in ready.decode().splitlines())
         assert fields["PRIORITY"] == "6" and fields["SYSLOG_IDENTIFIER"] == "rrcache"
         assert fields["RRCACHE_GROUP"] == "main" and int(fields["SYSLOG_PID"]) == r.proc.pid
@@ -196,12 +208,9 @@ def test_journal_target(fault, tmp_path):
 def test_syslog_target(fault, tmp_path):
     """log.target: syslog goes through syslog(3) to /dev/log with the daemon facility and the
     level's priority; /dev/log is a socket of the test's (a private /dev)."""
-    import socket
     dev = tmp_path / "dev"
     dev.mkdir()
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(tmp_path / "log.sock"))
-    sock.settimeout(5)
+    sock = dgram_socket(tmp_path / "log.sock")
     up = fault()
     nodes = " ".join(n for n in ("null", "zero", "full", "random", "urandom")
                      if os.path.exists(f"/dev/{n}"))
@@ -211,11 +220,7 @@ def test_syslog_target(fault, tmp_path):
             'exec "$0" "$@"']
     r = Rrcache([f"127.0.0.1:{up.port}"], wrap=wrap, args=["--log-target", "syslog"])
     try:
-        msgs = []
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and not any(b"ready" in m for m in msgs):
-            msgs.append(sock.recv(65536))
-        ready = [m for m in msgs if b"ready" in m][0].decode()
+        ready = datagram_with(sock, b"ready").decode()
         # <30> = facility daemon (3) * 8 + info (6); then the time, the tag with the pid.
         assert ready.startswith("<30>"), ready
         assert f"rrcache[{r.proc.pid}]: info [main] rrcache" in ready, ready
@@ -228,11 +233,8 @@ def test_service_manager_notifications(fault, tmp_path):
     """With $NOTIFY_SOCKET (systemd's Type=notify), rrcache says READY=1 once it answers,
     RELOADING=1 (with MONOTONIC_USEC) then READY=1 around a reload, STOPPING=1 at SIGTERM."""
     import signal
-    import socket
     path = str(tmp_path / "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(5)
+    sock = dgram_socket(path)
     up = fault()
     r = Rrcache([f"127.0.0.1:{up.port}"], wrap=["env", f"NOTIFY_SOCKET={path}"])
     try:
