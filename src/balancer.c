@@ -10,18 +10,18 @@
 static const char *const names[] = {"round-robin", "first-available", "least-outstanding",
 				    "weighted"};
 
-int rrc_balancer_policy_parse(const char *s, enum rrc_policy *p)
+int rrc_balancer_policy_parse(const char *s, enum rrc_balance *p)
 {
 	for (unsigned i = 0; i < RRC_ARRAY_SIZE(names); i++) {
 		if (strcmp(s, names[i]) == 0) {
-			*p = (enum rrc_policy)i;
+			*p = (enum rrc_balance)i;
 			return 0;
 		}
 	}
 	return -EINVAL;
 }
 
-const char *rrc_balancer_policy_name(enum rrc_policy p)
+const char *rrc_balancer_policy_name(enum rrc_balance p)
 {
 	return (unsigned)p < RRC_ARRAY_SIZE(names) ? names[p] : "unknown";
 }
@@ -31,7 +31,7 @@ static inline bool eligible(const struct rrc_balancer_server *s, unsigned i, uin
 	return s[i].up && !(exclude & (1ULL << i));
 }
 
-int rrc_balancer_pick(enum rrc_policy p, unsigned *cursor, struct rrc_balancer_server *s,
+int rrc_balancer_pick(enum rrc_balance p, unsigned *cursor, struct rrc_balancer_server *s,
 		      unsigned n, uint64_t exclude)
 {
 	if (n == 0 || n > RRC_BALANCER_MAX)

@@ -24,7 +24,7 @@
 /* The one table of defaults. Lists (listen, upstreams, ACL) are filled in finalize(). */
 static const struct rrc_config rrc_config_defaults = {
 	.workers = 0,
-	.policy = RRC_POLICY_ROUND_ROBIN,
+	.balance = RRC_POLICY_ROUND_ROBIN,
 	.upstream_timeout_ms = 1000,
 	.client_timeout_ms = 2000,
 	.max_failures = 3,
@@ -62,6 +62,7 @@ static const struct rrc_config rrc_config_defaults = {
 			.fleet_wait_ms = 200,
 			.key_prefix = "rrc:",
 		},
+	.policy = {.response = RRC_BLOCK_NXDOMAIN, .block_ttl = 60},
 	.stats =
 		{
 			.enabled = true,
@@ -351,6 +352,9 @@ enum kind {
 	K_SECRET_FILE, /* char[max] at off, read from the file named by the value */
 	K_STATS_LISTEN,
 	K_STATS_ALLOW,
+	K_BLOCKLISTS,
+	K_ALLOWLISTS,
+	K_BLOCK_RESPONSE,
 	K_POW2, /* uint32_t, a power of two in [min, max] */
 };
 
@@ -458,6 +462,14 @@ static const struct key log_keys[] = {
 	{"file", K_STRING, F(log_file), 0, sizeof(((struct rrc_config *)0)->log_file), NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
 
+#define FP(field) offsetof(struct rrc_config, policy.field)
+
+static const struct key policy_keys[] = {{"blocklists", K_BLOCKLISTS, 0, 0, 0, NULL},
+					 {"allowlists", K_ALLOWLISTS, 0, 0, 0, NULL},
+					 {"block_response", K_BLOCK_RESPONSE, 0, 0, 0, NULL},
+					 {"block_ttl", K_TTL, FP(block_ttl), 0, 86400, NULL},
+					 {NULL, 0, 0, 0, 0, NULL}};
+
 static const struct key top_keys[] = {
 	{"workers", K_UINT, F(workers), 0, RRC_MAX_WORKERS, NULL},
 	{"user", K_STRING, F(user), 0, sizeof(((struct rrc_config *)0)->user), NULL},
@@ -471,6 +483,7 @@ static const struct key top_keys[] = {
 	{"redis", K_SECTION, 0, 0, 0, redis_keys},
 	{"stats", K_SECTION, 0, 0, 0, stats_keys},
 	{"dnstap", K_SECTION, 0, 0, 0, dnstap_keys},
+	{"policy", K_SECTION, 0, 0, 0, policy_keys},
 	{NULL, 0, 0, 0, 0, NULL}};
 
 struct ctx {
@@ -626,6 +639,30 @@ static int add_acl(struct ctx *c, const yaml_node_t *n, const char *key, const c
 	return rc;
 }
 
+static void free_paths(char **paths, unsigned *n)
+{
+	for (unsigned i = 0; i < *n; i++)
+		free(paths[i]);
+	*n = 0;
+}
+
+/* A list file's path into policy.blocklists or policy.allowlists. */
+static int add_list_path(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
+			 bool allow)
+{
+	struct rrc_policy_conf *pc = &c->cfg->policy;
+	char **paths = allow ? pc->allowlists : pc->blocklists;
+	unsigned *count = allow ? &pc->n_allow : &pc->n_block;
+	if (pc->n_block + pc->n_allow >= RRC_POLICY_MAX_LISTS)
+		return fail(c, n, key, "more than %d lists in all", RRC_POLICY_MAX_LISTS);
+	if (!s[0])
+		return fail(c, n, key, "an empty path");
+	if (!(paths[*count] = strdup(s)))
+		return fail(c, n, key, "out of memory");
+	(*count)++;
+	return 0;
+}
+
 /* A list of scalars, or one scalar; for servers, also {address: ..., weight: ...} maps. */
 static int walk_list(struct ctx *c, const yaml_node_t *n, const char *key, enum kind kind)
 {
@@ -679,6 +716,8 @@ static int walk_list(struct ctx *c, const yaml_node_t *n, const char *key, enum 
 			rc = add_server(c, item, key, s, 1);
 		} else if (kind == K_STATS_ALLOW) {
 			rc = add_stats_allow(c, item, key, s);
+		} else if (kind == K_BLOCKLISTS || kind == K_ALLOWLISTS) {
+			rc = add_list_path(c, item, key, s, kind == K_ALLOWLISTS);
 		} else {
 			rc = add_acl(c, item, key, s, kind == K_ALLOW);
 		}
@@ -731,7 +770,8 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 	if (k->kind == K_SECTION)
 		return walk_map(c, v, k->sub, path);
 	if (k->kind == K_LISTEN || k->kind == K_SERVERS || k->kind == K_ALLOW ||
-	    k->kind == K_DENY || k->kind == K_STATS_ALLOW) {
+	    k->kind == K_DENY || k->kind == K_STATS_ALLOW || k->kind == K_BLOCKLISTS ||
+	    k->kind == K_ALLOWLISTS) {
 		if (v->type == YAML_SCALAR_NODE && scalar(v)[0] == '\0')
 			return 0; /* an empty value: an empty list */
 		return walk_list(c, v, path, k->kind);
@@ -785,7 +825,7 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 			return fail(c, v, path, "want true or false, got '%.40s'", s);
 		return 0;
 	case K_POLICY:
-		if (rrc_balancer_policy_parse(s, &cfg->policy))
+		if (rrc_balancer_policy_parse(s, &cfg->balance))
 			return fail(c, v, path,
 				    "unknown policy '%.40s' (round-robin, first-available, "
 				    "least-outstanding, weighted)",
@@ -804,6 +844,17 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 			return fail(c, v, path,
 				    "unknown level '%.40s' (error, warning, info, debug)", s);
 		return 0;
+	case K_BLOCK_RESPONSE: {
+		static const char *const names[] = {"nxdomain", "nodata", "null", "refused"};
+		for (size_t i = 0; i < RRC_ARRAY_SIZE(names); i++) {
+			if (strcmp(s, names[i]) == 0) {
+				cfg->policy.response = (enum rrc_block_response)i;
+				return 0;
+			}
+		}
+		return fail(c, v, path,
+			    "unknown response '%.40s' (nxdomain, nodata, null, refused)", s);
+	}
 	case K_LOG_TARGET:
 		if (rrc_log_target_parse(s, &cfg->log_target))
 			return fail(c, v, path,
@@ -1065,6 +1116,32 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 		if (!ov->log_target)
 			cfg->log_target = RRC_LOG_TO_FILE;
 	}
+	const struct {
+		const char *const *paths;
+		unsigned n;
+		char **dst;
+		unsigned *dst_n;
+	} lists[] = {
+		{ov->blocklist, ov->n_blocklist, cfg->policy.blocklists, &cfg->policy.n_block},
+		{ov->allowlist, ov->n_allowlist, cfg->policy.allowlists, &cfg->policy.n_allow},
+	};
+	for (size_t i = 0; i < RRC_ARRAY_SIZE(lists); i++) {
+		if (!lists[i].n)
+			continue;
+		free_paths(lists[i].dst, lists[i].dst_n);
+		for (unsigned k = 0; k < lists[i].n; k++) {
+			if (cfg->policy.n_block + cfg->policy.n_allow >= RRC_POLICY_MAX_LISTS) {
+				snprintf(err, RRC_ERR_LEN, "--blocklist, --allowlist: more than %d",
+					 RRC_POLICY_MAX_LISTS);
+				return -EINVAL;
+			}
+			if (!(lists[i].dst[*lists[i].dst_n] = strdup(lists[i].paths[k]))) {
+				snprintf(err, RRC_ERR_LEN, "out of memory");
+				return -ENOMEM;
+			}
+			(*lists[i].dst_n)++;
+		}
+	}
 	/* Secrets from files, so that none is in the command line or the environment. */
 	const struct {
 		const char *file, *flag;
@@ -1215,6 +1292,26 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 	return 0;
 }
 
+int rrc_config_load_policy(struct rrc_config *cfg, const struct rrc_config *previous, char *report,
+			   size_t report_cap, char err[RRC_ERR_LEN])
+{
+	struct rrc_policy_conf *pc = &cfg->policy;
+	if (report && report_cap)
+		report[0] = '\0';
+	rrc_policy_put(pc->matcher);
+	pc->matcher = NULL;
+	if (pc->n_block + pc->n_allow == 0)
+		return 0;
+	pc->matcher = rrc_policy_load((const char *const *)pc->blocklists, pc->n_block,
+				      (const char *const *)pc->allowlists, pc->n_allow, report,
+				      report_cap, err);
+	if (pc->matcher)
+		return 0;
+	if (previous)
+		pc->matcher = rrc_policy_hold(previous->policy.matcher);
+	return -1;
+}
+
 struct rrc_config *rrc_config_build(const char *path, const struct rrc_config_overrides *ov,
 				    char err[RRC_ERR_LEN])
 {
@@ -1248,6 +1345,9 @@ void rrc_config_free(struct rrc_config *cfg)
 {
 	if (!cfg)
 		return;
+	free_paths(cfg->policy.blocklists, &cfg->policy.n_block);
+	free_paths(cfg->policy.allowlists, &cfg->policy.n_allow);
+	rrc_policy_put(cfg->policy.matcher);
 	free(cfg->acl_rules);
 	free(cfg->stats.allow);
 	free(cfg->path);

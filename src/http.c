@@ -250,6 +250,8 @@ struct view_data {
 	char names[RRC_MAX_UPSTREAMS][64];
 	const char *name_ptr[RRC_MAX_UPSTREAMS];
 	struct rrc_topk top[RRC_TOP_CATS][2];
+	struct rrc_policy_list_info lists[RRC_POLICY_MAX_LISTS];
+	size_t n_lists;
 	struct rrc_stats_view v;
 };
 
@@ -266,6 +268,10 @@ static void gather(struct rrc_http *h, struct view_data *d, bool with_top)
 		d->name_ptr[i] = d->names[i];
 	}
 	d->v.top_k = cfg->stats.top_k;
+	const struct rrc_policy_list_info *li;
+	d->n_lists = rrc_policy_lists(cfg->policy.matcher, &li);
+	if (d->n_lists)
+		memcpy(d->lists, li, d->n_lists * sizeof(*li));
 	rrc_cfg_ref_put(ref);
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
@@ -273,6 +279,8 @@ static void gather(struct rrc_http *h, struct view_data *d, bool with_top)
 	d->v.cache = &d->cache;
 	d->v.n_workers = rrc_server_worker_count(h->server);
 	d->v.upstream_names = d->name_ptr;
+	d->v.lists = d->lists;
+	d->v.n_lists = d->n_lists;
 	d->v.redis_enabled = rrc_server_redis(h->server) != NULL;
 	d->v.version = RRC_VERSION;
 	d->v.libuv_version = uv_version_string();

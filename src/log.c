@@ -361,7 +361,8 @@ int rrc_log_reopen(char *err, size_t cap)
 	 * old file or the new one. */
 	int rc = dup2(fd, sink.fd) < 0 ? -1 : 0;
 	if (rc)
-		snprintf(err, cap, "log.file: cannot reopen %.200s: %s", sink.path, strerror(errno));
+		snprintf(err, cap, "log.file: cannot reopen %.200s: %s", sink.path,
+			 strerror(errno));
 	close(fd);
 	return rc;
 }

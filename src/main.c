@@ -21,6 +21,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -119,6 +120,9 @@ static const char usage[] =
 	"redis.password_file)\n"
 	"      --redis-password-file FILE, --redis-key-secret-file FILE, --stats-token-file FILE\n"
 	"                           secrets read from files (first line)\n"
+	"      --blocklist FILE     a domain list to block (hosts, plain, adblock); repeatable;\n"
+	"                           replaces policy.blocklists\n"
+	"      --allowlist FILE     a domain list never blocked; repeatable\n"
 	"      --flush NAME         remove NAME (every type) from Redis and from the L1 cache of\n"
 	"                           every instance sharing it, then exit\n"
 	"      --flush-all          the same for everything under redis.key_prefix\n"
@@ -181,6 +185,45 @@ static void fit_descriptors(struct rrc_config *cfg)
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG, "%s", note);
 }
 
+/* Loads cfg's domain lists (keeping previous's when one cannot be read on a reload) and says
+ * what was loaded. 0, or -1 when a start cannot go on. */
+static int load_policy(struct rrc_config *cfg, const struct rrc_config *previous)
+{
+	char report[1024], err[RRC_ERR_LEN];
+	struct timespec t0, t1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	int rc = rrc_config_load_policy(cfg, previous, report, sizeof(report), err);
+	clock_gettime(CLOCK_MONOTONIC, &t1);
+	for (char *line = report, *nl; *line; line = nl + 1) {
+		nl = strchr(line, '\n');
+		if (!nl)
+			break;
+		*nl = '\0';
+		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG, "policy: unreadable line %s", line);
+	}
+	if (rc) {
+		rrc_log(RRC_LOG_ERR, RRC_LG_CONFIG, "%s%s", err,
+			previous ? "; the lists loaded before stay in force" : "");
+		return previous ? 0 : -1;
+	}
+	const struct rrc_policy_list_info *li;
+	size_t n = rrc_policy_lists(cfg->policy.matcher, &li);
+	if (n) {
+		uint64_t bad = 0;
+		for (size_t i = 0; i < n; i++)
+			bad += li[i].bad;
+		rrc_log(RRC_LOG_INFO, RRC_LG_CONFIG,
+			"policy: %llu rules from %zu list(s) in %.0f ms, %zu bytes; %llu "
+			"unreadable "
+			"line(s)",
+			(unsigned long long)rrc_policy_rules(cfg->policy.matcher), n,
+			(double)(t1.tv_sec - t0.tv_sec) * 1e3 +
+				(double)(t1.tv_nsec - t0.tv_nsec) / 1e6,
+			rrc_policy_bytes(cfg->policy.matcher), (unsigned long long)bad);
+	}
+	return 0;
+}
+
 static void on_hup(uv_signal_t *h, int signum)
 {
 	struct app *app = h->data;
@@ -200,6 +243,9 @@ static void on_hup(uv_signal_t *h, int signum)
 		rrc_notify_ready("answering; the last reload was rejected (see the log)");
 		return;
 	}
+	struct rrc_cfg_ref *cur = rrc_server_cfg_get(app->server);
+	load_policy(cfg, cur->cfg);
+	rrc_cfg_ref_put(cur);
 	fit_descriptors(cfg);
 	if (rrc_server_reload(app->server, cfg) == 0) {
 		rrc_log(RRC_LOG_INFO, RRC_LG_CONFIG, "configuration reloaded%s%s",
@@ -273,7 +319,9 @@ enum {
 	OPT_LOG_FILE,
 	OPT_REDIS_PASSWORD_FILE,
 	OPT_REDIS_KEY_SECRET_FILE,
-	OPT_STATS_TOKEN_FILE
+	OPT_STATS_TOKEN_FILE,
+	OPT_BLOCKLIST,
+	OPT_ALLOWLIST
 };
 
 /* The value of --NAME from the environment (RRCACHE_ and NAME in capitals, '-' as '_'), or
@@ -397,6 +445,8 @@ int main(int argc, char **argv)
 		{"redis-password-file", required_argument, NULL, OPT_REDIS_PASSWORD_FILE},
 		{"redis-key-secret-file", required_argument, NULL, OPT_REDIS_KEY_SECRET_FILE},
 		{"stats-token-file", required_argument, NULL, OPT_STATS_TOKEN_FILE},
+		{"blocklist", required_argument, NULL, OPT_BLOCKLIST},
+		{"allowlist", required_argument, NULL, OPT_ALLOWLIST},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
@@ -405,7 +455,7 @@ int main(int argc, char **argv)
 	const char *flush_name = NULL;
 	/* The environment first (every option with a value but the one-shot --flush), then the
 	 * command line over it; a list given on the command line replaces the environment's. */
-	static char *env_lists[3]; /* kept to the end: the lists point into them */
+	static char *env_lists[5]; /* kept to the end: the lists point into them */
 	for (const struct option *o = opts; o->name; o++) {
 		const char *v = o->has_arg == required_argument && o->val != OPT_FLUSH
 					? env_value(o->name)
@@ -426,6 +476,14 @@ int main(int argc, char **argv)
 			rc = split_list(env_lists[2] = strdup(v), app.ov.stats_allow,
 					&app.ov.n_stats_allow, RRC_MAX_LISTEN);
 			break;
+		case OPT_BLOCKLIST:
+			rc = split_list(env_lists[3] = strdup(v), app.ov.blocklist,
+					&app.ov.n_blocklist, RRC_POLICY_MAX_LISTS);
+			break;
+		case OPT_ALLOWLIST:
+			rc = split_list(env_lists[4] = strdup(v), app.ov.allowlist,
+					&app.ov.n_allowlist, RRC_POLICY_MAX_LISTS);
+			break;
 		default:
 			set_option(&app, o->val, v);
 		}
@@ -436,6 +494,7 @@ int main(int argc, char **argv)
 		}
 	}
 	bool given_listen = false, given_upstream = false, given_allow = false;
+	bool given_block = false, given_allowlist = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
 		switch (c) {
@@ -480,6 +539,23 @@ int main(int argc, char **argv)
 			}
 			app.ov.stats_allow[app.ov.n_stats_allow++] = optarg;
 			break;
+		case OPT_BLOCKLIST:
+		case OPT_ALLOWLIST: {
+			bool block = c == OPT_BLOCKLIST;
+			bool *given = block ? &given_block : &given_allowlist;
+			const char **list = block ? app.ov.blocklist : app.ov.allowlist;
+			unsigned *n = block ? &app.ov.n_blocklist : &app.ov.n_allowlist;
+			if (!*given)
+				*n = 0;
+			*given = true;
+			if (*n >= RRC_POLICY_MAX_LISTS) {
+				fprintf(stderr, "rrcache: at most %d --%s\n", RRC_POLICY_MAX_LISTS,
+					block ? "blocklist" : "allowlist");
+				return 1;
+			}
+			list[(*n)++] = optarg;
+			break;
+		}
 		case 'c':
 		case OPT_CACHE_SIZE:
 		case OPT_WORKERS:
@@ -518,6 +594,14 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check) {
+		/* The lists too: a file that cannot be read makes the configuration invalid. */
+		char report[1024];
+		if (rrc_config_load_policy(cfg, NULL, report, sizeof(report), err) != 0) {
+			fprintf(stderr, "rrcache: %s\n", err);
+			rrc_config_free(cfg);
+			return 1;
+		}
+		fputs(report, stderr);
 		printf("rrcache: configuration %s is valid\n", app.path ? app.path : "(flags)");
 		rrc_config_free(cfg);
 		return 0;
@@ -530,6 +614,10 @@ int main(int argc, char **argv)
 	rrc_log_set_level(cfg->log_level);
 	if (rrc_log_open(cfg->log_target, cfg->log_format, cfg->log_file, err, sizeof(err)) != 0) {
 		fprintf(stderr, "rrcache: %s\n", err);
+		rrc_config_free(cfg);
+		return 1;
+	}
+	if (load_policy(cfg, NULL) != 0) {
 		rrc_config_free(cfg);
 		return 1;
 	}

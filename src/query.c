@@ -749,6 +749,33 @@ static void count_client(struct rrc_top *top, const struct sockaddr *peer)
 	rrc_top_add(top, RRC_TOP_CLIENTS, k, n);
 }
 
+/* What a blocked name is answered (policy.block_response). */
+static size_t blocked_answer(const struct rrc_policy_conf *pc, const uint8_t *pkt,
+			     const struct rrc_wire_query *wq, uint8_t *out, size_t cap)
+{
+	static const uint8_t any4[4], any6[16];
+	switch (pc->response) {
+	case RRC_BLOCK_REFUSED:
+		return rrc_wire_synth(pkt, wq, RRC_RCODE_REFUSED, false, out, cap);
+	case RRC_BLOCK_NULL:
+		if (wq->qtype == RRC_TYPE_A && wq->qclass == 1)
+			return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, any4, 4, false,
+						      pc->block_ttl, out, cap);
+		if (wq->qtype == RRC_TYPE_AAAA && wq->qclass == 1)
+			return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, any6, 16, false,
+						      pc->block_ttl, out, cap);
+		return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, NULL, 0, true,
+					      pc->block_ttl, out, cap);
+	case RRC_BLOCK_NODATA:
+		return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, NULL, 0, true,
+					      pc->block_ttl, out, cap);
+	case RRC_BLOCK_NXDOMAIN:
+	default:
+		return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NXDOMAIN, NULL, 0, true,
+					      pc->block_ttl, out, cap);
+	}
+}
+
 /* rrc_query_handle without the accounting of the answer. */
 static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const uint8_t *pkt,
 		     size_t len, uint8_t *out, size_t cap)
@@ -808,6 +835,19 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 	if (rrc_top_sampled(env->top)) {
 		rrc_top_add(env->top, RRC_TOP_NAMES, key, wq.qname_len);
 		count_client(env->top, &c->peer.sa);
+	}
+	/* Domain lists: after the ACL, before the cache (a blocked name costs no lookup). */
+	const struct rrc_policy_conf *pc = &ref->cfg->policy;
+	if (pc->matcher) {
+		unsigned list;
+		enum rrc_policy_verdict pv =
+			rrc_policy_check(pc->matcher, key, wq.qname_len, ~(uint64_t)0, &list);
+		if (pv == RRC_PV_BLOCK) {
+			st->policy_blocked[list]++;
+			return blocked_answer(pc, pkt, &wq, out, cap);
+		}
+		if (pv == RRC_PV_ALLOW)
+			st->policy_allowed[list]++;
 	}
 	struct rrc_wire_client wc;
 	rrc_wire_client_from_query(&wc, pkt, &wq, limit);

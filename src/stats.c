@@ -118,6 +118,24 @@ static void family(struct rrc_buf *b, const char *name, const char *type, const 
 	rrc_buf_printf(b, "# HELP rrcache_%s %s\n# TYPE rrcache_%s %s\n", name, help, name, type);
 }
 
+/* s as a Prometheus label value: backslash, double quote and newline escaped. */
+static void label_value(const char *s, char *out, size_t cap)
+{
+	size_t o = 0;
+	for (; *s && o + 3 < cap; s++) {
+		if (*s == '\\' || *s == '"') {
+			out[o++] = '\\';
+			out[o++] = *s;
+		} else if (*s == '\n') {
+			out[o++] = '\\';
+			out[o++] = 'n';
+		} else {
+			out[o++] = *s;
+		}
+	}
+	out[o] = '\0';
+}
+
 /* A family of one sample without labels. */
 static void single(struct rrc_buf *b, const char *name, const char *type, const char *help,
 		   uint64_t value)
@@ -270,6 +288,34 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	family(b, "acl_total", "counter", "Queries from clients outside the ACL, by action.");
 	rrc_buf_printf(b, "rrcache_acl_total{action=\"drop\"} %llu\n", U(s->acl_dropped));
 	rrc_buf_printf(b, "rrcache_acl_total{action=\"refuse\"} %llu\n", U(s->acl_refused));
+	family(b, "policy_answers_total", "counter",
+	       "Queries decided by a domain list: blocked (answered policy.block_response) or "
+	       "allowed (an allow rule over a block rule), by list.");
+	for (size_t i = 0; i < v->n_lists; i++) {
+		char path[300];
+		label_value(v->lists[i].path, path, sizeof(path));
+		rrc_buf_printf(
+			b, "rrcache_policy_answers_total{action=\"blocked\",list=\"%s\"} %llu\n",
+			path, U(s->policy_blocked[i]));
+		rrc_buf_printf(
+			b, "rrcache_policy_answers_total{action=\"allowed\",list=\"%s\"} %llu\n",
+			path, U(s->policy_allowed[i]));
+	}
+	family(b, "policy_rules", "gauge", "Rules loaded from each domain list.");
+	for (size_t i = 0; i < v->n_lists; i++) {
+		char path[300];
+		label_value(v->lists[i].path, path, sizeof(path));
+		rrc_buf_printf(b, "rrcache_policy_rules{list=\"%s\",kind=\"%s\"} %llu\n", path,
+			       v->lists[i].allow ? "allow" : "block", U(v->lists[i].rules));
+	}
+	family(b, "policy_unreadable_lines", "gauge",
+	       "Lines of each domain list that could not be read (see the log).");
+	for (size_t i = 0; i < v->n_lists; i++) {
+		char path[300];
+		label_value(v->lists[i].path, path, sizeof(path));
+		rrc_buf_printf(b, "rrcache_policy_unreadable_lines{list=\"%s\"} %llu\n", path,
+			       U(v->lists[i].bad));
+	}
 	single(b, "inflight_limit_total", "counter",
 	       "Misses answered SERVFAIL because upstream.max_inflight was reached.",
 	       s->inflight_limit);

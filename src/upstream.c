@@ -384,7 +384,7 @@ unsigned rrc_upstreams_count(const struct rrc_upstreams *u)
 
 int rrc_upstreams_pick(struct rrc_upstreams *u, uint64_t exclude)
 {
-	return rrc_balancer_pick(rrc_env_cfg(u->env)->policy, &u->cursor, u->bal, u->n, exclude);
+	return rrc_balancer_pick(rrc_env_cfg(u->env)->balance, &u->cursor, u->bal, u->n, exclude);
 }
 
 static void maybe_free_set(struct rrc_upstreams *u)

@@ -371,6 +371,58 @@ size_t rrc_wire_synth(const uint8_t *pkt, const struct rrc_wire_query *q, unsign
 	return len;
 }
 
+size_t rrc_wire_synth_blocked(const uint8_t *pkt, const struct rrc_wire_query *q, unsigned rcode,
+			      const uint8_t *addr, size_t addr_len, bool soa, uint32_t ttl,
+			      uint8_t *out, size_t cap)
+{
+	/* SOA RDATA: MNAME and RNAME the root, then serial, refresh, retry, expire, minimum. */
+	enum { RR_HEAD = 12, SOA_RDATA = 22 };
+	size_t qlen = (size_t)q->question_end - RRC_WIRE_HDR;
+	size_t need = RRC_WIRE_HDR + qlen + (addr ? RR_HEAD + addr_len : 0) +
+		      (soa ? RR_HEAD + SOA_RDATA : 0) + (q->has_edns ? RRC_WIRE_OPT_LEN : 0);
+	if (!q->question_ok || need > cap)
+		return 0;
+	uint16_t flags = RRC_F_QR | RRC_F_RA | (uint16_t)(q->opcode << 11) |
+			 (q->flags & (RRC_F_RD | RRC_F_CD)) | (uint16_t)(rcode & 0x0F);
+	rrc_put16(out, q->id);
+	rrc_put16(out + 2, flags);
+	rrc_put16(out + 4, 1);
+	rrc_put16(out + 6, addr ? 1 : 0);
+	rrc_put16(out + 8, soa ? 1 : 0);
+	rrc_put16(out + 10, 0);
+	memcpy(out + RRC_WIRE_HDR, pkt + RRC_WIRE_HDR, qlen);
+	size_t len = RRC_WIRE_HDR + qlen;
+	/* An RR header owned by the question's name (a pointer to offset 12). */
+	uint8_t *p = out + len;
+	if (addr) {
+		rrc_put16(p, 0xC000 | RRC_WIRE_HDR);
+		rrc_put16(p + 2, q->qtype);
+		rrc_put16(p + 4, 1); /* IN */
+		rrc_put32(p + 6, ttl);
+		rrc_put16(p + 10, (uint16_t)addr_len);
+		memcpy(p + RR_HEAD, addr, addr_len);
+		p += RR_HEAD + addr_len;
+	}
+	if (soa) {
+		static const uint32_t timers[4] = {1, 3600, 600, 86400};
+		rrc_put16(p, 0xC000 | RRC_WIRE_HDR);
+		rrc_put16(p + 2, 6); /* SOA */
+		rrc_put16(p + 4, 1);
+		rrc_put32(p + 6, ttl);
+		rrc_put16(p + 10, SOA_RDATA);
+		p[RR_HEAD] = 0;
+		p[RR_HEAD + 1] = 0;
+		for (int i = 0; i < 4; i++)
+			rrc_put32(p + RR_HEAD + 2 + 4 * i, timers[i]);
+		rrc_put32(p + RR_HEAD + 18, ttl);
+		p += RR_HEAD + SOA_RDATA;
+	}
+	len = (size_t)(p - out);
+	if (q->has_edns)
+		len = rrc_wire_append_opt(out, len, cap, q->edns_do, rcode);
+	return len;
+}
+
 int rrc_wire_check_reply(const uint8_t *pkt, size_t len, struct rrc_wire_reply *r)
 {
 	memset(r, 0, sizeof(*r));

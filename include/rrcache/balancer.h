@@ -13,7 +13,7 @@
 /* Servers one pool may have: the servers a query has tried are one 64-bit mask. */
 #define RRC_BALANCER_MAX 64
 
-enum rrc_policy {
+enum rrc_balance {
 	RRC_POLICY_ROUND_ROBIN = 0,   /* default: rotate over the servers that are up */
 	RRC_POLICY_FIRST_AVAILABLE,   /* the first server in configured order that is up */
 	RRC_POLICY_LEAST_OUTSTANDING, /* fewest queries in flight, ties to configured order */
@@ -28,14 +28,14 @@ struct rrc_balancer_server {
 };
 
 /* Returns 0 and sets *p for "round-robin", "first-available", "least-outstanding", "weighted". */
-int rrc_balancer_policy_parse(const char *s, enum rrc_policy *p);
-const char *rrc_balancer_policy_name(enum rrc_policy p);
+int rrc_balancer_policy_parse(const char *s, enum rrc_balance *p);
+const char *rrc_balancer_policy_name(enum rrc_balance p);
 
 /*
  * Picks a server among s[0..n) that is up and whose bit is clear in exclude. cursor is the
  * caller's round-robin state. Returns the index, or -1 when none is eligible.
  */
-int rrc_balancer_pick(enum rrc_policy p, unsigned *cursor, struct rrc_balancer_server *s,
+int rrc_balancer_pick(enum rrc_balance p, unsigned *cursor, struct rrc_balancer_server *s,
 		      unsigned n, uint64_t exclude);
 
 #endif

@@ -14,6 +14,7 @@
 #include "rrcache/balancer.h"
 #include "rrcache/defs.h"
 #include "rrcache/log.h"
+#include "rrcache/policy.h"
 
 /* Limits of the configuration itself, sized far above any real deployment. */
 #define RRC_MAX_LISTEN 64
@@ -70,6 +71,26 @@ struct rrc_dnstap_conf {
 	bool client_queries, client_responses, forwarder_queries, forwarder_responses;
 };
 
+/* What a blocked name is answered. */
+enum rrc_block_response {
+	RRC_BLOCK_NXDOMAIN = 0, /* NXDOMAIN, with an SOA giving block_ttl for negative caching */
+	RRC_BLOCK_NODATA,	/* NOERROR, no answer, the same SOA */
+	RRC_BLOCK_NULL,		/* A 0.0.0.0 / AAAA ::, NODATA for other types */
+	RRC_BLOCK_REFUSED,	/* REFUSED */
+};
+
+/* Domain block and allow lists (policy.h). The matcher is loaded from the files by
+ * rrc_config_load_policy(), not by rrc_config_build(). */
+struct rrc_policy_conf {
+	char *blocklists[RRC_POLICY_MAX_LISTS]; /* paths, owned */
+	unsigned n_block;
+	char *allowlists[RRC_POLICY_MAX_LISTS];
+	unsigned n_allow;
+	enum rrc_block_response response;
+	uint32_t block_ttl;
+	struct rrc_policy *matcher; /* one reference, or NULL (no lists) */
+};
+
 struct rrc_config {
 	char *path;	  /* the file it came from, or NULL */
 	unsigned workers; /* 0 in the file means one per CPU; resolved here */
@@ -82,7 +103,7 @@ struct rrc_config {
 	struct rrc_upstream_conf upstreams[RRC_MAX_UPSTREAMS];
 	unsigned n_upstreams;
 	bool upstreams_from_resolv_conf;
-	enum rrc_policy policy;
+	enum rrc_balance balance;     /* upstream.policy */
 	uint32_t upstream_timeout_ms; /* one attempt */
 	uint32_t client_timeout_ms;   /* the client's whole budget */
 	uint32_t max_failures;	      /* consecutive, before an upstream is marked down */
@@ -118,6 +139,7 @@ struct rrc_config {
 	struct rrc_redis_conf redis;
 	struct rrc_stats_conf stats;
 	struct rrc_dnstap_conf dnstap;
+	struct rrc_policy_conf policy;
 	bool stats_allow_given; /* internal: the file listed stats.allow */
 	bool no_lookups; /* internal: host names refused, not resolved (rrc_config_overrides) */
 };
@@ -133,6 +155,10 @@ struct rrc_config_overrides {
 	const char *log_target;
 	const char *log_format;
 	const char *log_file; /* implies log.target: file unless a target is given */
+	const char *blocklist[RRC_POLICY_MAX_LISTS]; /* --blocklist: replaces policy.blocklists */
+	unsigned n_blocklist;
+	const char *allowlist[RRC_POLICY_MAX_LISTS]; /* --allowlist: replaces policy.allowlists */
+	unsigned n_allowlist;
 	const char *redis_password_file;
 	const char *redis_key_secret_file;
 	const char *stats_token_file;
@@ -157,6 +183,16 @@ unsigned rrc_config_cpus(const char *cgroup_dir);
 struct rrc_config *rrc_config_build(const char *path, const struct rrc_config_overrides *ov,
 				    char err[RRC_ERR_LEN]);
 void rrc_config_free(struct rrc_config *cfg);
+
+/*
+ * Loads cfg's block and allow lists into cfg->policy.matcher (nothing without lists). When a
+ * list cannot be read and previous is given (a reload), previous's matcher is kept instead and
+ * -1 is returned with the reason in err, cfg still usable; without previous (the start), -1
+ * means the configuration cannot be used. Unreadable lines are reported into report (first
+ * few, file:line: why). Blocking (reads files): call it on main's thread, never a worker's.
+ */
+int rrc_config_load_policy(struct rrc_config *cfg, const struct rrc_config *previous, char *report,
+			   size_t report_cap, char err[RRC_ERR_LEN]);
 
 /* Descriptors rrcache keeps for itself whatever the load: listening sockets, epoll sets,
  * eventfds, Redis and HTTP connections, the query log, files (a generous count). */

@@ -12,6 +12,7 @@
 #ifndef RRCACHE_STATS_H
 #define RRCACHE_STATS_H
 
+#include "rrcache/policy.h"
 #include "rrcache/balancer.h"
 #include "rrcache/buf.h"
 #include "rrcache/cache.h"
@@ -121,6 +122,8 @@ struct rrc_worker_stats {
 	uint64_t malformed[RRC_WR_COUNT];
 	uint64_t formerr, notimp, badvers, servfail, truncated;
 	uint64_t acl_dropped, acl_refused;
+	/* Policy: answers decided by a list (index in load order: blocklists, then allowlists). */
+	uint64_t policy_blocked[RRC_POLICY_MAX_LISTS], policy_allowed[RRC_POLICY_MAX_LISTS];
 	uint64_t upstream_queries, upstream_tcp, upstream_timeouts, upstream_errors;
 	uint64_t unwanted_replies, malformed_replies;
 	uint64_t upstream_local_errors; /* upstream queries this machine could not send */
@@ -156,6 +159,8 @@ struct rrc_stats_view {
 	double uptime_s;
 	unsigned top_k;
 	const struct rrc_topk *top[RRC_TOP_CATS][2]; /* [cat][0 = last minute, 1 = last hour] */
+	const struct rrc_policy_list_info *lists;    /* the policy's lists in force, n_lists */
+	size_t n_lists;
 };
 
 /* Prometheus text format 0.0.4: every family with # HELP and # TYPE, rrcache_ prefix, base

@@ -59,7 +59,9 @@
 #define RRC_RCODE_REFUSED 5
 #define RRC_RCODE_BADVERS 16 /* extended, RFC 6891 §9 */
 
+#define RRC_TYPE_A 1
 #define RRC_TYPE_SOA 6
+#define RRC_TYPE_AAAA 28
 #define RRC_TYPE_OPT 41
 #define RRC_TYPE_TSIG 250
 /* RFC 7871 */
@@ -141,6 +143,15 @@ size_t rrc_wire_synth(const uint8_t *pkt, const struct rrc_wire_query *q, unsign
 		      uint8_t *out, size_t cap);
 
 /* Appends rrcache's OPT (size 1232, version 0, DO as given, extended rcode) and bumps ARCOUNT. */
+/*
+ * The answer to a blocked name (policy): the question, then, when addr is given (4 bytes for A,
+ * 16 for AAAA), that address as the answer; when soa, an SOA in AUTHORITY owned by the
+ * question's name whose TTL and MINIMUM are ttl (negative caching, RFC 2308); our OPT when the
+ * query had EDNS. rcode as given. Returns the length, or 0 when cap is too small.
+ */
+size_t rrc_wire_synth_blocked(const uint8_t *pkt, const struct rrc_wire_query *q, unsigned rcode,
+			      const uint8_t *addr, size_t addr_len, bool soa, uint32_t ttl,
+			      uint8_t *out, size_t cap);
 size_t rrc_wire_append_opt(uint8_t *msg, size_t len, size_t cap, bool do_bit, unsigned rcode);
 
 /*

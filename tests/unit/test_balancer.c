@@ -64,7 +64,7 @@ static void test_weighted(void **state)
 
 static void test_parse(void **state)
 {
-	enum rrc_policy p;
+	enum rrc_balance p;
 	assert_int_equal(rrc_balancer_policy_parse("round-robin", &p), 0);
 	assert_int_equal(p, RRC_POLICY_ROUND_ROBIN);
 	assert_int_equal(rrc_balancer_policy_parse("weighted", &p), 0);

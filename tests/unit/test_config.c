@@ -120,7 +120,7 @@ static void test_full_file(void **state)
 	assert_int_equal(cfg->n_listen, 2);
 	assert_int_equal(cfg->n_upstreams, 2);
 	assert_int_equal(cfg->upstreams[1].weight, 3);
-	assert_int_equal(cfg->policy, RRC_POLICY_WEIGHTED);
+	assert_int_equal(cfg->balance, RRC_POLICY_WEIGHTED);
 	assert_int_equal(cfg->upstream_timeout_ms, 300);
 	assert_int_equal(cfg->client_timeout_ms, 1500);
 	assert_int_equal(cfg->cache_size, 8u << 20);
@@ -382,7 +382,10 @@ static void test_shipped_file(void **state)
 	assert_int_equal(shipped->log_target, defaults->log_target);
 	assert_int_equal(shipped->log_format, defaults->log_format);
 	assert_string_equal(shipped->log_file, defaults->log_file);
-	assert_int_equal(shipped->policy, defaults->policy);
+	assert_int_equal(shipped->policy.n_block + shipped->policy.n_allow, 0);
+	assert_int_equal(shipped->policy.response, defaults->policy.response);
+	assert_int_equal(shipped->policy.block_ttl, defaults->policy.block_ttl);
+	assert_int_equal(shipped->balance, defaults->balance);
 	assert_int_equal(shipped->workers, defaults->workers);
 	/* The shipped file documents the Redis keys with the default values, commented out. */
 	assert_false(shipped->redis.enabled);

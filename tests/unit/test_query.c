@@ -86,7 +86,7 @@ static void setup(struct fixture *x, unsigned n, const enum fake_mode *modes, ui
 	}
 	x->n_fakes = n;
 	struct rrc_config *cfg = test_config(ports, n);
-	cfg->policy = RRC_POLICY_FIRST_AVAILABLE; /* the first server first: deterministic */
+	cfg->balance = RRC_POLICY_FIRST_AVAILABLE; /* the first server first: deterministic */
 	if (adjust)
 		adjust(cfg);
 	test_env_config(&x->t, cfg);
