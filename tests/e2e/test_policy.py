@@ -1,0 +1,181 @@
+"""Domain block and allow lists through the real binary: every format, each block response,
+precedence, reload (a list that cannot be read keeps the previous one), metrics, and a list of
+a million names."""
+import os
+import time
+
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import pytest
+
+from helpers import query
+
+
+def wait_for(cond, timeout=5.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.05)
+    return cond()
+
+
+LIST = """# hosts, plain, adblock, wildcard
+0.0.0.0 hosts.blocked.test
+plain.blocked.test
+||adblock.blocked.test^
+*.wild.blocked.test
+@@||fine.adblock.blocked.test^
+this line is unreadable
+"""
+
+
+def policy_conf(tmp_path, block=LIST, allow=None, response="nxdomain", ttl=60):
+    b = tmp_path / "block.txt"
+    b.write_text(block)
+    text = f'policy:\n  blocklists: ["{b}"]\n  block_response: {response}\n  block_ttl: {ttl}\n'
+    if allow is not None:
+        a = tmp_path / "allow.txt"
+        a.write_text(allow)
+        text += f'  allowlists: ["{a}"]\n'
+    return text
+
+
+def test_formats_precedence_and_nxdomain(fault, rrcache, tmp_path):
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"],
+                config_extra=policy_conf(tmp_path, allow="allowed.plain.blocked.test\n"))
+    blocked = ["hosts.blocked.test.", "plain.blocked.test.", "www.plain.blocked.test.",
+               "adblock.blocked.test.", "x.adblock.blocked.test.", "a.wild.blocked.test.",
+               "HOSTS.Blocked.TEST."]
+    passed = ["sub.hosts.blocked.test.", "wild.blocked.test.", "fine.adblock.blocked.test.",
+              "allowed.plain.blocked.test.", "www.allowed.plain.blocked.test.",
+              "other.test."]
+    for name in blocked:
+        resp = r.query(name)
+        assert resp.rcode() == dns.rcode.NXDOMAIN, name
+        assert not resp.answer
+        soa = resp.authority[0]
+        assert soa.rdtype == dns.rdatatype.SOA and soa.ttl == 60 and soa[0].minimum == 60
+        assert soa.name.to_text().lower() == name.lower()
+        # The client's own case and ID are kept.
+        assert resp.question[0].name.to_text() == name
+    for name in passed:
+        assert r.query(name).rcode() == dns.rcode.NOERROR, name
+    seen = {s.qname.to_text().lower() for s in up.seen}
+    assert not seen & {n.lower() for n in blocked}
+    assert {n.lower() for n in passed} <= seen
+    m = r.metrics()
+    lists = {dict(lab)["list"] for (name, lab) in m if name == "rrcache_policy_rules"}
+    blk = str(tmp_path / "block.txt")
+    assert m[("rrcache_policy_answers_total",
+              frozenset({("action", "blocked"), ("list", blk)}))] == len(blocked)
+    # fine.adblock (an exception in the blocklist) and the allowlist's two names.
+    assert m[("rrcache_policy_answers_total",
+              frozenset({("action", "allowed"), ("list", blk)}))] == 1
+    assert m[("rrcache_policy_answers_total",
+              frozenset({("action", "allowed"), ("list", str(tmp_path / "allow.txt"))}))] == 2
+    assert m[("rrcache_policy_rules", frozenset({("list", blk), ("kind", "block")}))] == 5
+    assert m[("rrcache_policy_unreadable_lines", frozenset({("list", blk)}))] == 1
+    assert len(lists) == 2
+    log = r.log()
+    assert f"{blk}:7: more than one word" in log
+    assert "policy: 6 rules from 2 list(s)" in log
+
+
+@pytest.mark.parametrize("response", ["nodata", "null", "refused"])
+def test_block_responses(fault, rrcache, tmp_path, response):
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"],
+                config_extra=policy_conf(tmp_path, response=response, ttl=30))
+    a = r.query("plain.blocked.test.", "A")
+    aaaa = r.query("plain.blocked.test.", "AAAA")
+    mx = r.query("plain.blocked.test.", "MX")
+    if response == "refused":
+        for resp in (a, aaaa, mx):
+            assert resp.rcode() == dns.rcode.REFUSED and not resp.answer
+        return
+    for resp in (a, aaaa, mx):
+        assert resp.rcode() == dns.rcode.NOERROR
+    if response == "null":
+        assert a.answer[0][0].address == "0.0.0.0" and a.answer[0].ttl == 30
+        assert aaaa.answer[0][0].address == "::" and aaaa.answer[0].ttl == 30
+        assert not mx.answer and mx.authority[0].ttl == 30
+    else:
+        for resp in (a, aaaa, mx):
+            assert not resp.answer and resp.authority[0].rdtype == dns.rdatatype.SOA
+    # Over TCP too, and without EDNS.
+    t = query(r.host, r.port, "plain.blocked.test.", "A", tcp=True)
+    assert t.rcode() == a.rcode() and len(t.answer) == len(a.answer)
+    plain = query(r.host, r.port, "plain.blocked.test.", "A", use_edns=False)
+    assert plain.edns == -1 and plain.rcode() == a.rcode()
+
+
+def test_reload_keeps_lists_that_cannot_be_read(fault, rrcache, tmp_path):
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"], config_extra=policy_conf(tmp_path))
+    assert r.query("plain.blocked.test.").rcode() == dns.rcode.NXDOMAIN
+    blk = tmp_path / "block.txt"
+    # The file gone: the reload keeps the lists loaded before.
+    os.rename(blk, tmp_path / "moved.txt")
+    r.hup()
+    assert wait_for(lambda: "the lists loaded before stay in force" in r.log())
+    assert wait_for(lambda: "configuration reloaded" in r.log())
+    assert r.query("plain.blocked.test.").rcode() == dns.rcode.NXDOMAIN
+    # A new file: the next reload takes it.
+    blk.write_text("other.blocked.test\n")
+    r.hup()
+    assert wait_for(lambda: r.log().count("configuration reloaded") == 2)
+    assert r.query("plain.blocked.test.").rcode() == dns.rcode.NOERROR
+    assert r.query("other.blocked.test.").rcode() == dns.rcode.NXDOMAIN
+
+
+def test_flags_and_check_config(fault, tmp_path):
+    import subprocess
+    from helpers import RRCACHE, free_port, wait_answering
+    up = fault()
+    b = tmp_path / "b.txt"
+    b.write_text("flag.blocked.test\nbad line here\n")
+    a = tmp_path / "a.txt"
+    a.write_text("ok.flag.blocked.test\n")
+    port = free_port()
+    args = [RRCACHE, "--listen", f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{up.port}",
+            "--metrics", "off", "--blocklist", str(b), "--allowlist", str(a)]
+    chk = subprocess.run(args + ["--check-config"], capture_output=True, text=True, timeout=10)
+    assert chk.returncode == 0 and f"{b}:2: more than one word" in chk.stderr
+    missing = subprocess.run(args[:-4] + ["--blocklist", str(tmp_path / "none.txt"),
+                                          "--check-config"],
+                             capture_output=True, text=True, timeout=10)
+    assert missing.returncode == 1 and "cannot read" in missing.stderr
+    # A start with a list that cannot be read stops with the reason.
+    start = subprocess.run(args[:-4] + ["--blocklist", str(tmp_path / "none.txt")],
+                           capture_output=True, text=True, timeout=10)
+    assert start.returncode == 1 and "none.txt" in start.stderr
+    p = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_answering(port, proc=p)
+        assert query("127.0.0.1", port, "x.flag.blocked.test.").rcode() == dns.rcode.NXDOMAIN
+        assert query("127.0.0.1", port, "ok.flag.blocked.test.").rcode() == dns.rcode.NOERROR
+    finally:
+        p.terminate()
+        assert p.wait(10) == 0, p.stderr.read()
+
+
+def test_a_million_names(fault, rrcache, tmp_path):
+    """A list of a million names built here: loaded, every sampled name blocked, and the
+    process's memory grown by at most 40 bytes a name (loosely: the bench measures it)."""
+    up = fault()
+    big = tmp_path / "big.txt"
+    with open(big, "w") as f:
+        for i in range(1000000):
+            f.write(f"n{i}.tracker{i % 997}.example\n")
+    r0 = rrcache([f"127.0.0.1:{up.port}"])
+    base = r0.metrics()[("process_resident_memory_bytes", frozenset())]
+    r = rrcache([f"127.0.0.1:{up.port}"], config_extra=f'policy:\n  blocklists: ["{big}"]\n')
+    rss = r.metrics()[("process_resident_memory_bytes", frozenset())]
+    assert "policy: 1000000 rules from 1 list(s)" in r.log()
+    for i in range(0, 1000000, 99991):
+        assert r.query(f"n{i}.tracker{i % 997}.example.").rcode() == dns.rcode.NXDOMAIN
+    assert r.query("n1.tracker2.example.").rcode() == dns.rcode.NOERROR
+    assert rss - base <= 40 * 1000000, (rss - base)
