@@ -6,7 +6,10 @@ Each figure is a difference of whole-process runs under valgrind, so start-up an
 cancel out: (run with warm-up + N queries) - (run with warm-up only), divided by N.
 With --redis, also per L2 hit (cold L1, the answer in Redis), with a fleet key_secret (sealed
 values: no second ldns parse) and without one.
-Usage: bench/instructions.py [--hits N] [--misses N] [--redis]
+With --policy, what a blocklist of a million names costs: instructions per hit with and
+without it (the names asked are not on it: the check every query pays), per blocked query,
+and, natively, the list's load time and the resident memory it adds.
+Usage: bench/instructions.py [--hits N] [--misses N] [--redis] [--policy]
 """
 import argparse
 import os
@@ -83,11 +86,62 @@ def l2_hits(knot_port, work, warm, n):
     return rows
 
 
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        return int([line.split()[1] for line in f if line.startswith("VmRSS")][0])
+
+
+def policy_costs(knot_port, work, warm, hits, n_hits):
+    """The 1 M-name blocklist: load time and memory (native runs), instructions per hit with
+    and without it and per blocked query (callgrind)."""
+    big = os.path.join(work, "block-1m.txt")
+    # Names of 2 to 5 labels, as real lists have, so that every suffix of a query is looked up.
+    def listed(i):
+        return [f"t{i}.example", f"n{i}.tracker{i % 997}.example",
+                f"a.n{i}.ads{i % 31}.example", f"x.a.n{i}.cdn{i % 7}.example"][i % 4]
+    with open(big, "w") as f:
+        for i in range(1000000):
+            f.write(listed(i) + "\n")
+    blocked = os.path.join(work, "blocked.txt")
+    B.write_names(blocked, [listed(i * 97 % 1000000) + "." for i in range(n_hits)])
+    loads, rss = [], []
+    for with_list in (False, True, False, True, False, True):
+        port = free_port()
+        more = (["--blocklist", big] if with_list else []) + ["--log-level", "info"]
+        p = subprocess.Popen(B.rrcache_args(port, knot_port) + more,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        B.wait_port(port, p)
+        rss.append((with_list, rss_kb(p.pid)))
+        p.send_signal(signal.SIGTERM)
+        err = p.communicate(timeout=30)[1]
+        m = re.search(r"policy: (\d+) rules .* in (\d+) ms", err)
+        if with_list and m:
+            loads.append(int(m.group(2)))
+    plain = sorted(k for w, k in rss if not w)[1]
+    listed = sorted(k for w, k in rss if w)[1]
+    print(f"1,000,000-name blocklist: load {sorted(loads)[1]} ms (median of 3), resident "
+          f"memory +{(listed - plain) * 1024 / 1e6:.1f} bytes per name "
+          f"({plain} kB without, {listed} kB with)", flush=True)
+    more = ["--blocklist", big]
+    base0, _ = one_run(knot_port, 1, work, warm, None)
+    h0, n0 = one_run(knot_port, 1, work, warm, hits)
+    base1, _ = one_run(knot_port, 1, work, warm, None, more)
+    h1, n1 = one_run(knot_port, 1, work, warm, hits, more)
+    b1, nb = one_run(knot_port, 1, work, warm, blocked, more)
+    per0, per1 = (h0 - base0) / max(n0, 1), (h1 - base1) / max(n1, 1)
+    per_blocked = (b1 - base1) / max(nb, 1)
+    print(f"per hit: {per0:.0f} instructions without a list, {per1:.0f} with the 1 M list "
+          f"(+{per1 - per0:.0f}); per blocked query: {per_blocked:.0f}", flush=True)
+    return per0, per1, per_blocked
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hits", type=int, default=20000)
     ap.add_argument("--misses", type=int, default=5000)
     ap.add_argument("--redis", action="store_true", help="also per L2 hit")
+    ap.add_argument("--policy", action="store_true",
+                    help="only the cost of a 1 M-name blocklist (per hit, load, memory)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rrc-insn-")
     knot = Knot(extra_zone=B.zone_extra())
@@ -98,6 +152,9 @@ def main():
         B.write_names(hits, [f"b{i % 1000}.example.test." for i in range(args.hits)])
         misses = os.path.join(work, "misses.txt")
         B.write_names(misses, [f"i{i}.u.example.test." for i in range(args.misses)])
+        if args.policy:
+            policy_costs(knot.port, work, warm, hits, args.hits)
+            return
         rows = []
         for workers in (1, 2):
             base, _ = one_run(knot.port, workers, work, warm, None)
