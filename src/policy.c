@@ -139,6 +139,10 @@ enum rrc_policy_line rrc_policy_parse_line(const char *line, size_t len,
 {
 	*n = 0;
 	*why = NULL;
+	/* One line: whatever follows a newline is not part of it (a file is split on them). */
+	const char *nl = memchr(line, '\n', len);
+	if (nl)
+		len = (size_t)(nl - line);
 	const char *s = line, *e = line + len;
 	while (s < e && is_space(*s))
 		s++;
@@ -203,7 +207,7 @@ enum rrc_policy_line rrc_policy_parse_line(const char *line, size_t len,
 	size_t wl = (size_t)(w - s);
 	uint8_t tmp[16];
 	bool hosts = false;
-	if (wl < sizeof(addr)) {
+	if (wl < sizeof(addr) && !memchr(s, '\0', wl)) {
 		memcpy(addr, s, wl);
 		addr[wl] = '\0';
 		hosts = inet_pton(AF_INET, addr, tmp) == 1 || inet_pton(AF_INET6, addr, tmp) == 1;
@@ -220,6 +224,7 @@ enum rrc_policy_line rrc_policy_parse_line(const char *line, size_t len,
 				break;
 			if (!hosts_own_name(p, (size_t)(q - p))) {
 				if (*n == cap) {
+					*n = 0;
 					*why = "too many names on one hosts line";
 					return RRC_PL_BAD;
 				}
