@@ -231,6 +231,10 @@ def write_names(path, names, qtype="A"):
             f.write(f"{n} {qtype}\n")
 
 
+# Where the sections of other benchmarks begin in RESULTS.md (kept by a new run).
+KEPT_MARK = "<!-- sections below are written by other benchmarks -->"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="short runs, under 5 minutes")
@@ -537,8 +541,15 @@ def report(results, rss, names, args, rounds, secs, miss_n, budget=None, sc=None
         lines.append("")
     text = "\n".join(lines)
     print(text)
+    # Sections written by other benchmarks (bench/instructions.py --policy) are kept.
+    kept = ""
+    if os.path.exists(args.out):
+        old = open(args.out).read()
+        i = old.find(KEPT_MARK)
+        if i >= 0:
+            kept = "\n" + old[i:]
     with open(args.out, "w") as f:
-        f.write(text)
+        f.write(text + kept)
 
 
 if __name__ == "__main__":
