@@ -386,11 +386,100 @@ static void keep_stale(struct rrc_query *q, const uint8_t *stale, size_t len)
 static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, size_t len,
 			     const struct rrc_wire_reply *r);
 
+/* What a blocked name is answered (policy.block_response). */
+static size_t blocked_answer(const struct rrc_policy_conf *pc, const uint8_t *pkt,
+			     const struct rrc_wire_query *wq, uint8_t *out, size_t cap)
+{
+	static const uint8_t any4[4], any6[16];
+	switch (pc->response) {
+	case RRC_BLOCK_REFUSED:
+		return rrc_wire_synth(pkt, wq, RRC_RCODE_REFUSED, false, out, cap);
+	case RRC_BLOCK_NULL:
+		if (wq->qtype == RRC_TYPE_A && wq->qclass == 1)
+			return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, any4, 4, false,
+						      pc->block_ttl, out, cap);
+		if (wq->qtype == RRC_TYPE_AAAA && wq->qclass == 1)
+			return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, any6, 16, false,
+						      pc->block_ttl, out, cap);
+		return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, NULL, 0, true,
+					      pc->block_ttl, out, cap);
+	case RRC_BLOCK_NODATA:
+		return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, NULL, 0, true,
+					      pc->block_ttl, out, cap);
+	case RRC_BLOCK_NXDOMAIN:
+	default:
+		return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NXDOMAIN, NULL, 0, true,
+					      pc->block_ttl, out, cap);
+	}
+}
+
+/* CNAME cloaking: a blocked name behind a CNAME of an answer. */
+struct cname_check {
+	const struct rrc_policy *matcher;
+	unsigned list;
+};
+
+static bool cname_is_blocked(void *ctx, const uint8_t *name, size_t name_len)
+{
+	struct cname_check *cc = ctx;
+	return rrc_policy_check(cc->matcher, name, name_len, ~(uint64_t)0, &cc->list) ==
+	       RRC_PV_BLOCK;
+}
+
+/* True when answer (len bytes) leads through a CNAME to a blocked name; *list says which. */
+static bool answer_cname_blocked(const struct rrc_policy_conf *pc, const uint8_t *answer,
+				 size_t len, unsigned *list)
+{
+	if (len < RRC_WIRE_HDR || rrc_get16(answer + 6) == 0)
+		return false;
+	struct cname_check cc = {.matcher = pc->matcher};
+	if (!rrc_wire_any_cname(answer, len, cname_is_blocked, &cc))
+		return false;
+	*list = cc.list;
+	return true;
+}
+
+/* Answers every waiter with the answer to a blocked name (its CNAME target was) and ends
+ * the query: each client's question is rebuilt from what the waiter kept. */
+static void answer_waiters_blocked(struct rrc_query *q, const struct rrc_policy_conf *pc,
+				   unsigned list)
+{
+	struct rrc_queries *qs = q->qs;
+	struct rrc_worker_stats *st = qs->env->st;
+	for (struct waiter *wt = q->waiters; wt; wt = wt->next) {
+		struct rrc_wire_client c;
+		waiter_client(wt, &c);
+		uint8_t qpkt[RRC_WIRE_HDR + RRC_WIRE_MAX_NAME + 4 + RRC_WIRE_OPT_LEN];
+		size_t qn = rrc_wire_synth_client(&c, q->qtype, q->qclass, 0, qpkt, sizeof(qpkt));
+		struct rrc_wire_query wq;
+		enum rrc_wire_reason why;
+		size_t n = 0;
+		if (qn) {
+			rrc_put16(qpkt + 2, rrc_get16(qpkt + 2) & (uint16_t)~RRC_F_QR);
+			if (rrc_wire_check_query(qpkt, qn, &wq, &why) == RRC_WIRE_OK)
+				n = blocked_answer(pc, qpkt, &wq, qs->ans, sizeof(qs->ans));
+		}
+		st->policy_blocked[list]++;
+		st->answered++;
+		answer_waiter(qs, wt, qs->ans, n);
+	}
+	query_end(q);
+}
+
 /* Answers every waiter from a stored answer (slen bytes) and ends the query. */
 static void answer_waiters(struct rrc_query *q, const uint8_t *stored, size_t slen)
 {
 	struct rrc_queries *qs = q->qs;
 	struct rrc_worker_stats *st = qs->env->st;
+	const struct rrc_policy_conf *pc = &rrc_env_cfg(qs->env)->policy;
+	unsigned list;
+	if (pc->matcher && q->waiters &&
+	    rrc_policy_check(pc->matcher, q->key, q->waiters->qname_len, ~(uint64_t)0, &list) ==
+		    RRC_PV_PASS &&
+	    answer_cname_blocked(pc, stored, slen, &list)) {
+		answer_waiters_blocked(q, pc, list);
+		return;
+	}
 	for (struct waiter *wt = q->waiters; wt; wt = wt->next) {
 		struct rrc_wire_client c;
 		waiter_client(wt, &c);
@@ -749,33 +838,6 @@ static void count_client(struct rrc_top *top, const struct sockaddr *peer)
 	rrc_top_add(top, RRC_TOP_CLIENTS, k, n);
 }
 
-/* What a blocked name is answered (policy.block_response). */
-static size_t blocked_answer(const struct rrc_policy_conf *pc, const uint8_t *pkt,
-			     const struct rrc_wire_query *wq, uint8_t *out, size_t cap)
-{
-	static const uint8_t any4[4], any6[16];
-	switch (pc->response) {
-	case RRC_BLOCK_REFUSED:
-		return rrc_wire_synth(pkt, wq, RRC_RCODE_REFUSED, false, out, cap);
-	case RRC_BLOCK_NULL:
-		if (wq->qtype == RRC_TYPE_A && wq->qclass == 1)
-			return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, any4, 4, false,
-						      pc->block_ttl, out, cap);
-		if (wq->qtype == RRC_TYPE_AAAA && wq->qclass == 1)
-			return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, any6, 16, false,
-						      pc->block_ttl, out, cap);
-		return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, NULL, 0, true,
-					      pc->block_ttl, out, cap);
-	case RRC_BLOCK_NODATA:
-		return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, NULL, 0, true,
-					      pc->block_ttl, out, cap);
-	case RRC_BLOCK_NXDOMAIN:
-	default:
-		return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NXDOMAIN, NULL, 0, true,
-					      pc->block_ttl, out, cap);
-	}
-}
-
 /* rrc_query_handle without the accounting of the answer. */
 static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const uint8_t *pkt,
 		     size_t len, uint8_t *out, size_t cap)
@@ -838,10 +900,10 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 	}
 	/* Domain lists: after the ACL, before the cache (a blocked name costs no lookup). */
 	const struct rrc_policy_conf *pc = &ref->cfg->policy;
+	enum rrc_policy_verdict pv = RRC_PV_PASS;
+	unsigned list;
 	if (pc->matcher) {
-		unsigned list;
-		enum rrc_policy_verdict pv =
-			rrc_policy_check(pc->matcher, key, wq.qname_len, ~(uint64_t)0, &list);
+		pv = rrc_policy_check(pc->matcher, key, wq.qname_len, ~(uint64_t)0, &list);
 		if (pv == RRC_PV_BLOCK) {
 			st->policy_blocked[list]++;
 			return blocked_answer(pc, pkt, &wq, out, cap);
@@ -860,6 +922,12 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 			env->cache, key, keylen, uv_now(env->loop), out, cap, &alen, &age);
 		if (res == RRC_CACHE_HIT || res == RRC_CACHE_TOO_BIG) {
 			st->cache_hits++;
+			/* A name that is not allowed outright is blocked behind a CNAME too. */
+			if (pc->matcher && pv == RRC_PV_PASS && res == RRC_CACHE_HIT &&
+			    answer_cname_blocked(pc, out, alen, &list)) {
+				st->policy_blocked[list]++;
+				return blocked_answer(pc, pkt, &wq, out, cap);
+			}
 			size_t n = rrc_wire_finish(out, alen, cap, age, &wc);
 			if (n && (rrc_get16(out + 2) & RRC_F_TC))
 				st->truncated++;

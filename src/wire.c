@@ -423,6 +423,38 @@ size_t rrc_wire_synth_blocked(const uint8_t *pkt, const struct rrc_wire_query *q
 	return len;
 }
 
+bool rrc_wire_any_cname(const uint8_t *msg, size_t len,
+			bool (*fn)(void *ctx, const uint8_t *name, size_t name_len), void *ctx)
+{
+	if (len < RRC_WIRE_HDR || rrc_get16(msg + 4) != 1)
+		return false;
+	unsigned an = rrc_get16(msg + 6);
+	size_t off, nlen;
+	if (rrc_wire_name(msg, len, RRC_WIRE_HDR, &off, &nlen, NULL) != 0)
+		return false;
+	off += 4;
+	uint8_t target[RRC_WIRE_MAX_NAME];
+	for (unsigned i = 0; i < an; i++) {
+		size_t end;
+		if (rrc_wire_name(msg, len, off, &end, &nlen, NULL) != 0 || end + 10 > len)
+			return false;
+		uint16_t type = rrc_get16(msg + end);
+		size_t rdlen = rrc_get16(msg + end + 8), rd = end + 10;
+		if (rd + rdlen > len)
+			return false;
+		if (type == 5) { /* CNAME */
+			size_t tend;
+			if (rrc_wire_name(msg, len, rd, &tend, &nlen, target) != 0 ||
+			    tend != rd + rdlen)
+				return false;
+			if (fn(ctx, target, nlen))
+				return true;
+		}
+		off = rd + rdlen;
+	}
+	return false;
+}
+
 int rrc_wire_check_reply(const uint8_t *pkt, size_t len, struct rrc_wire_reply *r)
 {
 	memset(r, 0, sizeof(*r));

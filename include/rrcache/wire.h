@@ -155,6 +155,14 @@ size_t rrc_wire_synth_blocked(const uint8_t *pkt, const struct rrc_wire_query *q
 size_t rrc_wire_append_opt(uint8_t *msg, size_t len, size_t cap, bool do_bit, unsigned rcode);
 
 /*
+ * Calls fn with the target of each CNAME record in msg's answer section (uncompressed,
+ * lowercased wire form), in order, until fn returns true; returns whether one did. A message
+ * that cannot be walked gives false (it was checked before it was stored).
+ */
+bool rrc_wire_any_cname(const uint8_t *msg, size_t len,
+			bool (*fn)(void *ctx, const uint8_t *name, size_t name_len), void *ctx);
+
+/*
  * Walks a name starting at off. On success returns 0, sets *end to the offset after the name
  * as it appears at off (after the first pointer, if any) and *name_len to its uncompressed
  * wire length. If out is non-NULL, writes the uncompressed, lowercased name there

@@ -179,3 +179,46 @@ def test_a_million_names(fault, rrcache, tmp_path):
         assert r.query(f"n{i}.tracker{i % 997}.example.").rcode() == dns.rcode.NXDOMAIN
     assert r.query("n1.tracker2.example.").rcode() == dns.rcode.NOERROR
     assert rss - base <= 40 * 1000000, (rss - base)
+
+
+def cname_answer(q, t):
+    """cloak*.test. -> CNAME to a name on the list (and its A), others the default."""
+    import dns.rrset
+    from helpers import default_answer
+    name = q.question[0].name.to_text()
+    if not name.startswith(("cloak", "okcloak")):
+        return default_answer(q)
+    r = dns.message.make_response(q)
+    target = "edge.plain.blocked.test."
+    r.answer.append(dns.rrset.from_text(name, 300, "IN", "CNAME", target))
+    if q.question[0].rdtype == dns.rdatatype.A:
+        r.answer.append(dns.rrset.from_text(target, 300, "IN", "A", "192.0.2.66"))
+    return r
+
+
+def test_cname_cloaking(fault, rrcache, tmp_path):
+    """A name that is not on the list but answers with a CNAME to one that is, is blocked:
+    on the miss (every client waiting on it) and on the hits after it; a name allowed outright
+    is not."""
+    import threading
+    up = fault(cname_answer)
+    r = rrcache([f"127.0.0.1:{up.port}"],
+                config_extra=policy_conf(tmp_path, allow="okcloak.test\n"))
+    # Two clients at once on the same miss.
+    results = []
+    ts = [threading.Thread(target=lambda: results.append(r.query("cloak.test."))) for _ in range(2)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    for resp in results + [r.query("cloak.test."), r.query("Cloak.Test.")]:
+        assert resp.rcode() == dns.rcode.NXDOMAIN and not resp.answer
+        assert resp.authority[0].rdtype == dns.rdatatype.SOA
+    assert results[0].question[0].name.to_text() == "cloak.test."
+    assert up.count("cloak.test.") == 1  # one upstream query, then the cache
+    ok = r.query("okcloak.test.")
+    assert ok.rcode() == dns.rcode.NOERROR and ok.answer
+    m = r.metrics()
+    blk = str(tmp_path / "block.txt")
+    assert m[("rrcache_policy_answers_total",
+              frozenset({("action", "blocked"), ("list", blk)}))] == 4
