@@ -355,6 +355,7 @@ enum kind {
 	K_BLOCKLISTS,
 	K_ALLOWLISTS,
 	K_BLOCK_RESPONSE,
+	K_GROUPS,
 	K_POW2, /* uint32_t, a power of two in [min, max] */
 };
 
@@ -468,6 +469,7 @@ static const struct key policy_keys[] = {{"blocklists", K_BLOCKLISTS, 0, 0, 0, N
 					 {"allowlists", K_ALLOWLISTS, 0, 0, 0, NULL},
 					 {"block_response", K_BLOCK_RESPONSE, 0, 0, 0, NULL},
 					 {"block_ttl", K_TTL, FP(block_ttl), 0, 86400, NULL},
+					 {"groups", K_GROUPS, 0, 0, 0, NULL},
 					 {NULL, 0, 0, 0, 0, NULL}};
 
 static const struct key top_keys[] = {
@@ -763,12 +765,117 @@ static int walk_map(struct ctx *c, const yaml_node_t *n, const struct key *table
 	return 0;
 }
 
+/* The scalars of a list (or one scalar) at n, each given to fn. */
+static int each_scalar(struct ctx *c, const yaml_node_t *n, const char *key,
+		       int (*fn)(struct ctx *c, const yaml_node_t *n, const char *key,
+				 const char *s, void *arg),
+		       void *arg)
+{
+	if (n->type == YAML_SCALAR_NODE)
+		return scalar(n)[0] ? fn(c, n, key, scalar(n), arg) : 0;
+	if (n->type != YAML_SEQUENCE_NODE)
+		return fail(c, n, key, "expected a list");
+	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	     it++) {
+		const yaml_node_t *item = yaml_document_get_node(c->doc, *it);
+		const char *s = scalar(item);
+		if (!s)
+			return fail(c, item, key, "expected a plain value");
+		int rc = fn(c, item, key, s, arg);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+static int group_client(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
+			void *arg)
+{
+	struct rrc_policy_group *g = arg;
+	return add_rule_at(c, n, key, &g->clients, &g->n_clients, s, true,
+			   "192.168.1.0/24 or fd00::/8");
+}
+
+static int group_list(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
+		      void *arg)
+{
+	struct rrc_policy_group *g = ((void **)arg)[0];
+	bool allow = ((void **)arg)[1] != NULL;
+	char **paths = allow ? g->allowlists : g->blocklists;
+	unsigned *count = allow ? &g->n_allow : &g->n_block;
+	if (*count >= RRC_POLICY_GROUP_LISTS)
+		return fail(c, n, key, "more than %d lists", RRC_POLICY_GROUP_LISTS);
+	if (!(paths[*count] = strdup(s)))
+		return fail(c, n, key, "out of memory");
+	(*count)++;
+	return 0;
+}
+
+/* policy.groups: a list of {name, clients, blocklists, allowlists, use_global}. */
+static int walk_groups(struct ctx *c, const yaml_node_t *n, const char *path)
+{
+	struct rrc_policy_conf *pc = &c->cfg->policy;
+	if (n->type == YAML_SCALAR_NODE && scalar(n)[0] == '\0')
+		return 0;
+	if (n->type != YAML_SEQUENCE_NODE)
+		return fail(c, n, path, "expected a list of groups");
+	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	     it++) {
+		const yaml_node_t *gn = yaml_document_get_node(c->doc, *it);
+		if (gn->type != YAML_MAPPING_NODE)
+			return fail(c, gn, path, "a group is a mapping (name, clients, ...)");
+		if (pc->n_groups >= RRC_POLICY_MAX_GROUPS)
+			return fail(c, gn, path, "more than %d groups", RRC_POLICY_MAX_GROUPS);
+		struct rrc_policy_group *g = &pc->groups[pc->n_groups++];
+		g->use_global = true;
+		for (yaml_node_pair_t *p = gn->data.mapping.pairs.start;
+		     p < gn->data.mapping.pairs.top; p++) {
+			const yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+			const yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+			const char *ks = scalar(k), *vs = scalar(v);
+			char kp[128];
+			snprintf(kp, sizeof(kp), "%s.%.40s", path, ks ? ks : "?");
+			int rc = 0;
+			if (ks && strcmp(ks, "name") == 0) {
+				if (!vs || !vs[0] || strlen(vs) >= sizeof(g->name))
+					return fail(c, v, kp, "want a name of 1 to %zu characters",
+						    sizeof(g->name) - 1);
+				for (unsigned i = 0; i + 1 < pc->n_groups; i++)
+					if (strcmp(pc->groups[i].name, vs) == 0)
+						return fail(c, v, kp, "'%.31s' given twice", vs);
+				snprintf(g->name, sizeof(g->name), "%s", vs);
+			} else if (ks && strcmp(ks, "clients") == 0) {
+				rc = each_scalar(c, v, kp, group_client, g);
+			} else if (ks && (strcmp(ks, "blocklists") == 0 ||
+					  strcmp(ks, "allowlists") == 0)) {
+				void *arg[2] = {g, ks[0] == 'a' ? g : NULL};
+				rc = each_scalar(c, v, kp, group_list, arg);
+			} else if (ks && strcmp(ks, "use_global") == 0) {
+				if (!vs || (strcmp(vs, "true") && strcmp(vs, "false")))
+					return fail(c, v, kp, "want true or false");
+				g->use_global = vs[0] == 't';
+			} else {
+				return fail(c, k, kp,
+					    "unknown key (name, clients, blocklists, allowlists, "
+					    "use_global)");
+			}
+			if (rc)
+				return rc;
+		}
+		if (!g->name[0] || g->n_clients == 0)
+			return fail(c, gn, path, "a group needs a name and clients");
+	}
+	return 0;
+}
+
 static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, const char *path)
 {
 	struct rrc_config *cfg = c->cfg;
 	uint8_t *base = (uint8_t *)cfg;
 	if (k->kind == K_SECTION)
 		return walk_map(c, v, k->sub, path);
+	if (k->kind == K_GROUPS)
+		return walk_groups(c, v, path);
 	if (k->kind == K_LISTEN || k->kind == K_SERVERS || k->kind == K_ALLOW ||
 	    k->kind == K_DENY || k->kind == K_STATS_ALLOW || k->kind == K_BLOCKLISTS ||
 	    k->kind == K_ALLOWLISTS) {
@@ -1292,6 +1399,19 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 	return 0;
 }
 
+/* The index of path among the n in list, adding it when absent (a file named by several
+ * groups is loaded once). -1 when there are too many. */
+static int list_index(const char **list, size_t *n, const char *path)
+{
+	for (size_t i = 0; i < *n; i++)
+		if (strcmp(list[i], path) == 0)
+			return (int)i;
+	if (*n >= RRC_POLICY_MAX_LISTS)
+		return -1;
+	list[*n] = path;
+	return (int)(*n)++;
+}
+
 int rrc_config_load_policy(struct rrc_config *cfg, const struct rrc_config *previous, char *report,
 			   size_t report_cap, char err[RRC_ERR_LEN])
 {
@@ -1300,16 +1420,101 @@ int rrc_config_load_policy(struct rrc_config *cfg, const struct rrc_config *prev
 		report[0] = '\0';
 	rrc_policy_put(pc->matcher);
 	pc->matcher = NULL;
-	if (pc->n_block + pc->n_allow == 0)
+	/* Every file once: the blocklists (global, then each group's), then the allowlists;
+	 * the matcher numbers them in that order, block ones first. */
+	const char *block[RRC_POLICY_MAX_LISTS], *allow[RRC_POLICY_MAX_LISTS];
+	size_t nb = 0, na = 0;
+	int bi[RRC_POLICY_MAX_LISTS], ai[RRC_POLICY_MAX_LISTS];
+	int gbi[RRC_POLICY_MAX_GROUPS][RRC_POLICY_GROUP_LISTS];
+	int gai[RRC_POLICY_MAX_GROUPS][RRC_POLICY_GROUP_LISTS];
+	bool full = false;
+	for (unsigned i = 0; i < pc->n_block; i++)
+		full |= (bi[i] = list_index(block, &nb, pc->blocklists[i])) < 0;
+	for (unsigned g = 0; g < pc->n_groups; g++)
+		for (unsigned i = 0; i < pc->groups[g].n_block; i++)
+			full |= (gbi[g][i] = list_index(block, &nb, pc->groups[g].blocklists[i])) <
+				0;
+	for (unsigned i = 0; i < pc->n_allow; i++)
+		full |= (ai[i] = list_index(allow, &na, pc->allowlists[i])) < 0;
+	for (unsigned g = 0; g < pc->n_groups; g++)
+		for (unsigned i = 0; i < pc->groups[g].n_allow; i++)
+			full |= (gai[g][i] = list_index(allow, &na, pc->groups[g].allowlists[i])) <
+				0;
+	if (full || nb + na > RRC_POLICY_MAX_LISTS) {
+		snprintf(err, RRC_ERR_LEN, "policy: more than %d different lists",
+			 RRC_POLICY_MAX_LISTS);
+		return -1;
+	}
+	/* The lists that apply to each group, as bits of the matcher's numbering. */
+	pc->default_mask = 0;
+	for (unsigned i = 0; i < pc->n_block; i++)
+		pc->default_mask |= (uint64_t)1 << bi[i];
+	for (unsigned i = 0; i < pc->n_allow; i++)
+		pc->default_mask |= (uint64_t)1 << (nb + (size_t)ai[i]);
+	for (unsigned g = 0; g < pc->n_groups; g++) {
+		struct rrc_policy_group *gr = &pc->groups[g];
+		gr->mask = gr->use_global ? pc->default_mask : 0;
+		for (unsigned i = 0; i < gr->n_block; i++)
+			gr->mask |= (uint64_t)1 << gbi[g][i];
+		for (unsigned i = 0; i < gr->n_allow; i++)
+			gr->mask |= (uint64_t)1 << (nb + (size_t)gai[g][i]);
+	}
+	if (nb + na == 0)
 		return 0;
-	pc->matcher = rrc_policy_load((const char *const *)pc->blocklists, pc->n_block,
-				      (const char *const *)pc->allowlists, pc->n_allow, report,
-				      report_cap, err);
+	pc->matcher = rrc_policy_load(block, nb, allow, na, report, report_cap, err);
 	if (pc->matcher)
 		return 0;
-	if (previous)
-		pc->matcher = rrc_policy_hold(previous->policy.matcher);
+	if (previous) {
+		/* The lists loaded before, with the groups' lists as they were numbered then. */
+		const struct rrc_policy_conf *old = &previous->policy;
+		pc->matcher = rrc_policy_hold(old->matcher);
+		pc->default_mask = old->default_mask;
+		for (unsigned g = 0; g < pc->n_groups; g++) {
+			pc->groups[g].mask = old->default_mask;
+			for (unsigned k = 0; k < old->n_groups; k++)
+				if (strcmp(old->groups[k].name, pc->groups[g].name) == 0)
+					pc->groups[g].mask = old->groups[k].mask;
+		}
+	}
 	return -1;
+}
+
+/* Whether sa is inside rule r's network. */
+static bool in_network(const struct rrc_acl_rule *r, const struct sockaddr *sa)
+{
+	const uint8_t *a;
+	if (sa->sa_family == AF_INET && r->family == AF_INET)
+		a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+	else if (sa->sa_family == AF_INET6 && r->family == AF_INET6)
+		a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+	else
+		return false;
+	unsigned full = r->prefix / 8, rest = r->prefix % 8;
+	if (memcmp(a, r->addr, full) != 0)
+		return false;
+	return rest == 0 || ((a[full] ^ r->addr[full]) & (0xFF00 >> rest) & 0xFF) == 0;
+}
+
+int rrc_policy_conf_group(const struct rrc_policy_conf *pc, const struct sockaddr *sa)
+{
+	int best = -1, best_len = -1;
+	for (unsigned g = 0; g < pc->n_groups; g++)
+		for (size_t i = 0; i < pc->groups[g].n_clients; i++) {
+			const struct rrc_acl_rule *r = &pc->groups[g].clients[i];
+			if ((int)r->prefix > best_len && in_network(r, sa)) {
+				best = (int)g;
+				best_len = r->prefix;
+			}
+		}
+	return best;
+}
+
+uint64_t rrc_policy_conf_mask(const struct rrc_policy_conf *pc, const struct sockaddr *sa)
+{
+	if (pc->n_groups == 0)
+		return pc->default_mask;
+	int g = rrc_policy_conf_group(pc, sa);
+	return g < 0 ? pc->default_mask : pc->groups[g].mask;
 }
 
 struct rrc_config *rrc_config_build(const char *path, const struct rrc_config_overrides *ov,
@@ -1347,6 +1552,12 @@ void rrc_config_free(struct rrc_config *cfg)
 		return;
 	free_paths(cfg->policy.blocklists, &cfg->policy.n_block);
 	free_paths(cfg->policy.allowlists, &cfg->policy.n_allow);
+	for (unsigned i = 0; i < cfg->policy.n_groups; i++) {
+		struct rrc_policy_group *g = &cfg->policy.groups[i];
+		free_paths(g->blocklists, &g->n_block);
+		free_paths(g->allowlists, &g->n_allow);
+		free(g->clients);
+	}
 	rrc_policy_put(cfg->policy.matcher);
 	free(cfg->acl_rules);
 	free(cfg->stats.allow);

@@ -252,6 +252,9 @@ struct view_data {
 	struct rrc_topk top[RRC_TOP_CATS][2];
 	struct rrc_policy_list_info lists[RRC_POLICY_MAX_LISTS];
 	size_t n_lists;
+	char groups[RRC_POLICY_MAX_GROUPS][32];
+	const char *group_ptr[RRC_POLICY_MAX_GROUPS];
+	unsigned n_groups;
 	struct rrc_stats_view v;
 };
 
@@ -272,6 +275,11 @@ static void gather(struct rrc_http *h, struct view_data *d, bool with_top)
 	d->n_lists = rrc_policy_lists(cfg->policy.matcher, &li);
 	if (d->n_lists)
 		memcpy(d->lists, li, d->n_lists * sizeof(*li));
+	d->n_groups = cfg->policy.n_groups;
+	for (unsigned i = 0; i < d->n_groups; i++) {
+		snprintf(d->groups[i], sizeof(d->groups[i]), "%s", cfg->policy.groups[i].name);
+		d->group_ptr[i] = d->groups[i];
+	}
 	rrc_cfg_ref_put(ref);
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
@@ -281,6 +289,8 @@ static void gather(struct rrc_http *h, struct view_data *d, bool with_top)
 	d->v.upstream_names = d->name_ptr;
 	d->v.lists = d->lists;
 	d->v.n_lists = d->n_lists;
+	d->v.group_names = d->group_ptr;
+	d->v.n_groups = d->n_groups;
 	d->v.redis_enabled = rrc_server_redis(h->server) != NULL;
 	d->v.version = RRC_VERSION;
 	d->v.libuv_version = uv_version_string();

@@ -413,57 +413,62 @@ static size_t blocked_answer(const struct rrc_policy_conf *pc, const uint8_t *pk
 	}
 }
 
+/* Counts a blocked answer by list and by the client's group. */
+static void count_blocked(struct rrc_worker_stats *st, const struct rrc_policy_conf *pc,
+			  const struct sockaddr *peer, unsigned list)
+{
+	st->policy_blocked[list]++;
+	st->policy_blocked_group[pc->n_groups ? 1 + rrc_policy_conf_group(pc, peer) : 0]++;
+}
+
 /* CNAME cloaking: a blocked name behind a CNAME of an answer. */
 struct cname_check {
 	const struct rrc_policy *matcher;
+	uint64_t mask;
 	unsigned list;
 };
 
 static bool cname_is_blocked(void *ctx, const uint8_t *name, size_t name_len)
 {
 	struct cname_check *cc = ctx;
-	return rrc_policy_check(cc->matcher, name, name_len, ~(uint64_t)0, &cc->list) ==
-	       RRC_PV_BLOCK;
+	return rrc_policy_check(cc->matcher, name, name_len, cc->mask, &cc->list) == RRC_PV_BLOCK;
 }
 
 /* True when answer (len bytes) leads through a CNAME to a blocked name; *list says which. */
-static bool answer_cname_blocked(const struct rrc_policy_conf *pc, const uint8_t *answer,
-				 size_t len, unsigned *list)
+static bool answer_cname_blocked(const struct rrc_policy_conf *pc, uint64_t mask,
+				 const uint8_t *answer, size_t len, unsigned *list)
 {
 	if (len < RRC_WIRE_HDR || rrc_get16(answer + 6) == 0)
 		return false;
-	struct cname_check cc = {.matcher = pc->matcher};
+	struct cname_check cc = {.matcher = pc->matcher, .mask = mask};
 	if (!rrc_wire_any_cname(answer, len, cname_is_blocked, &cc))
 		return false;
 	*list = cc.list;
 	return true;
 }
 
-/* Answers every waiter with the answer to a blocked name (its CNAME target was) and ends
- * the query: each client's question is rebuilt from what the waiter kept. */
-static void answer_waiters_blocked(struct rrc_query *q, const struct rrc_policy_conf *pc,
-				   unsigned list)
+/* The answer to a blocked name for a waiting client (its CNAME target was blocked): its
+ * question rebuilt from what the waiter kept. The length, 0 if none could be made. */
+static size_t blocked_for_waiter(const struct rrc_query *q, const struct waiter *wt,
+				 const struct rrc_policy_conf *pc, uint8_t *out, size_t cap)
 {
-	struct rrc_queries *qs = q->qs;
-	struct rrc_worker_stats *st = qs->env->st;
-	for (struct waiter *wt = q->waiters; wt; wt = wt->next) {
-		struct rrc_wire_client c;
-		waiter_client(wt, &c);
-		uint8_t qpkt[RRC_WIRE_HDR + RRC_WIRE_MAX_NAME + 4 + RRC_WIRE_OPT_LEN];
-		size_t qn = rrc_wire_synth_client(&c, q->qtype, q->qclass, 0, qpkt, sizeof(qpkt));
-		struct rrc_wire_query wq;
-		enum rrc_wire_reason why;
-		size_t n = 0;
-		if (qn) {
-			rrc_put16(qpkt + 2, rrc_get16(qpkt + 2) & (uint16_t)~RRC_F_QR);
-			if (rrc_wire_check_query(qpkt, qn, &wq, &why) == RRC_WIRE_OK)
-				n = blocked_answer(pc, qpkt, &wq, qs->ans, sizeof(qs->ans));
-		}
-		st->policy_blocked[list]++;
-		st->answered++;
-		answer_waiter(qs, wt, qs->ans, n);
-	}
-	query_end(q);
+	struct rrc_wire_client c;
+	waiter_client(wt, &c);
+	uint8_t qpkt[RRC_WIRE_HDR + RRC_WIRE_MAX_NAME + 4 + RRC_WIRE_OPT_LEN];
+	size_t qn = rrc_wire_synth_client(&c, q->qtype, q->qclass, 0, qpkt, sizeof(qpkt));
+	struct rrc_wire_query wq;
+	enum rrc_wire_reason why;
+	if (!qn)
+		return 0;
+	rrc_put16(qpkt + 2, rrc_get16(qpkt + 2) & (uint16_t)~RRC_F_QR);
+	if (rrc_wire_check_query(qpkt, qn, &wq, &why) != RRC_WIRE_OK)
+		return 0;
+	return blocked_answer(pc, qpkt, &wq, out, cap);
+}
+
+static bool cname_any(void *ctx, const uint8_t *name, size_t name_len)
+{
+	return true;
 }
 
 /* Answers every waiter from a stored answer (slen bytes) and ends the query. */
@@ -472,17 +477,25 @@ static void answer_waiters(struct rrc_query *q, const uint8_t *stored, size_t sl
 	struct rrc_queries *qs = q->qs;
 	struct rrc_worker_stats *st = qs->env->st;
 	const struct rrc_policy_conf *pc = &rrc_env_cfg(qs->env)->policy;
-	unsigned list;
-	if (pc->matcher && q->waiters &&
-	    rrc_policy_check(pc->matcher, q->key, q->waiters->qname_len, ~(uint64_t)0, &list) ==
-		    RRC_PV_PASS &&
-	    answer_cname_blocked(pc, stored, slen, &list)) {
-		answer_waiters_blocked(q, pc, list);
-		return;
-	}
+	/* CNAME cloaking, per client (each has its group's lists); only when the answer has a
+	 * CNAME at all. */
+	bool cnames = pc->matcher && slen >= RRC_WIRE_HDR && rrc_get16(stored + 6) > 0 &&
+		      rrc_wire_any_cname(stored, slen, cname_any, NULL);
 	for (struct waiter *wt = q->waiters; wt; wt = wt->next) {
 		struct rrc_wire_client c;
 		waiter_client(wt, &c);
+		unsigned list;
+		uint64_t mask = cnames ? rrc_policy_conf_mask(pc, &wt->client.peer.sa) : 0;
+		if (cnames &&
+		    rrc_policy_check(pc->matcher, q->key, wt->qname_len, mask, &list) ==
+			    RRC_PV_PASS &&
+		    answer_cname_blocked(pc, mask, stored, slen, &list)) {
+			count_blocked(st, pc, &wt->client.peer.sa, list);
+			st->answered++;
+			answer_waiter(qs, wt, qs->ans,
+				      blocked_for_waiter(q, wt, pc, qs->ans, sizeof(qs->ans)));
+			continue;
+		}
 		memcpy(qs->ans, stored, slen);
 		size_t n = rrc_wire_finish(qs->ans, slen, sizeof(qs->ans), 0, &c);
 		if (n && (rrc_get16(qs->ans + 2) & RRC_F_TC))
@@ -902,10 +915,12 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 	const struct rrc_policy_conf *pc = &ref->cfg->policy;
 	enum rrc_policy_verdict pv = RRC_PV_PASS;
 	unsigned list;
+	uint64_t mask = 0;
 	if (pc->matcher) {
-		pv = rrc_policy_check(pc->matcher, key, wq.qname_len, ~(uint64_t)0, &list);
+		mask = rrc_policy_conf_mask(pc, &c->peer.sa);
+		pv = rrc_policy_check(pc->matcher, key, wq.qname_len, mask, &list);
 		if (pv == RRC_PV_BLOCK) {
-			st->policy_blocked[list]++;
+			count_blocked(st, pc, &c->peer.sa, list);
 			return blocked_answer(pc, pkt, &wq, out, cap);
 		}
 		if (pv == RRC_PV_ALLOW)
@@ -924,8 +939,8 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 			st->cache_hits++;
 			/* A name that is not allowed outright is blocked behind a CNAME too. */
 			if (pc->matcher && pv == RRC_PV_PASS && res == RRC_CACHE_HIT &&
-			    answer_cname_blocked(pc, out, alen, &list)) {
-				st->policy_blocked[list]++;
+			    answer_cname_blocked(pc, mask, out, alen, &list)) {
+				count_blocked(st, pc, &c->peer.sa, list);
 				return blocked_answer(pc, pkt, &wq, out, cap);
 			}
 			size_t n = rrc_wire_finish(out, alen, cap, age, &wc);

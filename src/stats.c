@@ -301,6 +301,17 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 			b, "rrcache_policy_answers_total{action=\"allowed\",list=\"%s\"} %llu\n",
 			path, U(s->policy_allowed[i]));
 	}
+	family(b, "policy_group_blocked_total", "counter",
+	       "Queries answered as blocked, by the client's group (policy.groups; \"default\" for "
+	       "clients in none).");
+	rrc_buf_printf(b, "rrcache_policy_group_blocked_total{group=\"default\"} %llu\n",
+		       U(s->policy_blocked_group[0]));
+	for (unsigned i = 0; i < v->n_groups; i++) {
+		char name[80];
+		label_value(v->group_names[i], name, sizeof(name));
+		rrc_buf_printf(b, "rrcache_policy_group_blocked_total{group=\"%s\"} %llu\n", name,
+			       U(s->policy_blocked_group[1 + i]));
+	}
 	family(b, "policy_rules", "gauge", "Rules loaded from each domain list.");
 	for (size_t i = 0; i < v->n_lists; i++) {
 		char path[300];

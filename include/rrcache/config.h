@@ -79,6 +79,20 @@ enum rrc_block_response {
 	RRC_BLOCK_REFUSED,	/* REFUSED */
 };
 
+/* Client groups of the policy: named sets of client networks with lists of their own. */
+#define RRC_POLICY_GROUP_LISTS 8
+struct rrc_policy_group {
+	char name[32];
+	struct rrc_acl_rule *clients; /* networks (the longest prefix over all groups decides) */
+	size_t n_clients;
+	char *blocklists[RRC_POLICY_GROUP_LISTS]; /* in addition to the global ones */
+	unsigned n_block;
+	char *allowlists[RRC_POLICY_GROUP_LISTS];
+	unsigned n_allow;
+	bool use_global; /* the global lists apply too (default true) */
+	uint64_t mask;	 /* the matcher's lists that apply (rrc_config_load_policy) */
+};
+
 /* Domain block and allow lists (policy.h). The matcher is loaded from the files by
  * rrc_config_load_policy(), not by rrc_config_build(). */
 struct rrc_policy_conf {
@@ -88,8 +102,17 @@ struct rrc_policy_conf {
 	unsigned n_allow;
 	enum rrc_block_response response;
 	uint32_t block_ttl;
+	struct rrc_policy_group groups[RRC_POLICY_MAX_GROUPS];
+	unsigned n_groups;
+	uint64_t default_mask;	    /* lists of a client in no group: the global ones */
 	struct rrc_policy *matcher; /* one reference, or NULL (no lists) */
 };
+
+/* The group of a client (longest prefix over every group's networks): its index, or -1 for
+ * the default group. */
+int rrc_policy_conf_group(const struct rrc_policy_conf *pc, const struct sockaddr *sa);
+/* The lists that apply to a client (a mask for rrc_policy_check). */
+uint64_t rrc_policy_conf_mask(const struct rrc_policy_conf *pc, const struct sockaddr *sa);
 
 struct rrc_config {
 	char *path;	  /* the file it came from, or NULL */

@@ -35,6 +35,8 @@
 
 /* Lists per matcher (block and allow together). */
 #define RRC_POLICY_MAX_LISTS 64
+/* Client groups of a configuration (policy.groups), besides the default group. */
+#define RRC_POLICY_MAX_GROUPS 16
 /* Unreadable lines reported by file:line per load (the rest only counted). */
 #define RRC_POLICY_REPORT_LINES 5
 

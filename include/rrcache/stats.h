@@ -124,6 +124,9 @@ struct rrc_worker_stats {
 	uint64_t acl_dropped, acl_refused;
 	/* Policy: answers decided by a list (index in load order: blocklists, then allowlists). */
 	uint64_t policy_blocked[RRC_POLICY_MAX_LISTS], policy_allowed[RRC_POLICY_MAX_LISTS];
+	/* ... and blocked by the client's group: [0] the default group, [1 + i] policy.groups[i].
+	 */
+	uint64_t policy_blocked_group[1 + RRC_POLICY_MAX_GROUPS];
 	uint64_t upstream_queries, upstream_tcp, upstream_timeouts, upstream_errors;
 	uint64_t unwanted_replies, malformed_replies;
 	uint64_t upstream_local_errors; /* upstream queries this machine could not send */
@@ -161,6 +164,8 @@ struct rrc_stats_view {
 	const struct rrc_topk *top[RRC_TOP_CATS][2]; /* [cat][0 = last minute, 1 = last hour] */
 	const struct rrc_policy_list_info *lists;    /* the policy's lists in force, n_lists */
 	size_t n_lists;
+	const char *const *group_names; /* policy.groups' names, n_groups */
+	unsigned n_groups;
 };
 
 /* Prometheus text format 0.0.4: every family with # HELP and # TYPE, rrcache_ prefix, base

@@ -222,3 +222,55 @@ def test_cname_cloaking(fault, rrcache, tmp_path):
     blk = str(tmp_path / "block.txt")
     assert m[("rrcache_policy_answers_total",
               frozenset({("action", "blocked"), ("list", blk)}))] == 4
+
+
+def ask_from(r, source, name, rdtype="A"):
+    q = dns.message.make_query(name, rdtype)
+    return dns.query.udp(q, r.host, port=r.port, timeout=3, source=source)
+
+
+def test_client_groups(fault, rrcache, tmp_path):
+    """Groups by client network, the longest prefix deciding: kids (127.0.0.2) get an extra
+    list on top of the global one, servers (127.0.0.3/32 inside 127.0.0.0/24) get none, and a
+    client in no group (127.0.0.1) the global list only; a CNAME to a kids-only name is
+    blocked for kids only. Clients are told apart by their source address."""
+    import dns.query
+    up = fault(cname_answer)
+    (tmp_path / "kids.txt").write_text("games.test\nedge.plain.blocked.test\n")
+    (tmp_path / "global.txt").write_text("ads.test\n")
+    conf = f"""policy:
+  blocklists: ["{tmp_path / 'global.txt'}"]
+  groups:
+    - name: kids
+      clients: [127.0.0.2/32, 127.0.0.0/24]
+      blocklists: ["{tmp_path / 'kids.txt'}"]
+    - name: servers
+      clients: [127.0.0.3]
+      use_global: false
+acl:
+  allow: [127.0.0.0/8]
+"""
+    r = rrcache([f"127.0.0.1:{up.port}"], config_extra=conf)
+    NX, OK = dns.rcode.NXDOMAIN, dns.rcode.NOERROR
+    expect = {  # source: (ads.test, games.test, cloak.test)
+        "127.0.0.1": (NX, NX, NX),  # 127.0.0.0/24 is kids too
+        "127.0.0.2": (NX, NX, NX),
+        "127.0.0.3": (OK, OK, OK),  # /32 beats /24; no lists at all
+        "127.0.1.1": (NX, OK, OK),  # in no group: the global list
+    }
+    for src, (ads, games, cloak) in expect.items():
+        assert ask_from(r, src, "ads.test.").rcode() == ads, src
+        assert ask_from(r, src, "games.test.").rcode() == games, src
+        assert ask_from(r, src, "cloak.test.").rcode() == cloak, src
+    m = r.metrics()
+    g = {dict(lab)["group"]: v for (n, lab), v in m.items()
+         if n == "rrcache_policy_group_blocked_total"}
+    assert g == {"default": 1, "kids": 6, "servers": 0}
+    # A group without clients or name is refused at start.
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("policy:\n  groups:\n    - name: x\n")
+    import subprocess
+    from helpers import RRCACHE
+    out = subprocess.run([RRCACHE, "-c", str(bad), "--check-config", "--upstream", "127.0.0.1"],
+                         capture_output=True, text=True, timeout=10)
+    assert out.returncode == 1 and "a group needs a name and clients" in out.stderr
