@@ -21,6 +21,7 @@
 #include <sys/prctl.h>
 #include <unistd.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,8 +139,76 @@ struct app {
 	struct rrc_config_overrides ov;
 	struct rrc_server *server;
 	uv_signal_t sig_term, sig_int, sig_hup;
-	uv_timer_t log_timer; /* writes the counts of repeated log lines */
+	uv_timer_t log_timer; /* writes the counts of repeated log lines, watches the lists */
+	/* The domain list files in force and what they looked like when loaded: a change seen
+	 * twice in a row (a file no longer being written) reloads, as SIGHUP does. */
+	struct list_watch {
+		char path[256];
+		struct stat st;
+		bool exists, changed;
+	} lists[RRC_POLICY_MAX_LISTS];
+	unsigned n_lists;
 };
+
+static bool same_file(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino == b->st_ino && a->st_dev == b->st_dev && a->st_size == b->st_size &&
+	       a->st_mtim.tv_sec == b->st_mtim.tv_sec && a->st_mtim.tv_nsec == b->st_mtim.tv_nsec;
+}
+
+static void watch_one(struct app *app, const char *path)
+{
+	for (unsigned i = 0; i < app->n_lists; i++)
+		if (strcmp(app->lists[i].path, path) == 0)
+			return;
+	if (app->n_lists >= RRC_POLICY_MAX_LISTS)
+		return;
+	struct list_watch *w = &app->lists[app->n_lists++];
+	snprintf(w->path, sizeof(w->path), "%s", path);
+	w->exists = stat(path, &w->st) == 0;
+	w->changed = false;
+}
+
+/* Remembers the list files of cfg as they are now (after a load). */
+static void watch_lists(struct app *app, const struct rrc_config *cfg)
+{
+	const struct rrc_policy_conf *pc = &cfg->policy;
+	app->n_lists = 0;
+	for (unsigned i = 0; i < pc->n_block; i++)
+		watch_one(app, pc->blocklists[i]);
+	for (unsigned i = 0; i < pc->n_allow; i++)
+		watch_one(app, pc->allowlists[i]);
+	for (unsigned g = 0; g < pc->n_groups; g++) {
+		for (unsigned i = 0; i < pc->groups[g].n_block; i++)
+			watch_one(app, pc->groups[g].blocklists[i]);
+		for (unsigned i = 0; i < pc->groups[g].n_allow; i++)
+			watch_one(app, pc->groups[g].allowlists[i]);
+	}
+}
+
+/* True when a list file changed and has stayed the same since the last look. */
+static bool lists_changed(struct app *app)
+{
+	bool reload = false;
+	for (unsigned i = 0; i < app->n_lists; i++) {
+		struct list_watch *w = &app->lists[i];
+		struct stat st;
+		bool exists = stat(w->path, &st) == 0;
+		if (exists == w->exists && (!exists || same_file(&st, &w->st))) {
+			if (w->changed && exists) {
+				rrc_log(RRC_LOG_INFO, RRC_LG_CONFIG,
+					"policy: %s changed, reloading", w->path);
+				reload = true;
+			}
+			w->changed = false;
+			continue;
+		}
+		w->exists = exists;
+		w->st = st;
+		w->changed = true; /* look again in a second */
+	}
+	return reload;
+}
 
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
@@ -246,6 +315,7 @@ static void on_hup(uv_signal_t *h, int signum)
 	struct rrc_cfg_ref *cur = rrc_server_cfg_get(app->server);
 	load_policy(cfg, cur->cfg);
 	rrc_cfg_ref_put(cur);
+	watch_lists(app, cfg);
 	fit_descriptors(cfg);
 	if (rrc_server_reload(app->server, cfg) == 0) {
 		rrc_log(RRC_LOG_INFO, RRC_LG_CONFIG, "configuration reloaded%s%s",
@@ -422,6 +492,9 @@ static void set_option(struct app *app, int opt, const char *v)
 static void on_log_timer(uv_timer_t *t)
 {
 	rrc_log_flush_repeats(false);
+	struct app *app = t->data;
+	if (lists_changed(app))
+		on_hup(&app->sig_hup, SIGHUP);
 }
 
 int main(int argc, char **argv)
@@ -621,6 +694,7 @@ int main(int argc, char **argv)
 		rrc_config_free(cfg);
 		return 1;
 	}
+	watch_lists(&app, cfg);
 	signal(SIGPIPE, SIG_IGN);
 	raise_fd_limit();
 	fit_descriptors(cfg);
@@ -654,6 +728,7 @@ int main(int argc, char **argv)
 	uv_signal_start(&app.sig_int, on_stop_signal, SIGINT);
 	uv_signal_start(&app.sig_hup, on_hup, SIGHUP);
 	uv_timer_init(&loop, &app.log_timer);
+	app.log_timer.data = &app;
 	uv_timer_start(&app.log_timer, on_log_timer, 1000, 1000);
 
 	int rc = rrc_server_start(app.server);

@@ -274,3 +274,19 @@ acl:
     out = subprocess.run([RRCACHE, "-c", str(bad), "--check-config", "--upstream", "127.0.0.1"],
                          capture_output=True, text=True, timeout=10)
     assert out.returncode == 1 and "a group needs a name and clients" in out.stderr
+
+
+def test_list_file_change_reloads(fault, rrcache, tmp_path):
+    """A list file that changes is read again without a SIGHUP, once it has stayed the same
+    for a second (not half-written)."""
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"], config_extra=policy_conf(tmp_path))
+    assert r.query("new.blocked.test.").rcode() == dns.rcode.NOERROR
+    blk = tmp_path / "block.txt"
+    tmp = tmp_path / "block.tmp"
+    tmp.write_text(LIST + "new.blocked.test\n")
+    os.rename(tmp, blk)  # as list updaters do: a new file over the old
+    assert wait_for(lambda: f"policy: {blk} changed, reloading" in r.log(), timeout=6)
+    assert wait_for(lambda: "configuration reloaded" in r.log())
+    assert r.query("new.blocked.test.").rcode() == dns.rcode.NXDOMAIN
+    assert r.log().count("changed, reloading") == 1
