@@ -12,9 +12,18 @@ struct rrc_cfg_ref *rrc_cfg_ref_new(struct rrc_config *cfg, unsigned generation)
 		return NULL;
 	r->acl = rrc_acl_create(cfg->acl_rules, cfg->n_acl_rules);
 	r->stats_allow = rrc_acl_create(cfg->stats.allow, cfg->stats.n_allow);
-	if (!r->acl || !r->stats_allow) {
+	if (cfg->ratelimit.table.qps) {
+		r->ratelimit = rrc_ratelimit_create(&cfg->ratelimit.table);
+		if (cfg->ratelimit.n_exempt)
+			r->ratelimit_exempt =
+				rrc_acl_create(cfg->ratelimit.exempt, cfg->ratelimit.n_exempt);
+	}
+	if (!r->acl || !r->stats_allow || (cfg->ratelimit.table.qps && !r->ratelimit) ||
+	    (cfg->ratelimit.n_exempt && cfg->ratelimit.table.qps && !r->ratelimit_exempt)) {
 		rrc_acl_destroy(r->acl);
 		rrc_acl_destroy(r->stats_allow);
+		rrc_ratelimit_destroy(r->ratelimit);
+		rrc_acl_destroy(r->ratelimit_exempt);
 		free(r);
 		return NULL;
 	}
@@ -36,6 +45,8 @@ void rrc_cfg_ref_put(struct rrc_cfg_ref *ref)
 		return;
 	rrc_acl_destroy(ref->acl);
 	rrc_acl_destroy(ref->stats_allow);
+	rrc_ratelimit_destroy(ref->ratelimit);
+	rrc_acl_destroy(ref->ratelimit_exempt);
 	rrc_config_free(ref->cfg);
 	free(ref);
 }

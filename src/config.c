@@ -63,6 +63,12 @@ static const struct rrc_config rrc_config_defaults = {
 			.key_prefix = "rrc:",
 		},
 	.policy = {.response = RRC_BLOCK_NXDOMAIN, .block_ttl = 60},
+	.ratelimit = {.table = {.qps = 0,
+				.burst = 0,
+				.v4_prefix = 24,
+				.v6_prefix = 56,
+				.table_size = 65536},
+		      .slip = 2},
 	.stats =
 		{
 			.enabled = true,
@@ -356,6 +362,7 @@ enum kind {
 	K_ALLOWLISTS,
 	K_BLOCK_RESPONSE,
 	K_GROUPS,
+	K_EXEMPT,
 	K_POW2, /* uint32_t, a power of two in [min, max] */
 };
 
@@ -472,6 +479,18 @@ static const struct key policy_keys[] = {{"blocklists", K_BLOCKLISTS, 0, 0, 0, N
 					 {"groups", K_GROUPS, 0, 0, 0, NULL},
 					 {NULL, 0, 0, 0, 0, NULL}};
 
+#define FL(field) offsetof(struct rrc_config, ratelimit.field)
+
+static const struct key ratelimit_keys[] = {
+	{"qps", K_UINT, FL(table.qps), 0, 1000000, NULL},
+	{"burst", K_UINT, FL(table.burst), 0, 1u << 23, NULL},
+	{"ipv4_prefix", K_UINT, FL(table.v4_prefix), 8, 32, NULL},
+	{"ipv6_prefix", K_UINT, FL(table.v6_prefix), 16, 128, NULL},
+	{"slip", K_UINT, FL(slip), 0, 100, NULL},
+	{"exempt", K_EXEMPT, 0, 0, 0, NULL},
+	{"table_size", K_UINT, FL(table.table_size), 64, 1u << 26, NULL},
+	{NULL, 0, 0, 0, 0, NULL}};
+
 static const struct key top_keys[] = {
 	{"workers", K_UINT, F(workers), 0, RRC_MAX_WORKERS, NULL},
 	{"user", K_STRING, F(user), 0, sizeof(((struct rrc_config *)0)->user), NULL},
@@ -486,6 +505,7 @@ static const struct key top_keys[] = {
 	{"stats", K_SECTION, 0, 0, 0, stats_keys},
 	{"dnstap", K_SECTION, 0, 0, 0, dnstap_keys},
 	{"policy", K_SECTION, 0, 0, 0, policy_keys},
+	{"ratelimit", K_SECTION, 0, 0, 0, ratelimit_keys},
 	{NULL, 0, 0, 0, 0, NULL}};
 
 struct ctx {
@@ -718,6 +738,10 @@ static int walk_list(struct ctx *c, const yaml_node_t *n, const char *key, enum 
 			rc = add_server(c, item, key, s, 1);
 		} else if (kind == K_STATS_ALLOW) {
 			rc = add_stats_allow(c, item, key, s);
+		} else if (kind == K_EXEMPT) {
+			rc = add_rule_at(c, item, key, &c->cfg->ratelimit.exempt,
+					 &c->cfg->ratelimit.n_exempt, s, true,
+					 "10.0.0.0/8 or fd00::/8");
 		} else if (kind == K_BLOCKLISTS || kind == K_ALLOWLISTS) {
 			rc = add_list_path(c, item, key, s, kind == K_ALLOWLISTS);
 		} else {
@@ -878,7 +902,7 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 		return walk_groups(c, v, path);
 	if (k->kind == K_LISTEN || k->kind == K_SERVERS || k->kind == K_ALLOW ||
 	    k->kind == K_DENY || k->kind == K_STATS_ALLOW || k->kind == K_BLOCKLISTS ||
-	    k->kind == K_ALLOWLISTS) {
+	    k->kind == K_ALLOWLISTS || k->kind == K_EXEMPT) {
 		if (v->type == YAML_SCALAR_NODE && scalar(v)[0] == '\0')
 			return 0; /* an empty value: an empty list */
 		return walk_list(c, v, path, k->kind);
@@ -1559,6 +1583,7 @@ void rrc_config_free(struct rrc_config *cfg)
 		free(g->clients);
 	}
 	rrc_policy_put(cfg->policy.matcher);
+	free(cfg->ratelimit.exempt);
 	free(cfg->acl_rules);
 	free(cfg->stats.allow);
 	free(cfg->path);

@@ -60,6 +60,7 @@ struct waiter {
 
 struct rrc_queries {
 	const struct rrc_env *env;
+	uint32_t slip_count; /* limited queries since the last one slipped (TC=1) */
 	struct rrc_upstreams *ups;
 	struct rrc_redis_tier *redis; /* NULL without Redis */
 	/* In-flight queries by cache key (coalescing, RFC 5452 §5). */
@@ -877,6 +878,21 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 		return rrc_wire_synth(pkt, &wq, RRC_RCODE_REFUSED, false, out, cap);
 	}
 	tap_client(env, RRC_DT_CLIENT_QUERY, c, pkt, len);
+	/* Rate limiting (UDP; cache hits cost too): over the limit, one query in slip is told to
+	 * come back over TCP (RFC 7766: a real client does, a spoofed one cannot), the rest get
+	 * nothing. */
+	if (ref->ratelimit && !c->tcp &&
+	    !(ref->ratelimit_exempt && rrc_acl_allows(ref->ratelimit_exempt, &c->peer.sa)) &&
+	    !rrc_ratelimit_allow(ref->ratelimit, &c->peer.sa, uv_now(env->loop))) {
+		uint32_t slip = ref->cfg->ratelimit.slip;
+		if (slip && v == RRC_WIRE_OK && ++qs->slip_count >= slip) {
+			qs->slip_count = 0;
+			st->ratelimit_slipped++;
+			return rrc_wire_synth(pkt, &wq, RRC_RCODE_NOERROR, true, out, cap);
+		}
+		st->ratelimit_dropped++;
+		return 0;
+	}
 	switch (v) {
 	case RRC_WIRE_OK:
 		break;

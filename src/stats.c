@@ -301,6 +301,13 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 			b, "rrcache_policy_answers_total{action=\"allowed\",list=\"%s\"} %llu\n",
 			path, U(s->policy_allowed[i]));
 	}
+	family(b, "ratelimit_total", "counter",
+	       "UDP queries over their prefix's ratelimit.qps: dropped, or answered TC=1 (slipped) "
+	       "so that a real client asks again over TCP.");
+	rrc_buf_printf(b, "rrcache_ratelimit_total{action=\"dropped\"} %llu\n",
+		       U(s->ratelimit_dropped));
+	rrc_buf_printf(b, "rrcache_ratelimit_total{action=\"slipped\"} %llu\n",
+		       U(s->ratelimit_slipped));
 	family(b, "policy_group_blocked_total", "counter",
 	       "Queries answered as blocked, by the client's group (policy.groups; \"default\" for "
 	       "clients in none).");

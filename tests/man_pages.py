@@ -33,7 +33,7 @@ def man_entries(path):
     """{key: entry text} of the .TP/.B entries of a man page."""
     text = open(path).read()
     out = {}
-    for m in re.finditer(r"^\.TP\n\.B ([a-z_.]+)\n(.*?)(?=^\.(?:TP|SH)\b)", text, re.S | re.M):
+    for m in re.finditer(r"^\.TP\n\.B ([a-z0-9_.]+)\n(.*?)(?=^\.(?:TP|SH)\b)", text, re.S | re.M):
         out[m.group(1)] = m.group(2)
     return out
 

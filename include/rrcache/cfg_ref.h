@@ -12,13 +12,16 @@
 
 #include "rrcache/acl.h"
 #include "rrcache/config.h"
+#include "rrcache/ratelimit.h"
 
 #include <stdatomic.h>
 
 struct rrc_cfg_ref {
 	struct rrc_config *cfg;
-	struct rrc_acl *acl;	     /* cfg's client ACL (acl.rules) */
-	struct rrc_acl *stats_allow; /* cfg's stats.allow */
+	struct rrc_acl *acl;		  /* cfg's client ACL (acl.rules) */
+	struct rrc_acl *stats_allow;	  /* cfg's stats.allow */
+	struct rrc_ratelimit *ratelimit;  /* ratelimit.* (NULL: off); a reload starts a new one */
+	struct rrc_acl *ratelimit_exempt; /* ratelimit.exempt (NULL: none) */
 	atomic_int refs;
 	unsigned generation; /* 0 at start, one more at each reload */
 };

@@ -15,6 +15,7 @@
 #include "rrcache/defs.h"
 #include "rrcache/log.h"
 #include "rrcache/policy.h"
+#include "rrcache/ratelimit.h"
 
 /* Limits of the configuration itself, sized far above any real deployment. */
 #define RRC_MAX_LISTEN 64
@@ -163,6 +164,12 @@ struct rrc_config {
 	struct rrc_stats_conf stats;
 	struct rrc_dnstap_conf dnstap;
 	struct rrc_policy_conf policy;
+	struct {
+		struct rrc_ratelimit_conf table; /* qps 0: off */
+		uint32_t slip;			 /* 1 limited answer in slip is TC=1 (0: none) */
+		struct rrc_acl_rule *exempt;	 /* networks never limited */
+		size_t n_exempt;
+	} ratelimit;
 	bool stats_allow_given; /* internal: the file listed stats.allow */
 	bool no_lookups; /* internal: host names refused, not resolved (rrc_config_overrides) */
 };

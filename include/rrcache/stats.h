@@ -127,6 +127,7 @@ struct rrc_worker_stats {
 	/* ... and blocked by the client's group: [0] the default group, [1 + i] policy.groups[i].
 	 */
 	uint64_t policy_blocked_group[1 + RRC_POLICY_MAX_GROUPS];
+	uint64_t ratelimit_dropped, ratelimit_slipped; /* UDP queries over ratelimit.qps */
 	uint64_t upstream_queries, upstream_tcp, upstream_timeouts, upstream_errors;
 	uint64_t unwanted_replies, malformed_replies;
 	uint64_t upstream_local_errors; /* upstream queries this machine could not send */

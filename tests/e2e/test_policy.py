@@ -290,3 +290,62 @@ def test_list_file_change_reloads(fault, rrcache, tmp_path):
     assert wait_for(lambda: "configuration reloaded" in r.log())
     assert r.query("new.blocked.test.").rcode() == dns.rcode.NXDOMAIN
     assert r.log().count("changed, reloading") == 1
+
+
+def burst_from(r, source, names):
+    """Sends every query at once from source, then reads what comes back within a second:
+    (answers with TC=1, full answers)."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((source, 0))
+    s.settimeout(1.0)
+    for i, n in enumerate(names):
+        q = dns.message.make_query(n, "A")
+        q.id = i
+        s.sendto(q.to_wire(), (r.host, r.port))
+    tc = full = 0
+    try:
+        while True:
+            resp = dns.message.from_wire(s.recv(4096))
+            if resp.flags & dns.flags.TC:
+                tc += 1
+            else:
+                full += 1
+    except socket.timeout:
+        pass
+    s.close()
+    return tc, full
+
+
+def test_rate_limit_with_slip(fault, rrcache):
+    """One client at about 20 times its limit: its burst is answered, then one limited query
+    in two gets TC=1 and the other nothing; a TC answer followed by TCP gets the answer;
+    another prefix is not affected; an exempt network is never limited."""
+    import dns.flags
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"],
+                config_extra="ratelimit:\n  qps: 20\n  slip: 2\n  exempt: [127.0.9.0/24]\n"
+                             "acl:\n  allow: [127.0.0.0/8]\n")
+    # Warm the cache first so that every answer below is a hit (hits are limited too).
+    names = [f"h{i}.rl.test." for i in range(400)]
+    for n in names[:20]:
+        assert query(r.host, r.port, n, tcp=True).rcode() == dns.rcode.NOERROR
+    # A prefix no one used yet (the start-up probes came from 127.0.0.1: the same /24 as
+    # 127.0.0.2, which would find its bucket short of what they took).
+    t0 = time.monotonic()
+    tc, full = burst_from(r, "127.0.5.2", names)
+    elapsed = time.monotonic() - t0
+    limited = 400 - full
+    # The burst (20) and what refilled while the burst was sent.
+    assert 20 <= full <= 20 + 20 * elapsed + 2, (full, elapsed)
+    assert abs(tc - limited / 2) <= 1, (tc, limited)
+    m = r.metrics()
+    dropped = m[("rrcache_ratelimit_total", frozenset({("action", "dropped")}))]
+    slipped = m[("rrcache_ratelimit_total", frozenset({("action", "slipped")}))]
+    assert slipped == tc and dropped + slipped == limited
+    # The TC answer sends a real client to TCP, where it is answered.
+    t = query(r.host, r.port, names[5], tcp=True)
+    assert t.rcode() == dns.rcode.NOERROR and t.answer
+    # Another /24 and an exempt network: all answered.
+    assert burst_from(r, "127.0.1.1", names[:15]) == (0, 15)
+    assert burst_from(r, "127.0.9.1", names[:100]) == (0, 100)
