@@ -444,6 +444,25 @@ static int flush(const struct rrc_config *cfg, const char *name)
 	return 0;
 }
 
+/* A repeatable option: where its items go, and the environment's copy they point into. */
+struct list_opt {
+	int opt;
+	const char *name;
+	const char **items;
+	unsigned *n;
+	unsigned cap;
+	bool given; /* on the command line */
+	char *env;
+};
+
+static struct list_opt *list_opt(struct list_opt *lists, int opt)
+{
+	for (struct list_opt *lo = lists; lo->name; lo++)
+		if (lo->opt == opt)
+			return lo;
+	return NULL;
+}
+
 /* An option with one value, from the command line or the environment. */
 static void set_option(struct app *app, int opt, const char *v)
 {
@@ -523,12 +542,23 @@ int main(int argc, char **argv)
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
-	struct app app = {0};
+	static struct app app; /* static: what the lists below point into stays reachable */
 	bool check = false, flush_all = false;
 	const char *flush_name = NULL;
 	/* The environment first (every option with a value but the one-shot --flush), then the
 	 * command line over it; a list given on the command line replaces the environment's. */
-	static char *env_lists[5]; /* kept to the end: the lists point into them */
+	/* The repeatable options: a list given on the command line replaces the environment's. */
+	static struct list_opt lists[] = {
+		{OPT_LISTEN, "listen", app.ov.listen, &app.ov.n_listen, RRC_MAX_LISTEN},
+		{OPT_UPSTREAM, "upstream", app.ov.upstream, &app.ov.n_upstream, RRC_MAX_UPSTREAMS},
+		{OPT_STATS_ALLOW, "stats-allow", app.ov.stats_allow, &app.ov.n_stats_allow,
+		 RRC_MAX_LISTEN},
+		{OPT_BLOCKLIST, "blocklist", app.ov.blocklist, &app.ov.n_blocklist,
+		 RRC_POLICY_MAX_LISTS},
+		{OPT_ALLOWLIST, "allowlist", app.ov.allowlist, &app.ov.n_allowlist,
+		 RRC_POLICY_MAX_LISTS},
+		{0, NULL, NULL, NULL, 0},
+	};
 	for (const struct option *o = opts; o->name; o++) {
 		const char *v = o->has_arg == required_argument && o->val != OPT_FLUSH
 					? env_value(o->name)
@@ -536,28 +566,11 @@ int main(int argc, char **argv)
 		if (!v)
 			continue;
 		int rc = 0;
-		switch (o->val) {
-		case OPT_LISTEN:
-			rc = split_list(env_lists[0] = strdup(v), app.ov.listen, &app.ov.n_listen,
-					RRC_MAX_LISTEN);
-			break;
-		case OPT_UPSTREAM:
-			rc = split_list(env_lists[1] = strdup(v), app.ov.upstream,
-					&app.ov.n_upstream, RRC_MAX_UPSTREAMS);
-			break;
-		case OPT_STATS_ALLOW:
-			rc = split_list(env_lists[2] = strdup(v), app.ov.stats_allow,
-					&app.ov.n_stats_allow, RRC_MAX_LISTEN);
-			break;
-		case OPT_BLOCKLIST:
-			rc = split_list(env_lists[3] = strdup(v), app.ov.blocklist,
-					&app.ov.n_blocklist, RRC_POLICY_MAX_LISTS);
-			break;
-		case OPT_ALLOWLIST:
-			rc = split_list(env_lists[4] = strdup(v), app.ov.allowlist,
-					&app.ov.n_allowlist, RRC_POLICY_MAX_LISTS);
-			break;
-		default:
+		struct list_opt *lo = list_opt(lists, o->val);
+		if (lo) {
+			lo->env = strdup(v);
+			rc = split_list(lo->env, lo->items, lo->n, lo->cap);
+		} else {
 			set_option(&app, o->val, v);
 		}
 		if (rc) {
@@ -566,32 +579,9 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	bool given_listen = false, given_upstream = false, given_allow = false;
-	bool given_block = false, given_allowlist = false;
 	int c;
 	while ((c = getopt_long(argc, argv, "c:Vh", opts, NULL)) != -1) {
 		switch (c) {
-		case OPT_LISTEN:
-			if (!given_listen)
-				app.ov.n_listen = 0;
-			given_listen = true;
-			if (app.ov.n_listen >= RRC_MAX_LISTEN) {
-				fprintf(stderr, "rrcache: at most %d --listen\n", RRC_MAX_LISTEN);
-				return 1;
-			}
-			app.ov.listen[app.ov.n_listen++] = optarg;
-			break;
-		case OPT_UPSTREAM:
-			if (!given_upstream)
-				app.ov.n_upstream = 0;
-			given_upstream = true;
-			if (app.ov.n_upstream >= RRC_MAX_UPSTREAMS) {
-				fprintf(stderr, "rrcache: at most %d --upstream\n",
-					RRC_MAX_UPSTREAMS);
-				return 1;
-			}
-			app.ov.upstream[app.ov.n_upstream++] = optarg;
-			break;
 		case OPT_CHECK:
 			check = true;
 			break;
@@ -601,34 +591,6 @@ int main(int argc, char **argv)
 		case OPT_FLUSH_ALL:
 			flush_all = true;
 			break;
-		case OPT_STATS_ALLOW:
-			if (!given_allow)
-				app.ov.n_stats_allow = 0;
-			given_allow = true;
-			if (app.ov.n_stats_allow >= RRC_MAX_LISTEN) {
-				fprintf(stderr, "rrcache: at most %d --stats-allow\n",
-					RRC_MAX_LISTEN);
-				return 1;
-			}
-			app.ov.stats_allow[app.ov.n_stats_allow++] = optarg;
-			break;
-		case OPT_BLOCKLIST:
-		case OPT_ALLOWLIST: {
-			bool block = c == OPT_BLOCKLIST;
-			bool *given = block ? &given_block : &given_allowlist;
-			const char **list = block ? app.ov.blocklist : app.ov.allowlist;
-			unsigned *n = block ? &app.ov.n_blocklist : &app.ov.n_allowlist;
-			if (!*given)
-				*n = 0;
-			*given = true;
-			if (*n >= RRC_POLICY_MAX_LISTS) {
-				fprintf(stderr, "rrcache: at most %d --%s\n", RRC_POLICY_MAX_LISTS,
-					block ? "blocklist" : "allowlist");
-				return 1;
-			}
-			list[(*n)++] = optarg;
-			break;
-		}
 		case 'c':
 		case OPT_CACHE_SIZE:
 		case OPT_WORKERS:
@@ -643,6 +605,22 @@ int main(int argc, char **argv)
 		case OPT_STATS_TOKEN_FILE:
 			set_option(&app, c, optarg);
 			break;
+		case OPT_LISTEN:
+		case OPT_UPSTREAM:
+		case OPT_STATS_ALLOW:
+		case OPT_BLOCKLIST:
+		case OPT_ALLOWLIST: {
+			struct list_opt *lo = list_opt(lists, c);
+			if (!lo->given)
+				*lo->n = 0;
+			lo->given = true;
+			if (*lo->n >= lo->cap) {
+				fprintf(stderr, "rrcache: at most %u --%s\n", lo->cap, lo->name);
+				return 1;
+			}
+			lo->items[(*lo->n)++] = optarg;
+			break;
+		}
 		case 'V':
 			print_version();
 			return 0;
@@ -781,7 +759,7 @@ int main(int argc, char **argv)
 	}
 	rrc_log(RRC_LOG_INFO, RRC_LG_MAIN, "stopped");
 	rrc_log_close();
-	for (size_t i = 0; i < RRC_ARRAY_SIZE(env_lists); i++)
-		free(env_lists[i]);
+	for (struct list_opt *lo = lists; lo->name; lo++)
+		free(lo->env);
 	return rc == 0 ? 0 : 1;
 }

@@ -8,16 +8,8 @@ import time
 import dns.rcode
 import pytest
 
-from helpers import FaultUpstream, Rrcache, default_answer
+from helpers import FaultUpstream, Rrcache, default_answer, wait_for
 
-
-def wait_for(cond, timeout=5.0, step=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(step)
-    return cond()
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"),
@@ -84,7 +76,7 @@ def test_log_file_json_and_rotation(fault, rrcache, tmp_path):
     assert r.query("before.test.").rcode() == dns.rcode.NOERROR
     # The query log reaches its file while rrcache runs (flushed at least once a second).
     assert wait_for(lambda: os.path.getsize(tap) > 0 and "before.test" in read_dnstap(str(tap)),
-                    timeout=5)
+                    deadline=5)
     lines = open(log).read().splitlines()
     objs = [json.loads(line) for line in lines]
     assert any("ready" in o["message"] and o["level"] == "info" and o["group"] == "main"
@@ -96,7 +88,7 @@ def test_log_file_json_and_rotation(fault, rrcache, tmp_path):
     assert wait_for(lambda: os.path.exists(log) and "configuration reloaded" in open(log).read())
     assert r.query("after.test.").rcode() == dns.rcode.NOERROR
     assert wait_for(lambda: os.path.exists(tap) and "after.test" in read_dnstap(str(tap)),
-                    timeout=5)
+                    deadline=5)
     rc, _ = r.stop()
     assert rc == 0
     old_tap, new_tap = read_dnstap(str(tap) + ".1"), read_dnstap(str(tap))

@@ -9,16 +9,8 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from helpers import query
+from helpers import query, wait_for
 
-
-def wait_for(cond, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.05)
-    return cond()
 
 
 LIST = """# hosts, plain, adblock, wildcard
@@ -286,7 +278,7 @@ def test_list_file_change_reloads(fault, rrcache, tmp_path):
     tmp = tmp_path / "block.tmp"
     tmp.write_text(LIST + "new.blocked.test\n")
     os.rename(tmp, blk)  # as list updaters do: a new file over the old
-    assert wait_for(lambda: f"policy: {blk} changed, reloading" in r.log(), timeout=6)
+    assert wait_for(lambda: f"policy: {blk} changed, reloading" in r.log(), deadline=6)
     assert wait_for(lambda: "configuration reloaded" in r.log())
     assert r.query("new.blocked.test.").rcode() == dns.rcode.NXDOMAIN
     assert r.log().count("changed, reloading") == 1
