@@ -362,6 +362,7 @@ enum kind {
 	K_ALLOWLISTS,
 	K_BLOCK_RESPONSE,
 	K_GROUPS,
+	K_ANY_UDP,
 	K_EXEMPT,
 	K_POW2, /* uint32_t, a power of two in [min, max] */
 };
@@ -477,6 +478,7 @@ static const struct key policy_keys[] = {{"blocklists", K_BLOCKLISTS, 0, 0, 0, N
 					 {"block_response", K_BLOCK_RESPONSE, 0, 0, 0, NULL},
 					 {"block_ttl", K_TTL, FP(block_ttl), 0, 86400, NULL},
 					 {"groups", K_GROUPS, 0, 0, 0, NULL},
+					 {"any_udp", K_ANY_UDP, 0, 0, 0, NULL},
 					 {NULL, 0, 0, 0, 0, NULL}};
 
 #define FL(field) offsetof(struct rrc_config, ratelimit.field)
@@ -985,6 +987,16 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 		}
 		return fail(c, v, path,
 			    "unknown response '%.40s' (nxdomain, nodata, null, refused)", s);
+	}
+	case K_ANY_UDP: {
+		static const char *const names[] = {"hinfo", "tc", "forward"};
+		for (size_t i = 0; i < RRC_ARRAY_SIZE(names); i++) {
+			if (strcmp(s, names[i]) == 0) {
+				cfg->policy.any_udp = (enum rrc_any_udp)i;
+				return 0;
+			}
+		}
+		return fail(c, v, path, "unknown answer '%.40s' (hinfo, tc, forward)", s);
 	}
 	case K_LOG_TARGET:
 		if (rrc_log_target_parse(s, &cfg->log_target))

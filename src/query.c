@@ -397,20 +397,20 @@ static size_t blocked_answer(const struct rrc_policy_conf *pc, const uint8_t *pk
 		return rrc_wire_synth(pkt, wq, RRC_RCODE_REFUSED, false, out, cap);
 	case RRC_BLOCK_NULL:
 		if (wq->qtype == RRC_TYPE_A && wq->qclass == 1)
-			return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, any4, 4, false,
-						      pc->block_ttl, out, cap);
+			return rrc_wire_synth_answer(pkt, wq, RRC_RCODE_NOERROR, RRC_TYPE_A, any4,
+						     4, false, pc->block_ttl, out, cap);
 		if (wq->qtype == RRC_TYPE_AAAA && wq->qclass == 1)
-			return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, any6, 16, false,
-						      pc->block_ttl, out, cap);
-		return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, NULL, 0, true,
-					      pc->block_ttl, out, cap);
+			return rrc_wire_synth_answer(pkt, wq, RRC_RCODE_NOERROR, RRC_TYPE_AAAA,
+						     any6, 16, false, pc->block_ttl, out, cap);
+		return rrc_wire_synth_answer(pkt, wq, RRC_RCODE_NOERROR, 0, NULL, 0, true,
+					     pc->block_ttl, out, cap);
 	case RRC_BLOCK_NODATA:
-		return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NOERROR, NULL, 0, true,
-					      pc->block_ttl, out, cap);
+		return rrc_wire_synth_answer(pkt, wq, RRC_RCODE_NOERROR, 0, NULL, 0, true,
+					     pc->block_ttl, out, cap);
 	case RRC_BLOCK_NXDOMAIN:
 	default:
-		return rrc_wire_synth_blocked(pkt, wq, RRC_RCODE_NXDOMAIN, NULL, 0, true,
-					      pc->block_ttl, out, cap);
+		return rrc_wire_synth_answer(pkt, wq, RRC_RCODE_NXDOMAIN, 0, NULL, 0, true,
+					     pc->block_ttl, out, cap);
 	}
 }
 
@@ -941,6 +941,15 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 		}
 		if (pv == RRC_PV_ALLOW)
 			st->policy_allowed[list]++;
+	}
+	/* RFC 8482: ANY over UDP is a cheap amplifier; answer it small (or send it to TCP). */
+	if (wq.qtype == RRC_TYPE_ANY && !c->tcp && pc->any_udp != RRC_ANY_FORWARD) {
+		st->any_udp++;
+		if (pc->any_udp == RRC_ANY_TC)
+			return rrc_wire_synth(pkt, &wq, RRC_RCODE_NOERROR, true, out, cap);
+		static const uint8_t hinfo[] = {7, 'R', 'F', 'C', '8', '4', '8', '2', 0};
+		return rrc_wire_synth_answer(pkt, &wq, RRC_RCODE_NOERROR, RRC_TYPE_HINFO, hinfo,
+					     sizeof(hinfo), false, RRC_ANY_HINFO_TTL, out, cap);
 	}
 	struct rrc_wire_client wc;
 	rrc_wire_client_from_query(&wc, pkt, &wq, limit);

@@ -308,6 +308,9 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		       U(s->ratelimit_dropped));
 	rrc_buf_printf(b, "rrcache_ratelimit_total{action=\"slipped\"} %llu\n",
 		       U(s->ratelimit_slipped));
+	single(b, "any_udp_total", "counter",
+	       "ANY queries over UDP answered by rrcache per RFC 8482 (policy.any_udp).",
+	       s->any_udp);
 	family(b, "policy_group_blocked_total", "counter",
 	       "Queries answered as blocked, by the client's group (policy.groups; \"default\" for "
 	       "clients in none).");

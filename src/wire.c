@@ -371,14 +371,14 @@ size_t rrc_wire_synth(const uint8_t *pkt, const struct rrc_wire_query *q, unsign
 	return len;
 }
 
-size_t rrc_wire_synth_blocked(const uint8_t *pkt, const struct rrc_wire_query *q, unsigned rcode,
-			      const uint8_t *addr, size_t addr_len, bool soa, uint32_t ttl,
-			      uint8_t *out, size_t cap)
+size_t rrc_wire_synth_answer(const uint8_t *pkt, const struct rrc_wire_query *q, unsigned rcode,
+			     uint16_t rtype, const uint8_t *rdata, size_t rdlen, bool soa,
+			     uint32_t ttl, uint8_t *out, size_t cap)
 {
 	/* SOA RDATA: MNAME and RNAME the root, then serial, refresh, retry, expire, minimum. */
 	enum { RR_HEAD = 12, SOA_RDATA = 22 };
 	size_t qlen = (size_t)q->question_end - RRC_WIRE_HDR;
-	size_t need = RRC_WIRE_HDR + qlen + (addr ? RR_HEAD + addr_len : 0) +
+	size_t need = RRC_WIRE_HDR + qlen + (rdata ? RR_HEAD + rdlen : 0) +
 		      (soa ? RR_HEAD + SOA_RDATA : 0) + (q->has_edns ? RRC_WIRE_OPT_LEN : 0);
 	if (!q->question_ok || need > cap)
 		return 0;
@@ -387,21 +387,21 @@ size_t rrc_wire_synth_blocked(const uint8_t *pkt, const struct rrc_wire_query *q
 	rrc_put16(out, q->id);
 	rrc_put16(out + 2, flags);
 	rrc_put16(out + 4, 1);
-	rrc_put16(out + 6, addr ? 1 : 0);
+	rrc_put16(out + 6, rdata ? 1 : 0);
 	rrc_put16(out + 8, soa ? 1 : 0);
 	rrc_put16(out + 10, 0);
 	memcpy(out + RRC_WIRE_HDR, pkt + RRC_WIRE_HDR, qlen);
 	size_t len = RRC_WIRE_HDR + qlen;
 	/* An RR header owned by the question's name (a pointer to offset 12). */
 	uint8_t *p = out + len;
-	if (addr) {
+	if (rdata) {
 		rrc_put16(p, 0xC000 | RRC_WIRE_HDR);
-		rrc_put16(p + 2, q->qtype);
+		rrc_put16(p + 2, rtype);
 		rrc_put16(p + 4, 1); /* IN */
 		rrc_put32(p + 6, ttl);
-		rrc_put16(p + 10, (uint16_t)addr_len);
-		memcpy(p + RR_HEAD, addr, addr_len);
-		p += RR_HEAD + addr_len;
+		rrc_put16(p + 10, (uint16_t)rdlen);
+		memcpy(p + RR_HEAD, rdata, rdlen);
+		p += RR_HEAD + rdlen;
 	}
 	if (soa) {
 		static const uint32_t timers[4] = {1, 3600, 600, 86400};

@@ -80,6 +80,13 @@ enum rrc_block_response {
 	RRC_BLOCK_REFUSED,	/* REFUSED */
 };
 
+/* What an ANY query over UDP gets (RFC 8482). */
+enum rrc_any_udp {
+	RRC_ANY_HINFO = 0, /* one synthesized HINFO "RFC8482" "" (RFC 8482 §4.2) */
+	RRC_ANY_TC,	   /* TC=1: ask again over TCP, where ANY is forwarded */
+	RRC_ANY_FORWARD,   /* forwarded like any other type */
+};
+
 /* Client groups of the policy: named sets of client networks with lists of their own. */
 #define RRC_POLICY_GROUP_LISTS 8
 struct rrc_policy_group {
@@ -103,6 +110,7 @@ struct rrc_policy_conf {
 	unsigned n_allow;
 	enum rrc_block_response response;
 	uint32_t block_ttl;
+	enum rrc_any_udp any_udp;
 	struct rrc_policy_group groups[RRC_POLICY_MAX_GROUPS];
 	unsigned n_groups;
 	uint64_t default_mask;	    /* lists of a client in no group: the global ones */

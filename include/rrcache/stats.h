@@ -128,6 +128,7 @@ struct rrc_worker_stats {
 	 */
 	uint64_t policy_blocked_group[1 + RRC_POLICY_MAX_GROUPS];
 	uint64_t ratelimit_dropped, ratelimit_slipped; /* UDP queries over ratelimit.qps */
+	uint64_t any_udp; /* ANY over UDP answered per RFC 8482 (policy.any_udp) */
 	uint64_t upstream_queries, upstream_tcp, upstream_timeouts, upstream_errors;
 	uint64_t unwanted_replies, malformed_replies;
 	uint64_t upstream_local_errors; /* upstream queries this machine could not send */

@@ -61,7 +61,11 @@
 
 #define RRC_TYPE_A 1
 #define RRC_TYPE_SOA 6
+#define RRC_TYPE_HINFO 13
 #define RRC_TYPE_AAAA 28
+#define RRC_TYPE_ANY 255
+/* The TTL of RFC 8482's HINFO answer to ANY (§4.2 leaves it open; an hour, as peers use). */
+#define RRC_ANY_HINFO_TTL 3600
 #define RRC_TYPE_OPT 41
 #define RRC_TYPE_TSIG 250
 /* RFC 7871 */
@@ -144,14 +148,15 @@ size_t rrc_wire_synth(const uint8_t *pkt, const struct rrc_wire_query *q, unsign
 
 /* Appends rrcache's OPT (size 1232, version 0, DO as given, extended rcode) and bumps ARCOUNT. */
 /*
- * The answer to a blocked name (policy): the question, then, when addr is given (4 bytes for A,
- * 16 for AAAA), that address as the answer; when soa, an SOA in AUTHORITY owned by the
+ * A synthesized answer (a blocked name, RFC 8482's answer to ANY): the question, then, when
+ * rdata is given, one record of type rtype owned by the question's name with that RDATA (an
+ * address of 4 or 16 bytes, HINFO's two strings); when soa, an SOA in AUTHORITY owned by the
  * question's name whose TTL and MINIMUM are ttl (negative caching, RFC 2308); our OPT when the
  * query had EDNS. rcode as given. Returns the length, or 0 when cap is too small.
  */
-size_t rrc_wire_synth_blocked(const uint8_t *pkt, const struct rrc_wire_query *q, unsigned rcode,
-			      const uint8_t *addr, size_t addr_len, bool soa, uint32_t ttl,
-			      uint8_t *out, size_t cap);
+size_t rrc_wire_synth_answer(const uint8_t *pkt, const struct rrc_wire_query *q, unsigned rcode,
+			     uint16_t rtype, const uint8_t *rdata, size_t rdlen, bool soa,
+			     uint32_t ttl, uint8_t *out, size_t cap);
 size_t rrc_wire_append_opt(uint8_t *msg, size_t len, size_t cap, bool do_bit, unsigned rcode);
 
 /*

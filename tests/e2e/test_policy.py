@@ -341,3 +341,28 @@ def test_rate_limit_with_slip(fault, rrcache):
     # Another /24 and an exempt network: all answered.
     assert burst_from(r, "127.0.1.1", names[:15]) == (0, 15)
     assert burst_from(r, "127.0.9.1", names[:100]) == (0, 100)
+
+
+@pytest.mark.parametrize("mode", ["hinfo", "tc", "forward"])
+def test_any_over_udp(fault, rrcache, mode):
+    """RFC 8482: ANY over UDP gets one HINFO "RFC8482" (default), or TC=1, or is forwarded;
+    over TCP it is always forwarded."""
+    import dns.flags
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"], config_extra=f"policy:\n  any_udp: {mode}\n")
+    resp = r.query("any.test.", "ANY")
+    asked = up.count("any.test.")
+    if mode == "hinfo":
+        assert resp.rcode() == dns.rcode.NOERROR and not resp.flags & dns.flags.TC
+        rr = resp.answer[0]
+        assert rr.rdtype == dns.rdatatype.HINFO and rr.ttl == 3600
+        assert rr[0].cpu == b"RFC8482" and rr[0].os == b""
+        assert asked == 0
+    elif mode == "tc":
+        assert resp.flags & dns.flags.TC and not resp.answer and asked == 0
+    else:
+        assert not resp.flags & dns.flags.TC and asked == 1
+    t = query(r.host, r.port, "any2.test.", "ANY", tcp=True)
+    assert up.count("any2.test.") == 1 and t.rcode() == dns.rcode.NOERROR
+    m = r.metrics()
+    assert m[("rrcache_any_udp_total", frozenset())] == (0 if mode == "forward" else 1)
