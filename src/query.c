@@ -414,12 +414,16 @@ static size_t blocked_answer(const struct rrc_policy_conf *pc, const uint8_t *pk
 	}
 }
 
-/* Counts a blocked answer by list and by the client's group. */
-static void count_blocked(struct rrc_worker_stats *st, const struct rrc_policy_conf *pc,
-			  const struct sockaddr *peer, unsigned list)
+/* Counts a blocked answer by list, by the client's group, and its name (lowercased wire
+ * form) in the top-K. */
+static void count_blocked(const struct rrc_env *env, const struct rrc_policy_conf *pc,
+			  const struct sockaddr *peer, unsigned list, const uint8_t *name,
+			  size_t name_len)
 {
-	st->policy_blocked[list]++;
-	st->policy_blocked_group[pc->n_groups ? 1 + rrc_policy_conf_group(pc, peer) : 0]++;
+	env->st->policy_blocked[list]++;
+	env->st->policy_blocked_group[pc->n_groups ? 1 + rrc_policy_conf_group(pc, peer) : 0]++;
+	if (rrc_top_sampled(env->top))
+		rrc_top_add(env->top, RRC_TOP_BLOCKED, name, name_len);
 }
 
 /* CNAME cloaking: a blocked name behind a CNAME of an answer. */
@@ -491,7 +495,8 @@ static void answer_waiters(struct rrc_query *q, const uint8_t *stored, size_t sl
 		    rrc_policy_check(pc->matcher, q->key, wt->qname_len, mask, &list) ==
 			    RRC_PV_PASS &&
 		    answer_cname_blocked(pc, mask, stored, slen, &list)) {
-			count_blocked(st, pc, &wt->client.peer.sa, list);
+			count_blocked(qs->env, pc, &wt->client.peer.sa, list, q->key,
+				      wt->qname_len);
 			st->answered++;
 			answer_waiter(qs, wt, qs->ans,
 				      blocked_for_waiter(q, wt, pc, qs->ans, sizeof(qs->ans)));
@@ -936,7 +941,7 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 		mask = rrc_policy_conf_mask(pc, &c->peer.sa);
 		pv = rrc_policy_check(pc->matcher, key, wq.qname_len, mask, &list);
 		if (pv == RRC_PV_BLOCK) {
-			count_blocked(st, pc, &c->peer.sa, list);
+			count_blocked(env, pc, &c->peer.sa, list, key, wq.qname_len);
 			return blocked_answer(pc, pkt, &wq, out, cap);
 		}
 		if (pv == RRC_PV_ALLOW)
@@ -965,7 +970,7 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 			/* A name that is not allowed outright is blocked behind a CNAME too. */
 			if (pc->matcher && pv == RRC_PV_PASS && res == RRC_CACHE_HIT &&
 			    answer_cname_blocked(pc, mask, out, alen, &list)) {
-				count_blocked(st, pc, &c->peer.sa, list);
+				count_blocked(env, pc, &c->peer.sa, list, key, wq.qname_len);
 				return blocked_answer(pc, pkt, &wq, out, cap);
 			}
 			size_t n = rrc_wire_finish(out, alen, cap, age, &wc);

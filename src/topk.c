@@ -175,6 +175,7 @@ void rrc_top_window(const struct rrc_top *t, enum rrc_top_cat cat, bool hour, st
 
 const char *rrc_top_cat_name(enum rrc_top_cat cat)
 {
-	static const char *const names[RRC_TOP_CATS] = {"names", "clients", "nxdomain", "servfail"};
+	static const char *const names[RRC_TOP_CATS] = {"names", "clients", "nxdomain", "servfail",
+							"blocked"};
 	return names[cat];
 }

@@ -55,6 +55,7 @@ enum rrc_top_cat {
 	RRC_TOP_CLIENTS,
 	RRC_TOP_NXDOMAIN,
 	RRC_TOP_SERVFAIL,
+	RRC_TOP_BLOCKED, /* names answered as blocked by a domain list (policy) */
 	RRC_TOP_CATS
 };
 /* Each window is RRC_TOP_SUBS sub-summaries, so it slides in steps of a sixth: 10 s for the

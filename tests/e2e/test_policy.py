@@ -366,3 +366,23 @@ def test_any_over_udp(fault, rrcache, mode):
     assert up.count("any2.test.") == 1 and t.rcode() == dns.rcode.NOERROR
     m = r.metrics()
     assert m[("rrcache_any_udp_total", frozenset())] == (0 if mode == "forward" else 1)
+
+
+def test_top_blocked_names(fault, rrcache, tmp_path):
+    """The most blocked names: a top-K table of their own in /api/v1/top and /metrics."""
+    import json
+    up = fault()
+    r = rrcache([f"127.0.0.1:{up.port}"], config_extra=policy_conf(tmp_path),
+                stats_extra="  top_sample: 1\n")
+    for i in range(5):
+        r.query("plain.blocked.test.")
+    r.query("x.adblock.blocked.test.")
+    r.query("fine.test.")
+    # Published once a second.
+    assert wait_for(lambda: len(json.loads(r.http("/api/v1/top")[2])["blocked"]) >= 2)
+    rows = {e["key"]: e["count"] for e in json.loads(r.http("/api/v1/top")[2])["blocked"]}
+    assert rows.get("plain.blocked.test.") == 5 and rows.get("x.adblock.blocked.test.") == 1
+    assert "fine.test." not in rows
+    m = r.metrics()
+    assert any(n == "rrcache_top_queries" and dict(lab).get("table") == "blocked"
+               for (n, lab) in m)
