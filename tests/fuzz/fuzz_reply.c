@@ -2,7 +2,8 @@
  * libFuzzer target for upstream replies on the miss path: wire's bounded checks, then ldns's
  * parse (msg, the only data-path user of ldns), then the stored form and a client's answer.
  * Invariants: what is stored checks again as a sound reply, and a client's answer never
- * exceeds the client's limit (R14).
+ * exceeds the client's limit (R14); every CNAME target the policy's walk of a stored answer
+ * gives is a well-formed name.
  */
 #include "rrcache/msg.h"
 #include "rrcache/wire.h"
@@ -11,6 +12,16 @@
 #include <string.h>
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static bool cname_target(void *ctx, const uint8_t *name, size_t name_len)
+{
+	size_t end, nlen;
+	if (name_len > RRC_WIRE_MAX_NAME ||
+	    rrc_wire_name(name, name_len, 0, &end, &nlen, NULL) != 0 || end != name_len)
+		abort();
+	(*(unsigned *)ctx)++;
+	return false;
+}
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -31,6 +42,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (rrc_wire_check_reply(buf, n, &stored) != 0 || stored.opt_off != 0)
 		abort();
 	(void)rrc_msg_check_reply(buf, n);
+	unsigned targets = 0;
+	if (rrc_wire_any_cname(buf, n, cname_target, &targets))
+		abort(); /* the callback never says stop */
 	static const uint16_t limits[] = {512, 1232, RRC_WIRE_MAX_MSG};
 	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
 		struct rrc_wire_client c = {.id = 0x1234,
