@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <fstrm.h>
+#include <limits.h>
 #include <stdatomic.h>
 #include <sys/uio.h>
 #include <netinet/in.h>
@@ -177,28 +178,36 @@ size_t rrc_dnstap_encode(const char *identity, const struct rrc_dnstap_msg *m, u
 
 /* ---- the file output ---- */
 
+/* Writes every byte of iov[0..n) (fstrm's writer passes two per frame, up to 256). */
 static bool write_all(int fd, const struct iovec *iov, int n)
 {
-	struct iovec v[64];
-	if (n > 64)
-		return false;
-	memcpy(v, iov, (size_t)n * sizeof(*v));
-	struct iovec *p = v;
 	while (n > 0) {
-		ssize_t w = writev(fd, p, n);
+		ssize_t w = writev(fd, iov, RRC_MIN(n, IOV_MAX));
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
 			return false;
 		}
-		while (n > 0 && (size_t)w >= p->iov_len) {
-			w -= (ssize_t)p->iov_len;
-			p++;
+		while (n > 0 && (size_t)w >= iov->iov_len) {
+			w -= (ssize_t)iov->iov_len;
+			iov++;
 			n--;
 		}
-		if (n > 0) {
-			p->iov_base = (uint8_t *)p->iov_base + w;
-			p->iov_len -= (size_t)w;
+		if (n > 0 && w > 0) {
+			/* The rest of a vector written in part, on its own. */
+			const uint8_t *rest = (const uint8_t *)iov->iov_base + w;
+			size_t left = iov->iov_len - (size_t)w;
+			while (left > 0) {
+				ssize_t k = write(fd, rest, left);
+				if (k < 0 && errno == EINTR)
+					continue;
+				if (k < 0)
+					return false;
+				rest += k;
+				left -= (size_t)k;
+			}
+			iov++;
+			n--;
 		}
 	}
 	return true;
