@@ -116,23 +116,36 @@ static bool prefix_match(const uint8_t *a, const uint8_t *net, unsigned prefix)
 	return (a[full] & mask) == (net[full] & mask);
 }
 
+/* The address bytes of sa and their family, an IPv4-mapped IPv6 address as IPv4; NULL for
+ * another family. */
+static const uint8_t *client_addr(const struct sockaddr *sa, int *family)
+{
+	*family = sa->sa_family;
+	if (*family == AF_INET)
+		return (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+	if (*family != AF_INET6)
+		return NULL;
+	const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+	if (IN6_IS_ADDR_V4MAPPED(a6)) {
+		*family = AF_INET;
+		return a6->s6_addr + 12;
+	}
+	return a6->s6_addr;
+}
+
+bool rrc_acl_rule_matches(const struct rrc_acl_rule *r, const struct sockaddr *sa)
+{
+	int family;
+	const uint8_t *addr = client_addr(sa, &family);
+	return addr && r->family == family && prefix_match(addr, r->addr, r->prefix);
+}
+
 bool rrc_acl_allows(const struct rrc_acl *acl, const struct sockaddr *sa)
 {
-	const uint8_t *addr;
-	int family = sa->sa_family;
-	if (family == AF_INET) {
-		addr = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
-	} else if (family == AF_INET6) {
-		const struct in6_addr *a6 = &((const struct sockaddr_in6 *)sa)->sin6_addr;
-		if (IN6_IS_ADDR_V4MAPPED(a6)) {
-			addr = a6->s6_addr + 12;
-			family = AF_INET;
-		} else {
-			addr = a6->s6_addr;
-		}
-	} else {
+	int family;
+	const uint8_t *addr = client_addr(sa, &family);
+	if (!addr)
 		return false;
-	}
 	for (size_t i = 0; i < acl->n; i++) {
 		const struct rrc_acl_rule *r = &acl->rules[i];
 		if (r->family == family && prefix_match(addr, r->addr, r->prefix))

@@ -1515,29 +1515,13 @@ int rrc_config_load_policy(struct rrc_config *cfg, const struct rrc_config *prev
 	return -1;
 }
 
-/* Whether sa is inside rule r's network. */
-static bool in_network(const struct rrc_acl_rule *r, const struct sockaddr *sa)
-{
-	const uint8_t *a;
-	if (sa->sa_family == AF_INET && r->family == AF_INET)
-		a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
-	else if (sa->sa_family == AF_INET6 && r->family == AF_INET6)
-		a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
-	else
-		return false;
-	unsigned full = r->prefix / 8, rest = r->prefix % 8;
-	if (memcmp(a, r->addr, full) != 0)
-		return false;
-	return rest == 0 || ((a[full] ^ r->addr[full]) & (0xFF00 >> rest) & 0xFF) == 0;
-}
-
 int rrc_policy_conf_group(const struct rrc_policy_conf *pc, const struct sockaddr *sa)
 {
 	int best = -1, best_len = -1;
 	for (unsigned g = 0; g < pc->n_groups; g++)
 		for (size_t i = 0; i < pc->groups[g].n_clients; i++) {
 			const struct rrc_acl_rule *r = &pc->groups[g].clients[i];
-			if ((int)r->prefix > best_len && in_network(r, sa)) {
+			if ((int)r->prefix > best_len && rrc_acl_rule_matches(r, sa)) {
 				best = (int)g;
 				best_len = r->prefix;
 			}
@@ -1545,12 +1529,9 @@ int rrc_policy_conf_group(const struct rrc_policy_conf *pc, const struct sockadd
 	return best;
 }
 
-uint64_t rrc_policy_conf_mask(const struct rrc_policy_conf *pc, const struct sockaddr *sa)
+uint64_t rrc_policy_conf_mask(const struct rrc_policy_conf *pc, int group)
 {
-	if (pc->n_groups == 0)
-		return pc->default_mask;
-	int g = rrc_policy_conf_group(pc, sa);
-	return g < 0 ? pc->default_mask : pc->groups[g].mask;
+	return group < 0 ? pc->default_mask : pc->groups[group].mask;
 }
 
 struct rrc_config *rrc_config_build(const char *path, const struct rrc_config_overrides *ov,

@@ -414,14 +414,13 @@ static size_t blocked_answer(const struct rrc_policy_conf *pc, const uint8_t *pk
 	}
 }
 
-/* Counts a blocked answer by list, by the client's group, and its name (lowercased wire
- * form) in the top-K. */
-static void count_blocked(const struct rrc_env *env, const struct rrc_policy_conf *pc,
-			  const struct sockaddr *peer, unsigned list, const uint8_t *name,
+/* Counts a blocked answer by list, by the client's group (rrc_policy_conf_group: -1 is the
+ * default group), and its name (lowercased wire form) in the top-K. */
+static void count_blocked(const struct rrc_env *env, unsigned list, int group, const uint8_t *name,
 			  size_t name_len)
 {
 	env->st->policy_blocked[list]++;
-	env->st->policy_blocked_group[pc->n_groups ? 1 + rrc_policy_conf_group(pc, peer) : 0]++;
+	env->st->policy_blocked_group[1 + group]++;
 	if (rrc_top_sampled(env->top))
 		rrc_top_add(env->top, RRC_TOP_BLOCKED, name, name_len);
 }
@@ -490,13 +489,13 @@ static void answer_waiters(struct rrc_query *q, const uint8_t *stored, size_t sl
 		struct rrc_wire_client c;
 		waiter_client(wt, &c);
 		unsigned list;
-		uint64_t mask = cnames ? rrc_policy_conf_mask(pc, &wt->client.peer.sa) : 0;
+		int group = cnames ? rrc_policy_conf_group(pc, &wt->client.peer.sa) : -1;
+		uint64_t mask = rrc_policy_conf_mask(pc, group);
 		if (cnames &&
 		    rrc_policy_check(pc->matcher, q->key, wt->qname_len, mask, &list) ==
 			    RRC_PV_PASS &&
 		    answer_cname_blocked(pc, mask, stored, slen, &list)) {
-			count_blocked(qs->env, pc, &wt->client.peer.sa, list, q->key,
-				      wt->qname_len);
+			count_blocked(qs->env, list, group, q->key, wt->qname_len);
 			st->answered++;
 			answer_waiter(qs, wt, qs->ans,
 				      blocked_for_waiter(q, wt, pc, qs->ans, sizeof(qs->ans)));
@@ -937,11 +936,13 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 	enum rrc_policy_verdict pv = RRC_PV_PASS;
 	unsigned list;
 	uint64_t mask = 0;
+	int group = -1;
 	if (pc->matcher) {
-		mask = rrc_policy_conf_mask(pc, &c->peer.sa);
+		group = rrc_policy_conf_group(pc, &c->peer.sa);
+		mask = rrc_policy_conf_mask(pc, group);
 		pv = rrc_policy_check(pc->matcher, key, wq.qname_len, mask, &list);
 		if (pv == RRC_PV_BLOCK) {
-			count_blocked(env, pc, &c->peer.sa, list, key, wq.qname_len);
+			count_blocked(env, list, group, key, wq.qname_len);
 			return blocked_answer(pc, pkt, &wq, out, cap);
 		}
 		if (pv == RRC_PV_ALLOW)
@@ -970,7 +971,7 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 			/* A name that is not allowed outright is blocked behind a CNAME too. */
 			if (pc->matcher && pv == RRC_PV_PASS && res == RRC_CACHE_HIT &&
 			    answer_cname_blocked(pc, mask, out, alen, &list)) {
-				count_blocked(env, pc, &c->peer.sa, list, key, wq.qname_len);
+				count_blocked(env, list, group, key, wq.qname_len);
 				return blocked_answer(pc, pkt, &wq, out, cap);
 			}
 			size_t n = rrc_wire_finish(out, alen, cap, age, &wc);

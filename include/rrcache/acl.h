@@ -39,6 +39,9 @@ size_t rrc_acl_default_rules(struct rrc_acl_rule *out, size_t cap);
 struct rrc_acl *rrc_acl_create(const struct rrc_acl_rule *rules, size_t n);
 void rrc_acl_destroy(struct rrc_acl *acl);
 
+/* True when sa lies in r's network (an IPv4-mapped address as IPv4), whatever r's action. */
+bool rrc_acl_rule_matches(const struct rrc_acl_rule *r, const struct sockaddr *sa);
+
 /* True when the client address is allowed. */
 bool rrc_acl_allows(const struct rrc_acl *acl, const struct sockaddr *sa);
 

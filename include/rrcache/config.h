@@ -120,8 +120,9 @@ struct rrc_policy_conf {
 /* The group of a client (longest prefix over every group's networks): its index, or -1 for
  * the default group. */
 int rrc_policy_conf_group(const struct rrc_policy_conf *pc, const struct sockaddr *sa);
-/* The lists that apply to a client (a mask for rrc_policy_check). */
-uint64_t rrc_policy_conf_mask(const struct rrc_policy_conf *pc, const struct sockaddr *sa);
+/* The lists that apply to a client of group (rrc_policy_conf_group): a mask for
+ * rrc_policy_check. */
+uint64_t rrc_policy_conf_mask(const struct rrc_policy_conf *pc, int group);
 
 struct rrc_config {
 	char *path;	  /* the file it came from, or NULL */

@@ -11,7 +11,7 @@
 
 #include "rrcache/acl.h"
 
-static bool allows(const struct rrc_acl *acl, const char *ip)
+static struct sockaddr_storage sockaddr_of(const char *ip)
 {
 	struct sockaddr_storage ss;
 	memset(&ss, 0, sizeof(ss));
@@ -24,7 +24,27 @@ static bool allows(const struct rrc_acl *acl, const char *ip)
 		s4->sin_family = AF_INET;
 		assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
 	}
+	return ss;
+}
+
+static bool allows(const struct rrc_acl *acl, const char *ip)
+{
+	struct sockaddr_storage ss = sockaddr_of(ip);
 	return rrc_acl_allows(acl, (struct sockaddr *)&ss);
+}
+
+/* One rule's network, whatever its action (the policy's client groups use it). */
+static void test_rule_matches(void **state)
+{
+	struct rrc_acl_rule r;
+	assert_int_equal(rrc_acl_rule_parse("192.0.2.0/25", false, &r), 0);
+	const char *in[] = {"192.0.2.1", "192.0.2.127", "::ffff:192.0.2.5"};
+	const char *out[] = {"192.0.2.128", "192.0.3.1", "2001:db8::1"};
+	for (size_t i = 0; i < 3; i++) {
+		struct sockaddr_storage a = sockaddr_of(in[i]), b = sockaddr_of(out[i]);
+		assert_true(rrc_acl_rule_matches(&r, (struct sockaddr *)&a));
+		assert_false(rrc_acl_rule_matches(&r, (struct sockaddr *)&b));
+	}
 }
 
 static void test_parse(void **state)
@@ -104,9 +124,8 @@ static void test_equal_prefix_deny_wins(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_equal_prefix_deny_wins),
-		cmocka_unit_test(test_parse),
-		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_equal_prefix_deny_wins), cmocka_unit_test(test_parse),
+		cmocka_unit_test(test_rule_matches),	       cmocka_unit_test(test_defaults),
 		cmocka_unit_test(test_longest_prefix),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
