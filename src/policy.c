@@ -16,7 +16,6 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/random.h>
-#include <time.h>
 
 struct rrc_policy {
 	atomic_int refs;
@@ -35,30 +34,6 @@ struct rrc_policy {
 	struct rrc_policy_list_info lists[RRC_POLICY_MAX_LISTS];
 	size_t n_lists;
 };
-
-/* ---- hashing ---- */
-
-static inline uint64_t mix(uint64_t a, uint64_t b)
-{
-	__uint128_t r = (__uint128_t)a * b;
-	return (uint64_t)(r >> 64) ^ (uint64_t)r;
-}
-
-/* A keyed 64-bit hash (the multiply-fold construction of wyhash, by 8-byte words). */
-static uint64_t name_hash(const uint64_t key[2], const uint8_t *p, size_t len)
-{
-	uint64_t h = key[0] ^ (len * 0x9E3779B97F4A7C15ull);
-	while (len >= 8) {
-		uint64_t w;
-		memcpy(&w, p, 8);
-		h = mix(h ^ w, key[1] ^ 0xA0761D6478BD642Full);
-		p += 8;
-		len -= 8;
-	}
-	uint64_t w = 0;
-	memcpy(&w, p, len);
-	return mix(h ^ w ^ 0xE7037ED1A0B428DBull, key[1] ^ 0x8EBC6AF09C88C6E3ull);
-}
 
 #define TAG_MASK (~(uint64_t)0xFF)
 
@@ -335,7 +310,7 @@ static int read_list(struct rrc_policy *p, unsigned idx, struct staging *st, cha
 			 */
 			unsigned kind = rules[i].allow ? KIND_EXCEPTION : (unsigned)rules[i].kind;
 			uint64_t meta = (uint64_t)idx << 2 | kind;
-			uint64_t h = name_hash(p->key, rules[i].name, rules[i].name_len);
+			uint64_t h = rrc_hash64(p->key, rules[i].name, rules[i].name_len);
 			p->depths |= (uint64_t)1 << RRC_MIN(labels(rules[i].name), 63u);
 			if (stage(st, tag_of(h) | meta)) {
 				free(line);
@@ -373,7 +348,7 @@ static void insert(struct rrc_policy *p, uint64_t entry)
 {
 	uint64_t tag = entry & TAG_MASK;
 	p->filter[filter_word(p, tag)] |= filter_bits(tag);
-	size_t i = slot_of(p, entry & TAG_MASK);
+	size_t i = slot_of(p, tag);
 	for (;;) {
 		if (p->slots[i] == 0) {
 			p->slots[i] = entry;
@@ -488,7 +463,7 @@ enum rrc_policy_verdict rrc_policy_check(const struct rrc_policy *p, const uint8
 	for (size_t off = 0, level = 0; off + 1 < name_len; off += (size_t)name[off] + 1, level++) {
 		if (!(p->depths >> RRC_MIN(total - level, 63u) & 1))
 			continue;
-		uint64_t tag = tag_of(name_hash(p->key, name + off, name_len - off));
+		uint64_t tag = tag_of(rrc_hash64(p->key, name + off, name_len - off));
 		uint64_t bits = filter_bits(tag);
 		if ((p->filter[filter_word(p, tag)] & bits) != bits)
 			continue;

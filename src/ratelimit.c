@@ -61,12 +61,6 @@ size_t rrc_ratelimit_bytes(const struct rrc_ratelimit *rl)
 	return rl ? sizeof(*rl) + (size_t)(rl->mask + 1) * sizeof(*rl->slots) : 0;
 }
 
-static inline uint64_t mix(uint64_t a, uint64_t b)
-{
-	__uint128_t r = (__uint128_t)a * b;
-	return (uint64_t)(r >> 64) ^ (uint64_t)r;
-}
-
 /* The keyed hash of sa's prefix (the family in it too). */
 static uint64_t prefix_hash(const struct rrc_ratelimit *rl, const struct sockaddr *sa)
 {
@@ -85,11 +79,7 @@ static uint64_t prefix_hash(const struct rrc_ratelimit *rl, const struct sockadd
 	memcpy(k + 1, a, bits / 8);
 	if (bits % 8)
 		k[1 + bits / 8] = a[bits / 8] & (uint8_t)(0xFF00 >> (bits % 8));
-	uint64_t w0, w1;
-	memcpy(&w0, k, 8);
-	memcpy(&w1, k + 8, 8);
-	uint64_t h = mix(w0 ^ rl->key[0], 0x9E3779B97F4A7C15ull ^ rl->key[1]);
-	return mix(h ^ w1 ^ ((uint64_t)k[16] << 56), rl->key[1] ^ 0xA0761D6478BD642Full);
+	return rrc_hash64(rl->key, k, sizeof(k));
 }
 
 bool rrc_ratelimit_allow(struct rrc_ratelimit *rl, const struct sockaddr *sa, uint64_t now_ms)
