@@ -671,20 +671,27 @@ static void free_paths(char **paths, unsigned *n)
 }
 
 /* A list file's path into policy.blocklists or policy.allowlists. */
-static int add_list_path(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
-			 bool allow)
+/* A list file's path appended to paths (count of them so far; the caller checks the room). */
+static int add_path(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
+		    char **paths, unsigned *count)
 {
-	struct rrc_policy_conf *pc = &c->cfg->policy;
-	char **paths = allow ? pc->allowlists : pc->blocklists;
-	unsigned *count = allow ? &pc->n_allow : &pc->n_block;
-	if (pc->n_block + pc->n_allow >= RRC_POLICY_MAX_LISTS)
-		return fail(c, n, key, "more than %d lists in all", RRC_POLICY_MAX_LISTS);
 	if (!s[0])
 		return fail(c, n, key, "an empty path");
 	if (!(paths[*count] = strdup(s)))
 		return fail(c, n, key, "out of memory");
 	(*count)++;
 	return 0;
+}
+
+/* A path into policy.blocklists or policy.allowlists. */
+static int add_list_path(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
+			 bool allow)
+{
+	struct rrc_policy_conf *pc = &c->cfg->policy;
+	if (pc->n_block + pc->n_allow >= RRC_POLICY_MAX_LISTS)
+		return fail(c, n, key, "more than %d lists in all", RRC_POLICY_MAX_LISTS);
+	return allow ? add_path(c, n, key, s, pc->allowlists, &pc->n_allow)
+		     : add_path(c, n, key, s, pc->blocklists, &pc->n_block);
 }
 
 /* A list of scalars, or one scalar; for servers, also {address: ..., weight: ...} maps. */
@@ -822,19 +829,19 @@ static int group_client(struct ctx *c, const yaml_node_t *n, const char *key, co
 			   "192.168.1.0/24 or fd00::/8");
 }
 
+/* A group's lists, block or allow. */
+struct group_paths {
+	char **paths;
+	unsigned *n;
+};
+
 static int group_list(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
 		      void *arg)
 {
-	struct rrc_policy_group *g = ((void **)arg)[0];
-	bool allow = ((void **)arg)[1] != NULL;
-	char **paths = allow ? g->allowlists : g->blocklists;
-	unsigned *count = allow ? &g->n_allow : &g->n_block;
-	if (*count >= RRC_POLICY_GROUP_LISTS)
+	struct group_paths *gp = arg;
+	if (*gp->n >= RRC_POLICY_GROUP_LISTS)
 		return fail(c, n, key, "more than %d lists", RRC_POLICY_GROUP_LISTS);
-	if (!(paths[*count] = strdup(s)))
-		return fail(c, n, key, "out of memory");
-	(*count)++;
-	return 0;
+	return add_path(c, n, key, s, gp->paths, gp->n);
 }
 
 /* policy.groups: a list of {name, clients, blocklists, allowlists, use_global}. */
@@ -874,8 +881,10 @@ static int walk_groups(struct ctx *c, const yaml_node_t *n, const char *path)
 				rc = each_scalar(c, v, kp, group_client, g);
 			} else if (ks && (strcmp(ks, "blocklists") == 0 ||
 					  strcmp(ks, "allowlists") == 0)) {
-				void *arg[2] = {g, ks[0] == 'a' ? g : NULL};
-				rc = each_scalar(c, v, kp, group_list, arg);
+				struct group_paths gp = {ks[0] == 'a' ? g->allowlists
+								      : g->blocklists,
+							 ks[0] == 'a' ? &g->n_allow : &g->n_block};
+				rc = each_scalar(c, v, kp, group_list, &gp);
 			} else if (ks && strcmp(ks, "use_global") == 0) {
 				if (!vs || (strcmp(vs, "true") && strcmp(vs, "false")))
 					return fail(c, v, kp, "want true or false");
