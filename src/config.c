@@ -201,6 +201,30 @@ static int parse_db(const char *s, uint32_t *db)
 	return 0;
 }
 
+/* The first address of host (a name, or only an address when lookups is false) with port,
+ * into out. 0, or -EINVAL with "cannot resolve <what>'host': why" in err. */
+static int lookup_host(const char *host, uint16_t port, bool lookups, int socktype,
+		       const char *what, struct rrc_sockaddr *out, char err[RRC_ERR_LEN])
+{
+	struct addrinfo hints = {.ai_socktype = socktype, .ai_flags = lookups ? 0 : AI_NUMERICHOST},
+			*ai = NULL;
+	int gai = getaddrinfo(host, NULL, &hints, &ai);
+	if (gai != 0 || !ai) {
+		snprintf(err, RRC_ERR_LEN, "cannot resolve %s'%.60s': %s", what, host,
+			 gai != 0 ? gai_strerror(gai) : "no address");
+		return -EINVAL;
+	}
+	memset(out, 0, sizeof(*out));
+	memcpy(&out->ss, ai->ai_addr, ai->ai_addrlen);
+	out->len = ai->ai_addrlen;
+	if (out->sa.sa_family == AF_INET)
+		out->sin.sin_port = htons(port);
+	else
+		out->sin6.sin6_port = htons(port);
+	freeaddrinfo(ai);
+	return 0;
+}
+
 static int parse_redis_url(const char *url, struct rrc_redis_conf *rc, bool lookups,
 			   char err[RRC_ERR_LEN])
 {
@@ -296,22 +320,13 @@ static int parse_redis_url(const char *url, struct rrc_redis_conf *rc, bool look
 		return -EINVAL;
 	}
 	/* hiredis would resolve a name on the event loop; resolve it once here instead. */
-	struct addrinfo hints = {.ai_socktype = SOCK_STREAM}, *ai = NULL;
-	int gai = lookups ? getaddrinfo(host, NULL, &hints, &ai)
-			  : getaddrinfo(host, NULL,
-					&(struct addrinfo){.ai_socktype = SOCK_STREAM,
-							   .ai_flags = AI_NUMERICHOST},
-					&ai);
-	if (gai != 0 || !ai) {
-		snprintf(err, RRC_ERR_LEN, "cannot resolve Redis host '%.60s': %s", host,
-			 gai_strerror(gai));
+	struct rrc_sockaddr a;
+	if (lookup_host(host, port, lookups, SOCK_STREAM, "Redis host ", &a, err))
 		return -EINVAL;
-	}
-	const void *addr = ai->ai_family == AF_INET
-				   ? (const void *)&((struct sockaddr_in *)ai->ai_addr)->sin_addr
-				   : (const void *)&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr;
-	inet_ntop(ai->ai_family, addr, rc->host, sizeof(rc->host));
-	freeaddrinfo(ai);
+	inet_ntop(a.sa.sa_family,
+		  a.sa.sa_family == AF_INET ? (const void *)&a.sin.sin_addr
+					    : (const void *)&a.sin6.sin6_addr,
+		  rc->host, sizeof(rc->host));
 	rc->port = port;
 	rc->unix_socket = false;
 	rc->enabled = true;
@@ -560,7 +575,13 @@ static int resolve_server(const char *s, bool lookups, struct rrc_sockaddr *out,
 	uint16_t port = 53;
 	const char *colon = strrchr(s, ':');
 	size_t hlen = colon ? (size_t)(colon - s) : strlen(s);
-	if (hlen == 0 || hlen >= sizeof(host) || (colon && rrc_addr_parse_port(colon + 1, &port))) {
+	bool ok = hlen > 0 && hlen < sizeof(host) &&
+		  !(colon && rrc_addr_parse_port(colon + 1, &port));
+	for (size_t i = 0; ok && i < hlen; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		ok = isalnum(ch) || ch == '-' || ch == '.' || ch == '_';
+	}
+	if (!ok) {
 		snprintf(
 			why, RRC_ERR_LEN,
 			"bad address '%.60s' (want 192.0.2.1[:53], [::1]:53 or a host name[:port])",
@@ -569,34 +590,7 @@ static int resolve_server(const char *s, bool lookups, struct rrc_sockaddr *out,
 	}
 	memcpy(host, s, hlen);
 	host[hlen] = '\0';
-	for (size_t i = 0; i < hlen; i++) {
-		unsigned char ch = (unsigned char)host[i];
-		if (!isalnum(ch) && ch != '-' && ch != '.' && ch != '_') {
-			snprintf(why, RRC_ERR_LEN,
-				 "bad address '%.60s' (want 192.0.2.1[:53], [::1]:53 or a host "
-				 "name[:port])",
-				 s);
-			return -EINVAL;
-		}
-	}
-	struct addrinfo hints = {.ai_socktype = SOCK_DGRAM,
-				 .ai_flags = lookups ? 0 : AI_NUMERICHOST},
-			*ai = NULL;
-	int gai = getaddrinfo(host, NULL, &hints, &ai);
-	if (gai != 0 || !ai) {
-		snprintf(why, RRC_ERR_LEN, "cannot resolve '%.60s': %s", host,
-			 gai != 0 ? gai_strerror(gai) : "no address");
-		return -EINVAL;
-	}
-	memset(out, 0, sizeof(*out));
-	memcpy(&out->ss, ai->ai_addr, ai->ai_addrlen);
-	out->len = ai->ai_addrlen;
-	if (out->sa.sa_family == AF_INET)
-		out->sin.sin_port = htons(port);
-	else
-		out->sin6.sin6_port = htons(port);
-	freeaddrinfo(ai);
-	return 0;
+	return lookup_host(host, port, lookups, SOCK_DGRAM, "", out, why);
 }
 
 static int add_server(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
