@@ -645,14 +645,12 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	if (check) {
-		/* The lists too: a file that cannot be read makes the configuration invalid. */
-		char report[1024];
-		if (rrc_config_load_policy(cfg, NULL, report, sizeof(report), err) != 0) {
-			fprintf(stderr, "rrcache: %s\n", err);
+		/* The lists too (reported as at a start): a file that cannot be read makes the
+		 * configuration invalid. */
+		if (load_policy(cfg, NULL) != 0) {
 			rrc_config_free(cfg);
 			return 1;
 		}
-		fputs(report, stderr);
 		printf("rrcache: configuration %s is valid\n", app.path ? app.path : "(flags)");
 		rrc_config_free(cfg);
 		return 0;
