@@ -163,6 +163,14 @@ static uint64_t text_hash(enum rrc_log_group grp, const char *s)
 	return h;
 }
 
+/* The text of r once more, with how often it repeated since it was shown. */
+static void emit_repeats(const struct repeat *r, long now)
+{
+	char note[64];
+	snprintf(note, sizeof(note), " (%u more times in %ld s)", r->count, now - r->shown);
+	emit((enum rrc_log_level)r->lvl, (enum rrc_log_group)r->grp, r->text, note);
+}
+
 /* For an error or warning: -1 when it repeats a text shown in its window (counted), else
  * the count suppressed before it (to be written with it). */
 static int repeat_check(enum rrc_log_level lvl, enum rrc_log_group grp, const char *msg)
@@ -203,13 +211,8 @@ static int repeat_check(enum rrc_log_level lvl, enum rrc_log_group grp, const ch
 	r->count = 0;
 	r->shown = now;
 	pthread_mutex_unlock(&repeats_lock);
-	if (evicted.used) {
-		char note[64];
-		snprintf(note, sizeof(note), " (%u more times in %ld s)", evicted.count,
-			 now - evicted.shown);
-		emit((enum rrc_log_level)evicted.lvl, (enum rrc_log_group)evicted.grp, evicted.text,
-		     note);
-	}
+	if (evicted.used)
+		emit_repeats(&evicted, now);
 	return pending;
 }
 
@@ -232,13 +235,8 @@ void rrc_log_flush_repeats(bool all)
 		}
 	}
 	pthread_mutex_unlock(&repeats_lock);
-	for (unsigned i = 0; i < n; i++) {
-		char note[64];
-		snprintf(note, sizeof(note), " (%u more times in %ld s)", due[i].count,
-			 now - due[i].shown);
-		emit((enum rrc_log_level)due[i].lvl, (enum rrc_log_group)due[i].grp, due[i].text,
-		     note);
-	}
+	for (unsigned i = 0; i < n; i++)
+		emit_repeats(&due[i], now);
 }
 
 static void vwrite_line(enum rrc_log_level lvl, enum rrc_log_group grp, int suppressed,
