@@ -12,14 +12,21 @@ struct rrc_cfg_ref *rrc_cfg_ref_new(struct rrc_config *cfg, unsigned generation)
 		return NULL;
 	r->acl = rrc_acl_create(cfg->acl_rules, cfg->n_acl_rules);
 	r->stats_allow = rrc_acl_create(cfg->stats.allow, cfg->stats.n_allow);
-	if (cfg->ratelimit.table.qps) {
+	r->dynblock = (struct rrc_dynblock_conf){.nxdomain_rate = cfg->dynblock.nxdomain_rate,
+						 .miss_rate = cfg->dynblock.miss_rate,
+						 .window_ms = cfg->dynblock.window_ms,
+						 .duration_ms = cfg->dynblock.duration_ms,
+						 .v4_prefix = cfg->ratelimit.table.v4_prefix,
+						 .v6_prefix = cfg->ratelimit.table.v6_prefix};
+	if (cfg->ratelimit.table.qps)
 		r->ratelimit = rrc_ratelimit_create(&cfg->ratelimit.table);
-		if (cfg->ratelimit.n_exempt)
-			r->ratelimit_exempt =
-				rrc_acl_create(cfg->ratelimit.exempt, cfg->ratelimit.n_exempt);
-	}
+	bool exempt = cfg->ratelimit.n_exempt &&
+		      (cfg->ratelimit.table.qps || rrc_dynblock_on(&r->dynblock));
+	if (exempt)
+		r->ratelimit_exempt =
+			rrc_acl_create(cfg->ratelimit.exempt, cfg->ratelimit.n_exempt);
 	if (!r->acl || !r->stats_allow || (cfg->ratelimit.table.qps && !r->ratelimit) ||
-	    (cfg->ratelimit.n_exempt && cfg->ratelimit.table.qps && !r->ratelimit_exempt)) {
+	    (exempt && !r->ratelimit_exempt)) {
 		rrc_acl_destroy(r->acl);
 		rrc_acl_destroy(r->stats_allow);
 		rrc_ratelimit_destroy(r->ratelimit);

@@ -69,6 +69,13 @@ static const struct rrc_config rrc_config_defaults = {
 				.v6_prefix = 56,
 				.table_size = 65536},
 		      .slip = 2},
+	.dynblock = {.nxdomain_rate = 0,
+		     .miss_rate = 0,
+		     .window_ms = 10000,
+		     .duration_ms = 60000,
+		     .action = RRC_DB_DROP,
+		     .watched = 4096,
+		     .max_blocks = 1024},
 	.stats =
 		{
 			.enabled = true,
@@ -378,6 +385,7 @@ enum kind {
 	K_BLOCK_RESPONSE,
 	K_GROUPS,
 	K_ANY_UDP,
+	K_DB_ACTION,
 	K_EXEMPT,
 	K_POW2, /* uint32_t, a power of two in [min, max] */
 };
@@ -508,6 +516,18 @@ static const struct key ratelimit_keys[] = {
 	{"table_size", K_UINT, FL(table.table_size), 64, 1u << 26, NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
 
+#define FB(field) offsetof(struct rrc_config, dynblock.field)
+
+static const struct key dynblock_keys[] = {
+	{"nxdomain_rate", K_UINT, FB(nxdomain_rate), 0, 1000000, NULL},
+	{"miss_rate", K_UINT, FB(miss_rate), 0, 1000000, NULL},
+	{"window", K_DURATION, FB(window_ms), 1000, 600000, NULL},
+	{"duration", K_DURATION, FB(duration_ms), 1000, 86400000, NULL},
+	{"action", K_DB_ACTION, 0, 0, 0, NULL},
+	{"watched", K_UINT, FB(watched), 64, 1u << 24, NULL},
+	{"max_blocks", K_UINT, FB(max_blocks), 1, 1u << 20, NULL},
+	{NULL, 0, 0, 0, 0, NULL}};
+
 static const struct key top_keys[] = {
 	{"workers", K_UINT, F(workers), 0, RRC_MAX_WORKERS, NULL},
 	{"user", K_STRING, F(user), 0, sizeof(((struct rrc_config *)0)->user), NULL},
@@ -523,6 +543,7 @@ static const struct key top_keys[] = {
 	{"dnstap", K_SECTION, 0, 0, 0, dnstap_keys},
 	{"policy", K_SECTION, 0, 0, 0, policy_keys},
 	{"ratelimit", K_SECTION, 0, 0, 0, ratelimit_keys},
+	{"dynblock", K_SECTION, 0, 0, 0, dynblock_keys},
 	{NULL, 0, 0, 0, 0, NULL}};
 
 struct ctx {
@@ -1000,6 +1021,16 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 			}
 		}
 		return fail(c, v, path, "unknown answer '%.40s' (hinfo, tc, forward)", s);
+	}
+	case K_DB_ACTION: {
+		static const char *const names[] = {"drop", "refused", "tc"};
+		for (size_t i = 0; i < RRC_ARRAY_SIZE(names); i++) {
+			if (strcmp(s, names[i]) == 0) {
+				cfg->dynblock.action = (enum rrc_dynblock_action)i;
+				return 0;
+			}
+		}
+		return fail(c, v, path, "unknown action '%.40s' (drop, refused, tc)", s);
 	}
 	case K_LOG_TARGET:
 		if (rrc_log_target_parse(s, &cfg->log_target))

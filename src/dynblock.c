@@ -3,10 +3,12 @@
  */
 #include "rrcache/dynblock.h"
 
+#include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
@@ -126,6 +128,14 @@ const char *rrc_dynblock_reason_name(enum rrc_dynblock_reason r)
 	return (unsigned)r < RRC_DB_REASONS ? names[r] : "?";
 }
 
+void rrc_dynblock_prefix_text(const struct rrc_dynblock_entry *e, char *out, size_t cap)
+{
+	char a[INET6_ADDRSTRLEN];
+	if (!inet_ntop(e->family, e->addr, a, sizeof(a)))
+		snprintf(a, sizeof(a), "?");
+	snprintf(out, cap, "%s/%u", a, e->bits);
+}
+
 /* The family and address bytes of sa (an IPv4-mapped IPv6 address as IPv4); false for
  * anything else. */
 static bool address_of(const struct sockaddr *sa, uint8_t *family, uint8_t addr[16])
@@ -193,7 +203,7 @@ bool rrc_dynblock_count(struct rrc_dynblock *db, const struct rrc_dynblock_conf 
 			: kind == RRC_DB_MISS	? conf->miss_rate
 						: 0;
 	uint8_t family, addr[16];
-	if (!rate || !address_of(sa, &family, addr))
+	if (!db || !rate || !address_of(sa, &family, addr))
 		return false;
 	unsigned bits =
 		family == AF_INET ? RRC_MIN(conf->v4_prefix, 32u) : RRC_MIN(conf->v6_prefix, 128u);
@@ -263,7 +273,7 @@ static _Atomic uint64_t *lens_word(struct rrc_dynblock *db, uint8_t family, unsi
 
 bool rrc_dynblock_blocked(struct rrc_dynblock *db, const struct sockaddr *sa, uint64_t now_ms)
 {
-	if (now_ms >= atomic_load_explicit(&db->latest, memory_order_acquire))
+	if (!db || now_ms >= atomic_load_explicit(&db->latest, memory_order_acquire))
 		return false;
 	uint8_t family, addr[16];
 	if (!address_of(sa, &family, addr))

@@ -292,6 +292,9 @@ static void gather(struct rrc_http *h, struct view_data *d, bool with_top)
 	d->v.group_names = d->group_ptr;
 	d->v.n_groups = d->n_groups;
 	d->v.redis_enabled = rrc_server_redis(h->server) != NULL;
+	struct rrc_dynblock *db = rrc_server_dynblock(h->server);
+	rrc_dynblock_totals(db, &d->v.dynblock);
+	d->v.dynblock_active = rrc_dynblock_list(db, uv_hrtime() / 1000000, NULL, 0);
 	d->v.version = RRC_VERSION;
 	d->v.libuv_version = uv_version_string();
 	d->v.ldns_version = ldns_version();
@@ -547,6 +550,102 @@ static enum MHD_Result flush(struct rrc_http *h, struct MHD_Connection *c, struc
 	return MHD_YES;
 }
 
+static int by_start(const void *a, const void *b)
+{
+	const struct rrc_dynblock_entry *x = a, *y = b;
+	return (x->since_ms > y->since_ms) - (x->since_ms < y->since_ms);
+}
+
+/* GET /api/v1/blocks: the dynamic blocks in force, oldest first. */
+static enum MHD_Result blocks_list(struct rrc_http *h, struct MHD_Connection *c)
+{
+	struct rrc_dynblock *db = rrc_server_dynblock(h->server);
+	uint64_t now = mono_ms();
+	/* Room for a few that start between the count and the copy. */
+	size_t cap = rrc_dynblock_list(db, now, NULL, 0) + 16;
+	struct rrc_dynblock_entry *e = calloc(cap, sizeof(*e));
+	size_t out_cap = 64 + cap * 256;
+	char *out = malloc(out_cap);
+	enum MHD_Result rc = MHD_NO;
+	if (e && out) {
+		size_t total = rrc_dynblock_list(db, now, e, cap);
+		size_t n = RRC_MIN(total, cap);
+		qsort(e, n, sizeof(*e), by_start);
+		struct timespec wall;
+		clock_gettime(CLOCK_REALTIME, &wall);
+		struct rrc_buf b = {.p = out, .cap = out_cap};
+		rrc_stats_json_blocks(e, n, total, now,
+				      (double)wall.tv_sec + (double)wall.tv_nsec / 1e9, &b);
+		rc = b.overflow ? respond_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "too large\n")
+				: respond(c, MHD_HTTP_OK, "application/json", out, b.len);
+	}
+	free(e);
+	free(out);
+	return rc;
+}
+
+/* POST /api/v1/blocks (prefix=, duration=: a block by hand, or a longer one) and DELETE
+ * /api/v1/blocks (prefix=: that block ends; all=1: every block ends). A prefix is written
+ * as in the ACL, host bits zero: 192.0.2.0/24, 2001:db8::/48, 192.0.2.7. */
+static enum MHD_Result blocks_write(struct rrc_http *h, struct MHD_Connection *c,
+				    struct request *req, bool add, uint32_t default_ms)
+{
+	char prefix[64] = "", all[8] = "", dur[32] = "";
+	enum rrc_form_field fp = argument(c, req->body, "prefix", prefix, sizeof(prefix));
+	enum rrc_form_field fa = argument(c, req->body, "all", all, sizeof(all));
+	enum rrc_form_field fd = argument(c, req->body, "duration", dur, sizeof(dur));
+	if (fp == RRC_FORM_BAD || fa == RRC_FORM_BAD || fd == RRC_FORM_BAD)
+		return respond_text(c, MHD_HTTP_BAD_REQUEST, "a value does not decode\n");
+	bool everything = !add && fa == RRC_FORM_OK && strcmp(all, "1") == 0;
+	if (fa == RRC_FORM_OK && !everything)
+		return respond_text(c, MHD_HTTP_BAD_REQUEST, "all: only all=1, only to remove\n");
+	if ((fp == RRC_FORM_OK) == everything)
+		return respond_text(c, MHD_HTTP_BAD_REQUEST,
+				    add ? "give prefix=NETWORK/LENGTH\n"
+					: "give prefix=NETWORK/LENGTH or all=1\n");
+	struct rrc_dynblock *db = rrc_server_dynblock(h->server);
+	uint64_t now = mono_ms();
+	char msg[160];
+	if (everything) {
+		unsigned n = rrc_dynblock_clear(db, now);
+		rrc_log(RRC_LOG_INFO, RRC_LG_HTTP, "%u dynamic blocks removed through the API", n);
+		snprintf(msg, sizeof(msg), "{\"removed\":%u}\n", n);
+		return respond(c, MHD_HTTP_OK, "application/json", msg, strlen(msg));
+	}
+	struct rrc_acl_rule r;
+	if (rrc_acl_rule_parse(prefix, true, &r) != 0)
+		return respond_text(c, MHD_HTTP_BAD_REQUEST,
+				    "prefix: a network with its host bits zero (192.0.2.0/24, "
+				    "2001:db8::/48) or an address\n");
+	struct rrc_dynblock_entry e = {.family = r.family, .bits = r.prefix};
+	memcpy(e.addr, r.addr, sizeof(e.addr));
+	char text[RRC_DYNBLOCK_TEXT];
+	rrc_dynblock_prefix_text(&e, text, sizeof(text));
+	if (!add) {
+		int n = rrc_dynblock_remove(db, r.family, r.addr, r.prefix, now);
+		if (n)
+			rrc_log(RRC_LOG_INFO, RRC_LG_HTTP,
+				"dynamic block of %s removed through the API", text);
+		snprintf(msg, sizeof(msg), "{\"removed\":%d}\n", n);
+		return respond(c, n ? MHD_HTTP_OK : MHD_HTTP_NOT_FOUND, "application/json", msg,
+			       strlen(msg));
+	}
+	uint64_t ms = default_ms;
+	if (fd == RRC_FORM_OK &&
+	    (rrc_config_parse_duration_ms(dur, &ms) != 0 || ms < 1000 || ms > 86400000))
+		return respond_text(c, MHD_HTTP_BAD_REQUEST,
+				    "duration: 1s to 24h (e.g. 90s, 10m)\n");
+	int rc = rrc_dynblock_add(db, r.family, r.addr, r.prefix, RRC_DB_MANUAL, 0, now, ms);
+	if (rc < 0)
+		return respond_text(c, MHD_HTTP_SERVICE_UNAVAILABLE,
+				    "no room: dynblock.max_blocks blocks are in force\n");
+	rrc_log(RRC_LOG_INFO, RRC_LG_HTTP, "dynamic block of %s for %llu s through the API", text,
+		(unsigned long long)(ms / 1000));
+	snprintf(msg, sizeof(msg), "{\"blocked\":\"%s\",\"seconds\":%llu,\"new\":%s}\n", text,
+		 (unsigned long long)(ms / 1000), rc == 1 ? "true" : "false");
+	return respond(c, MHD_HTTP_OK, "application/json", msg, strlen(msg));
+}
+
 static bool ready(struct rrc_http *h)
 {
 	if (!rrc_server_running(h->server))
@@ -571,11 +670,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 	struct rrc_http *h = cls;
 	(void)version;
 	bool post = strcmp(method, MHD_HTTP_METHOD_POST) == 0;
-	if (!post || (*con_cls && *upload_size == 0))
+	bool del = strcmp(method, MHD_HTTP_METHOD_DELETE) == 0;
+	bool write = post || del;
+	if (!write || (*con_cls && *upload_size == 0))
 		answering(c, true);
 	bool get = strcmp(method, MHD_HTTP_METHOD_GET) == 0 ||
 		   strcmp(method, MHD_HTTP_METHOD_HEAD) == 0;
-	if (post) {
+	if (write) {
 		struct request *req = *con_cls;
 		if (!req) {
 			req = calloc(1, sizeof(*req));
@@ -602,18 +703,24 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		req->body[req->len] = '\0';
 		if (req->too_big)
 			return respond_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n");
-		if (strcmp(url, "/api/v1/cache/flush") != 0 &&
+		bool blocks = strcmp(url, "/api/v1/blocks") == 0;
+		if (!blocks && strcmp(url, "/api/v1/cache/flush") != 0 &&
 		    strcmp(url, "/api/v1/top/reset") != 0)
 			return respond_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
+		if (del && !blocks)
+			return respond_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
 		struct rrc_cfg_ref *ref = rrc_server_cfg_get(h->server);
 		bool has_token = ref->cfg->stats.token[0] != '\0';
 		bool ok = authorized(ref->cfg->stats.token, c);
+		uint32_t block_ms = ref->cfg->dynblock.duration_ms;
 		rrc_cfg_ref_put(ref);
 		if (!ok)
 			return respond_text(
 				c, has_token ? MHD_HTTP_UNAUTHORIZED : MHD_HTTP_FORBIDDEN,
 				has_token ? "a valid bearer token is needed\n"
 					  : "writes are off: no stats.token configured\n");
+		if (blocks)
+			return blocks_write(h, c, req, post, block_ms);
 		if (strcmp(url, "/api/v1/top/reset") == 0) {
 			rrc_server_top_reset(h->server);
 			return respond(c, MHD_HTTP_OK, "application/json", "{\"reset\":true}\n",
@@ -629,6 +736,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		return render(h, c, r_stats, 0, false, "application/json");
 	if (strcmp(url, "/api/v1/upstreams") == 0)
 		return render(h, c, r_upstreams, 0, false, "application/json");
+	if (strcmp(url, "/api/v1/blocks") == 0)
+		return blocks_list(h, c);
 	if (strcmp(url, "/api/v1/top") == 0) {
 		const char *w = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "window");
 		if (w && strcmp(w, "1m") != 0 && strcmp(w, "1h") != 0)

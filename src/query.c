@@ -24,6 +24,7 @@
 #include "rrcache/query.h"
 #include "rrcache/cache.h"
 #include "rrcache/dnstap.h"
+#include "rrcache/dynblock.h"
 #include "rrcache/env.h"
 #include "rrcache/log.h"
 #include "rrcache/msg.h"
@@ -147,11 +148,32 @@ static inline void tap_client(const struct rrc_env *env, enum rrc_dnstap_type ty
 	rrc_tap_log(env->tap, &m);
 }
 
+/* Counts an event of the client's prefix for the dynamic blocks (not for a network spared by
+ * ratelimit.exempt), and logs a block it starts. */
+static void watch(const struct rrc_env *env, const struct sockaddr *peer,
+		  enum rrc_dynblock_reason kind)
+{
+	const struct rrc_cfg_ref *ref = env->cfg;
+	if (ref->ratelimit_exempt && rrc_acl_allows(ref->ratelimit_exempt, peer))
+		return;
+	struct rrc_dynblock_entry e;
+	if (!rrc_dynblock_count(env->dynblock, &ref->dynblock, peer, kind, uv_now(env->loop), &e))
+		return;
+	char text[RRC_DYNBLOCK_TEXT];
+	rrc_dynblock_prefix_text(&e, text, sizeof(text));
+	rrc_log(RRC_LOG_WARN, RRC_LG_ACL,
+		"dynamic block of %s for %u s: %u %s a second over the last %u s", text,
+		ref->dynblock.duration_ms / 1000, e.rate,
+		kind == RRC_DB_NXDOMAIN ? "NXDOMAIN answers" : "queries past the cache",
+		ref->dynblock.window_ms / 1000);
+}
+
 /* Accounts for an answer about to leave (not its latency, which the transport measures): its
- * rcode; for NXDOMAIN and SERVFAIL, its name in the top-K; and the query log's
- * CLIENT_RESPONSE when dnstap is on. */
+ * rcode; for NXDOMAIN and SERVFAIL, its name in the top-K; an NXDOMAIN not of rrcache's own
+ * making (own: a domain list's) for the dynamic blocks; and the query log's CLIENT_RESPONSE
+ * when dnstap is on. */
 static void account_answer(struct rrc_queries *qs, const struct rrc_client *c, const uint8_t *ans,
-			   size_t len)
+			   size_t len, bool own)
 {
 	const struct rrc_env *env = qs->env;
 	if (len < RRC_WIRE_HDR)
@@ -164,6 +186,8 @@ static void account_answer(struct rrc_queries *qs, const struct rrc_client *c, c
 	    ans[len - RRC_WIRE_OPT_LEN] == 0 && rrc_get16(ans + len - RRC_WIRE_OPT_LEN + 1) == 41)
 		rcode |= (unsigned)ans[len - RRC_WIRE_OPT_LEN + 5] << 4;
 	env->st->rcode[rrc_stats_rcode_slot(rcode)]++;
+	if (rcode == RRC_RCODE_NXDOMAIN && !own && env->cfg->dynblock.nxdomain_rate)
+		watch(env, &c->peer.sa, RRC_DB_NXDOMAIN);
 	if ((rcode != RRC_RCODE_NXDOMAIN && rcode != RRC_RCODE_SERVFAIL) || len <= RRC_WIRE_HDR ||
 	    !rrc_top_sampled(env->top))
 		return;
@@ -177,11 +201,13 @@ static void account_answer(struct rrc_queries *qs, const struct rrc_client *c, c
 		    name, nlen);
 }
 
-/* Gives a waiting client its answer (len 0: none could be made) and lets go of it. */
-static void answer_waiter(struct rrc_queries *qs, struct waiter *wt, const uint8_t *buf, size_t len)
+/* Gives a waiting client its answer (len 0: none could be made; own: see account_answer) and
+ * lets go of it. */
+static void answer_waiter(struct rrc_queries *qs, struct waiter *wt, const uint8_t *buf, size_t len,
+			  bool own)
 {
 	if (len) {
-		account_answer(qs, &wt->client, buf, len);
+		account_answer(qs, &wt->client, buf, len, own);
 		wt->client.ops->send(&wt->client, buf, len);
 	}
 	wt->client.ops->release(&wt->client);
@@ -367,7 +393,7 @@ static void query_fail(struct rrc_query *q, unsigned rcode, bool remember)
 						  sizeof(qs->ans));
 			st->servfail++;
 		}
-		answer_waiter(qs, wt, qs->ans, n);
+		answer_waiter(qs, wt, qs->ans, n, false);
 	}
 	query_end(q);
 }
@@ -498,7 +524,8 @@ static void answer_waiters(struct rrc_query *q, const uint8_t *stored, size_t sl
 			count_blocked(qs->env, list, group, q->key, wt->qname_len);
 			st->answered++;
 			answer_waiter(qs, wt, qs->ans,
-				      blocked_for_waiter(q, wt, pc, qs->ans, sizeof(qs->ans)));
+				      blocked_for_waiter(q, wt, pc, qs->ans, sizeof(qs->ans)),
+				      true);
 			continue;
 		}
 		memcpy(qs->ans, stored, slen);
@@ -508,7 +535,7 @@ static void answer_waiters(struct rrc_query *q, const uint8_t *stored, size_t sl
 		if ((rrc_get16(qs->ans + 2) & 0x0F) == RRC_RCODE_SERVFAIL)
 			st->servfail++;
 		st->answered++;
-		answer_waiter(qs, wt, qs->ans, n);
+		answer_waiter(qs, wt, qs->ans, n, false);
 	}
 	query_end(q);
 }
@@ -856,9 +883,26 @@ static void count_client(struct rrc_top *top, const struct sockaddr *peer)
 	rrc_top_add(top, RRC_TOP_CLIENTS, k, n);
 }
 
-/* rrc_query_handle without the accounting of the answer. */
+/* What a query from a blocked prefix gets (dynblock.action); -1: it goes on (tc over TCP). */
+static ssize_t dynblocked(const struct rrc_env *env, const struct rrc_client *c, const uint8_t *pkt,
+			  enum rrc_wire_verdict v, const struct rrc_wire_query *wq, uint8_t *out,
+			  size_t cap)
+{
+	enum rrc_dynblock_action a = env->cfg->cfg->dynblock.action;
+	if (a == RRC_DB_TC && c->tcp)
+		return -1; /* truncation sent it here: a client that can come over TCP is real */
+	env->st->dynblock_queries[a]++;
+	if (a == RRC_DB_DROP || v == RRC_WIRE_DROP)
+		return 0;
+	if (a == RRC_DB_TC && v == RRC_WIRE_OK)
+		return (ssize_t)rrc_wire_synth(pkt, wq, RRC_RCODE_NOERROR, true, out, cap);
+	return (ssize_t)rrc_wire_synth(pkt, wq, RRC_RCODE_REFUSED, false, out, cap);
+}
+
+/* rrc_query_handle without the accounting of the answer; *own: the answer is a domain list's
+ * (see account_answer). */
 static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const uint8_t *pkt,
-		     size_t len, uint8_t *out, size_t cap)
+		     size_t len, uint8_t *out, size_t cap, bool *own)
 {
 	const struct rrc_env *env = qs->env;
 	const struct rrc_cfg_ref *ref = env->cfg;
@@ -882,6 +926,13 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 		return rrc_wire_synth(pkt, &wq, RRC_RCODE_REFUSED, false, out, cap);
 	}
 	tap_client(env, RRC_DT_CLIENT_QUERY, c, pkt, len);
+	/* Dynamic blocks: a prefix blocked for its rate of NXDOMAIN answers or misses, or by
+	 * hand. One atomic load while none is in force. */
+	if (rrc_dynblock_blocked(env->dynblock, &c->peer.sa, uv_now(env->loop))) {
+		ssize_t n = dynblocked(env, c, pkt, v, &wq, out, cap);
+		if (n >= 0)
+			return (size_t)n;
+	}
 	/* Rate limiting (UDP; cache hits cost too): over the limit, one query in slip is told to
 	 * come back over TCP (RFC 7766: a real client does, a spoofed one cannot), the rest get
 	 * nothing. */
@@ -943,6 +994,7 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 		pv = rrc_policy_check(pc->matcher, key, wq.qname_len, mask, &list);
 		if (pv == RRC_PV_BLOCK) {
 			count_blocked(env, list, group, key, wq.qname_len);
+			*own = true;
 			return blocked_answer(pc, pkt, &wq, out, cap);
 		}
 		if (pv == RRC_PV_ALLOW)
@@ -972,6 +1024,7 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 			if (pc->matcher && pv == RRC_PV_PASS && res == RRC_CACHE_HIT &&
 			    answer_cname_blocked(pc, mask, out, alen, &list)) {
 				count_blocked(env, list, group, key, wq.qname_len);
+				*own = true;
 				return blocked_answer(pc, pkt, &wq, out, cap);
 			}
 			size_t n = rrc_wire_finish(out, alen, cap, age, &wc);
@@ -984,6 +1037,8 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 			stale_len = alen; /* the stale copy is in out */
 	}
 	st->cache_misses++;
+	if (ref->dynblock.miss_rate)
+		watch(env, &c->peer.sa, RRC_DB_MISS);
 	enum miss_result mr = start_miss(qs, c, pkt, len, &wq, key, keylen, limit,
 					 stale_len ? out : NULL, stale_len);
 	if (mr == MISS_LATER)
@@ -1004,9 +1059,10 @@ size_t rrc_query_handle(void *ctx, const struct rrc_client *c, const uint8_t *ms
 			uint8_t *out, size_t cap)
 {
 	struct rrc_queries *qs = ctx;
-	size_t n = handle(qs, c, msg, len, out, cap);
+	bool own = false;
+	size_t n = handle(qs, c, msg, len, out, cap, &own);
 	if (n)
-		account_answer(qs, c, out, n);
+		account_answer(qs, c, out, n, own);
 	return n;
 }
 

@@ -22,6 +22,7 @@
 
 struct rrc_server {
 	struct rrc_cache *cache;
+	struct rrc_dynblock *dynblock;
 	struct rrc_conn_limit *tcp_limit;
 	struct rrc_dnstap *tap; /* the query log, or NULL */
 	pthread_mutex_t cfg_lock;
@@ -44,6 +45,11 @@ struct rrc_cfg_ref *rrc_server_cfg_get(struct rrc_server *s)
 struct rrc_cache *rrc_server_cache(struct rrc_server *s)
 {
 	return s->cache;
+}
+
+struct rrc_dynblock *rrc_server_dynblock(struct rrc_server *s)
+{
+	return s->dynblock;
 }
 
 void rrc_server_reopen_files(struct rrc_server *s)
@@ -72,9 +78,10 @@ struct rrc_server *rrc_server_create(struct rrc_config *cfg, char err[RRC_ERR_LE
 		goto fail;
 	}
 	s->cache = rrc_cache_create(cfg->cache_size);
+	s->dynblock = rrc_dynblock_create(cfg->dynblock.watched, cfg->dynblock.max_blocks);
 	s->tcp_limit = rrc_conn_limit_create();
 	s->workers = calloc(cfg->workers, sizeof(*s->workers));
-	if (!s->cache || !s->tcp_limit || !s->workers) {
+	if (!s->cache || !s->dynblock || !s->tcp_limit || !s->workers) {
 		snprintf(err, RRC_ERR_LEN, "out of memory");
 		goto fail;
 	}
@@ -85,8 +92,10 @@ struct rrc_server *rrc_server_create(struct rrc_config *cfg, char err[RRC_ERR_LE
 		if (!s->tap)
 			goto fail;
 	}
-	struct rrc_worker_shared shared = {
-		.cache = s->cache, .tcp_limit = s->tcp_limit, .dnstap = s->tap};
+	struct rrc_worker_shared shared = {.cache = s->cache,
+					   .tcp_limit = s->tcp_limit,
+					   .dnstap = s->tap,
+					   .dynblock = s->dynblock};
 	for (unsigned i = 0; i < cfg->workers; i++) {
 		s->workers[i] = rrc_worker_create(i, rrc_server_cfg_get(s), &shared, err);
 		if (!s->workers[i])
@@ -144,6 +153,11 @@ int rrc_server_reload(struct rrc_server *s, struct rrc_config *cfg)
 	    cfg->stats.max_connections != old->stats.max_connections)
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
 			"stats.listen or stats.max_connections changed: they take effect at the "
+			"next restart");
+	if (cfg->dynblock.watched != old->dynblock.watched ||
+	    cfg->dynblock.max_blocks != old->dynblock.max_blocks)
+		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
+			"dynblock.watched or dynblock.max_blocks changed: they take effect at the "
 			"next restart");
 	if (!redis_same(&cfg->redis, &s->redis))
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
@@ -206,6 +220,7 @@ void rrc_server_destroy(struct rrc_server *s)
 	rrc_dnstap_stop(s->tap); /* after the workers: nothing is logged any more */
 	rrc_cfg_ref_put(s->cur);
 	rrc_cache_destroy(s->cache);
+	rrc_dynblock_destroy(s->dynblock);
 	rrc_conn_limit_destroy(s->tcp_limit);
 	pthread_mutex_destroy(&s->cfg_lock);
 	free(s);

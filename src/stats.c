@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 /* 100 us .. 2.5 s: a cache hit lands in the first buckets, an upstream answer in the middle,
  * a timeout in the last. */
@@ -308,6 +309,27 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		       U(s->ratelimit_dropped));
 	rrc_buf_printf(b, "rrcache_ratelimit_total{action=\"slipped\"} %llu\n",
 		       U(s->ratelimit_slipped));
+	family(b, "dynblock_queries_total", "counter",
+	       "Queries from client prefixes under a dynamic block, by what they got "
+	       "(dynblock.action).");
+	static const char *const db_actions[] = {"dropped", "refused", "truncated"};
+	for (unsigned i = 0; i < 3; i++)
+		rrc_buf_printf(b, "rrcache_dynblock_queries_total{action=\"%s\"} %llu\n",
+			       db_actions[i], U(s->dynblock_queries[i]));
+	family(b, "dynblock_started_total", "counter",
+	       "Dynamic blocks started: by the rate of NXDOMAIN answers, of queries past the "
+	       "cache, or by hand through /api/v1/blocks.");
+	for (unsigned i = 0; i < RRC_DB_REASONS; i++)
+		rrc_buf_printf(b, "rrcache_dynblock_started_total{reason=\"%s\"} %llu\n",
+			       rrc_dynblock_reason_name((enum rrc_dynblock_reason)i),
+			       U(v->dynblock.started[i]));
+	single(b, "dynblock_active", "gauge", "Client prefixes under a dynamic block now.",
+	       v->dynblock_active);
+	single(b, "dynblock_refused_total", "counter",
+	       "Dynamic blocks not started: dynblock.max_blocks were in force.",
+	       v->dynblock.refused);
+	single(b, "dynblock_removed_total", "counter",
+	       "Dynamic blocks ended early through /api/v1/blocks.", v->dynblock.removed);
 	single(b, "any_udp_total", "counter",
 	       "ANY queries over UDP answered by rrcache per RFC 8482 (policy.any_udp).",
 	       s->any_udp);
@@ -561,4 +583,36 @@ void rrc_stats_json_top(const struct rrc_stats_view *v, int window, struct rrc_b
 		rrc_buf_printf(b, "]");
 	}
 	rrc_buf_printf(b, "}\n");
+}
+
+/* Seconds since the epoch as "2026-12-04T05:40:00Z". */
+static void json_time(struct rrc_buf *b, const char *k, double t)
+{
+	time_t s = (time_t)t;
+	struct tm tm;
+	char text[32] = "";
+	if (gmtime_r(&s, &tm))
+		strftime(text, sizeof(text), "%Y-%m-%dT%H:%M:%SZ", &tm);
+	rrc_buf_printf(b, "\"%s\":\"%s\"", k, text);
+}
+
+void rrc_stats_json_blocks(const struct rrc_dynblock_entry *e, size_t n, size_t total,
+			   uint64_t now_ms, double wall_now, struct rrc_buf *b)
+{
+	rrc_buf_printf(b, "{\"active\":%zu,\"blocks\":[", total);
+	for (size_t i = 0; i < n; i++) {
+		char prefix[RRC_DYNBLOCK_TEXT];
+		rrc_dynblock_prefix_text(&e[i], prefix, sizeof(prefix));
+		double age = (double)(now_ms - RRC_MIN(e[i].since_ms, now_ms)) / 1000;
+		double left = (double)(e[i].until_ms - RRC_MIN(e[i].until_ms, now_ms)) / 1000;
+		rrc_buf_printf(b, "%s{\"prefix\":\"%s\",\"reason\":\"%s\",\"rate\":%u,",
+			       i ? "," : "", prefix, rrc_dynblock_reason_name(e[i].reason),
+			       e[i].rate);
+		json_time(b, "since", wall_now - age);
+		rrc_buf_printf(b, ",");
+		json_time(b, "until", wall_now + left);
+		rrc_buf_printf(b, ",\"seconds_left\":%.3f,\"queries\":%llu}", left,
+			       U(e[i].queries));
+	}
+	rrc_buf_printf(b, "]}\n");
 }

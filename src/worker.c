@@ -205,6 +205,7 @@ struct rrc_worker *rrc_worker_create(unsigned index, struct rrc_cfg_ref *cfg,
 				  .worker = index,
 				  .cfg = cfg,
 				  .cache = shared->cache,
+				  .dynblock = shared->dynblock,
 				  .st = &w->st,
 				  .top = &w->top,
 				  .tap = shared->dnstap ? &w->tap : NULL};

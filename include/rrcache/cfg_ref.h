@@ -18,10 +18,12 @@
 
 struct rrc_cfg_ref {
 	struct rrc_config *cfg;
-	struct rrc_acl *acl;		  /* cfg's client ACL (acl.rules) */
-	struct rrc_acl *stats_allow;	  /* cfg's stats.allow */
-	struct rrc_ratelimit *ratelimit;  /* ratelimit.* (NULL: off); a reload starts a new one */
-	struct rrc_acl *ratelimit_exempt; /* ratelimit.exempt (NULL: none) */
+	struct rrc_acl *acl;		   /* cfg's client ACL (acl.rules) */
+	struct rrc_acl *stats_allow;	   /* cfg's stats.allow */
+	struct rrc_ratelimit *ratelimit;   /* ratelimit.* (NULL: off); a reload starts a new one */
+	struct rrc_acl *ratelimit_exempt;  /* ratelimit.exempt, also spared dynamic blocks (NULL:
+					      none) */
+	struct rrc_dynblock_conf dynblock; /* dynblock.* with ratelimit's prefix lengths */
 	atomic_int refs;
 	unsigned generation; /* 0 at start, one more at each reload */
 };

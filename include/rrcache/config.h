@@ -15,6 +15,7 @@
 #include "rrcache/defs.h"
 #include "rrcache/log.h"
 #include "rrcache/policy.h"
+#include "rrcache/dynblock.h"
 #include "rrcache/ratelimit.h"
 
 /* Limits of the configuration itself, sized far above any real deployment. */
@@ -179,6 +180,12 @@ struct rrc_config {
 		struct rrc_acl_rule *exempt;	 /* networks never limited */
 		size_t n_exempt;
 	} ratelimit;
+	struct {
+		uint32_t nxdomain_rate, miss_rate; /* a second over the window (0: not watched) */
+		uint32_t window_ms, duration_ms;
+		enum rrc_dynblock_action action;
+		uint32_t watched, max_blocks; /* the tables' sizes (fixed at start) */
+	} dynblock;
 	bool stats_allow_given; /* internal: the file listed stats.allow */
 	bool no_lookups; /* internal: host names refused, not resolved (rrc_config_overrides) */
 };

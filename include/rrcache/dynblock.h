@@ -87,7 +87,7 @@ bool rrc_dynblock_count(struct rrc_dynblock *db, const struct rrc_dynblock_conf 
 			struct rrc_dynblock_entry *started);
 
 /* True when a block in force at now_ms covers sa (and counts the query against it). Any
- * thread, no lock. */
+ * thread, no lock. db NULL: false (as for count). */
 bool rrc_dynblock_blocked(struct rrc_dynblock *db, const struct sockaddr *sa, uint64_t now_ms);
 
 /* Blocks family/addr/bits (host bits are cleared) until now_ms + duration_ms (1), or extends
@@ -112,6 +112,10 @@ void rrc_dynblock_totals(struct rrc_dynblock *db, struct rrc_dynblock_totals *ou
 
 /* Bytes the tables take. */
 size_t rrc_dynblock_bytes(const struct rrc_dynblock *db);
+
+/* An entry's prefix as "192.0.2.0/24" or "2001:db8::/56". */
+#define RRC_DYNBLOCK_TEXT 48
+void rrc_dynblock_prefix_text(const struct rrc_dynblock_entry *e, char *out, size_t cap);
 
 /* "nxdomain", "miss", "manual". */
 const char *rrc_dynblock_reason_name(enum rrc_dynblock_reason r);

@@ -1,7 +1,7 @@
 /*
  * env: what the modules of one worker share, handed to each when it is created, the way libuv
- * hands a loop to every handle: the loop, the configuration in force, the shared L1 cache, the
- * worker's counters and top-K, and its query log.
+ * hands a loop to every handle: the loop, the configuration in force, the shared L1 cache and
+ * dynamic blocks, the worker's counters and top-K, and its query log.
  *
  * The worker owns the struct and everything it points at; a module keeps the pointer and reads
  * through it at each use, so that a reload (the worker swaps cfg between two callbacks) applies
@@ -17,13 +17,15 @@
 #include <uv.h>
 
 struct rrc_cache;
+struct rrc_dynblock;
 struct rrc_tap;
 
 struct rrc_env {
 	uv_loop_t *loop;
-	unsigned worker;	 /* the worker's index, for log lines */
-	struct rrc_cfg_ref *cfg; /* the configuration in force; read it at each use */
-	struct rrc_cache *cache; /* L1, shared by the workers */
+	unsigned worker;	       /* the worker's index, for log lines */
+	struct rrc_cfg_ref *cfg;       /* the configuration in force; read it at each use */
+	struct rrc_cache *cache;       /* L1, shared by the workers */
+	struct rrc_dynblock *dynblock; /* the dynamic blocks, shared by the workers */
 	struct rrc_worker_stats *st;
 	struct rrc_top *top;
 	struct rrc_tap *tap; /* the query log, NULL when it is off */

@@ -13,6 +13,7 @@
 
 #include "rrcache/cache.h"
 #include "rrcache/cfg_ref.h"
+#include "rrcache/dynblock.h"
 #include "rrcache/stats.h"
 
 struct rrc_server;
@@ -47,6 +48,8 @@ void rrc_server_destroy(struct rrc_server *s);
 struct rrc_cfg_ref *rrc_server_cfg_get(struct rrc_server *s);
 
 struct rrc_cache *rrc_server_cache(struct rrc_server *s);
+/* The dynamic blocks (the tables live as long as the server; a reload keeps them). */
+struct rrc_dynblock *rrc_server_dynblock(struct rrc_server *s);
 
 /* The Redis settings the workers run with (fixed at start), or NULL without Redis. */
 const struct rrc_redis_conf *rrc_server_redis(const struct rrc_server *s);

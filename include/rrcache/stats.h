@@ -17,6 +17,7 @@
 #include "rrcache/buf.h"
 #include "rrcache/cache.h"
 #include "rrcache/defs.h"
+#include "rrcache/dynblock.h"
 #include "rrcache/topk.h"
 #include "rrcache/wire.h"
 
@@ -128,7 +129,8 @@ struct rrc_worker_stats {
 	 */
 	uint64_t policy_blocked_group[1 + RRC_POLICY_MAX_GROUPS];
 	uint64_t ratelimit_dropped, ratelimit_slipped; /* UDP queries over ratelimit.qps */
-	uint64_t any_udp; /* ANY over UDP answered per RFC 8482 (policy.any_udp) */
+	uint64_t dynblock_queries[3]; /* queries of blocked prefixes, by dynblock.action */
+	uint64_t any_udp;	      /* ANY over UDP answered per RFC 8482 (policy.any_udp) */
 	uint64_t upstream_queries, upstream_tcp, upstream_timeouts, upstream_errors;
 	uint64_t unwanted_replies, malformed_replies;
 	uint64_t upstream_local_errors; /* upstream queries this machine could not send */
@@ -168,6 +170,8 @@ struct rrc_stats_view {
 	size_t n_lists;
 	const char *const *group_names; /* policy.groups' names, n_groups */
 	unsigned n_groups;
+	struct rrc_dynblock_totals dynblock; /* what the dynamic blocks have done */
+	size_t dynblock_active;		     /* blocks in force */
 };
 
 /* Prometheus text format 0.0.4: every family with # HELP and # TYPE, rrcache_ prefix, base
@@ -177,6 +181,11 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b);
 void rrc_stats_json(const struct rrc_stats_view *v, struct rrc_buf *b);
 void rrc_stats_json_upstreams(const struct rrc_stats_view *v, struct rrc_buf *b);
 void rrc_stats_json_top(const struct rrc_stats_view *v, int window, struct rrc_buf *b);
+
+/* GET /api/v1/blocks: the n blocks of e (of total in force) at now_ms, with wall-clock
+ * times from wall_now (seconds since the epoch at now_ms). */
+void rrc_stats_json_blocks(const struct rrc_dynblock_entry *e, size_t n, size_t total,
+			   uint64_t now_ms, double wall_now, struct rrc_buf *b);
 
 /* A top-K key as text: a name in presentation format, or a client address. */
 size_t rrc_stats_key_text(enum rrc_top_cat cat, const struct rrc_topk_entry *e, char *out,

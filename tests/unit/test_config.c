@@ -11,6 +11,7 @@
 #include <cmocka.h>
 #include <sched.h>
 
+#include "rrcache/cfg_ref.h"
 #include "rrcache/config.h"
 
 static char resolv[64];
@@ -177,6 +178,46 @@ static void test_errors(void **state)
 	struct rrc_config_overrides ov = {.resolv_conf = resolv};
 	assert_null(rrc_config_build("/nonexistent/rrcache.yaml", &ov, err));
 	assert_non_null(strstr(err, "/nonexistent/rrcache.yaml"));
+}
+
+/* dynblock: defaults off; values taken; the prefix lengths come from ratelimit (cfg_ref);
+ * an unknown action or a window out of range refused. */
+static void test_dynblock_section(void **state)
+{
+	char err[RRC_ERR_LEN];
+	struct rrc_config *cfg = build("upstream: {servers: [192.0.2.1]}\n", err);
+	assert_non_null(cfg);
+	assert_int_equal(cfg->dynblock.nxdomain_rate, 0);
+	assert_int_equal(cfg->dynblock.window_ms, 10000);
+	assert_int_equal(cfg->dynblock.duration_ms, 60000);
+	assert_int_equal(cfg->dynblock.action, RRC_DB_DROP);
+	assert_int_equal(cfg->dynblock.watched, 4096);
+	assert_int_equal(cfg->dynblock.max_blocks, 1024);
+	rrc_config_free(cfg);
+	cfg = build("upstream: {servers: [192.0.2.1]}\n"
+		    "ratelimit: {ipv4_prefix: 20, ipv6_prefix: 48, exempt: [10.0.0.0/8]}\n"
+		    "dynblock: {nxdomain_rate: 50, miss_rate: 200, window: 5s, duration: 2m,\n"
+		    "           action: tc, watched: 100, max_blocks: 7}\n",
+		    err);
+	assert_non_null(cfg);
+	assert_int_equal(cfg->dynblock.nxdomain_rate, 50);
+	assert_int_equal(cfg->dynblock.miss_rate, 200);
+	assert_int_equal(cfg->dynblock.window_ms, 5000);
+	assert_int_equal(cfg->dynblock.duration_ms, 120000);
+	assert_int_equal(cfg->dynblock.action, RRC_DB_TC);
+	assert_int_equal(cfg->dynblock.watched, 100);
+	assert_int_equal(cfg->dynblock.max_blocks, 7);
+	struct rrc_cfg_ref *ref = rrc_cfg_ref_new(cfg, 0);
+	assert_non_null(ref);
+	assert_int_equal(ref->dynblock.v4_prefix, 20);
+	assert_int_equal(ref->dynblock.v6_prefix, 48);
+	assert_int_equal(ref->dynblock.window_ms, 5000);
+	assert_null(ref->ratelimit);		/* qps 0 */
+	assert_non_null(ref->ratelimit_exempt); /* for the dynamic blocks */
+	rrc_cfg_ref_put(ref);
+	expect_error("dynblock: {action: shun}\n", "dynblock.action: unknown action 'shun'");
+	expect_error("dynblock: {window: 500ms}\n", "dynblock.window");
+	expect_error("dynblock: {max_blocks: 0}\n", "dynblock.max_blocks");
 }
 
 /* Upstreams by host name (a compose service, a cluster DNS name): resolved when the
@@ -556,6 +597,7 @@ int main(void)
 		cmocka_unit_test(test_addresses),
 		cmocka_unit_test(test_full_file),
 		cmocka_unit_test(test_errors),
+		cmocka_unit_test(test_dynblock_section),
 		cmocka_unit_test(test_host_name_upstreams),
 		cmocka_unit_test(test_defaults_and_flags),
 		cmocka_unit_test(test_resolv_conf_self),
