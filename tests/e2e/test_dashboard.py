@@ -29,7 +29,11 @@ def shown(dom, ident):
 
 def test_dashboard_shows_what_the_api_says(fault, rrcache, tmp_path):
     up = fault()
-    r = rrcache([f"127.0.0.1:{up.port}"], stats_extra="  top_sample: 1\n")
+    r = rrcache([f"127.0.0.1:{up.port}"], stats_extra='  top_sample: 1\n  token: "t"\n')
+    # A dynamic block, to be listed.
+    assert r.http("/api/v1/blocks", "POST", body="prefix=198.51.100.0/24",
+                  headers={"Authorization": "Bearer t",
+                           "Content-Type": "application/x-www-form-urlencoded"})[0] == 200
     status, headers, page = r.http("/")
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     # Self-contained: no script, style or font from anywhere else.
@@ -87,3 +91,6 @@ def test_dashboard_shows_what_the_api_says(fault, rrcache, tmp_path):
     names = re.findall(r'<td class="k"[^>]*>([^<]*)</td>', table)
     assert names and names == [e["key"] for e in top["names"]]
     assert shown(dom, "qps") is not None
+    assert shown(dom, "blocks-active") == "1"
+    table = dom[dom.index('id="blocks"'):]
+    assert re.search(r'<td class="k"[^>]*>198\.51\.100\.0/24</td><td>manual</td>', table)
