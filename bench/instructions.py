@@ -10,7 +10,9 @@ With --policy, what a blocklist of a million names costs: instructions per hit w
 without it (the names asked are not on it: the check every query pays), per blocked query,
 and, natively, the list's load time and the resident memory it adds; and what the rate
 limit's check adds to a hit.
-Usage: bench/instructions.py [--hits N] [--misses N] [--redis] [--policy]
+With --dynblock, what the dynamic blocks cost: per hit and per miss with both rates watched
+(none reached), and per query of a blocked prefix (answered REFUSED).
+Usage: bench/instructions.py [--hits N] [--misses N] [--redis] [--policy] [--dynblock]
 """
 import argparse
 import os
@@ -192,6 +194,52 @@ def write_policy_section(load_ms, rss_per_name, per0, per1, per_blocked, hot_ns,
         f.write(text.rstrip("\n") + "\n\n" + section)
 
 
+def dynblock_costs(knot_port, work, warm, hits, misses):
+    """Instructions per hit and per miss with dynblock watching both rates (set far above the
+    load, so nothing is blocked), and per query of a blocked prefix (the warm-up's misses
+    start the block: miss_rate 1)."""
+    def conf(name, text):
+        path = os.path.join(work, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return ["-c", path]
+    watch = conf("dynblock-watch.yaml",
+                 "dynblock:\n  nxdomain_rate: 1000000\n  miss_rate: 1000000\n")
+    block = conf("dynblock-block.yaml", "dynblock:\n  miss_rate: 1\n  window: 1s\n"
+                 "  duration: 1h\n  action: refused\n")
+    per = {}
+    for label, more in (("off", []), ("watching", watch)):
+        base, _ = one_run(knot_port, 1, work, warm, None, more)
+        h, nh = one_run(knot_port, 1, work, warm, hits, more)
+        m, nm = one_run(knot_port, 1, work, warm, misses, more)
+        per[label] = ((h - base) / max(nh, 1), (m - base) / max(nm, 1))
+    base, _ = one_run(knot_port, 1, work, warm, None, block)
+    b, nb = one_run(knot_port, 1, work, warm, hits, block)
+    per_blocked = (b - base) / max(nb, 1)
+    (h0, m0), (h1, m1) = per["off"], per["watching"]
+    print(f"dynblock: per hit {h0:.0f} -> {h1:.0f} (+{h1 - h0:.0f}), per miss {m0:.0f} -> "
+          f"{m1:.0f} (+{m1 - m0:.0f}) instructions with both rates watched; per query of a "
+          f"blocked prefix: {per_blocked:.0f}", flush=True)
+    path = os.path.join(HERE, "RESULTS.md")
+    text = open(path).read() if os.path.exists(path) else ""
+    head = "## Dynamic blocks (bench/instructions.py --dynblock)"
+    if B.KEPT_MARK not in text:
+        text = text.rstrip("\n") + "\n\n" + B.KEPT_MARK + "\n"
+    i = text.find(head)
+    if i >= 0:
+        j = text.find("\n## ", i + len(head))
+        text = text[:i] + (text[j + 1:] if j >= 0 else "")
+    section = (f"{head}\n\nMeasured {time.strftime('%Y-%m-%d')}; 1 worker; callgrind "
+               f"instructions per query.\n\n| query | dynblock off | both rates watched |\n"
+               f"|---|---|---|\n| cache hit | {h0:.0f} | {h1:.0f} (+{h1 - h0:.0f}) |\n"
+               f"| miss | {m0:.0f} | {m1:.0f} (+{m1 - m0:.0f}) |\n"
+               f"| query of a blocked prefix (REFUSED) | | {per_blocked:.0f} |\n\n"
+               "While no block is in force a query pays one atomic load; a miss with "
+               "miss_rate set takes its prefix's set lock once.\n")
+    with open(path, "w") as f:
+        f.write(text.rstrip("\n") + "\n\n" + section)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hits", type=int, default=20000)
@@ -199,6 +247,8 @@ def main():
     ap.add_argument("--redis", action="store_true", help="also per L2 hit")
     ap.add_argument("--policy", action="store_true",
                     help="only the cost of a 1 M-name blocklist (per hit, load, memory)")
+    ap.add_argument("--dynblock", action="store_true",
+                    help="only the cost of the dynamic blocks (per hit, miss, blocked query)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rrc-insn-")
     knot = Knot(extra_zone=B.zone_extra())
@@ -211,6 +261,9 @@ def main():
         B.write_names(misses, [f"i{i}.u.example.test." for i in range(args.misses)])
         if args.policy:
             policy_costs(knot.port, work, warm, hits, args.hits)
+            return
+        if args.dynblock:
+            dynblock_costs(knot.port, work, warm, hits, misses)
             return
         rows = []
         for workers in (1, 2):

@@ -892,9 +892,9 @@ static ssize_t dynblocked(const struct rrc_env *env, const struct rrc_client *c,
 	if (a == RRC_DB_TC && c->tcp)
 		return -1; /* truncation sent it here: a client that can come over TCP is real */
 	env->st->dynblock_queries[a]++;
-	if (a == RRC_DB_DROP || v == RRC_WIRE_DROP)
+	if (a == RRC_DB_DROP || v == RRC_WIRE_DROP || (a == RRC_DB_TC && v != RRC_WIRE_OK))
 		return 0;
-	if (a == RRC_DB_TC && v == RRC_WIRE_OK)
+	if (a == RRC_DB_TC)
 		return (ssize_t)rrc_wire_synth(pkt, wq, RRC_RCODE_NOERROR, true, out, cap);
 	return (ssize_t)rrc_wire_synth(pkt, wq, RRC_RCODE_REFUSED, false, out, cap);
 }
