@@ -704,11 +704,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (req->too_big)
 			return respond_text(c, MHD_HTTP_CONTENT_TOO_LARGE, "body too large\n");
 		bool blocks = strcmp(url, "/api/v1/blocks") == 0;
+		if (del && !blocks)
+			return respond_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
 		if (!blocks && strcmp(url, "/api/v1/cache/flush") != 0 &&
 		    strcmp(url, "/api/v1/top/reset") != 0)
 			return respond_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
-		if (del && !blocks)
-			return respond_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
 		struct rrc_cfg_ref *ref = rrc_server_cfg_get(h->server);
 		bool has_token = ref->cfg->stats.token[0] != '\0';
 		bool ok = authorized(ref->cfg->stats.token, c);
