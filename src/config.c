@@ -6,6 +6,7 @@
  * not in its table is an error, so a typo never passes silently.
  */
 #include "rrcache/config.h"
+#include "rrcache/msg.h"
 #include "rrcache/stats.h"
 
 #include <arpa/inet.h>
@@ -25,6 +26,8 @@
 static const struct rrc_config rrc_config_defaults = {
 	.workers = 0,
 	.balance = RRC_POLICY_ROUND_ROBIN,
+	.pools = {{.name = "default"}},
+	.n_pools = 1,
 	.upstream_timeout_ms = 1000,
 	.client_timeout_ms = 2000,
 	.max_failures = 3,
@@ -69,6 +72,7 @@ static const struct rrc_config rrc_config_defaults = {
 				.v6_prefix = 56,
 				.table_size = 65536},
 		      .slip = 2},
+	.local = {.ttl = 60, .private_reverse = true},
 	.dynblock = {.nxdomain_rate = 0,
 		     .miss_rate = 0,
 		     .window_ms = 10000,
@@ -386,6 +390,9 @@ enum kind {
 	K_GROUPS,
 	K_ANY_UDP,
 	K_DB_ACTION,
+	K_POOLS,
+	K_RECORDS,
+	K_HOSTS_FILES,
 	K_EXEMPT,
 	K_POW2, /* uint32_t, a power of two in [min, max] */
 };
@@ -402,6 +409,7 @@ struct key {
 
 static const struct key upstream_keys[] = {
 	{"servers", K_SERVERS, 0, 0, 0, NULL},
+	{"pools", K_POOLS, 0, 0, 0, NULL},
 	{"policy", K_POLICY, 0, 0, 0, NULL},
 	{"timeout", K_DURATION, F(upstream_timeout_ms), 10, 60000, NULL},
 	{"client_timeout", K_DURATION, F(client_timeout_ms), 10, 60000, NULL},
@@ -516,6 +524,16 @@ static const struct key ratelimit_keys[] = {
 	{"table_size", K_UINT, FL(table.table_size), 64, 1u << 26, NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
 
+#define FLO(field) offsetof(struct rrc_config, local.field)
+
+static const struct key local_keys[] = {
+	{"records", K_RECORDS, 0, 0, 0, NULL},
+	{"hosts_files", K_HOSTS_FILES, 0, 0, 0, NULL},
+	{"domain", K_STRING, FLO(domain), 0, sizeof(((struct rrc_config *)0)->local.domain), NULL},
+	{"ttl", K_TTL, FLO(ttl), 0, 86400, NULL},
+	{"private_reverse", K_BOOL, FLO(private_reverse), 0, 1, NULL},
+	{NULL, 0, 0, 0, 0, NULL}};
+
 #define FB(field) offsetof(struct rrc_config, dynblock.field)
 
 static const struct key dynblock_keys[] = {
@@ -544,6 +562,7 @@ static const struct key top_keys[] = {
 	{"policy", K_SECTION, 0, 0, 0, policy_keys},
 	{"ratelimit", K_SECTION, 0, 0, 0, ratelimit_keys},
 	{"dynblock", K_SECTION, 0, 0, 0, dynblock_keys},
+	{"local", K_SECTION, 0, 0, 0, local_keys},
 	{NULL, 0, 0, 0, 0, NULL}};
 
 struct ctx {
@@ -918,12 +937,200 @@ static int walk_groups(struct ctx *c, const yaml_node_t *n, const char *path)
 	return 0;
 }
 
+/* A new pool named name (the first of n_pools), or NULL with the reason in why. */
+static struct rrc_forward_pool *new_pool(struct rrc_config *cfg, const char *name,
+					 char why[RRC_ERR_LEN])
+{
+	if (cfg->n_pools >= 1 + RRC_MAX_POOLS) {
+		snprintf(why, RRC_ERR_LEN, "more than %d pools", RRC_MAX_POOLS);
+		return NULL;
+	}
+	if (!name[0] || strlen(name) >= sizeof(cfg->pools[0].name)) {
+		snprintf(why, RRC_ERR_LEN, "a pool's name has 1 to %zu characters",
+			 sizeof(cfg->pools[0].name) - 1);
+		return NULL;
+	}
+	for (unsigned i = 0; i < cfg->n_pools; i++) {
+		if (strcmp(cfg->pools[i].name, name) == 0) {
+			snprintf(why, RRC_ERR_LEN, "pool '%.31s' given twice", name);
+			return NULL;
+		}
+	}
+	struct rrc_forward_pool *p = &cfg->pools[cfg->n_pools++];
+	*p = (struct rrc_forward_pool){.first = (uint16_t)cfg->n_pool_servers};
+	snprintf(p->name, sizeof(p->name), "%s", name);
+	return p;
+}
+
+/* A domain of the last pool. 0, or -EINVAL with the reason in why. */
+static int pool_domain(struct rrc_config *cfg, const char *text, char why[RRC_ERR_LEN])
+{
+	uint8_t wire[RRC_WIRE_MAX_NAME];
+	size_t len;
+	if (rrc_msg_name_from_text(text, wire, &len) != 0) {
+		snprintf(why, RRC_ERR_LEN, "bad domain '%.60s'", text);
+		return -EINVAL;
+	}
+	if (!cfg->route && !(cfg->route = rrc_route_create())) {
+		snprintf(why, RRC_ERR_LEN, "out of memory");
+		return -ENOMEM;
+	}
+	int rc = rrc_route_add(cfg->route, wire, len, (uint16_t)(cfg->n_pools - 1));
+	if (rc == -EEXIST)
+		snprintf(why, RRC_ERR_LEN, "domain '%.60s' is in another pool already", text);
+	else if (rc)
+		snprintf(why, RRC_ERR_LEN, "out of memory");
+	return rc;
+}
+
+/* A server of the last pool. 0, or -EINVAL with the reason in why. */
+static int pool_server(struct rrc_config *cfg, const char *text, uint32_t weight,
+		       char why[RRC_ERR_LEN])
+{
+	if (cfg->n_pool_servers >= RRC_MAX_UPSTREAMS) {
+		snprintf(why, RRC_ERR_LEN, "more than %d servers in the pools", RRC_MAX_UPSTREAMS);
+		return -EINVAL;
+	}
+	struct rrc_upstream_conf *u = &cfg->pool_servers[cfg->n_pool_servers];
+	if (resolve_server(text, !cfg->no_lookups, &u->addr, why))
+		return -EINVAL;
+	u->weight = weight;
+	cfg->n_pool_servers++;
+	cfg->pools[cfg->n_pools - 1].n++;
+	return 0;
+}
+
+static int pool_domain_at(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
+			  void *arg)
+{
+	char why[RRC_ERR_LEN];
+	return pool_domain(c->cfg, s, why) ? fail(c, n, key, "%s", why) : 0;
+}
+
+static int pool_server_at(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
+			  void *arg)
+{
+	char why[RRC_ERR_LEN];
+	return pool_server(c->cfg, s, 1, why) ? fail(c, n, key, "%s", why) : 0;
+}
+
+/* local.records: kept as written with where they were, read once local.ttl is known. */
+static int local_record(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
+			void *arg)
+{
+	struct rrc_config *cfg = c->cfg;
+	unsigned i = cfg->local.n_records;
+	if (i >= 100000)
+		return fail(c, n, key, "more than 100000 records (use a hosts file)");
+	if (i % 64 == 0) {
+		char **r = realloc(cfg->local.records, (i + 64) * sizeof(*r));
+		if (r)
+			cfg->local.records = r;
+		uint32_t *ln = realloc(cfg->local.record_line, (i + 64) * sizeof(*ln));
+		if (ln)
+			cfg->local.record_line = ln;
+		uint32_t *col = realloc(cfg->local.record_col, (i + 64) * sizeof(*col));
+		if (col)
+			cfg->local.record_col = col;
+		if (!r || !ln || !col)
+			return fail(c, n, key, "out of memory");
+	}
+	if (!(cfg->local.records[i] = strdup(s)))
+		return fail(c, n, key, "out of memory");
+	cfg->local.record_line[i] = (uint32_t)n->start_mark.line + 1;
+	cfg->local.record_col[i] = (uint32_t)n->start_mark.column + 1;
+	cfg->local.n_records++;
+	return 0;
+}
+
+static int local_hosts(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
+		       void *arg)
+{
+	struct rrc_config *cfg = c->cfg;
+	if (cfg->local.n_hosts_files >= RRC_POLICY_MAX_LISTS)
+		return fail(c, n, key, "more than %d files", RRC_POLICY_MAX_LISTS);
+	if (!cfg->local.hosts_files &&
+	    !(cfg->local.hosts_files = calloc(RRC_POLICY_MAX_LISTS, sizeof(char *))))
+		return fail(c, n, key, "out of memory");
+	return add_path(c, n, key, s, cfg->local.hosts_files, &cfg->local.n_hosts_files);
+}
+
+/* upstream.pools: a list of {name, domains, servers, policy}. */
+static int walk_pools(struct ctx *c, const yaml_node_t *n, const char *path)
+{
+	struct rrc_config *cfg = c->cfg;
+	if (n->type == YAML_SCALAR_NODE && scalar(n)[0] == '\0')
+		return 0;
+	if (n->type != YAML_SEQUENCE_NODE)
+		return fail(c, n, path, "expected a list of pools");
+	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+	     it++) {
+		const yaml_node_t *pn = yaml_document_get_node(c->doc, *it);
+		if (pn->type != YAML_MAPPING_NODE)
+			return fail(c, pn, path,
+				    "a pool is a mapping (name, domains, servers, policy)");
+		/* The name first, wherever it is written: the domains point at the pool. */
+		const char *name = NULL;
+		for (yaml_node_pair_t *p = pn->data.mapping.pairs.start;
+		     p < pn->data.mapping.pairs.top; p++) {
+			const char *ks = scalar(yaml_document_get_node(c->doc, p->key));
+			if (ks && strcmp(ks, "name") == 0)
+				name = scalar(yaml_document_get_node(c->doc, p->value));
+		}
+		char why[RRC_ERR_LEN];
+		struct rrc_forward_pool *pool = new_pool(cfg, name ? name : "", why);
+		if (!pool)
+			return fail(c, pn, path, "%s", why);
+		bool has_domains = false;
+		for (yaml_node_pair_t *p = pn->data.mapping.pairs.start;
+		     p < pn->data.mapping.pairs.top; p++) {
+			const yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+			const yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+			const char *ks = scalar(k), *vs = scalar(v);
+			char kp[128];
+			snprintf(kp, sizeof(kp), "%s.%.40s", path, ks ? ks : "?");
+			int rc = 0;
+			if (ks && strcmp(ks, "name") == 0) {
+				continue;
+			} else if (ks && strcmp(ks, "domains") == 0) {
+				rc = each_scalar(c, v, kp, pool_domain_at, NULL);
+				has_domains = true;
+			} else if (ks && strcmp(ks, "servers") == 0) {
+				rc = each_scalar(c, v, kp, pool_server_at, NULL);
+			} else if (ks && strcmp(ks, "policy") == 0) {
+				if (!vs || rrc_balancer_policy_parse(vs, &pool->balance))
+					return fail(c, v, kp,
+						    "unknown policy (round-robin, first-available, "
+						    "least-outstanding, weighted)");
+				pool->balance_given = true;
+			} else {
+				return fail(c, k, kp,
+					    "unknown key (name, domains, servers, policy)");
+			}
+			if (rc)
+				return rc;
+		}
+		if (!has_domains || pool->n == 0)
+			return fail(c, pn, path, "pool '%.31s' needs domains and servers",
+				    pool->name);
+	}
+	return 0;
+}
+
 static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, const char *path)
 {
 	struct rrc_config *cfg = c->cfg;
 	uint8_t *base = (uint8_t *)cfg;
 	if (k->kind == K_SECTION)
 		return walk_map(c, v, k->sub, path);
+	if (k->kind == K_POOLS)
+		return walk_pools(c, v, path);
+	if (k->kind == K_RECORDS || k->kind == K_HOSTS_FILES) {
+		if (v->type == YAML_SCALAR_NODE && scalar(v)[0] == '\0')
+			return 0;
+		return each_scalar(c, v, path, k->kind == K_RECORDS ? local_record : local_hosts,
+				   NULL);
+	}
 	if (k->kind == K_GROUPS)
 		return walk_groups(c, v, path);
 	if (k->kind == K_LISTEN || k->kind == K_SERVERS || k->kind == K_ALLOW ||
@@ -1257,6 +1464,60 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 			}
 		}
 	}
+	if (ov->n_forward) {
+		/* --forward replaces the file's pools: DOMAIN=ADDR[,ADDR...]; an item without '='
+		 * is one more address of the domain before it (RRCACHE_FORWARD is split at the
+		 * commas), and a domain given again adds to its pool. */
+		cfg->n_pools = 1;
+		cfg->n_pool_servers = 0;
+		rrc_route_destroy(cfg->route);
+		cfg->route = NULL;
+		char why[RRC_ERR_LEN];
+		for (unsigned i = 0; i < ov->n_forward; i++) {
+			char item[512];
+			snprintf(item, sizeof(item), "%s", ov->forward[i]);
+			char *eq = strchr(item, '=');
+			char *addrs = item;
+			int rc = 0;
+			if (eq) {
+				*eq = '\0';
+				addrs = eq + 1;
+				size_t dl = strlen(item);
+				while (dl > 1 && item[dl - 1] == '.')
+					item[--dl] = '\0';
+				unsigned p = 1;
+				while (p < cfg->n_pools && strcmp(cfg->pools[p].name, item) != 0)
+					p++;
+				if (p < cfg->n_pools) {
+					if (cfg->pools[p].first + cfg->pools[p].n !=
+					    cfg->n_pool_servers) {
+						snprintf(why, RRC_ERR_LEN,
+							 "give the addresses of '%.60s' together",
+							 item);
+						rc = -EINVAL;
+					}
+				} else if (!new_pool(cfg, item, why) ||
+					   pool_domain(cfg, item, why)) {
+					rc = -EINVAL;
+				}
+			} else if (cfg->n_pools == 1) {
+				snprintf(why, RRC_ERR_LEN,
+					 "want DOMAIN=ADDR[,ADDR...], not '%.60s'", item);
+				rc = -EINVAL;
+			}
+			for (char *a = strtok(addrs, ","); !rc && a; a = strtok(NULL, ","))
+				rc = pool_server(cfg, a, 1, why);
+			if (!rc && cfg->pools[cfg->n_pools - 1].n == 0) {
+				snprintf(why, RRC_ERR_LEN, "'%.60s' has no address",
+					 ov->forward[i]);
+				rc = -EINVAL;
+			}
+			if (rc) {
+				snprintf(err, RRC_ERR_LEN, "--forward: %.480s", why);
+				return -EINVAL;
+			}
+		}
+	}
 	if (ov->cache_size) {
 		uint64_t v;
 		if (rrc_config_parse_size(ov->cache_size, &v) || v < (1u << 16)) {
@@ -1384,6 +1645,44 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 	return 0;
 }
 
+/* local.*: the records, the hosts files and the empty zones into one table. */
+static int build_local(struct rrc_config *cfg, char *err)
+{
+	if (!cfg->local.n_records && !cfg->local.n_hosts_files && !cfg->local.private_reverse)
+		return 0;
+	struct rrc_local *l = rrc_local_create(cfg->local.ttl);
+	if (!l) {
+		snprintf(err, RRC_ERR_LEN, "out of memory");
+		return -ENOMEM;
+	}
+	cfg->local.data = l;
+	char why[RRC_ERR_LEN];
+	for (unsigned i = 0; i < cfg->local.n_records; i++) {
+		if (rrc_local_add_record(l, cfg->local.records[i], why)) {
+			snprintf(err, RRC_ERR_LEN, "%s:%u:%u: local.records: %.60s: %.200s",
+				 cfg->path ? cfg->path : "-", cfg->local.record_line[i],
+				 cfg->local.record_col[i], cfg->local.records[i], why);
+			return -EINVAL;
+		}
+	}
+	for (unsigned i = 0; i < cfg->local.n_hosts_files; i++) {
+		unsigned skipped = 0;
+		int n = rrc_local_add_hosts(l, cfg->local.hosts_files[i], cfg->local.domain,
+					    &skipped, why);
+		if (n < 0) {
+			snprintf(err, RRC_ERR_LEN, "local.hosts_files: %.400s", why);
+			return -EINVAL;
+		}
+		cfg->local.hosts_names += (unsigned)n;
+		cfg->local.hosts_skipped += skipped;
+	}
+	if (cfg->local.private_reverse && rrc_local_add_empty_zones(l)) {
+		snprintf(err, RRC_ERR_LEN, "out of memory");
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *ov, bool acl_given,
 		    char *err)
 {
@@ -1401,6 +1700,27 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 		if (rc)
 			return rc;
 	}
+	/* The pools' servers after the default pool's. */
+	if (cfg->n_upstreams + cfg->n_pool_servers > RRC_MAX_UPSTREAMS) {
+		snprintf(err, RRC_ERR_LEN, "more than %d upstream servers in all pools",
+			 RRC_MAX_UPSTREAMS);
+		return -EINVAL;
+	}
+	cfg->pools[0].first = 0;
+	cfg->pools[0].n = (uint16_t)cfg->n_upstreams;
+	cfg->pools[0].balance = cfg->balance;
+	for (unsigned p = 1; p < cfg->n_pools; p++) {
+		struct rrc_forward_pool *pool = &cfg->pools[p];
+		memcpy(&cfg->upstreams[cfg->n_upstreams], &cfg->pool_servers[pool->first],
+		       pool->n * sizeof(cfg->upstreams[0]));
+		pool->first = (uint16_t)cfg->n_upstreams;
+		cfg->n_upstreams += pool->n;
+		if (!pool->balance_given)
+			pool->balance = cfg->balance;
+		static const uint64_t ns_key[2] = {0x452821E638D01377ull, 0xBE5466CF34E90C6Cull};
+		pool->ns = rrc_hash64(ns_key, (const uint8_t *)pool->name, strlen(pool->name)) | 1;
+	}
+	cfg->n_pool_servers = 0;
 	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
 		int j = listen_reached(cfg, &cfg->upstreams[i].addr);
 		if (j >= 0) {
@@ -1413,6 +1733,8 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 			return -EINVAL;
 		}
 	}
+	if (build_local(cfg, err))
+		return -EINVAL;
 	if (!acl_given) {
 		cfg->acl_rules = calloc(16, sizeof(*cfg->acl_rules));
 		if (!cfg->acl_rules) {
@@ -1549,6 +1871,14 @@ int rrc_config_load_policy(struct rrc_config *cfg, const struct rrc_config *prev
 	return -1;
 }
 
+unsigned rrc_config_pool_of_server(const struct rrc_config *cfg, unsigned i)
+{
+	for (unsigned p = 1; p < cfg->n_pools; p++)
+		if (i >= cfg->pools[p].first && i < (unsigned)cfg->pools[p].first + cfg->pools[p].n)
+			return p;
+	return 0;
+}
+
 int rrc_policy_conf_group(const struct rrc_policy_conf *pc, const struct sockaddr *sa)
 {
 	int best = -1, best_len = -1;
@@ -1610,6 +1940,16 @@ void rrc_config_free(struct rrc_config *cfg)
 		free(g->clients);
 	}
 	rrc_policy_put(cfg->policy.matcher);
+	rrc_route_destroy(cfg->route);
+	for (unsigned i = 0; i < cfg->local.n_records; i++)
+		free(cfg->local.records[i]);
+	free(cfg->local.records);
+	free(cfg->local.record_line);
+	free(cfg->local.record_col);
+	if (cfg->local.hosts_files)
+		free_paths(cfg->local.hosts_files, &cfg->local.n_hosts_files);
+	free(cfg->local.hosts_files);
+	rrc_local_destroy(cfg->local.data);
 	free(cfg->ratelimit.exempt);
 	free(cfg->acl_rules);
 	free(cfg->stats.allow);

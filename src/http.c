@@ -249,6 +249,8 @@ struct view_data {
 	struct rrc_cache_stats cache;
 	char names[RRC_MAX_UPSTREAMS][64];
 	const char *name_ptr[RRC_MAX_UPSTREAMS];
+	char pools[RRC_MAX_UPSTREAMS][32];
+	const char *pool_ptr[RRC_MAX_UPSTREAMS];
 	struct rrc_topk top[RRC_TOP_CATS][2];
 	struct rrc_policy_list_info lists[RRC_POLICY_MAX_LISTS];
 	size_t n_lists;
@@ -269,6 +271,9 @@ static void gather(struct rrc_http *h, struct view_data *d, bool with_top)
 	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
 		rrc_addr_format(&cfg->upstreams[i].addr, d->names[i], sizeof(d->names[i]));
 		d->name_ptr[i] = d->names[i];
+		snprintf(d->pools[i], sizeof(d->pools[i]), "%s",
+			 cfg->pools[rrc_config_pool_of_server(cfg, i)].name);
+		d->pool_ptr[i] = d->pools[i];
 	}
 	d->v.top_k = cfg->stats.top_k;
 	const struct rrc_policy_list_info *li;
@@ -287,6 +292,7 @@ static void gather(struct rrc_http *h, struct view_data *d, bool with_top)
 	d->v.cache = &d->cache;
 	d->v.n_workers = rrc_server_worker_count(h->server);
 	d->v.upstream_names = d->name_ptr;
+	d->v.upstream_pools = d->pool_ptr;
 	d->v.lists = d->lists;
 	d->v.n_lists = d->n_lists;
 	d->v.group_names = d->group_ptr;

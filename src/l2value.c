@@ -55,7 +55,7 @@ void rrc_l2_name_hash(const struct rrc_l2_keys *k, const uint8_t *name, size_t l
 }
 
 size_t rrc_l2_key(const struct rrc_l2_keys *k, const char *prefix, const uint8_t *key,
-		  size_t keylen, bool lock, char out[RRC_L2_KEY_MAX])
+		  size_t keylen, uint64_t ns, bool lock, char out[RRC_L2_KEY_MAX])
 {
 	/* The L1 key starts with the lowercased name and ends with type, class and flags. */
 	size_t plen = strnlen(prefix, 63);
@@ -69,7 +69,15 @@ size_t rrc_l2_key(const struct rrc_l2_keys *k, const char *prefix, const uint8_t
 	hex64(rrc_cache_siphash(k->name, key, keylen - RRC_WIRE_KEY_TAIL), out + n);
 	n += 16;
 	out[n++] = ':';
-	hex64(rrc_cache_siphash(k->full, key, keylen), out + n);
+	if (ns) {
+		uint8_t tagged[RRC_WIRE_KEY_MAX + 8];
+		size_t tl = RRC_MIN(keylen, (size_t)RRC_WIRE_KEY_MAX);
+		memcpy(tagged, key, tl);
+		memcpy(tagged + tl, &ns, 8);
+		hex64(rrc_cache_siphash(k->full, tagged, tl + 8), out + n);
+	} else {
+		hex64(rrc_cache_siphash(k->full, key, keylen), out + n);
+	}
 	n += 16;
 	out[n] = '\0';
 	return n;

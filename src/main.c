@@ -107,6 +107,8 @@ static const char usage[] =
 	"      --upstream ADDR[:PORT]  forward to this server (an address or a host name,\n"
 	"                           resolved at start and reload); repeatable; replaces the\n"
 	"                           file's list (default: the nameservers of /etc/resolv.conf)\n"
+	"      --forward DOMAIN=ADDR[,ADDR...]  names under DOMAIN go to these servers (a pool);\n"
+	"                           repeatable; replaces upstream.pools\n"
 	"      --cache-size SIZE    L1 cache budget, e.g. 64MiB\n"
 	"      --workers N          worker threads (0 = one per CPU)\n"
 	"      --log-level LEVEL    error, warning, info or debug\n"
@@ -140,13 +142,13 @@ struct app {
 	struct rrc_server *server;
 	uv_signal_t sig_term, sig_int, sig_hup;
 	uv_timer_t log_timer; /* writes the counts of repeated log lines, watches the lists */
-	/* The domain list files in force and what they looked like when loaded: a change seen
-	 * twice in a row (a file no longer being written) reloads, as SIGHUP does. */
+	/* The domain list and hosts files in force and what they looked like when loaded: a
+	 * change seen twice in a row (a file no longer being written) reloads, as SIGHUP does. */
 	struct list_watch {
 		char path[256];
 		struct stat st;
 		bool exists, changed;
-	} lists[RRC_POLICY_MAX_LISTS];
+	} lists[2 * RRC_POLICY_MAX_LISTS];
 	unsigned n_lists;
 };
 
@@ -161,7 +163,7 @@ static void watch_one(struct app *app, const char *path)
 	for (unsigned i = 0; i < app->n_lists; i++)
 		if (strcmp(app->lists[i].path, path) == 0)
 			return;
-	if (app->n_lists >= RRC_POLICY_MAX_LISTS)
+	if (app->n_lists >= RRC_ARRAY_SIZE(app->lists))
 		return;
 	struct list_watch *w = &app->lists[app->n_lists++];
 	snprintf(w->path, sizeof(w->path), "%s", path);
@@ -184,6 +186,8 @@ static void watch_lists(struct app *app, const struct rrc_config *cfg)
 		for (unsigned i = 0; i < pc->groups[g].n_allow; i++)
 			watch_one(app, pc->groups[g].allowlists[i]);
 	}
+	for (unsigned i = 0; i < cfg->local.n_hosts_files; i++)
+		watch_one(app, cfg->local.hosts_files[i]);
 }
 
 /* True when a list file changed and has stayed the same since the last look. */
@@ -196,8 +200,8 @@ static bool lists_changed(struct app *app)
 		bool exists = stat(w->path, &st) == 0;
 		if (exists == w->exists && (!exists || same_file(&st, &w->st))) {
 			if (w->changed && exists) {
-				rrc_log(RRC_LOG_INFO, RRC_LG_CONFIG,
-					"policy: %s changed, reloading", w->path);
+				rrc_log(RRC_LOG_INFO, RRC_LG_CONFIG, "%s changed, reloading",
+					w->path);
 				reload = true;
 			}
 			w->changed = false;
@@ -391,7 +395,8 @@ enum {
 	OPT_REDIS_KEY_SECRET_FILE,
 	OPT_STATS_TOKEN_FILE,
 	OPT_BLOCKLIST,
-	OPT_ALLOWLIST
+	OPT_ALLOWLIST,
+	OPT_FORWARD
 };
 
 /* The value of --NAME from the environment (RRCACHE_ and NAME in capitals, '-' as '_'), or
@@ -539,6 +544,7 @@ int main(int argc, char **argv)
 		{"stats-token-file", required_argument, NULL, OPT_STATS_TOKEN_FILE},
 		{"blocklist", required_argument, NULL, OPT_BLOCKLIST},
 		{"allowlist", required_argument, NULL, OPT_ALLOWLIST},
+		{"forward", required_argument, NULL, OPT_FORWARD},
 		{"version", no_argument, NULL, 'V'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}};
@@ -557,6 +563,7 @@ int main(int argc, char **argv)
 		 RRC_POLICY_MAX_LISTS},
 		{OPT_ALLOWLIST, "allowlist", app.ov.allowlist, &app.ov.n_allowlist,
 		 RRC_POLICY_MAX_LISTS},
+		{OPT_FORWARD, "forward", app.ov.forward, &app.ov.n_forward, RRC_MAX_FORWARD},
 		{0, NULL, NULL, NULL, 0},
 	};
 	for (const struct option *o = opts; o->name; o++) {
@@ -609,7 +616,8 @@ int main(int argc, char **argv)
 		case OPT_UPSTREAM:
 		case OPT_STATS_ALLOW:
 		case OPT_BLOCKLIST:
-		case OPT_ALLOWLIST: {
+		case OPT_ALLOWLIST:
+		case OPT_FORWARD: {
 			struct list_opt *lo = list_opt(lists, c);
 			if (!lo->given)
 				*lo->n = 0;

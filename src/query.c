@@ -104,6 +104,8 @@ struct rrc_query {
 	uint64_t l2_since;	  /* when the first lookup went out */
 	uint32_t l2_poll_ms;	  /* next wait while another instance resolves it */
 	uint16_t qtype, qclass;
+	uint8_t pool; /* the upstream pool its name is forwarded to (upstream.pools) */
+	uint64_t ns;  /* that pool's part of the Redis key */
 	uint16_t keylen;
 	uint8_t key[RRC_WIRE_KEY_MAX];
 	uint8_t *stale; /* an expired answer to fall back on (RFC 8767), or NULL */
@@ -565,9 +567,9 @@ static void next_attempt(struct rrc_query *q)
 	struct rrc_upstreams *u = q->qs->ups;
 	unsigned n = rrc_upstreams_count(u);
 	for (unsigned tries = 0; tries <= n; tries++) {
-		int idx = rrc_upstreams_pick(u, q->tried);
+		int idx = rrc_upstreams_pick(u, q->pool, q->tried);
 		if (idx < 0)
-			idx = rrc_upstreams_pick(u, 0);
+			idx = rrc_upstreams_pick(u, q->pool, 0);
 		if (idx < 0)
 			break;
 		q->tried |= 1ull << idx;
@@ -603,7 +605,7 @@ static void on_l2(void *ctx, const struct rrc_l2_result *r);
 /* Asks Redis. Returns false when the lookup was skipped (go upstream). */
 static bool ask_l2(struct rrc_query *q)
 {
-	q->l2 = rrc_redis_get(q->qs->redis, q->key, q->keylen, on_l2, q);
+	q->l2 = rrc_redis_get(q->qs->redis, q->key, q->keylen, q->ns, on_l2, q);
 	return q->l2 != NULL;
 }
 
@@ -731,7 +733,7 @@ static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, siz
 	}
 	if (lifetime > 0 && !q->no_cache) {
 		cache_store(qs, q->key, q->keylen, pkt, slen, lifetime);
-		rrc_redis_set(qs->redis, q->key, q->keylen, pkt, slen, lifetime,
+		rrc_redis_set(qs->redis, q->key, q->keylen, q->ns, pkt, slen, lifetime,
 			      cfg->serve_stale ? cfg->max_stale : 0);
 	}
 	answer_waiters(q, pkt, slen);
@@ -814,8 +816,10 @@ static enum miss_result start_miss(struct rrc_queries *qs, const struct rrc_clie
 		env->st->waiters_refused++;
 		return fail;
 	}
-	if (!rrc_upstreams_any_up(qs->ups) && !rrc_redis_state(qs->redis))
-		return fail; /* every upstream is down and no L2: answer at once */
+	/* The name's pool (upstream.pools): chosen here, on the miss path only. */
+	unsigned pool = rrc_config_pool_of(cfg, key, wq->qname_len);
+	if (!rrc_upstreams_any_up(qs->ups, pool) && !rrc_redis_state(qs->redis))
+		return fail; /* the pool's upstreams are all down and no L2: answer at once */
 
 	/* ECS queries go upstream as the client sent them (only the ID changes) and their
 	 * answers are not cached (DESIGN); everything else is rebuilt from the key. */
@@ -847,6 +851,8 @@ static enum miss_result start_miss(struct rrc_queries *qs, const struct rrc_clie
 	memcpy(q->key, key, keylen);
 	q->qtype = wq->qtype;
 	q->qclass = wq->qclass;
+	q->pool = (uint8_t)pool;
+	q->ns = cfg->pools[pool].ns;
 	q->waiters = wt;
 	q->n_waiters = 1;
 	qs->n_waiters++;
@@ -1011,6 +1017,22 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 	}
 	struct rrc_wire_client wc;
 	rrc_wire_client_from_query(&wc, pkt, &wq, limit);
+
+	/* Local data (local.*): answered like a cache hit, never forwarded nor cached. */
+	const struct rrc_config *cfg = ref->cfg;
+	if (cfg->local.data) {
+		enum rrc_local_source src;
+		size_t n = rrc_local_answer(cfg->local.data, key, wq.qname_len, wq.qtype, wq.qclass,
+					    cfg->route, out, cap, &src);
+		if (n) {
+			st->local_answers[src]++;
+			n = rrc_wire_finish(out, n, cap, 0, &wc);
+			if (n && (rrc_get16(out + 2) & RRC_F_TC))
+				st->truncated++;
+			st->answered++;
+			return n;
+		}
+	}
 
 	size_t stale_len = 0;
 	if (!wq.has_ecs) {

@@ -58,6 +58,7 @@ struct rrc_redis_req {
 	void *ctx;
 	uint8_t *stale; /* expired answer kept until the lock's reply (malloc'd) */
 	size_t stale_len;
+	uint64_t ns; /* the upstream pool's part of the key (rrc_l2_key) */
 	uint16_t keylen;
 	uint8_t key[RRC_WIRE_KEY_MAX];
 };
@@ -429,7 +430,7 @@ static bool send_lock(struct rrc_redis_req *r)
 	if (t->pending + 1 > t->rc.max_pending)
 		return false;
 	char k[RRC_L2_KEY_MAX];
-	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, r->key, r->keylen, true, k);
+	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, r->key, r->keylen, r->ns, true, k);
 	uint8_t px[20];
 	size_t pxl = resp_uint(px, t->rc.fleet_wait_ms);
 	const void *argv[] = {"SET", k, "1", "NX", "PX", px};
@@ -441,7 +442,7 @@ static bool send_lock(struct rrc_redis_req *r)
 }
 
 struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
-				    rrc_l2_cb cb, void *ctx)
+				    uint64_t ns, rrc_l2_cb cb, void *ctx)
 {
 	if (!t || keylen > RRC_WIRE_KEY_MAX)
 		return NULL;
@@ -452,8 +453,9 @@ struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key
 	r->ctx = ctx;
 	r->keylen = (uint16_t)keylen;
 	memcpy(r->key, key, keylen);
+	r->ns = ns;
 	char k[RRC_L2_KEY_MAX];
-	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, false, k);
+	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, ns, false, k);
 	const void *argv[] = {"GET", k};
 	const size_t lens[] = {3, klen};
 	if (!sent(r, send_argv(t, on_get, r, 2, argv, lens))) {
@@ -480,7 +482,7 @@ static void on_set(redisAsyncContext *ac, void *reply, void *priv)
 	req_done_one(priv);
 }
 
-void rrc_redis_set(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
+void rrc_redis_set(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen, uint64_t ns,
 		   const uint8_t *answer, size_t len, uint32_t lifetime, uint32_t stale_window)
 {
 	if (!t || lifetime == 0)
@@ -494,7 +496,7 @@ void rrc_redis_set(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
 		return;
 	r->told = true;
 	char k[RRC_L2_KEY_MAX];
-	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, false, k);
+	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, ns, false, k);
 	uint8_t px[20];
 	size_t pxl = resp_uint(px, ((unsigned long long)lifetime + stale_window) * 1000);
 	const void *argv[] = {"SET", k, t->val, "PX", px};

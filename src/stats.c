@@ -229,6 +229,9 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		rrc_buf_printf(&lb, "upstream=\"");
 		rrc_buf_prom_label(&lb, (const uint8_t *)v->upstream_names[i],
 				   strlen(v->upstream_names[i]));
+		rrc_buf_printf(&lb, "\",pool=\"");
+		rrc_buf_prom_label(&lb, (const uint8_t *)v->upstream_pools[i],
+				   strlen(v->upstream_pools[i]));
 		rrc_buf_printf(&lb, "\"");
 		lab[i][lb.overflow ? 0 : lb.len] = '\0';
 	}
@@ -330,6 +333,13 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	       v->dynblock.refused);
 	single(b, "dynblock_removed_total", "counter",
 	       "Dynamic blocks ended early through /api/v1/blocks.", v->dynblock.removed);
+	family(b, "local_answers_total", "counter",
+	       "Queries answered from rrcache's own data (local.*), by source: records, hosts "
+	       "files, or an empty zone (RFC 6303, home.arpa).");
+	static const char *const local_src[] = {"records", "hosts", "empty_zone"};
+	for (unsigned i = 0; i < 3; i++)
+		rrc_buf_printf(b, "rrcache_local_answers_total{source=\"%s\"} %llu\n", local_src[i],
+			       U(s->local_answers[i]));
 	single(b, "any_udp_total", "counter",
 	       "ANY queries over UDP answered by rrcache per RFC 8482 (policy.any_udp).",
 	       s->any_udp);
@@ -552,6 +562,9 @@ void rrc_stats_json_upstreams(const struct rrc_stats_view *v, struct rrc_buf *b)
 		rrc_buf_printf(b, "%s{\"address\":", i ? "," : "");
 		rrc_buf_json_string(b, (const uint8_t *)v->upstream_names[i],
 				    strlen(v->upstream_names[i]));
+		rrc_buf_printf(b, ",\"pool\":");
+		rrc_buf_json_string(b, (const uint8_t *)v->upstream_pools[i],
+				    strlen(v->upstream_pools[i]));
 		rrc_buf_printf(b, ",\"up\":%s,\"up_workers\":%llu,", u->up ? "true" : "false",
 			       U(u->up));
 		json_kv(b, "queries", u->queries, true);

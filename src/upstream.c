@@ -57,6 +57,7 @@ struct usock;
 struct server {
 	struct rrc_sockaddr addr;
 	char name[64];
+	char pool[32];	      /* its pool's name: a reload keeps a server by pool and address */
 	unsigned refs;	      /* the set's array + live attempts + open sockets */
 	int idx;	      /* position in the set, -1 once removed by a reload */
 	uint32_t failures;    /* counted failures in a row (see server_failed) */
@@ -88,7 +89,7 @@ struct rrc_upstreams {
 	struct server *srv[RRC_MAX_UPSTREAMS];
 	struct rrc_balancer_server bal[RRC_MAX_UPSTREAMS];
 	unsigned n;
-	unsigned cursor;
+	unsigned cursor[1 + RRC_MAX_POOLS]; /* each pool's round-robin position */
 	uv_timer_t probe_timer;
 	uv_timer_t verdict;	      /* judges probes at their deadline (upstream.timeout) */
 	uv_timer_t sweep;	      /* retires sockets past their lifetime */
@@ -239,8 +240,10 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 	/* First allocate, touching nothing, so that running out of memory changes nothing. */
 	for (unsigned i = 0; i < cfg->n_upstreams; i++) {
 		from[i] = -1;
+		const char *pool = cfg->pools[rrc_config_pool_of_server(cfg, i)].name;
 		for (unsigned j = 0; j < n_old; j++) {
-			if (rrc_addr_equal(&old[j]->addr, &cfg->upstreams[i].addr)) {
+			if (rrc_addr_equal(&old[j]->addr, &cfg->upstreams[i].addr) &&
+			    strcmp(old[j]->pool, pool) == 0) {
 				from[i] = (int)j;
 				break;
 			}
@@ -265,6 +268,8 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 			s->refs = 1;
 			s->addr = cfg->upstreams[i].addr;
 			rrc_addr_format(&s->addr, s->name, sizeof(s->name));
+			snprintf(s->pool, sizeof(s->pool), "%s",
+				 cfg->pools[rrc_config_pool_of_server(cfg, i)].name);
 			bal[i].up = true;
 		}
 		s->idx = (int)i;
@@ -289,7 +294,7 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 	memcpy(u->srv, next, cfg->n_upstreams * sizeof(next[0]));
 	memcpy(u->bal, bal, sizeof(bal));
 	u->n = cfg->n_upstreams;
-	u->cursor = 0;
+	memset(u->cursor, 0, sizeof(u->cursor));
 	return 0;
 }
 
@@ -368,9 +373,19 @@ int rrc_upstreams_reconfigure(struct rrc_upstreams *u)
 	return 0;
 }
 
-bool rrc_upstreams_any_up(const struct rrc_upstreams *u)
+/* The pool of that index in force (the default for one a reload removed). */
+static const struct rrc_forward_pool *pool_at(const struct rrc_upstreams *u, unsigned *pool)
 {
-	for (unsigned i = 0; i < u->n; i++) {
+	const struct rrc_config *cfg = rrc_env_cfg(u->env);
+	if (*pool >= cfg->n_pools)
+		*pool = 0;
+	return &cfg->pools[*pool];
+}
+
+bool rrc_upstreams_any_up(const struct rrc_upstreams *u, unsigned pool)
+{
+	const struct rrc_forward_pool *p = pool_at(u, &pool);
+	for (unsigned i = p->first; i < (unsigned)p->first + p->n && i < u->n; i++) {
 		if (u->bal[i].up)
 			return true;
 	}
@@ -382,9 +397,14 @@ unsigned rrc_upstreams_count(const struct rrc_upstreams *u)
 	return u->n;
 }
 
-int rrc_upstreams_pick(struct rrc_upstreams *u, uint64_t exclude)
+int rrc_upstreams_pick(struct rrc_upstreams *u, unsigned pool, uint64_t exclude)
 {
-	return rrc_balancer_pick(rrc_env_cfg(u->env)->balance, &u->cursor, u->bal, u->n, exclude);
+	const struct rrc_forward_pool *p = pool_at(u, &pool);
+	if (p->first >= u->n)
+		return -1;
+	int i = rrc_balancer_pick(p->balance, &u->cursor[pool], u->bal + p->first,
+				  RRC_MIN((unsigned)p->n, u->n - p->first), exclude >> p->first);
+	return i < 0 ? -1 : i + p->first;
 }
 
 static void maybe_free_set(struct rrc_upstreams *u)

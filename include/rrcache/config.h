@@ -16,7 +16,9 @@
 #include "rrcache/log.h"
 #include "rrcache/policy.h"
 #include "rrcache/dynblock.h"
+#include "rrcache/local.h"
 #include "rrcache/ratelimit.h"
+#include "rrcache/route.h"
 
 /* Limits of the configuration itself, sized far above any real deployment. */
 #define RRC_MAX_LISTEN 64
@@ -28,6 +30,20 @@
 struct rrc_upstream_conf {
 	struct rrc_sockaddr addr;
 	uint32_t weight;
+};
+
+/* Upstream pools chosen by domain (upstream.pools, --forward), besides the default one. */
+#define RRC_MAX_POOLS 16
+/* --forward options on one command line. */
+#define RRC_MAX_FORWARD 64
+
+/* A pool: its servers are upstreams[first, first + n) of the configuration. */
+struct rrc_forward_pool {
+	char name[32];
+	enum rrc_balance balance;
+	bool balance_given; /* internal: else upstream.policy */
+	uint16_t first, n;
+	uint64_t ns; /* what keeps its Redis keys apart from other pools' (0: the default) */
 };
 
 /* The Redis tier (L2), shared by a fleet of instances. enabled when a URL was given. */
@@ -134,9 +150,17 @@ struct rrc_config {
 	struct rrc_sockaddr listen[RRC_MAX_LISTEN];
 	unsigned n_listen;
 
-	struct rrc_upstream_conf upstreams[RRC_MAX_UPSTREAMS];
+	struct rrc_upstream_conf
+		upstreams[RRC_MAX_UPSTREAMS]; /* every pool's, the default's first */
 	unsigned n_upstreams;
 	bool upstreams_from_resolv_conf;
+	/* pools[0] is the default (upstream.servers); route maps each other pool's domains to its
+	 * index (NULL: none). */
+	struct rrc_forward_pool pools[1 + RRC_MAX_POOLS];
+	unsigned n_pools;
+	struct rrc_route *route;
+	struct rrc_upstream_conf pool_servers[RRC_MAX_UPSTREAMS]; /* internal: while reading */
+	unsigned n_pool_servers;
 	enum rrc_balance balance;     /* upstream.policy */
 	uint32_t upstream_timeout_ms; /* one attempt */
 	uint32_t client_timeout_ms;   /* the client's whole budget */
@@ -175,6 +199,18 @@ struct rrc_config {
 	struct rrc_dnstap_conf dnstap;
 	struct rrc_policy_conf policy;
 	struct {
+		char **records;			    /* local.records, as written */
+		uint32_t *record_line, *record_col; /* where each was written, for errors */
+		unsigned n_records;
+		char **hosts_files;
+		unsigned n_hosts_files;
+		char domain[256];	/* qualifies the hosts files' names without a dot */
+		uint32_t ttl;		/* of hosts-file records and of a NODATA's SOA */
+		bool private_reverse;	/* the empty zones of RFC 6303 and home.arpa */
+		struct rrc_local *data; /* all of it, built with the configuration (NULL: none) */
+		unsigned hosts_names, hosts_skipped; /* what the hosts files gave */
+	} local;
+	struct {
 		struct rrc_ratelimit_conf table; /* qps 0: off */
 		uint32_t slip;			 /* 1 limited answer in slip is TC=1 (0: none) */
 		struct rrc_acl_rule *exempt;	 /* networks never limited */
@@ -201,6 +237,8 @@ struct rrc_config_overrides {
 	const char *log_target;
 	const char *log_format;
 	const char *log_file; /* implies log.target: file unless a target is given */
+	const char *forward[RRC_MAX_FORWARD]; /* --forward DOMAIN=ADDR[,ADDR]: replaces pools */
+	unsigned n_forward;
 	const char *blocklist[RRC_POLICY_MAX_LISTS]; /* --blocklist: replaces policy.blocklists */
 	unsigned n_blocklist;
 	const char *allowlist[RRC_POLICY_MAX_LISTS]; /* --allowlist: replaces policy.allowlists */
@@ -254,6 +292,17 @@ int rrc_config_load_policy(struct rrc_config *cfg, const struct rrc_config *prev
  * into note (empty when nothing changed). Call before the configuration is used.
  */
 void rrc_config_fit_descriptors(struct rrc_config *cfg, uint64_t fd_limit, char *note, size_t cap);
+
+/* The pool the name (lowercased wire form) is forwarded to: an index into cfg->pools. */
+static inline unsigned rrc_config_pool_of(const struct rrc_config *cfg, const uint8_t *name,
+					  size_t len)
+{
+	int p = rrc_route_find(cfg->route, name, len, NULL);
+	return p > 0 && (unsigned)p < cfg->n_pools ? (unsigned)p : 0;
+}
+
+/* The pool upstream server i belongs to. */
+unsigned rrc_config_pool_of_server(const struct rrc_config *cfg, unsigned i);
 
 /* "64MiB", "1GB", "4096", "512KiB" -> bytes. Returns 0 or -EINVAL. */
 int rrc_config_parse_size(const char *s, uint64_t *out);

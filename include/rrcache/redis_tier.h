@@ -68,14 +68,15 @@ void rrc_redis_tier_close(struct rrc_redis_tier *t);
  * when the lookup is skipped (counted; the caller goes upstream at once).
  */
 struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
-				    rrc_l2_cb cb, void *ctx);
+				    uint64_t ns, rrc_l2_cb cb, void *ctx);
 
 /* The caller is gone: its callback will not be called. */
 void rrc_redis_cancel(struct rrc_redis_req *r);
 
 /* Stores a stored-form answer that L1 took with lifetime seconds; Redis keeps it lifetime +
- * stale_window seconds. Fire and forget (skipped when the tier is not usable). */
-void rrc_redis_set(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
+ * stale_window seconds. Fire and forget (skipped when the tier is not usable). ns: the
+ * upstream pool's (rrc_l2_key), for get and set alike. */
+void rrc_redis_set(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen, uint64_t ns,
 		   const uint8_t *answer, size_t len, uint32_t lifetime, uint32_t stale_window);
 
 /* 0 closed (breaker open or not connected yet), 1 ready. */

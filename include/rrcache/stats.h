@@ -131,6 +131,7 @@ struct rrc_worker_stats {
 	uint64_t ratelimit_dropped, ratelimit_slipped; /* UDP queries over ratelimit.qps */
 	uint64_t dynblock_queries[3]; /* queries of blocked prefixes, by dynblock.action */
 	uint64_t any_udp;	      /* ANY over UDP answered per RFC 8482 (policy.any_udp) */
+	uint64_t local_answers[3];    /* answered from local data, by enum rrc_local_source */
 	uint64_t upstream_queries, upstream_tcp, upstream_timeouts, upstream_errors;
 	uint64_t unwanted_replies, malformed_replies;
 	uint64_t upstream_local_errors; /* upstream queries this machine could not send */
@@ -161,6 +162,7 @@ struct rrc_stats_view {
 	unsigned n_workers;
 	unsigned n_upstreams;
 	const char *const *upstream_names; /* "192.0.2.1:53", one per upstream */
+	const char *const *upstream_pools; /* the pool of each ("default", upstream.pools) */
 	bool redis_enabled;
 	const char *version, *libuv_version, *ldns_version;
 	double uptime_s;

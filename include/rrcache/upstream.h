@@ -49,11 +49,12 @@ int rrc_upstreams_reconfigure(struct rrc_upstreams *u);
 /* Cancels every attempt and probe and frees the set once all handles are closed. */
 void rrc_upstreams_close(struct rrc_upstreams *u);
 
-/* Picks a server that is up and not in exclude (bit i = server i). Returns -1 if none. */
-int rrc_upstreams_pick(struct rrc_upstreams *u, uint64_t exclude);
+/* Picks a server of pool (an index into the configuration's pools) that is up and not in
+ * exclude (bit i = server i, counted over every pool). Returns -1 if none. */
+int rrc_upstreams_pick(struct rrc_upstreams *u, unsigned pool, uint64_t exclude);
 
-/* True when at least one server is up. */
-bool rrc_upstreams_any_up(const struct rrc_upstreams *u);
+/* True when at least one server of pool is up. */
+bool rrc_upstreams_any_up(const struct rrc_upstreams *u, unsigned pool);
 
 /* Number of configured servers. */
 unsigned rrc_upstreams_count(const struct rrc_upstreams *u);

@@ -24,7 +24,7 @@ def names_in(expr):
     expr = re.sub(r'"[^"]*"', "", expr)
     words = set(re.findall(r"\b([a-z_][a-z0-9_]*)\b(?!\s*\()", expr))
     keywords = {"by", "on", "and", "or", "unless", "without", "ignoring", "group_left",
-                "group_right", "bool", "offset", "le", "instance", "upstream", "job", "rcode",
+                "group_right", "bool", "offset", "le", "instance", "upstream", "pool", "job", "rcode",
                 "result", "outcome", "action", "reason", "transport"}
     out = set()
     for w in words - keywords:

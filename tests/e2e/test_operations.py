@@ -130,7 +130,7 @@ def test_environment_and_secret_files(fault, tmp_path):
         req.add_header("Authorization", "Bearer s3cret-token")
         assert urllib.request.urlopen(req, timeout=3).status == 200
         body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics", timeout=3).read()
-        assert b'rrcache_upstream_up{upstream="127.0.0.1:%d"}' % up.port in body
+        assert b'rrcache_upstream_up{upstream="127.0.0.1:%d",pool="default"}' % up.port in body
     finally:
         p.terminate()
         err = p.communicate(timeout=10)[1]

@@ -278,7 +278,7 @@ def test_list_file_change_reloads(fault, rrcache, tmp_path):
     tmp = tmp_path / "block.tmp"
     tmp.write_text(LIST + "new.blocked.test\n")
     os.rename(tmp, blk)  # as list updaters do: a new file over the old
-    assert wait_for(lambda: f"policy: {blk} changed, reloading" in r.log(), deadline=6)
+    assert wait_for(lambda: f"{blk} changed, reloading" in r.log(), deadline=6)
     assert wait_for(lambda: "configuration reloaded" in r.log())
     assert r.query("new.blocked.test.").rcode() == dns.rcode.NXDOMAIN
     assert r.log().count("changed, reloading") == 1

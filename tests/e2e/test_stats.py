@@ -58,7 +58,7 @@ def test_counters_equal_what_was_sent(fault, rrcache):
     assert d("rrcache_responses_total", rcode="FORMERR") == 2
     assert d("rrcache_responses_total", rcode="BADVERS") == 1
     assert d("rrcache_malformed_queries_total", reason="qdcount") == 2
-    assert d("rrcache_upstream_queries_total", upstream=f"127.0.0.1:{up.port}") == 19
+    assert d("rrcache_upstream_queries_total", upstream=f"127.0.0.1:{up.port}", pool="default") == 19
     assert d("rrcache_response_latency_seconds_count") == 22
     # The JSON API says the same.
     assert j1["queries"]["udp"] - j0["queries"]["udp"] == 16
@@ -98,8 +98,10 @@ def test_histograms_are_consistent(fault, rrcache):
             assert count and int(count.group(1)) == counts[-1], (fam, labels)
     m = r.metrics()
     assert metric(m, "rrcache_response_latency_seconds_count") >= 20
-    assert metric(m, "rrcache_upstream_rtt_seconds_count", upstream=f"127.0.0.1:{up.port}") == 5
-    assert metric(m, "rrcache_upstream_rtt_seconds_sum", upstream=f"127.0.0.1:{up.port}") > 0
+    assert metric(m, "rrcache_upstream_rtt_seconds_count", upstream=f"127.0.0.1:{up.port}",
+                  pool="default") == 5
+    assert metric(m, "rrcache_upstream_rtt_seconds_sum", upstream=f"127.0.0.1:{up.port}",
+                  pool="default") > 0
 
 
 HOSTILE = [dns.name.Name([b'q"uote', b"test", b""]),

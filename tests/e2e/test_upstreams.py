@@ -377,7 +377,8 @@ def test_one_dead_name_does_not_take_the_upstream_down(fault, rrcache):
     # Remembered between attempts: fewer upstream queries for it than client queries.
     assert up.count("black.hole.") < len(dead_answers)
     m = r.metrics()
-    assert m[("rrcache_upstream_up", frozenset({("upstream", f"127.0.0.1:{up.port}")}))] == 1
+    assert m[("rrcache_upstream_up", frozenset({("upstream", f"127.0.0.1:{up.port}"),
+                                            ("pool", "default")}))] == 1
 
 
 def test_truncated_junk_does_not_take_the_upstream_down(fault, rrcache):

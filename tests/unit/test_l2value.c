@@ -46,7 +46,7 @@ static void test_keys(void **state)
 	size_t la = make_key(ka, 1, 0), laaaa = make_key(kaaaa, 28, 0);
 	char a[RRC_L2_KEY_MAX], a2[RRC_L2_KEY_MAX], aaaa[RRC_L2_KEY_MAX], lock[RRC_L2_KEY_MAX];
 	char other[RRC_L2_KEY_MAX];
-	size_t n = rrc_l2_key(&k1, "p:", ka, la, false, a);
+	size_t n = rrc_l2_key(&k1, "p:", ka, la, 0, false, a);
 	assert_int_equal(n, 2 + 16 + 1 + 16);
 	assert_int_equal(strlen(a), n);
 	assert_memory_equal(a, "p:", 2);
@@ -54,21 +54,28 @@ static void test_keys(void **state)
 	for (size_t i = 2; i < n; i++)
 		assert_true(i == 18 || strchr("0123456789abcdef", a[i]));
 	/* Deterministic across instances of the fleet (same secret). */
-	rrc_l2_key(&k1, "p:", ka, la, false, a2);
+	rrc_l2_key(&k1, "p:", ka, la, 0, false, a2);
 	assert_string_equal(a, a2);
 	/* Same name, other type: same name part (a flush of the name finds both), other key. */
-	rrc_l2_key(&k1, "p:", kaaaa, laaaa, false, aaaa);
+	rrc_l2_key(&k1, "p:", kaaaa, laaaa, 0, false, aaaa);
 	assert_memory_equal(a, aaaa, 18);
 	assert_string_not_equal(a, aaaa);
 	char nh[17];
 	rrc_l2_name_hash(&k1, name, sizeof(name), nh);
 	assert_memory_equal(a + 2, nh, 16);
 	/* The lock of a key, and another fleet's key. */
-	rrc_l2_key(&k1, "p:", ka, la, true, lock);
+	rrc_l2_key(&k1, "p:", ka, la, 0, true, lock);
 	assert_memory_equal(lock, "p:lock:", 7);
 	assert_string_equal(lock + 7, a + 2);
-	rrc_l2_key(&k2, "p:", ka, la, false, other);
+	rrc_l2_key(&k2, "p:", ka, la, 0, false, other);
 	assert_string_not_equal(a, other);
+	/* Another upstream pool: the same name part, another key; its lock follows. */
+	char pooled[RRC_L2_KEY_MAX], pooled_lock[RRC_L2_KEY_MAX];
+	rrc_l2_key(&k1, "p:", ka, la, 0x1234, false, pooled);
+	assert_memory_equal(a, pooled, 19);
+	assert_string_not_equal(a, pooled);
+	rrc_l2_key(&k1, "p:", ka, la, 0x1234, true, pooled_lock);
+	assert_string_equal(pooled_lock + 7, pooled + 2);
 }
 
 /* Keys of a fleet without key_secret: seals are written but prove nothing. */

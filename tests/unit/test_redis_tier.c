@@ -309,7 +309,7 @@ static void test_hit(void **state)
 	x.r.vlen = rrc_l2_encode(x.r.value, sizeof(x.r.value), &keys, x.key, x.klen, x.stored,
 				 x.slen, wall_ms(), x.life);
 	struct result res = {0};
-	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
+	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, 0, on_result, &res));
 	test_run_until(&x.t, got, &res);
 	assert_int_equal(res.outcome, RRC_L2_HIT);
 	assert_int_equal(res.len, x.slen);
@@ -328,7 +328,7 @@ static void test_miss_takes_the_lock(void **state)
 		struct fixture x;
 		setup(&x, modes[i], 5);
 		struct result res = {0};
-		assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
+		assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, 0, on_result, &res));
 		test_run_until(&x.t, got, &res);
 		assert_int_equal(res.outcome, want[i]);
 		assert_int_equal(x.r.commands, 2);
@@ -344,7 +344,7 @@ static void test_deadline(void **state)
 	struct fixture x;
 	setup(&x, R_SILENT, 5);
 	struct result res = {0};
-	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
+	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, 0, on_result, &res));
 	test_run_until(&x.t, got, &res);
 	assert_int_equal(res.outcome, RRC_L2_SKIP);
 	assert_int_equal(x.t.st.redis_timeouts, 1);
@@ -361,7 +361,7 @@ static void test_late_reply(void **state)
 	setup(&x, R_LATE, 5);
 	x.r.delay_ms = 100;
 	struct result res = {0};
-	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
+	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, 0, on_result, &res));
 	test_run_until(&x.t, got, &res);
 	assert_int_equal(res.outcome, RRC_L2_SKIP);
 	test_run_for(&x.t, 200); /* the reply arrives */
@@ -370,7 +370,7 @@ static void test_late_reply(void **state)
 	/* The connection is still in step: the next lookup gets its own reply. */
 	x.r.mode = R_NIL;
 	struct result next = {0};
-	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &next));
+	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, 0, on_result, &next));
 	test_run_until(&x.t, got, &next);
 	assert_int_equal(next.outcome, RRC_L2_MISS);
 	teardown(&x);
@@ -384,7 +384,7 @@ static void test_breaker(void **state)
 	setup(&x, R_SILENT, 2);
 	for (int i = 0; i < 2; i++) {
 		struct result res = {0};
-		assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
+		assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, 0, on_result, &res));
 		test_run_until(&x.t, got, &res);
 		assert_int_equal(res.outcome, RRC_L2_SKIP);
 	}
@@ -392,12 +392,12 @@ static void test_breaker(void **state)
 	assert_int_equal(rrc_redis_state(x.tier), 0);
 	uint64_t skipped = x.t.st.redis_skipped;
 	struct result res = {0};
-	assert_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
+	assert_null(rrc_redis_get(x.tier, x.key, x.klen, 0, on_result, &res));
 	assert_int_equal(x.t.st.redis_skipped, skipped + 1);
 	x.r.mode = R_NIL;
 	test_run_until(&x.t, ready, x.tier);
 	assert_int_equal(x.r.connections, 2);
-	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, on_result, &res));
+	assert_non_null(rrc_redis_get(x.tier, x.key, x.klen, 0, on_result, &res));
 	test_run_until(&x.t, got, &res);
 	assert_int_equal(res.outcome, RRC_L2_MISS);
 	teardown(&x);

@@ -213,12 +213,12 @@ static void test_sockets_are_pooled_or_strict(void **state)
 
 static bool all_down(void *arg)
 {
-	return !rrc_upstreams_any_up(arg);
+	return !rrc_upstreams_any_up(arg, 0);
 }
 
 static bool any_up(void *arg)
 {
-	return rrc_upstreams_any_up(arg);
+	return rrc_upstreams_any_up(arg, 0);
 }
 
 static struct rrc_config *probing_config(const uint16_t *port)
@@ -261,14 +261,14 @@ static void test_timeouts_mark_down_and_probes_bring_back(void **state)
 	assert_non_null(u);
 	struct outcome o = {0};
 	for (int i = 0; i < 3; i++) {
-		assert_true(rrc_upstreams_any_up(u));
+		assert_true(rrc_upstreams_any_up(u, 0));
 		time_out(&t, u, "www.example.com", &o);
 	}
 	/* Suspect, not down: its probe decides. */
-	assert_true(rrc_upstreams_any_up(u));
+	assert_true(rrc_upstreams_any_up(u, 0));
 	test_run_until(&t, all_down, u);
 	assert_true(f.udp_queries >= 4);
-	assert_int_equal(rrc_upstreams_pick(u, 0), -1);
+	assert_int_equal(rrc_upstreams_pick(u, 0, 0), -1);
 	assert_int_equal(t.st.upstream_timeouts, 3);
 	assert_int_equal(t.st.up[0].timeouts, 3);
 	assert_int_equal(t.st.up[0].up, 0);
@@ -280,7 +280,7 @@ static void test_timeouts_mark_down_and_probes_bring_back(void **state)
 	/* It answers again: two good probes and it is up. */
 	f.mode = FAKE_ANSWER;
 	test_run_until(&t, any_up, u);
-	assert_int_equal(rrc_upstreams_pick(u, 0), 0);
+	assert_int_equal(rrc_upstreams_pick(u, 0, 0), 0);
 	assert_int_equal(t.st.up[0].up, 1);
 	assert_int_equal(t.st.upstream_queries, 3); /* probes are not client queries */
 	assert_int_equal(o.calls, 0);
@@ -324,7 +324,7 @@ static void test_failures_of_one_name_do_not_count(void **state)
 	}
 	assert_int_equal(t.st.upstream_timeouts, 10);
 	test_run_for(&t, 300);
-	assert_true(rrc_upstreams_any_up(u));
+	assert_true(rrc_upstreams_any_up(u, 0));
 	assert_int_equal(f.udp_queries, 11); /* no probe was needed */
 	teardown(&t, &f, u);
 }
@@ -341,7 +341,7 @@ static void test_suspect_server_answering_its_probe_stays_up(void **state)
 		for (int i = 0; i < 3; i++)
 			time_out(&t, u, "black.hole", &o);
 		test_run_for(&t, 150); /* the probe is answered */
-		assert_true(rrc_upstreams_any_up(u));
+		assert_true(rrc_upstreams_any_up(u, 0));
 	}
 	assert_int_equal(f.udp_queries, 9 + 3); /* three probes, one a round */
 	assert_int_equal(t.st.upstream_queries, 9);
