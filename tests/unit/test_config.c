@@ -13,6 +13,10 @@
 
 #include "rrcache/cfg_ref.h"
 #include "rrcache/config.h"
+#include "rrcache/msg.h"
+#include "rrcache/wire.h"
+
+#include <arpa/inet.h>
 
 static char resolv[64];
 
@@ -148,6 +152,156 @@ static void expect_error(const char *text, const char *fragment)
 		fail_msg("accepted: %s", text);
 	if (!strstr(err, fragment))
 		fail_msg("error '%s' lacks '%s'", err, fragment);
+}
+
+/* upstream.pools: servers after the default pool's, whatever the order in the file; each
+ * pool's policy (else upstream.policy); domains routed, the most specific first; errors. */
+static void test_pools(void **state)
+{
+	char err[RRC_ERR_LEN];
+	struct rrc_config *cfg =
+		build("upstream:\n"
+		      "  pools:\n"
+		      "    - name: corp\n"
+		      "      domains: [corp.example, 10.in-addr.arpa]\n"
+		      "      servers: [\"10.0.0.53\", \"10.0.0.54:5353\"]\n"
+		      "      policy: first-available\n"
+		      "    - domains: b.corp.example\n"
+		      "      name: lab\n"
+		      "      servers: 10.9.0.1\n"
+		      "  servers: [192.0.2.1, 192.0.2.2]\n"
+		      "  policy: least-outstanding\n",
+		      err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->n_pools, 3);
+	assert_int_equal(cfg->n_upstreams, 5);
+	assert_string_equal(cfg->pools[0].name, "default");
+	assert_int_equal(cfg->pools[0].first, 0);
+	assert_int_equal(cfg->pools[0].n, 2);
+	assert_int_equal(cfg->pools[0].balance, RRC_POLICY_LEAST_OUTSTANDING);
+	assert_int_equal(cfg->pools[0].ns, 0);
+	assert_string_equal(cfg->pools[1].name, "corp");
+	assert_int_equal(cfg->pools[1].first, 2);
+	assert_int_equal(cfg->pools[1].n, 2);
+	assert_int_equal(cfg->pools[1].balance, RRC_POLICY_FIRST_AVAILABLE);
+	assert_int_equal(ntohs(cfg->upstreams[3].addr.sin.sin_port), 5353);
+	assert_int_equal(cfg->pools[2].first, 4);
+	assert_int_equal(cfg->pools[2].balance, RRC_POLICY_LEAST_OUTSTANDING);
+	assert_true(cfg->pools[1].ns != 0 && cfg->pools[1].ns != cfg->pools[2].ns);
+	assert_int_equal(rrc_config_pool_of_server(cfg, 1), 0);
+	assert_int_equal(rrc_config_pool_of_server(cfg, 3), 1);
+	assert_int_equal(rrc_config_pool_of_server(cfg, 4), 2);
+	const struct {
+		const char *name;
+		unsigned pool;
+	} routes[] = {{"www.corp.example", 1}, {"x.b.corp.example", 2}, {"b.corp.example", 2},
+		      {"corp.example", 1},     {"xcorp.example", 0},    {"5.0.0.10.in-addr.arpa", 1},
+		      {"www.example.org", 0}};
+	for (size_t i = 0; i < RRC_ARRAY_SIZE(routes); i++) {
+		uint8_t w[256];
+		size_t len;
+		assert_int_equal(rrc_msg_name_from_text(routes[i].name, w, &len), 0);
+		assert_int_equal(rrc_config_pool_of(cfg, w, len), routes[i].pool);
+	}
+	rrc_config_free(cfg);
+	expect_error("upstream:\n  pools:\n    - {name: a, domains: [x.test]}\n",
+		     "pool 'a' needs domains and servers");
+	expect_error("upstream:\n  pools:\n    - {domains: [x.test], servers: [192.0.2.9]}\n",
+		     "a pool's name has 1 to 31 characters");
+	expect_error("upstream:\n  pools:\n    - {name: a, domains: [x.test], servers: [192.0.2.9]}\n"
+		     "    - {name: b, domains: [X.test.], servers: [192.0.2.8]}\n",
+		     "domain 'X.test.' is in another pool already");
+	expect_error("upstream:\n  pools:\n    - {name: a, domains: [x.test], servers: [192.0.2.9]}\n"
+		     "    - {name: a, domains: [y.test], servers: [192.0.2.8]}\n",
+		     "pool 'a' given twice");
+	expect_error("upstream:\n  pools:\n    - {name: a, domains: [x.test], servers: [192.0.2.9],"
+		     " policy: random}\n",
+		     "unknown policy");
+	expect_error("upstream:\n  pools:\n    - {name: a, domains: [x.test], servers: [192.0.2.9],"
+		     " timeout: 1s}\n",
+		     "unknown key (name, domains, servers, policy)");
+}
+
+/* --forward: pools without a file; an item without '=' adds to the domain before it. */
+static void test_forward_flag(void **state)
+{
+	char err[RRC_ERR_LEN];
+	const char *fw[] = {"corp.example=10.0.0.53,10.0.0.54", "10.0.0.55", "lan.=192.168.1.1"};
+	struct rrc_config_overrides ov = {
+		.resolv_conf = resolv, .n_forward = 3, .n_upstream = 1, .upstream = {"192.0.2.1"}};
+	memcpy(ov.forward, fw, sizeof(fw));
+	struct rrc_config *cfg = rrc_config_build(NULL, &ov, err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->n_pools, 3);
+	assert_string_equal(cfg->pools[1].name, "corp.example");
+	assert_int_equal(cfg->pools[1].n, 3);
+	assert_string_equal(cfg->pools[2].name, "lan");
+	assert_int_equal(cfg->pools[2].n, 1);
+	uint8_t w[256];
+	size_t len;
+	rrc_msg_name_from_text("printer.lan", w, &len);
+	assert_int_equal(rrc_config_pool_of(cfg, w, len), 2);
+	rrc_config_free(cfg);
+	const char *bad[][2] = {{"10.0.0.1", "want DOMAIN=ADDR"},
+				{"x.test=", "has no address"},
+				{"x.test=not an address", "bad address"},
+				{"a..b=10.0.0.1", "bad domain"}};
+	for (size_t i = 0; i < RRC_ARRAY_SIZE(bad); i++) {
+		ov.forward[0] = bad[i][0];
+		ov.n_forward = 1;
+		assert_null(rrc_config_build(NULL, &ov, err));
+		if (!strstr(err, "--forward: ") || !strstr(err, bad[i][1]))
+			fail_msg("%s: %s", bad[i][0], err);
+	}
+}
+
+/* local.*: records read once local.ttl is known, whatever the order; a bad record reported
+ * with its file:line:column; a missing hosts file fails; private_reverse off. */
+static void test_local_section(void **state)
+{
+	char err[RRC_ERR_LEN];
+	char hosts[] = "/tmp/rrc-test-hosts-XXXXXX";
+	int fd = mkstemp(hosts);
+	assert_int_equal(write(fd, "192.168.1.9 nas\n", 16), 16);
+	close(fd);
+	char text[512];
+	snprintf(text, sizeof(text),
+		 "upstream: {servers: [192.0.2.1]}\n"
+		 "local:\n"
+		 "  records:\n"
+		 "    - \"printer.lan. A 192.168.1.20\"\n"
+		 "  hosts_files: [\"%s\"]\n"
+		 "  domain: lan\n"
+		 "  ttl: 5m\n",
+		 hosts);
+	struct rrc_config *cfg = build(text, err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->local.ttl, 300);
+	assert_int_equal(cfg->local.hosts_names, 2); /* nas and nas.lan */
+	assert_int_equal(rrc_local_records(cfg->local.data), 1 + 2 + 1);
+	uint8_t w[64], out[512];
+	size_t len;
+	enum rrc_local_source src;
+	rrc_msg_name_from_text("printer.lan", w, &len);
+	size_t n = rrc_local_answer(cfg->local.data, w, len, 1, 1, cfg->route, out, sizeof(out),
+				    &src);
+	assert_true(n > 0);
+	assert_int_equal(rrc_get32(out + n - 10), 300); /* the record's TTL: local.ttl */
+	rrc_config_free(cfg);
+	unlink(hosts);
+	expect_error("upstream: {servers: [192.0.2.1]}\nlocal:\n  records:\n"
+		     "    - \"ok.lan. A 192.0.2.1\"\n    - \"bad.lan. A 300.0.0.1\"\n",
+		     ":5:7: local.records: bad.lan. A 300.0.0.1: ");
+	expect_error("upstream: {servers: [192.0.2.1]}\nlocal: {hosts_files: [/nonexistent/h]}\n",
+		     "local.hosts_files: /nonexistent/h: No such file");
+	/* Off: no local data at all. */
+	cfg = build("upstream: {servers: [192.0.2.1]}\nlocal: {private_reverse: false}\n", err);
+	assert_non_null(cfg);
+	assert_null(cfg->local.data);
+	rrc_config_free(cfg);
 }
 
 static void test_errors(void **state)
@@ -598,6 +752,9 @@ int main(void)
 		cmocka_unit_test(test_full_file),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_dynblock_section),
+		cmocka_unit_test(test_pools),
+		cmocka_unit_test(test_forward_flag),
+		cmocka_unit_test(test_local_section),
 		cmocka_unit_test(test_host_name_upstreams),
 		cmocka_unit_test(test_defaults_and_flags),
 		cmocka_unit_test(test_resolv_conf_self),
