@@ -12,7 +12,10 @@ and, natively, the list's load time and the resident memory it adds; and what th
 limit's check adds to a hit.
 With --dynblock, what the dynamic blocks cost: per hit and per miss with both rates watched
 (none reached), and per query of a blocked prefix (answered REFUSED).
+With --routing, what pools and local data cost: per hit and per miss with 10 pools of 50
+domains and 1,100 local names against none, per local answer and per private reverse answer.
 Usage: bench/instructions.py [--hits N] [--misses N] [--redis] [--policy] [--dynblock]
+                             [--routing]
 """
 import argparse
 import os
@@ -240,6 +243,69 @@ def dynblock_costs(knot_port, work, warm, hits, misses):
         f.write(text.rstrip("\n") + "\n\n" + section)
 
 
+def routing_costs(knot_port, work, warm, hits, misses, n):
+    """Instructions per hit and per miss with pools and local data configured (the names
+    asked under none of them) against none, per local answer, per empty-zone answer."""
+    conf = os.path.join(work, "routing.yaml")
+    hosts = os.path.join(work, "hosts")
+    with open(hosts, "w") as f:
+        for i in range(1000):
+            f.write(f"10.1.{i // 250}.{i % 250 + 1} host{i}\n")
+    with open(conf, "w") as f:
+        f.write("upstream:\n  pools:\n")
+        for p in range(10):
+            doms = ", ".join(f"d{p}-{k}.corp.test" for k in range(50))
+            f.write(f"    - name: p{p}\n      domains: [{doms}]\n"
+                    f"      servers: [\"127.0.0.1:{knot_port}\"]\n")
+        f.write("local:\n  domain: lan\n  hosts_files: [\"%s\"]\n  records:\n" % hosts)
+        for i in range(100):
+            f.write(f'    - "r{i}.lan. 300 IN A 192.168.2.{i + 1}"\n')
+    local = os.path.join(work, "local.txt")
+    B.write_names(local, [f"host{i % 1000}.lan." for i in range(n)])
+    rev = os.path.join(work, "rev.txt")
+    with open(rev, "w") as f:
+        for i in range(n):
+            f.write(f"{i % 250}.{i // 250 % 250}.168.192.in-addr.arpa. PTR\n")
+    per = {}
+    for label, more in (("none", ["-c", os.path.join(work, "empty.yaml")]),
+                        ("configured", ["-c", conf])):
+        if label == "none":
+            with open(more[1], "w") as f:
+                f.write("local:\n  private_reverse: false\n")
+        base, _ = one_run(knot_port, 1, work, warm, None, more)
+        h, nh = one_run(knot_port, 1, work, warm, hits, more)
+        m, nm = one_run(knot_port, 1, work, warm, misses, more)
+        per[label] = ((h - base) / max(nh, 1), (m - base) / max(nm, 1))
+        if label == "configured":
+            lo, nl = one_run(knot_port, 1, work, warm, local, more)
+            rv, nr = one_run(knot_port, 1, work, warm, rev, more)
+            per_local, per_rev = (lo - base) / max(nl, 1), (rv - base) / max(nr, 1)
+    (h0, m0), (h1, m1) = per["none"], per["configured"]
+    print(f"routing: per hit {h0:.0f} -> {h1:.0f} (+{h1 - h0:.0f}), per miss {m0:.0f} -> "
+          f"{m1:.0f} (+{m1 - m0:.0f}); per local answer {per_local:.0f}, per private reverse "
+          f"answer {per_rev:.0f}", flush=True)
+    path = os.path.join(HERE, "RESULTS.md")
+    text = open(path).read() if os.path.exists(path) else ""
+    head = "## Routing and local data (bench/instructions.py --routing)"
+    if B.KEPT_MARK not in text:
+        text = text.rstrip("\n") + "\n\n" + B.KEPT_MARK + "\n"
+    i = text.find(head)
+    if i >= 0:
+        j = text.find("\n## ", i + len(head))
+        text = text[:i] + (text[j + 1:] if j >= 0 else "")
+    section = (f"{head}\n\nMeasured {time.strftime('%Y-%m-%d')}; 1 worker; callgrind "
+               f"instructions per query. \"Configured\": 10 pools of 50 domains each, 100 "
+               f"local records, a hosts file of 1,000 names (with local.domain: 2,000 names "
+               f"and 1,000 PTRs), the private reverse zones; the hits and misses asked are "
+               f"under none of them.\n\n| query | none | configured |\n|---|---|---|\n"
+               f"| cache hit | {h0:.0f} | {h1:.0f} (+{h1 - h0:.0f}) |\n"
+               f"| miss | {m0:.0f} | {m1:.0f} (+{m1 - m0:.0f}) |\n"
+               f"| local answer (hosts file) | | {per_local:.0f} |\n"
+               f"| private reverse answer (NXDOMAIN) | | {per_rev:.0f} |\n")
+    with open(path, "w") as f:
+        f.write(text.rstrip("\n") + "\n\n" + section)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hits", type=int, default=20000)
@@ -249,6 +315,8 @@ def main():
                     help="only the cost of a 1 M-name blocklist (per hit, load, memory)")
     ap.add_argument("--dynblock", action="store_true",
                     help="only the cost of the dynamic blocks (per hit, miss, blocked query)")
+    ap.add_argument("--routing", action="store_true",
+                    help="only the cost of pools and local data (per hit, miss, local answer)")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rrc-insn-")
     knot = Knot(extra_zone=B.zone_extra())
@@ -264,6 +332,9 @@ def main():
             return
         if args.dynblock:
             dynblock_costs(knot.port, work, warm, hits, misses)
+            return
+        if args.routing:
+            routing_costs(knot.port, work, warm, hits, misses, args.hits)
             return
         rows = []
         for workers in (1, 2):

@@ -3,12 +3,13 @@
 # its committed corpus; new inputs go to build-fuzz/corpus_<target>, crashes to
 # build-fuzz/crash-*. Worth copying into the committed corpus: the inputs that found a bug.
 #
-#   sh tests/fuzz/run.sh [SECONDS] [TARGET...]      targets: wire l2 reply config form tcp
+#   sh tests/fuzz/run.sh [SECONDS] [TARGET...]   targets: wire l2 reply config form tcp policy
+#                                                  local
 set -eu
 cd "$(dirname "$0")/../.."
 seconds=${1:-600}
 [ $# -gt 0 ] && shift
-targets=${*:-wire l2 reply config form tcp}
+targets=${*:-wire l2 reply config form tcp policy local}
 CC=clang cmake -S . -B build-fuzz -DRRC_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 for t in $targets; do
 	cmake --build build-fuzz -j "$(nproc)" --target "fuzz_$t" >/dev/null
