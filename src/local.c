@@ -45,6 +45,7 @@ struct rrc_local {
 	struct node *slots; /* open addressing; hash 0: empty */
 	size_t mask, n_nodes, n_names, n_records;
 	uint32_t ttl;
+	struct rrc_tlds tlds;	 /* of every name with data and of the empty zones */
 	struct rrc_route *zones; /* the empty zones, each name's index into zone_names */
 	uint8_t **zone_names;
 	unsigned n_zones;
@@ -182,6 +183,7 @@ static int add_rr(struct rrc_local *l, const uint8_t *owner, size_t olen, uint16
 	struct node *nd = node_get(l, owner, olen);
 	if (!nd)
 		return -ENOMEM;
+	rrc_tlds_add(&l->tlds, owner, olen, true);
 	struct rrset *set = NULL;
 	for (unsigned k = 0; k < nd->n_sets && !set; k++)
 		if (nd->sets[k].type == type)
@@ -443,6 +445,7 @@ int rrc_local_add_empty_zones(struct rrc_local *l)
 			return rc;
 		}
 		l->zone_names[l->n_zones++] = copy;
+		rrc_tlds_add(&l->tlds, wire, len, false);
 	}
 	return 0;
 }
@@ -525,7 +528,7 @@ size_t rrc_local_answer(const struct rrc_local *l, const uint8_t *qname, size_t 
 			uint16_t qtype, uint16_t qclass, const struct rrc_route *pools,
 			uint8_t *out, size_t cap, enum rrc_local_source *source)
 {
-	if (!l || qclass != CLASS_IN)
+	if (!l || qclass != CLASS_IN || !rrc_tlds_may_have(&l->tlds, qname, qlen))
 		return 0;
 	const struct node *nd = find(l, qname, qlen);
 	bool data = nd && nd->n_sets > 0;

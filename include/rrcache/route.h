@@ -15,6 +15,27 @@
 
 struct rrc_route;
 
+/*
+ * The top-level labels of a set of names ("lan", "arpa", "example"), a filter in front of
+ * the lookups: most names asked end in a label none of the set has, which one walk of the
+ * name's labels and a few compares tell. Names of one label ("nas" from a hosts file) are
+ * kept as a flag: any one-label name then passes. More than RRC_TLDS_MAX labels, or the root
+ * itself in the set, and every name passes.
+ */
+#define RRC_TLDS_MAX 16
+struct rrc_tlds {
+	unsigned n;
+	bool all, single;
+	uint8_t label[RRC_TLDS_MAX][64]; /* length, then the label's bytes */
+};
+
+/* Adds name's top-level label to t (name: lowercased wire form). exact: the set holds names
+ * themselves, so a one-label name only sets the one-label flag; otherwise the set holds
+ * domains, under which every name ends in that label. */
+void rrc_tlds_add(struct rrc_tlds *t, const uint8_t *name, size_t len, bool exact);
+/* False when name surely ends in no label of t (true may be wrong: a filter). */
+bool rrc_tlds_may_have(const struct rrc_tlds *t, const uint8_t *name, size_t len);
+
 /* An empty table, or NULL when out of memory. */
 struct rrc_route *rrc_route_create(void);
 void rrc_route_destroy(struct rrc_route *r);

@@ -74,6 +74,22 @@ static void test_many(void **state)
 		snprintf(name, sizeof(name), "host.d%d.example", i);
 		assert_int_equal(find(r, name, NULL), i % 16);
 	}
+	/* Past 16 top-level labels the filter lets every name through: all still found. */
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "x.tld%dlonger", i);
+		assert_int_equal(add(r, name, (uint16_t)i), 0);
+	}
+	for (int i = 0; i < 20; i++) {
+		snprintf(name, sizeof(name), "a.x.tld%dlonger", i);
+		assert_int_equal(find(r, name, NULL), i);
+	}
+	assert_int_equal(find(r, "x.tld1longer2", NULL), -1);
+	rrc_route_destroy(r);
+	/* Labels alike in their first 8 bytes are told apart by the lookup itself. */
+	r = rrc_route_create();
+	assert_int_equal(add(r, "a.internal1", 1), 0);
+	assert_int_equal(find(r, "a.internal2", NULL), -1);
+	assert_int_equal(find(r, "b.a.internal1", NULL), 1);
 	rrc_route_destroy(r);
 }
 
