@@ -232,3 +232,23 @@ def test_check_config_names_a_bad_record(tmp_path):
                          text=True, timeout=10)
     assert out.returncode == 1
     assert f"{conf}:6:7: local.records: bad.lan. MX mail.lan.: " in out.stderr, out.stderr
+
+
+def test_local_answers_in_dnstap(fault, rrcache, tmp_path):
+    """A local answer and a private reverse NXDOMAIN reach the query log as client
+    responses, with no forwarder message."""
+    from test_dnstap import read_dnstap
+    up = fault(answering("192.0.2.1"))
+    path = str(tmp_path / "q.dnstap")
+    r = rrcache([f"127.0.0.1:{up.port}"],
+                config_extra=f'dnstap:\n  file: "{path}"\nlocal:\n'
+                             '  records: ["printer.lan. A 192.168.1.20"]\n')
+    assert r.query("printer.lan.").flags & dns.flags.AA
+    assert r.query("4.3.2.10.in-addr.arpa.", "PTR").rcode() == dns.rcode.NXDOMAIN
+    rc, log = r.stop()
+    assert rc == 0, log
+    docs = [d for d in read_dnstap(path).split("---") if d.strip()]
+    for name, rcode in (("printer.lan.", "NOERROR"), ("4.3.2.10.in-addr.arpa.", "NXDOMAIN")):
+        resp = [d for d in docs if "type: CLIENT_RESPONSE" in d and name in d]
+        assert len(resp) == 1 and rcode in resp[0] and " aa" in resp[0], resp
+    assert not [d for d in docs if "FORWARDER" in d and ("printer.lan." in d or "10.in-addr" in d)]
