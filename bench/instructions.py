@@ -97,6 +97,21 @@ def rss_kb(pid):
         return int([line.split()[1] for line in f if line.startswith("VmRSS")][0])
 
 
+def write_section(head, body):
+    """Replaces the section that starts with head in bench/RESULTS.md (kept by bench/run.py
+    below its mark) with head and body."""
+    path = os.path.join(HERE, "RESULTS.md")
+    text = open(path).read() if os.path.exists(path) else ""
+    if B.KEPT_MARK not in text:
+        text = text.rstrip("\n") + "\n\n" + B.KEPT_MARK + "\n"
+    i = text.find(head)
+    if i >= 0:
+        j = text.find("\n## ", i + len(head))
+        text = text[:i] + (text[j + 1:] if j >= 0 else "")
+    with open(path, "w") as f:
+        f.write(text.rstrip("\n") + "\n\n" + body)
+
+
 def policy_costs(knot_port, work, warm, hits, n_hits):
     """The 1 M-name blocklist: load time and memory (native runs), instructions per hit with
     and without it and per blocked query (callgrind)."""
@@ -167,16 +182,8 @@ def policy_costs(knot_port, work, warm, hits, n_hits):
 def write_policy_section(load_ms, rss_per_name, per0, per1, per_blocked, hot_ns, cold_ns,
                          per_rl):
     """Replaces the domain-list section of bench/RESULTS.md (kept by bench/run.py)."""
-    path = os.path.join(HERE, "RESULTS.md")
-    text = open(path).read() if os.path.exists(path) else ""
     head = "## Domain lists: a blocklist of 1,000,000 names (bench/instructions.py --policy)"
-    if B.KEPT_MARK not in text:
-        text = text.rstrip("\n") + "\n\n" + B.KEPT_MARK + "\n"
-    i = text.find(head)
-    if i >= 0:
-        j = text.find("\n## ", i + len(head))
-        text = text[:i] + (text[j + 1:] if j >= 0 else "")
-    section = (f"{head}\n\n"
+    write_section(head, f"{head}\n\n"
                f"Measured {time.strftime('%Y-%m-%d')}; names of 2 to 5 labels; the names asked "
                f"are not on the list, so every query pays the check.\n\n"
                f"| figure | value | target |\n|---|---|---|\n"
@@ -193,8 +200,6 @@ def write_policy_section(load_ms, rss_per_name, per0, per1, per_blocked, hot_ns,
                f"{per_rl:.0f} (+{per_rl - per0:.0f}) | |\n"
                + "\nA hit with lists pays two things: the name's check (its suffixes against the "
                "filter and the table) and the walk of the cached answer for CNAMEs (cloaking).\n")
-    with open(path, "w") as f:
-        f.write(text.rstrip("\n") + "\n\n" + section)
 
 
 def dynblock_costs(knot_port, work, warm, hits, misses):
@@ -223,24 +228,14 @@ def dynblock_costs(knot_port, work, warm, hits, misses):
     print(f"dynblock: per hit {h0:.0f} -> {h1:.0f} (+{h1 - h0:.0f}), per miss {m0:.0f} -> "
           f"{m1:.0f} (+{m1 - m0:.0f}) instructions with both rates watched; per query of a "
           f"blocked prefix: {per_blocked:.0f}", flush=True)
-    path = os.path.join(HERE, "RESULTS.md")
-    text = open(path).read() if os.path.exists(path) else ""
     head = "## Dynamic blocks (bench/instructions.py --dynblock)"
-    if B.KEPT_MARK not in text:
-        text = text.rstrip("\n") + "\n\n" + B.KEPT_MARK + "\n"
-    i = text.find(head)
-    if i >= 0:
-        j = text.find("\n## ", i + len(head))
-        text = text[:i] + (text[j + 1:] if j >= 0 else "")
-    section = (f"{head}\n\nMeasured {time.strftime('%Y-%m-%d')}; 1 worker; callgrind "
+    write_section(head, f"{head}\n\nMeasured {time.strftime('%Y-%m-%d')}; 1 worker; callgrind "
                f"instructions per query.\n\n| query | dynblock off | both rates watched |\n"
                f"|---|---|---|\n| cache hit | {h0:.0f} | {h1:.0f} (+{h1 - h0:.0f}) |\n"
                f"| miss | {m0:.0f} | {m1:.0f} (+{m1 - m0:.0f}) |\n"
                f"| query of a blocked prefix (REFUSED) | | {per_blocked:.0f} |\n\n"
                "While no block is in force a query pays one atomic load; a miss with "
                "miss_rate set takes its prefix's set lock once.\n")
-    with open(path, "w") as f:
-        f.write(text.rstrip("\n") + "\n\n" + section)
 
 
 def routing_costs(knot_port, work, warm, hits, misses, n):
@@ -284,16 +279,8 @@ def routing_costs(knot_port, work, warm, hits, misses, n):
     print(f"routing: per hit {h0:.0f} -> {h1:.0f} (+{h1 - h0:.0f}), per miss {m0:.0f} -> "
           f"{m1:.0f} (+{m1 - m0:.0f}); per local answer {per_local:.0f}, per private reverse "
           f"answer {per_rev:.0f}", flush=True)
-    path = os.path.join(HERE, "RESULTS.md")
-    text = open(path).read() if os.path.exists(path) else ""
     head = "## Routing and local data (bench/instructions.py --routing)"
-    if B.KEPT_MARK not in text:
-        text = text.rstrip("\n") + "\n\n" + B.KEPT_MARK + "\n"
-    i = text.find(head)
-    if i >= 0:
-        j = text.find("\n## ", i + len(head))
-        text = text[:i] + (text[j + 1:] if j >= 0 else "")
-    section = (f"{head}\n\nMeasured {time.strftime('%Y-%m-%d')}; 1 worker; callgrind "
+    write_section(head, f"{head}\n\nMeasured {time.strftime('%Y-%m-%d')}; 1 worker; callgrind "
                f"instructions per query. \"Configured\": 10 pools of 50 domains each, 100 "
                f"local records, a hosts file of 1,000 names (with local.domain: 2,000 names "
                f"and 1,000 PTRs), the private reverse zones; the hits and misses asked are "
@@ -302,8 +289,6 @@ def routing_costs(knot_port, work, warm, hits, misses, n):
                f"| miss | {m0:.0f} | {m1:.0f} (+{m1 - m0:.0f}) |\n"
                f"| local answer (hosts file) | | {per_local:.0f} |\n"
                f"| private reverse answer (NXDOMAIN) | | {per_rev:.0f} |\n")
-    with open(path, "w") as f:
-        f.write(text.rstrip("\n") + "\n\n" + section)
 
 
 def main():

@@ -878,63 +878,95 @@ static int group_list(struct ctx *c, const yaml_node_t *n, const char *key, cons
 	return add_path(c, n, key, s, gp->paths, gp->n);
 }
 
-/* policy.groups: a list of {name, clients, blocklists, allowlists, use_global}. */
-static int walk_groups(struct ctx *c, const yaml_node_t *n, const char *path)
+/* Calls fn for each key of the mapping n with its key and value nodes, their scalars (NULL
+ * when not plain) and the key's path (path.key); stops at the first non-zero. */
+typedef int (*pair_fn)(struct ctx *c, const yaml_node_t *k, const yaml_node_t *v, const char *ks,
+		       const char *vs, const char *kp, void *arg);
+
+static int each_pair(struct ctx *c, const yaml_node_t *n, const char *path, pair_fn fn, void *arg)
 {
-	struct rrc_policy_conf *pc = &c->cfg->policy;
+	for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top;
+	     p++) {
+		const yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
+		const yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
+		const char *ks = scalar(k);
+		char kp[128];
+		snprintf(kp, sizeof(kp), "%s.%.40s", path, ks ? ks : "?");
+		int rc = fn(c, k, v, ks, scalar(v), kp, arg);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* The items of a list of mappings (or an empty value: none), each given to fn. */
+static int each_mapping(struct ctx *c, const yaml_node_t *n, const char *path, const char *what,
+			int (*fn)(struct ctx *c, const yaml_node_t *m, const char *path))
+{
 	if (n->type == YAML_SCALAR_NODE && scalar(n)[0] == '\0')
 		return 0;
 	if (n->type != YAML_SEQUENCE_NODE)
-		return fail(c, n, path, "expected a list of groups");
+		return fail(c, n, path, "expected a list of %ss", what);
 	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
 	     it++) {
-		const yaml_node_t *gn = yaml_document_get_node(c->doc, *it);
-		if (gn->type != YAML_MAPPING_NODE)
-			return fail(c, gn, path, "a group is a mapping (name, clients, ...)");
-		if (pc->n_groups >= RRC_POLICY_MAX_GROUPS)
-			return fail(c, gn, path, "more than %d groups", RRC_POLICY_MAX_GROUPS);
-		struct rrc_policy_group *g = &pc->groups[pc->n_groups++];
-		g->use_global = true;
-		for (yaml_node_pair_t *p = gn->data.mapping.pairs.start;
-		     p < gn->data.mapping.pairs.top; p++) {
-			const yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
-			const yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
-			const char *ks = scalar(k), *vs = scalar(v);
-			char kp[128];
-			snprintf(kp, sizeof(kp), "%s.%.40s", path, ks ? ks : "?");
-			int rc = 0;
-			if (ks && strcmp(ks, "name") == 0) {
-				if (!vs || !vs[0] || strlen(vs) >= sizeof(g->name))
-					return fail(c, v, kp, "want a name of 1 to %zu characters",
-						    sizeof(g->name) - 1);
-				for (unsigned i = 0; i + 1 < pc->n_groups; i++)
-					if (strcmp(pc->groups[i].name, vs) == 0)
-						return fail(c, v, kp, "'%.31s' given twice", vs);
-				snprintf(g->name, sizeof(g->name), "%s", vs);
-			} else if (ks && strcmp(ks, "clients") == 0) {
-				rc = each_scalar(c, v, kp, group_client, g);
-			} else if (ks && (strcmp(ks, "blocklists") == 0 ||
-					  strcmp(ks, "allowlists") == 0)) {
-				struct group_paths gp = {ks[0] == 'a' ? g->allowlists
-								      : g->blocklists,
-							 ks[0] == 'a' ? &g->n_allow : &g->n_block};
-				rc = each_scalar(c, v, kp, group_list, &gp);
-			} else if (ks && strcmp(ks, "use_global") == 0) {
-				if (!vs || (strcmp(vs, "true") && strcmp(vs, "false")))
-					return fail(c, v, kp, "want true or false");
-				g->use_global = vs[0] == 't';
-			} else {
-				return fail(c, k, kp,
-					    "unknown key (name, clients, blocklists, allowlists, "
-					    "use_global)");
-			}
-			if (rc)
-				return rc;
-		}
-		if (!g->name[0] || g->n_clients == 0)
-			return fail(c, gn, path, "a group needs a name and clients");
+		const yaml_node_t *m = yaml_document_get_node(c->doc, *it);
+		if (m->type != YAML_MAPPING_NODE)
+			return fail(c, m, path, "a %s is a mapping", what);
+		int rc = fn(c, m, path);
+		if (rc)
+			return rc;
 	}
 	return 0;
+}
+
+static int group_key(struct ctx *c, const yaml_node_t *k, const yaml_node_t *v, const char *ks,
+		     const char *vs, const char *kp, void *arg)
+{
+	struct rrc_policy_conf *pc = &c->cfg->policy;
+	struct rrc_policy_group *g = arg;
+	if (ks && strcmp(ks, "name") == 0) {
+		if (!vs || !vs[0] || strlen(vs) >= sizeof(g->name))
+			return fail(c, v, kp, "want a name of 1 to %zu characters",
+				    sizeof(g->name) - 1);
+		for (unsigned i = 0; i + 1 < pc->n_groups; i++)
+			if (strcmp(pc->groups[i].name, vs) == 0)
+				return fail(c, v, kp, "'%.31s' given twice", vs);
+		snprintf(g->name, sizeof(g->name), "%s", vs);
+		return 0;
+	}
+	if (ks && strcmp(ks, "clients") == 0)
+		return each_scalar(c, v, kp, group_client, g);
+	if (ks && (strcmp(ks, "blocklists") == 0 || strcmp(ks, "allowlists") == 0)) {
+		struct group_paths gp = {ks[0] == 'a' ? g->allowlists : g->blocklists,
+					 ks[0] == 'a' ? &g->n_allow : &g->n_block};
+		return each_scalar(c, v, kp, group_list, &gp);
+	}
+	if (ks && strcmp(ks, "use_global") == 0) {
+		if (!vs || (strcmp(vs, "true") && strcmp(vs, "false")))
+			return fail(c, v, kp, "want true or false");
+		g->use_global = vs[0] == 't';
+		return 0;
+	}
+	return fail(c, k, kp, "unknown key (name, clients, blocklists, allowlists, use_global)");
+}
+
+static int one_group(struct ctx *c, const yaml_node_t *gn, const char *path)
+{
+	struct rrc_policy_conf *pc = &c->cfg->policy;
+	if (pc->n_groups >= RRC_POLICY_MAX_GROUPS)
+		return fail(c, gn, path, "more than %d groups", RRC_POLICY_MAX_GROUPS);
+	struct rrc_policy_group *g = &pc->groups[pc->n_groups++];
+	g->use_global = true;
+	int rc = each_pair(c, gn, path, group_key, g);
+	if (rc == 0 && (!g->name[0] || g->n_clients == 0))
+		return fail(c, gn, path, "a group needs a name and clients");
+	return rc;
+}
+
+/* policy.groups: a list of {name, clients, blocklists, allowlists, use_global}. */
+static int walk_groups(struct ctx *c, const yaml_node_t *n, const char *path)
+{
+	return each_mapping(c, n, path, "group", one_group);
 }
 
 /* A new pool named name (the first of n_pools), or NULL with the reason in why. */
@@ -1055,66 +1087,58 @@ static int local_hosts(struct ctx *c, const yaml_node_t *n, const char *key, con
 	return add_path(c, n, key, s, cfg->local.hosts_files, &cfg->local.n_hosts_files);
 }
 
+struct pool_ctx {
+	struct rrc_forward_pool *pool;
+	bool has_domains;
+};
+
+static int pool_key(struct ctx *c, const yaml_node_t *k, const yaml_node_t *v, const char *ks,
+		    const char *vs, const char *kp, void *arg)
+{
+	struct pool_ctx *pc = arg;
+	if (ks && strcmp(ks, "name") == 0)
+		return 0; /* read first */
+	if (ks && strcmp(ks, "domains") == 0) {
+		pc->has_domains = true;
+		return each_scalar(c, v, kp, pool_domain_at, NULL);
+	}
+	if (ks && strcmp(ks, "servers") == 0)
+		return each_scalar(c, v, kp, pool_server_at, NULL);
+	if (ks && strcmp(ks, "policy") == 0) {
+		if (!vs || rrc_balancer_policy_parse(vs, &pc->pool->balance))
+			return fail(c, v, kp,
+				    "unknown policy (round-robin, first-available, "
+				    "least-outstanding, weighted)");
+		pc->pool->balance_given = true;
+		return 0;
+	}
+	return fail(c, k, kp, "unknown key (name, domains, servers, policy)");
+}
+
+static int one_pool(struct ctx *c, const yaml_node_t *pn, const char *path)
+{
+	/* The name first, wherever it is written: the domains point at the pool. */
+	const char *name = NULL;
+	for (yaml_node_pair_t *p = pn->data.mapping.pairs.start; p < pn->data.mapping.pairs.top;
+	     p++) {
+		const char *ks = scalar(yaml_document_get_node(c->doc, p->key));
+		if (ks && strcmp(ks, "name") == 0)
+			name = scalar(yaml_document_get_node(c->doc, p->value));
+	}
+	char why[RRC_ERR_LEN];
+	struct pool_ctx pc = {.pool = new_pool(c->cfg, name ? name : "", why)};
+	if (!pc.pool)
+		return fail(c, pn, path, "%s", why);
+	int rc = each_pair(c, pn, path, pool_key, &pc);
+	if (rc == 0 && (!pc.has_domains || pc.pool->n == 0))
+		return fail(c, pn, path, "pool '%.31s' needs domains and servers", pc.pool->name);
+	return rc;
+}
+
 /* upstream.pools: a list of {name, domains, servers, policy}. */
 static int walk_pools(struct ctx *c, const yaml_node_t *n, const char *path)
 {
-	struct rrc_config *cfg = c->cfg;
-	if (n->type == YAML_SCALAR_NODE && scalar(n)[0] == '\0')
-		return 0;
-	if (n->type != YAML_SEQUENCE_NODE)
-		return fail(c, n, path, "expected a list of pools");
-	for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
-	     it++) {
-		const yaml_node_t *pn = yaml_document_get_node(c->doc, *it);
-		if (pn->type != YAML_MAPPING_NODE)
-			return fail(c, pn, path,
-				    "a pool is a mapping (name, domains, servers, policy)");
-		/* The name first, wherever it is written: the domains point at the pool. */
-		const char *name = NULL;
-		for (yaml_node_pair_t *p = pn->data.mapping.pairs.start;
-		     p < pn->data.mapping.pairs.top; p++) {
-			const char *ks = scalar(yaml_document_get_node(c->doc, p->key));
-			if (ks && strcmp(ks, "name") == 0)
-				name = scalar(yaml_document_get_node(c->doc, p->value));
-		}
-		char why[RRC_ERR_LEN];
-		struct rrc_forward_pool *pool = new_pool(cfg, name ? name : "", why);
-		if (!pool)
-			return fail(c, pn, path, "%s", why);
-		bool has_domains = false;
-		for (yaml_node_pair_t *p = pn->data.mapping.pairs.start;
-		     p < pn->data.mapping.pairs.top; p++) {
-			const yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
-			const yaml_node_t *v = yaml_document_get_node(c->doc, p->value);
-			const char *ks = scalar(k), *vs = scalar(v);
-			char kp[128];
-			snprintf(kp, sizeof(kp), "%s.%.40s", path, ks ? ks : "?");
-			int rc = 0;
-			if (ks && strcmp(ks, "name") == 0) {
-				continue;
-			} else if (ks && strcmp(ks, "domains") == 0) {
-				rc = each_scalar(c, v, kp, pool_domain_at, NULL);
-				has_domains = true;
-			} else if (ks && strcmp(ks, "servers") == 0) {
-				rc = each_scalar(c, v, kp, pool_server_at, NULL);
-			} else if (ks && strcmp(ks, "policy") == 0) {
-				if (!vs || rrc_balancer_policy_parse(vs, &pool->balance))
-					return fail(c, v, kp,
-						    "unknown policy (round-robin, first-available, "
-						    "least-outstanding, weighted)");
-				pool->balance_given = true;
-			} else {
-				return fail(c, k, kp,
-					    "unknown key (name, domains, servers, policy)");
-			}
-			if (rc)
-				return rc;
-		}
-		if (!has_domains || pool->n == 0)
-			return fail(c, pn, path, "pool '%.31s' needs domains and servers",
-				    pool->name);
-	}
-	return 0;
+	return each_mapping(c, n, path, "pool", one_pool);
 }
 
 static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, const char *path)

@@ -7,25 +7,11 @@
 
 #include <arpa/inet.h>
 #include <cmocka.h>
+
+#include "sockaddr_text.h"
 #include <netinet/in.h>
 
 #include "rrcache/acl.h"
-
-static struct sockaddr_storage sockaddr_of(const char *ip)
-{
-	struct sockaddr_storage ss;
-	memset(&ss, 0, sizeof(ss));
-	if (strchr(ip, ':')) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-		s6->sin6_family = AF_INET6;
-		assert_int_equal(inet_pton(AF_INET6, ip, &s6->sin6_addr), 1);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-		s4->sin_family = AF_INET;
-		assert_int_equal(inet_pton(AF_INET, ip, &s4->sin_addr), 1);
-	}
-	return ss;
-}
 
 static bool allows(const struct rrc_acl *acl, const char *ip)
 {

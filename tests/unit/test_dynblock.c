@@ -16,32 +16,18 @@
 
 #include <cmocka.h>
 
-static struct sockaddr_storage addr(const char *text)
-{
-	struct sockaddr_storage ss;
-	memset(&ss, 0, sizeof(ss));
-	if (strchr(text, ':')) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-		s6->sin6_family = AF_INET6;
-		assert_int_equal(inet_pton(AF_INET6, text, &s6->sin6_addr), 1);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-		s4->sin_family = AF_INET;
-		assert_int_equal(inet_pton(AF_INET, text, &s4->sin_addr), 1);
-	}
-	return ss;
-}
+#include "sockaddr_text.h"
 
 static bool count(struct rrc_dynblock *db, const struct rrc_dynblock_conf *c, const char *a,
 		  enum rrc_dynblock_reason kind, uint64_t now)
 {
-	struct sockaddr_storage ss = addr(a);
+	struct sockaddr_storage ss = sockaddr_of(a);
 	return rrc_dynblock_count(db, c, (struct sockaddr *)&ss, kind, now, NULL);
 }
 
 static bool blocked(struct rrc_dynblock *db, const char *a, uint64_t now)
 {
-	struct sockaddr_storage ss = addr(a);
+	struct sockaddr_storage ss = sockaddr_of(a);
 	return rrc_dynblock_blocked(db, (struct sockaddr *)&ss, now);
 }
 
@@ -62,7 +48,7 @@ static void test_trigger_and_end(void **state)
 	assert_false(blocked(db, "192.0.2.1", t));
 	for (int i = 0; i < 19; i++)
 		assert_false(count(db, &conf, "192.0.2.1", RRC_DB_NXDOMAIN, t + (uint64_t)i * 50));
-	struct sockaddr_storage ss = addr("192.0.2.200");
+	struct sockaddr_storage ss = sockaddr_of("192.0.2.200");
 	struct rrc_dynblock_entry e;
 	assert_true(rrc_dynblock_count(db, &conf, (struct sockaddr *)&ss, RRC_DB_NXDOMAIN, t + 1000,
 				       &e));
@@ -221,7 +207,7 @@ static void *worker(void *p)
 	struct worker_arg *w = p;
 	char a[32];
 	snprintf(a, sizeof(a), "10.%d.0.1", w->n);
-	struct sockaddr_storage own = addr(a), shared = addr("192.0.2.1");
+	struct sockaddr_storage own = sockaddr_of(a), shared = sockaddr_of("192.0.2.1");
 	for (uint64_t i = 0; i < 200000; i++) {
 		uint64_t now = 1000 + i / 50;
 		w->started += rrc_dynblock_count(w->db, &conf, (struct sockaddr *)&own,

@@ -12,25 +12,11 @@
 
 #include <cmocka.h>
 
-static struct sockaddr_storage addr(const char *text)
-{
-	struct sockaddr_storage ss;
-	memset(&ss, 0, sizeof(ss));
-	if (strchr(text, ':')) {
-		struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)&ss;
-		s6->sin6_family = AF_INET6;
-		assert_int_equal(inet_pton(AF_INET6, text, &s6->sin6_addr), 1);
-	} else {
-		struct sockaddr_in *s4 = (struct sockaddr_in *)&ss;
-		s4->sin_family = AF_INET;
-		assert_int_equal(inet_pton(AF_INET, text, &s4->sin_addr), 1);
-	}
-	return ss;
-}
+#include "sockaddr_text.h"
 
 static unsigned allowed(struct rrc_ratelimit *rl, const char *a, unsigned n, uint64_t now)
 {
-	struct sockaddr_storage ss = addr(a);
+	struct sockaddr_storage ss = sockaddr_of(a);
 	unsigned ok = 0;
 	for (unsigned i = 0; i < n; i++)
 		ok += rrc_ratelimit_allow(rl, (struct sockaddr *)&ss, now);
