@@ -10,6 +10,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <endian.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,7 +31,9 @@ struct entry {
 	uint64_t evict_ms;  /* may be served stale until (== expire_ms when stale is off) */
 	uint16_t keylen;
 	uint16_t len;
-	uint8_t data[]; /* key, then answer */
+	uint16_t hits;	 /* lookups that found it fresh (saturates) */
+	bool refreshing; /* a lookup was told to refresh it (prefetch) */
+	uint8_t data[];	 /* key, then answer */
 };
 
 struct shard {
@@ -47,7 +50,8 @@ struct shard {
 struct rrc_cache {
 	uint8_t sipkey[16];
 	_Atomic uint64_t shard_budget;
-	_Atomic uint64_t stale_ms; /* how long past expiry entries are kept for serve-stale */
+	_Atomic uint64_t stale_ms;	/* how long past expiry entries are kept for serve-stale */
+	_Atomic uint32_t prefetch_hits; /* prefetch: hits before a late one refreshes (0: off) */
 	struct shard shards[RRC_CACHE_SHARDS];
 };
 
@@ -229,10 +233,18 @@ static inline struct shard *pick(struct rrc_cache *c, uint64_t hash)
 	return &c->shards[hash & (RRC_CACHE_SHARDS - 1)];
 }
 
+void rrc_cache_set_prefetch(struct rrc_cache *c, uint32_t min_hits)
+{
+	atomic_store(&c->prefetch_hits, min_hits);
+}
+
 enum rrc_cache_result rrc_cache_lookup(struct rrc_cache *c, const uint8_t *key, size_t keylen,
 				       uint64_t now_ms, uint8_t *out, size_t cap, size_t *len,
-				       uint32_t *age)
+				       uint32_t *age, bool *refresh)
 {
+	uint32_t prefetch = atomic_load_explicit(&c->prefetch_hits, memory_order_relaxed);
+	if (refresh)
+		*refresh = false;
 	uint64_t hash = rrc_cache_siphash(c->sipkey, key, keylen);
 	struct shard *s = pick(c, hash);
 	enum rrc_cache_result res = RRC_CACHE_MISS;
@@ -261,6 +273,16 @@ enum rrc_cache_result rrc_cache_lookup(struct rrc_cache *c, const uint8_t *key, 
 		memcpy(out, e->data + e->keylen, RRC_MIN((size_t)e->len, cap));
 		res = e->len > cap ? RRC_CACHE_TOO_BIG : RRC_CACHE_HIT;
 		s->hits++;
+		if (e->hits < UINT16_MAX)
+			e->hits++;
+		/* Prefetch (Unbound's rule): an entry asked often enough during its life, asked
+		 * again within the last tenth of its original TTL, is refreshed once, by this
+		 * caller, while it still answers. */
+		if (prefetch && refresh && !e->refreshing && e->hits >= prefetch &&
+		    (e->expire_ms - now_ms) * 10 <= e->expire_ms - e->stored_ms) {
+			e->refreshing = true;
+			*refresh = true;
+		}
 		if (s->head != e) {
 			lru_unlink(s, e);
 			lru_push_front(s, e);
@@ -312,6 +334,8 @@ int rrc_cache_insert(struct rrc_cache *c, const uint8_t *key, size_t keylen, con
 	e->evict_ms = e->expire_ms + c->stale_ms;
 	e->keylen = (uint16_t)keylen;
 	e->len = (uint16_t)len;
+	e->hits = 0;
+	e->refreshing = false;
 	memcpy(e->data, key, keylen);
 	memcpy(e->data + keylen, answer, len);
 

@@ -46,6 +46,8 @@ static const struct rrc_config rrc_config_defaults = {
 	.serve_stale = false,
 	.max_stale = 86400,
 	.servfail_ttl = 5,
+	.prefetch = true,
+	.prefetch_min_hits = 3,
 	.tcp_idle_timeout_ms = 10000,
 	.tcp_max_connections = 1024,
 	.tcp_max_per_client = 64,
@@ -435,6 +437,8 @@ static const struct key cache_keys[] = {
 	{"max_stale", K_TTL, F(max_stale), 1, 2592000, NULL},
 	/* RFC 2308 §7.1: a server failure may be cached, for at most five minutes. */
 	{"servfail_ttl", K_TTL, F(servfail_ttl), 0, 300, NULL},
+	{"prefetch", K_BOOL, F(prefetch), 0, 1, NULL},
+	{"prefetch_min_hits", K_UINT, F(prefetch_min_hits), 1, 65535, NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
 
 static const struct key tcp_keys[] = {

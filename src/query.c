@@ -91,6 +91,7 @@ struct rrc_query {
 	bool in_table;
 	bool done;
 	bool no_cache;
+	bool prefetch;		/* started by a late hit, without a client (cache.prefetch) */
 	struct deadline budget; /* in budgets: the client's budget */
 	struct deadline retry;	/* in retries or polls: the next attempt, or the next L2 look */
 	struct waiter *waiters;
@@ -377,7 +378,8 @@ static void remember_failure(struct rrc_query *q)
 static void query_fail(struct rrc_query *q, unsigned rcode, bool remember)
 {
 	struct rrc_queries *qs = q->qs;
-	if (remember && !q->stale)
+	/* A failed prefetch alone leaves the answer it was refreshing in place. */
+	if (remember && !q->stale && !(q->prefetch && !q->waiters))
 		remember_failure(q);
 	struct rrc_worker_stats *st = qs->env->st;
 	for (struct waiter *wt = q->waiters; wt; wt = wt->next) {
@@ -633,6 +635,12 @@ static void on_l2(void *ctx, const struct rrc_l2_result *r)
 		answer_waiters(q, r->answer, r->len);
 		return;
 	}
+	if (r->outcome == RRC_L2_LOCKED && q->prefetch && !q->waiters) {
+		/* Another instance of the fleet refreshes it and writes it back. */
+		q->qs->env->st->prefetch_fleet_skipped++;
+		query_end(q);
+		return;
+	}
 	if (r->outcome == RRC_L2_LOCKED) {
 		/* Another instance is asking the upstream: its answer should appear shortly. */
 		uint64_t waited = uv_now(env->loop) - q->l2_since;
@@ -771,6 +779,52 @@ static struct waiter *waiter_new(struct rrc_queries *qs, const struct rrc_client
 	return wt;
 }
 
+/* A query in flight for key, without waiters: its upstream query built, its budget running,
+ * in the in-flight table. NULL when out of memory. */
+static struct rrc_query *query_new(struct rrc_queries *qs, const uint8_t *pkt, size_t len,
+				   const struct rrc_wire_query *wq, const uint8_t *key,
+				   size_t keylen, uint64_t hash, unsigned pool)
+{
+	const struct rrc_env *env = qs->env;
+	const struct rrc_config *cfg = rrc_env_cfg(env);
+	/* ECS queries go upstream as the client sent them (only the ID changes) and their
+	 * answers are not cached (DESIGN); everything else is rebuilt from the key. */
+	size_t cap =
+		wq->has_ecs ? len : (size_t)RRC_WIRE_HDR + wq->qname_len + 4 + RRC_WIRE_OPT_LEN;
+	struct rrc_query *q = rrc_pool_get(&qs->pool_query, sizeof(*q) + cap);
+	if (!q)
+		return NULL;
+	if (wq->has_ecs) {
+		memcpy(q->upq, pkt, len);
+		q->upq_len = len;
+		q->no_cache = true;
+	} else {
+		/* Always with EDNS (1232) upstream, so fewer answers need the TCP fallback;
+		 * whether the client had EDNS still splits the key (C1) and decides the OPT
+		 * and size limit of its answer. */
+		q->upq_len = rrc_wire_build_query(q->upq, cap, 0, key, wq->qname_len, wq->qtype,
+						  wq->qclass, wq->flags, true, wq->edns_do);
+		RRC_REQUIRE(q->upq_len == cap); /* the size rrc_pool_put is given */
+	}
+	q->qs = qs;
+	q->hash = hash;
+	q->keylen = (uint16_t)keylen;
+	memcpy(q->key, key, keylen);
+	q->qtype = wq->qtype;
+	q->qclass = wq->qclass;
+	q->pool = (uint8_t)pool;
+	q->ns = cfg->pools[pool].ns;
+	dl_add(qs, &qs->budgets, &q->budget, uv_now(env->loop) + cfg->client_timeout_ms);
+	/* ECS queries are in the table too (so shutdown finds them); lookups skip them. */
+	size_t b = hash & (RRC_INFLIGHT_BUCKETS - 1);
+	q->hnext = qs->inflight[b];
+	qs->inflight[b] = q;
+	q->in_table = true;
+	qs->n_inflight++;
+	q->l2_since = uv_now(env->loop);
+	return q;
+}
+
 enum miss_result { MISS_LATER, MISS_SERVFAIL, MISS_STALE };
 
 /* The miss path: joins a query in flight or starts one (MISS_LATER: the client is answered
@@ -821,53 +875,45 @@ static enum miss_result start_miss(struct rrc_queries *qs, const struct rrc_clie
 	if (!rrc_upstreams_any_up(qs->ups, pool) && !rrc_redis_state(qs->redis))
 		return fail; /* the pool's upstreams are all down and no L2: answer at once */
 
-	/* ECS queries go upstream as the client sent them (only the ID changes) and their
-	 * answers are not cached (DESIGN); everything else is rebuilt from the key. */
-	size_t cap =
-		wq->has_ecs ? len : (size_t)RRC_WIRE_HDR + wq->qname_len + 4 + RRC_WIRE_OPT_LEN;
-	struct rrc_query *q = rrc_pool_get(&qs->pool_query, sizeof(*q) + cap);
-	if (!q)
-		return fail;
-	if (wq->has_ecs) {
-		memcpy(q->upq, pkt, len);
-		q->upq_len = len;
-		q->no_cache = true;
-	} else {
-		/* Always with EDNS (1232) upstream, so fewer answers need the TCP fallback;
-		 * whether the client had EDNS still splits the key (C1) and decides the OPT
-		 * and size limit of its answer. */
-		q->upq_len = rrc_wire_build_query(q->upq, cap, 0, key, wq->qname_len, wq->qtype,
-						  wq->qclass, wq->flags, true, wq->edns_do);
-		RRC_REQUIRE(q->upq_len == cap); /* the size rrc_pool_put is given */
-	}
 	struct waiter *wt = waiter_new(qs, c, pkt, wq, limit);
-	if (!wt) {
-		rrc_pool_put(&qs->pool_query, q, sizeof(*q) + cap);
+	if (!wt)
+		return fail;
+	struct rrc_query *q = query_new(qs, pkt, len, wq, key, keylen, hash, pool);
+	if (!q) {
+		wt->client.ops->release(&wt->client);
+		rrc_pool_put(&qs->pool_waiter, wt, sizeof(*wt));
 		return fail;
 	}
-	q->qs = qs;
-	q->hash = hash;
-	q->keylen = (uint16_t)keylen;
-	memcpy(q->key, key, keylen);
-	q->qtype = wq->qtype;
-	q->qclass = wq->qclass;
-	q->pool = (uint8_t)pool;
-	q->ns = cfg->pools[pool].ns;
 	q->waiters = wt;
 	q->n_waiters = 1;
 	qs->n_waiters++;
-	dl_add(qs, &qs->budgets, &q->budget, uv_now(env->loop) + cfg->client_timeout_ms);
-	/* ECS queries are in the table too (so shutdown finds them); lookups skip them. */
-	size_t b = hash & (RRC_INFLIGHT_BUCKETS - 1);
-	q->hnext = qs->inflight[b];
-	qs->inflight[b] = q;
-	q->in_table = true;
-	qs->n_inflight++;
 	keep_stale(q, stale, stale_len);
-	q->l2_since = uv_now(env->loop);
 	if (q->no_cache || !ask_l2(q))
 		go_upstream(q);
 	return MISS_LATER;
+}
+
+/* Prefetch: a hit late in its entry's life refreshes it with a query no client waits on
+ * (clients that miss it meanwhile join). With Redis, one instance of the fleet does it:
+ * the one that takes the key's lock (on_l2 ends the others'). */
+static void prefetch(struct rrc_queries *qs, const uint8_t *pkt, size_t len,
+		     const struct rrc_wire_query *wq, const uint8_t *key, size_t keylen)
+{
+	const struct rrc_config *cfg = rrc_env_cfg(qs->env);
+	uint64_t hash = rrc_cache_siphash(qs->hash_key, key, keylen);
+	if (wq->has_ecs || table_find(qs, hash, key, keylen) || qs->n_inflight >= cfg->max_inflight)
+		return;
+	unsigned pool = rrc_config_pool_of(cfg, key, wq->qname_len);
+	if (!rrc_upstreams_any_up(qs->ups, pool))
+		return;
+	struct rrc_query *q = query_new(qs, pkt, len, wq, key, keylen, hash, pool);
+	if (!q)
+		return;
+	q->prefetch = true;
+	qs->env->st->prefetches++;
+	q->l2 = rrc_redis_refresh_lock(qs->redis, q->key, q->keylen, q->ns, on_l2, q);
+	if (!q->l2)
+		go_upstream(q);
 }
 
 /* The client's address (family, then the address bytes) in the top-K. */
@@ -1038,8 +1084,12 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 	if (!wq.has_ecs) {
 		size_t alen;
 		uint32_t age;
-		enum rrc_cache_result res = rrc_cache_lookup(
-			env->cache, key, keylen, uv_now(env->loop), out, cap, &alen, &age);
+		bool refresh;
+		enum rrc_cache_result res =
+			rrc_cache_lookup(env->cache, key, keylen, uv_now(env->loop), out, cap,
+					 &alen, &age, &refresh);
+		if (refresh)
+			prefetch(qs, pkt, len, &wq, key, keylen);
 		if (res == RRC_CACHE_HIT || res == RRC_CACHE_TOO_BIG) {
 			st->cache_hits++;
 			/* A name that is not allowed outright is blocked behind a CNAME too. */

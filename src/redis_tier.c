@@ -54,6 +54,7 @@ struct rrc_redis_req {
 	bool told;     /* the caller got its result (or is gone) */
 	bool lock;     /* a lock SET NX was sent after the GET missed */
 	bool got_miss; /* GET found nothing usable; waiting for the lock's reply */
+	bool refresh;  /* a prefetch's lock alone (rrc_redis_refresh_lock) */
 	rrc_l2_cb cb;
 	void *ctx;
 	uint8_t *stale; /* expired answer kept until the lock's reply (malloc'd) */
@@ -375,7 +376,7 @@ static void on_lock(redisAsyncContext *ac, void *reply, void *priv)
 	bool current;
 	if (reply_ok(r, ac, rep, &current) && !r->expired && r->got_miss) {
 		/* OK: ours, ask the upstream. Nil: another instance holds it. */
-		if (rep->type == REDIS_REPLY_NIL)
+		if (rep->type == REDIS_REPLY_NIL && !r->refresh)
 			r->t->env->st->redis_fleet_waits++;
 		tell_outcome(r, rep->type == REDIS_REPLY_NIL ? RRC_L2_LOCKED : RRC_L2_MISS);
 	}
@@ -459,6 +460,29 @@ struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key
 	const void *argv[] = {"GET", k};
 	const size_t lens[] = {3, klen};
 	if (!sent(r, send_argv(t, on_get, r, 2, argv, lens))) {
+		req_abandon(r);
+		t->env->st->redis_errors++;
+		return NULL;
+	}
+	return r;
+}
+
+struct rrc_redis_req *rrc_redis_refresh_lock(struct rrc_redis_tier *t, const uint8_t *key,
+					     size_t keylen, uint64_t ns, rrc_l2_cb cb, void *ctx)
+{
+	if (!t || keylen > RRC_WIRE_KEY_MAX || !t->rc.fleet_coalescing)
+		return NULL;
+	struct rrc_redis_req *r = req_new(t, 1);
+	if (!r)
+		return NULL;
+	r->cb = cb;
+	r->ctx = ctx;
+	r->keylen = (uint16_t)keylen;
+	memcpy(r->key, key, keylen);
+	r->ns = ns;
+	r->got_miss = true; /* no GET: the lock's reply decides */
+	r->refresh = true;
+	if (!send_lock(r)) {
 		req_abandon(r);
 		t->env->st->redis_errors++;
 		return NULL;

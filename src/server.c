@@ -86,6 +86,7 @@ struct rrc_server *rrc_server_create(struct rrc_config *cfg, char err[RRC_ERR_LE
 		goto fail;
 	}
 	rrc_cache_set_stale(s->cache, cfg->serve_stale ? cfg->max_stale : 0);
+	rrc_cache_set_prefetch(s->cache, cfg->prefetch ? cfg->prefetch_min_hits : 0);
 	s->redis = cfg->redis;
 	if (cfg->dnstap.enabled) {
 		s->tap = rrc_dnstap_start(cfg, cfg->workers, err);
@@ -174,6 +175,7 @@ int rrc_server_reload(struct rrc_server *s, struct rrc_config *cfg)
 	}
 	rrc_cache_set_budget(s->cache, cfg->cache_size);
 	rrc_cache_set_stale(s->cache, cfg->serve_stale ? cfg->max_stale : 0);
+	rrc_cache_set_prefetch(s->cache, cfg->prefetch ? cfg->prefetch_min_hits : 0);
 	rrc_log_set_level(cfg->log_level);
 	pthread_mutex_lock(&s->cfg_lock);
 	struct rrc_cfg_ref *prev = s->cur;

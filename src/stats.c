@@ -333,6 +333,14 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	       v->dynblock.refused);
 	single(b, "dynblock_removed_total", "counter",
 	       "Dynamic blocks ended early through /api/v1/blocks.", v->dynblock.removed);
+	single(b, "prefetches_total", "counter",
+	       "Cache entries refreshed in the background: asked cache.prefetch_min_hits times and "
+	       "again in the last tenth of their TTL.",
+	       s->prefetches);
+	single(b, "prefetch_fleet_skipped_total", "counter",
+	       "Of those, refreshes left to another instance of the fleet (it held the key's Redis "
+	       "lock).",
+	       s->prefetch_fleet_skipped);
 	family(b, "local_answers_total", "counter",
 	       "Queries answered from rrcache's own data (local.*), by source: records, hosts "
 	       "files, or an empty zone (RFC 6303, home.arpa).");

@@ -56,7 +56,13 @@ void rrc_cache_set_stale(struct rrc_cache *c, uint32_t seconds);
  */
 enum rrc_cache_result rrc_cache_lookup(struct rrc_cache *c, const uint8_t *key, size_t keylen,
 				       uint64_t now_ms, uint8_t *out, size_t cap, size_t *len,
-				       uint32_t *age);
+				       uint32_t *age, bool *refresh);
+
+/* Prefetch: a fresh entry found at least min_hits times in its life (this lookup counted) and
+ * found again within the last tenth of its original lifetime sets *refresh of that one lookup
+ * (refresh not NULL): the caller refreshes it in the background while it answers. Once per
+ * stored answer; a new answer stored for the key starts afresh. 0 turns it off. */
+void rrc_cache_set_prefetch(struct rrc_cache *c, uint32_t min_hits);
 
 /*
  * Stores a copy of answer (the stored form from rrc_wire_make_stored) for lifetime seconds,

@@ -70,6 +70,16 @@ void rrc_redis_tier_close(struct rrc_redis_tier *t);
 struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
 				    uint64_t ns, rrc_l2_cb cb, void *ctx);
 
+/*
+ * A prefetch's turn for the whole fleet: takes the key's fleet-coalescing lock (SET NX) without
+ * looking the value up (it is the old one). The callback's outcome is RRC_L2_MISS when the lock
+ * is this instance's (refresh from the upstream), RRC_L2_LOCKED when another instance holds it
+ * (it refreshes), RRC_L2_SKIP on an error. NULL when it cannot be asked (no Redis, fleet
+ * coalescing off, busy): refresh alone.
+ */
+struct rrc_redis_req *rrc_redis_refresh_lock(struct rrc_redis_tier *t, const uint8_t *key,
+					     size_t keylen, uint64_t ns, rrc_l2_cb cb, void *ctx);
+
 /* The caller is gone: its callback will not be called. */
 void rrc_redis_cancel(struct rrc_redis_req *r);
 

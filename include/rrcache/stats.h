@@ -129,9 +129,11 @@ struct rrc_worker_stats {
 	 */
 	uint64_t policy_blocked_group[1 + RRC_POLICY_MAX_GROUPS];
 	uint64_t ratelimit_dropped, ratelimit_slipped; /* UDP queries over ratelimit.qps */
-	uint64_t dynblock_queries[3]; /* queries of blocked prefixes, by dynblock.action */
-	uint64_t any_udp;	      /* ANY over UDP answered per RFC 8482 (policy.any_udp) */
-	uint64_t local_answers[3];    /* answered from local data, by enum rrc_local_source */
+	uint64_t dynblock_queries[3];	 /* queries of blocked prefixes, by dynblock.action */
+	uint64_t any_udp;		 /* ANY over UDP answered per RFC 8482 (policy.any_udp) */
+	uint64_t local_answers[3];	 /* answered from local data, by enum rrc_local_source */
+	uint64_t prefetches;		 /* refreshes started by a late hit (cache.prefetch) */
+	uint64_t prefetch_fleet_skipped; /* of those, left to the instance holding the lock */
 	uint64_t upstream_queries, upstream_tcp, upstream_timeouts, upstream_errors;
 	uint64_t unwanted_replies, malformed_replies;
 	uint64_t upstream_local_errors; /* upstream queries this machine could not send */

@@ -19,17 +19,19 @@ static void test_hit_miss_age(void **state)
 	uint8_t out[64];
 	size_t len;
 	uint32_t age;
-	assert_int_equal(rrc_cache_lookup(c, key, sizeof(key), 1000, out, sizeof(out), &len, &age),
-			 RRC_CACHE_MISS);
+	assert_int_equal(
+		rrc_cache_lookup(c, key, sizeof(key), 1000, out, sizeof(out), &len, &age, NULL),
+		RRC_CACHE_MISS);
 	assert_int_equal(rrc_cache_insert(c, key, sizeof(key), ans, sizeof(ans), 300, 1000), 0);
-	assert_int_equal(rrc_cache_lookup(c, key, sizeof(key), 3500, out, sizeof(out), &len, &age),
-			 RRC_CACHE_HIT);
+	assert_int_equal(
+		rrc_cache_lookup(c, key, sizeof(key), 3500, out, sizeof(out), &len, &age, NULL),
+		RRC_CACHE_HIT);
 	assert_int_equal(len, sizeof(ans));
 	assert_memory_equal(out, ans, len);
 	assert_int_equal(age, 2);
 	/* Expired at 1000 + 300 s. */
 	assert_int_equal(
-		rrc_cache_lookup(c, key, sizeof(key), 301000, out, sizeof(out), &len, &age),
+		rrc_cache_lookup(c, key, sizeof(key), 301000, out, sizeof(out), &len, &age, NULL),
 		RRC_CACHE_MISS);
 	struct rrc_cache_stats st;
 	rrc_cache_get_stats(c, &st);
@@ -50,10 +52,10 @@ static void test_full_key(void **state)
 	size_t len;
 	uint32_t age;
 	rrc_cache_insert(c, k1, sizeof(k1), (const uint8_t *)"one", 3, 60, 0);
-	assert_int_equal(rrc_cache_lookup(c, k2, sizeof(k2), 0, out, sizeof(out), &len, &age),
+	assert_int_equal(rrc_cache_lookup(c, k2, sizeof(k2), 0, out, sizeof(out), &len, &age, NULL),
 			 RRC_CACHE_MISS);
 	rrc_cache_insert(c, k2, sizeof(k2), (const uint8_t *)"two", 3, 60, 0);
-	assert_int_equal(rrc_cache_lookup(c, k1, sizeof(k1), 0, out, sizeof(out), &len, &age),
+	assert_int_equal(rrc_cache_lookup(c, k1, sizeof(k1), 0, out, sizeof(out), &len, &age, NULL),
 			 RRC_CACHE_HIT);
 	assert_memory_equal(out, "one", 3);
 	/* Replacing keeps one entry. */
@@ -81,7 +83,7 @@ static void test_too_big_prefix(void **state)
 	uint8_t out[100];
 	size_t len;
 	uint32_t age;
-	assert_int_equal(rrc_cache_lookup(c, k, sizeof(k), 0, out, sizeof(out), &len, &age),
+	assert_int_equal(rrc_cache_lookup(c, k, sizeof(k), 0, out, sizeof(out), &len, &age, NULL),
 			 RRC_CACHE_TOO_BIG);
 	assert_int_equal(len, sizeof(ans));
 	assert_memory_equal(out, ans, sizeof(out));
@@ -111,11 +113,11 @@ static void test_budget(void **state)
 	size_t len;
 	uint32_t age;
 	assert_int_equal(rrc_cache_lookup(c, (const uint8_t *)"name-99999", 10, 0, out, sizeof(out),
-					  &len, &age),
+					  &len, &age, NULL),
 			 RRC_CACHE_HIT);
-	assert_int_equal(
-		rrc_cache_lookup(c, (const uint8_t *)"name-0", 6, 0, out, sizeof(out), &len, &age),
-		RRC_CACHE_MISS);
+	assert_int_equal(rrc_cache_lookup(c, (const uint8_t *)"name-0", 6, 0, out, sizeof(out),
+					  &len, &age, NULL),
+			 RRC_CACHE_MISS);
 	/* Shrinking the budget applies on the next inserts. */
 	rrc_cache_set_budget(c, budget / 4);
 	for (unsigned i = 0; i < 10000; i++) {
@@ -141,7 +143,7 @@ static void test_lru(void **state)
 		int n = snprintf(k, sizeof(k), "cold-%u", i);
 		rrc_cache_insert(c, (uint8_t *)k, (size_t)n, ans, sizeof(ans), 3600, 0);
 		assert_int_equal(rrc_cache_lookup(c, (const uint8_t *)"hot", 3, 0, out, sizeof(out),
-						  &len, &age),
+						  &len, &age, NULL),
 				 RRC_CACHE_HIT);
 	}
 	rrc_cache_destroy(c);
@@ -158,17 +160,21 @@ static void test_stale_window(void **state)
 	size_t len;
 	uint32_t age;
 	rrc_cache_insert(c, k, sizeof(k), (const uint8_t *)"old", 3, 5, 0);
-	assert_int_equal(rrc_cache_lookup(c, k, sizeof(k), 4999, out, sizeof(out), &len, &age),
-			 RRC_CACHE_HIT);
+	assert_int_equal(
+		rrc_cache_lookup(c, k, sizeof(k), 4999, out, sizeof(out), &len, &age, NULL),
+		RRC_CACHE_HIT);
 	memset(out, 0, sizeof(out));
-	assert_int_equal(rrc_cache_lookup(c, k, sizeof(k), 5000, out, sizeof(out), &len, &age),
-			 RRC_CACHE_STALE);
+	assert_int_equal(
+		rrc_cache_lookup(c, k, sizeof(k), 5000, out, sizeof(out), &len, &age, NULL),
+		RRC_CACHE_STALE);
 	assert_memory_equal(out, "old", 3);
 	assert_int_equal(age, 5);
-	assert_int_equal(rrc_cache_lookup(c, k, sizeof(k), 14999, out, sizeof(out), &len, &age),
-			 RRC_CACHE_STALE);
-	assert_int_equal(rrc_cache_lookup(c, k, sizeof(k), 15000, out, sizeof(out), &len, &age),
-			 RRC_CACHE_MISS);
+	assert_int_equal(
+		rrc_cache_lookup(c, k, sizeof(k), 14999, out, sizeof(out), &len, &age, NULL),
+		RRC_CACHE_STALE);
+	assert_int_equal(
+		rrc_cache_lookup(c, k, sizeof(k), 15000, out, sizeof(out), &len, &age, NULL),
+		RRC_CACHE_MISS);
 	struct rrc_cache_stats st;
 	rrc_cache_get_stats(c, &st);
 	assert_int_equal(st.stale, 2);
@@ -176,8 +182,9 @@ static void test_stale_window(void **state)
 	/* Without a window, expiry is the end. */
 	rrc_cache_set_stale(c, 0);
 	rrc_cache_insert(c, k, sizeof(k), (const uint8_t *)"new", 3, 5, 0);
-	assert_int_equal(rrc_cache_lookup(c, k, sizeof(k), 5000, out, sizeof(out), &len, &age),
-			 RRC_CACHE_MISS);
+	assert_int_equal(
+		rrc_cache_lookup(c, k, sizeof(k), 5000, out, sizeof(out), &len, &age, NULL),
+		RRC_CACHE_MISS);
 	rrc_cache_destroy(c);
 }
 
@@ -210,9 +217,9 @@ static void test_remove_name(void **state)
 	size_t len;
 	uint32_t age;
 	for (int i = 0; i < 5; i++)
-		assert_int_equal(
-			rrc_cache_lookup(c, keys[i], lens[i], 1000, out, sizeof(out), &len, &age),
-			i < 3 ? RRC_CACHE_MISS : RRC_CACHE_HIT);
+		assert_int_equal(rrc_cache_lookup(c, keys[i], lens[i], 1000, out, sizeof(out), &len,
+						  &age, NULL),
+				 i < 3 ? RRC_CACHE_MISS : RRC_CACHE_HIT);
 	rrc_cache_destroy(c);
 }
 
@@ -226,13 +233,65 @@ static void test_siphash_vector(void **state)
 	assert_true(rrc_cache_siphash(k1, d, 7) != rrc_cache_siphash(k1, d, 6));
 }
 
+/* Prefetch: the lookup that finds an entry popular (3 hits in its life) within the last tenth
+ * of its lifetime is told to refresh it, once; a new answer starts afresh; off, never. */
+static void test_prefetch(void **state)
+{
+	struct rrc_cache *c = rrc_cache_create(1 << 20);
+	rrc_cache_set_prefetch(c, 3);
+	const uint8_t key[] = "\3pop\7example\0\0\1\0\1\4";
+	const uint8_t ans[] = "answer";
+	uint8_t out[64];
+	size_t len;
+	uint32_t age;
+	bool refresh = true;
+	assert_int_equal(rrc_cache_insert(c, key, sizeof(key), ans, sizeof(ans), 100, 0), 0);
+	for (uint64_t t = 1000; t <= 2000; t += 1000) {
+		assert_int_equal(rrc_cache_lookup(c, key, sizeof(key), t, out, sizeof(out), &len,
+						  &age, &refresh),
+				 RRC_CACHE_HIT);
+		assert_false(refresh);
+	}
+	/* 89.9 s: not yet the last tenth. */
+	rrc_cache_lookup(c, key, sizeof(key), 89900, out, sizeof(out), &len, &age, &refresh);
+	assert_false(refresh);
+	/* 90 s: the last tenth, popular (the 4th hit): this lookup refreshes, the next not. */
+	assert_int_equal(rrc_cache_lookup(c, key, sizeof(key), 90000, out, sizeof(out), &len, &age,
+					  &refresh),
+			 RRC_CACHE_HIT);
+	assert_true(refresh);
+	rrc_cache_lookup(c, key, sizeof(key), 95000, out, sizeof(out), &len, &age, &refresh);
+	assert_false(refresh);
+	/* The refreshed answer is a new entry: unpopular until asked again. */
+	assert_int_equal(rrc_cache_insert(c, key, sizeof(key), ans, sizeof(ans), 100, 96000), 0);
+	rrc_cache_lookup(c, key, sizeof(key), 187000, out, sizeof(out), &len, &age, &refresh);
+	assert_false(refresh);
+	/* A caller that cannot refresh (NULL) does not use the entry's one refresh up. */
+	rrc_cache_lookup(c, key, sizeof(key), 187000, out, sizeof(out), &len, &age, NULL);
+	rrc_cache_lookup(c, key, sizeof(key), 188000, out, sizeof(out), &len, &age, &refresh);
+	assert_true(refresh);
+	/* Off: never. */
+	rrc_cache_set_prefetch(c, 0);
+	assert_int_equal(rrc_cache_insert(c, key, sizeof(key), ans, sizeof(ans), 100, 200000), 0);
+	for (uint64_t t = 200000; t < 300000; t += 5000) {
+		rrc_cache_lookup(c, key, sizeof(key), t, out, sizeof(out), &len, &age, &refresh);
+		assert_false(refresh);
+	}
+	rrc_cache_destroy(c);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_hit_miss_age),   cmocka_unit_test(test_full_key),
-		cmocka_unit_test(test_remove_name),    cmocka_unit_test(test_too_big_prefix),
-		cmocka_unit_test(test_budget),	       cmocka_unit_test(test_lru),
-		cmocka_unit_test(test_siphash_vector), cmocka_unit_test(test_stale_window),
+		cmocka_unit_test(test_hit_miss_age),
+		cmocka_unit_test(test_full_key),
+		cmocka_unit_test(test_prefetch),
+		cmocka_unit_test(test_remove_name),
+		cmocka_unit_test(test_too_big_prefix),
+		cmocka_unit_test(test_budget),
+		cmocka_unit_test(test_lru),
+		cmocka_unit_test(test_siphash_vector),
+		cmocka_unit_test(test_stale_window),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
