@@ -233,6 +233,24 @@ static inline struct shard *pick(struct rrc_cache *c, uint64_t hash)
 	return &c->shards[hash & (RRC_CACHE_SHARDS - 1)];
 }
 
+size_t rrc_cache_foreach(struct rrc_cache *c, uint64_t now_ms, rrc_cache_entry_fn fn, void *ctx)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < RRC_CACHE_SHARDS; i++) {
+		struct shard *s = &c->shards[i];
+		pthread_mutex_lock(&s->lock);
+		for (struct entry *e = s->head; e; e = e->next) {
+			if (now_ms >= e->expire_ms)
+				continue;
+			fn(ctx, e->data, e->keylen, e->data + e->keylen, e->len, e->stored_ms,
+			   e->expire_ms);
+			n++;
+		}
+		pthread_mutex_unlock(&s->lock);
+	}
+	return n;
+}
+
 void rrc_cache_set_prefetch(struct rrc_cache *c, uint32_t min_hits)
 {
 	atomic_store(&c->prefetch_hits, min_hits);

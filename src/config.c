@@ -437,6 +437,8 @@ static const struct key cache_keys[] = {
 	{"max_stale", K_TTL, F(max_stale), 1, 2592000, NULL},
 	/* RFC 2308 §7.1: a server failure may be cached, for at most five minutes. */
 	{"servfail_ttl", K_TTL, F(servfail_ttl), 0, 300, NULL},
+	{"save_file", K_STRING, F(cache_save_file), 0,
+	 sizeof(((struct rrc_config *)0)->cache_save_file), NULL},
 	{"prefetch", K_BOOL, F(prefetch), 0, 1, NULL},
 	{"prefetch_min_hits", K_UINT, F(prefetch_min_hits), 1, 65535, NULL},
 	{NULL, 0, 0, 0, 0, NULL}};

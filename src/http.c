@@ -652,6 +652,23 @@ static enum MHD_Result blocks_write(struct rrc_http *h, struct MHD_Connection *c
 	return respond(c, MHD_HTTP_OK, "application/json", msg, strlen(msg));
 }
 
+/* POST /api/v1/cache/save: the L1 cache to cache.save_file, now. */
+static enum MHD_Result save_cache(struct rrc_http *h, struct MHD_Connection *c)
+{
+	char err[RRC_ERR_LEN], msg[RRC_ERR_LEN + 64];
+	uint64_t t0 = mono_ms();
+	long n = rrc_server_save_cache(h->server, err);
+	if (n < 0) {
+		snprintf(msg, sizeof(msg), "not saved: %s\n", err);
+		return respond_text(
+			c, n == -EINVAL ? MHD_HTTP_CONFLICT : MHD_HTTP_INTERNAL_SERVER_ERROR, msg);
+	}
+	rrc_log(RRC_LOG_INFO, RRC_LG_HTTP, "cache: %ld entries saved through the API", n);
+	snprintf(msg, sizeof(msg), "{\"saved\":%ld,\"ms\":%llu}\n", n,
+		 (unsigned long long)(mono_ms() - t0));
+	return respond(c, MHD_HTTP_OK, "application/json", msg, strlen(msg));
+}
+
 static bool ready(struct rrc_http *h)
 {
 	if (!rrc_server_running(h->server))
@@ -713,7 +730,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 		if (del && !blocks)
 			return respond_text(c, MHD_HTTP_METHOD_NOT_ALLOWED, "method not allowed\n");
 		if (!blocks && strcmp(url, "/api/v1/cache/flush") != 0 &&
-		    strcmp(url, "/api/v1/top/reset") != 0)
+		    strcmp(url, "/api/v1/cache/save") != 0 && strcmp(url, "/api/v1/top/reset") != 0)
 			return respond_text(c, MHD_HTTP_NOT_FOUND, "not found\n");
 		struct rrc_cfg_ref *ref = rrc_server_cfg_get(h->server);
 		bool has_token = ref->cfg->stats.token[0] != '\0';
@@ -727,6 +744,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
 					  : "writes are off: no stats.token configured\n");
 		if (blocks)
 			return blocks_write(h, c, req, post, block_ms);
+		if (strcmp(url, "/api/v1/cache/save") == 0)
+			return save_cache(h, c);
 		if (strcmp(url, "/api/v1/top/reset") == 0) {
 			rrc_server_top_reset(h->server);
 			return respond(c, MHD_HTTP_OK, "application/json", "{\"reset\":true}\n",

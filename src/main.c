@@ -214,6 +214,24 @@ static bool lists_changed(struct app *app)
 	return reload;
 }
 
+/* At a stop, once the workers are gone: the cache for the next start (cache.save_file). */
+static void save_cache(struct rrc_server *s)
+{
+	char err[RRC_ERR_LEN];
+	struct rrc_cfg_ref *ref = rrc_server_cfg_get(s);
+	bool on = ref->cfg->cache_save_file[0] != '\0';
+	rrc_cfg_ref_put(ref);
+	if (!on)
+		return;
+	uint64_t t0 = uv_hrtime();
+	long n = rrc_server_save_cache(s, err);
+	if (n >= 0)
+		rrc_log(RRC_LOG_INFO, RRC_LG_CACHE, "cache: %ld entries saved in %llu ms", n,
+			(unsigned long long)((uv_hrtime() - t0) / 1000000));
+	else
+		rrc_log(RRC_LOG_WARN, RRC_LG_CACHE, "cache: not saved: %s", err);
+}
+
 static void on_stop_signal(uv_signal_t *h, int signum)
 {
 	struct app *app = h->data;
@@ -715,6 +733,21 @@ int main(int argc, char **argv)
 	app.log_timer.data = &app;
 	uv_timer_start(&app.log_timer, on_log_timer, 1000, 1000);
 
+	if (stats_cfg->cache_save_file[0]) {
+		/* The cache of the last run, if it left one (cache.save_file). */
+		struct rrc_cachefile_stats cst;
+		uint64_t t0 = uv_hrtime();
+		int lrc = rrc_server_load_cache(app.server, &cst, err);
+		if (lrc == 0)
+			rrc_log(RRC_LOG_INFO, RRC_LG_CACHE,
+				"cache: %llu entries loaded from %s in %llu ms (%llu expired, %llu "
+				"refused)",
+				(unsigned long long)cst.loaded, stats_cfg->cache_save_file,
+				(unsigned long long)((uv_hrtime() - t0) / 1000000),
+				(unsigned long long)cst.expired, (unsigned long long)cst.refused);
+		else if (lrc != -ENOENT)
+			rrc_log(RRC_LOG_WARN, RRC_LG_CACHE, "cache: not loaded: %s", err);
+	}
 	int rc = rrc_server_start(app.server);
 	struct rrc_http *http = NULL;
 	if (rc == 0 && stats_on) {
@@ -749,6 +782,7 @@ int main(int argc, char **argv)
 		uv_run(&loop, UV_RUN_DEFAULT);
 		rrc_http_stop(http);
 		rrc_server_stop(app.server);
+		save_cache(app.server);
 		log_summary(app.server);
 	}
 	uv_close((uv_handle_t *)&app.sig_term, NULL);

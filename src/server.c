@@ -47,6 +47,48 @@ struct rrc_cache *rrc_server_cache(struct rrc_server *s)
 	return s->cache;
 }
 
+static uint64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+long rrc_server_save_cache(struct rrc_server *s, char err[RRC_ERR_LEN])
+{
+	struct rrc_cfg_ref *ref = rrc_server_cfg_get(s);
+	const struct rrc_config *cfg = ref->cfg;
+	long n = -EINVAL;
+	if (!cfg->cache_save_file[0]) {
+		snprintf(err, RRC_ERR_LEN, "cache.save_file is not set");
+	} else {
+		/* Sealed with the fleet's keys, as values in Redis are. */
+		struct rrc_l2_keys keys;
+		rrc_l2_derive_keys(cfg->redis.key_secret, &keys);
+		n = rrc_cachefile_save(s->cache, cfg->cache_save_file, &keys, uv_hrtime() / 1000000,
+				       wall_ms(), err);
+	}
+	rrc_cfg_ref_put(ref);
+	return n;
+}
+
+int rrc_server_load_cache(struct rrc_server *s, struct rrc_cachefile_stats *st,
+			  char err[RRC_ERR_LEN])
+{
+	const struct rrc_config *cfg = s->cur->cfg;
+	if (!cfg->cache_save_file[0]) {
+		snprintf(err, RRC_ERR_LEN, "cache.save_file is not set");
+		return -EINVAL;
+	}
+	struct rrc_l2_keys keys;
+	rrc_l2_derive_keys(cfg->redis.key_secret, &keys);
+	struct rrc_wire_ttl_policy pol = {.min_ttl = cfg->min_ttl,
+					  .max_ttl = cfg->max_ttl,
+					  .max_negative_ttl = cfg->max_negative_ttl};
+	return rrc_cachefile_load(s->cache, cfg->cache_save_file, &keys, &pol,
+				  uv_hrtime() / 1000000, wall_ms(), st, err);
+}
+
 struct rrc_dynblock *rrc_server_dynblock(struct rrc_server *s)
 {
 	return s->dynblock;

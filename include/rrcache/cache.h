@@ -82,6 +82,15 @@ void rrc_cache_clear(struct rrc_cache *c);
  * Walks the whole cache (an admin action). Returns how many went. */
 size_t rrc_cache_remove_name(struct rrc_cache *c, const uint8_t *name, size_t len);
 
+/* An entry as rrc_cache_foreach gives it: stored_ms and expire_ms on the cache's clock. */
+typedef void (*rrc_cache_entry_fn)(void *ctx, const uint8_t *key, size_t keylen,
+				   const uint8_t *answer, size_t len, uint64_t stored_ms,
+				   uint64_t expire_ms);
+
+/* Calls fn for every entry still fresh at now_ms, shard by shard under the shard's lock (fn
+ * must be quick and must not call the cache). Returns how many it was given. */
+size_t rrc_cache_foreach(struct rrc_cache *c, uint64_t now_ms, rrc_cache_entry_fn fn, void *ctx);
+
 /* Sums the shards' counters (takes each lock in turn). */
 void rrc_cache_get_stats(struct rrc_cache *c, struct rrc_cache_stats *st);
 

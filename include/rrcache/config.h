@@ -179,7 +179,8 @@ struct rrc_config {
 	bool serve_stale;      /* RFC 8767: answer from expired data when the refresh fails */
 	uint32_t max_stale;    /* seconds past expiry such data may be served */
 	uint32_t servfail_ttl; /* a name whose upstream queries all failed: SERVFAIL this long */
-	bool prefetch;	       /* refresh popular entries late in their life */
+	char cache_save_file[256]; /* L1 written here at a stop and read at a start ("": off) */
+	bool prefetch;		   /* refresh popular entries late in their life */
 	uint32_t prefetch_min_hits; /* hits in an entry's life that make it popular */
 
 	uint32_t tcp_idle_timeout_ms;

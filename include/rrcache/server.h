@@ -12,6 +12,7 @@
 #define RRCACHE_SERVER_H
 
 #include "rrcache/cache.h"
+#include "rrcache/cachefile.h"
 #include "rrcache/cfg_ref.h"
 #include "rrcache/dynblock.h"
 #include "rrcache/stats.h"
@@ -48,6 +49,14 @@ void rrc_server_destroy(struct rrc_server *s);
 struct rrc_cfg_ref *rrc_server_cfg_get(struct rrc_server *s);
 
 struct rrc_cache *rrc_server_cache(struct rrc_server *s);
+/* Writes the L1 cache to cache.save_file (any thread; the workers may run). Returns the
+ * entries written, or a negative errno with err set (-EINVAL: no file configured). */
+long rrc_server_save_cache(struct rrc_server *s, char err[RRC_ERR_LEN]);
+/* Reads cache.save_file into the L1 cache (before the workers start). Returns 0 with *st,
+ * or a negative errno with err set (-ENOENT: no file yet). */
+int rrc_server_load_cache(struct rrc_server *s, struct rrc_cachefile_stats *st,
+			  char err[RRC_ERR_LEN]);
+
 /* The dynamic blocks (the tables live as long as the server; a reload keeps them). */
 struct rrc_dynblock *rrc_server_dynblock(struct rrc_server *s);
 
