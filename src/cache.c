@@ -310,11 +310,9 @@ enum rrc_cache_result rrc_cache_lookup(struct rrc_cache *c, const uint8_t *key, 
 	return res;
 }
 
-static void maybe_grow(struct shard *s)
+/* Rehashes the shard into n buckets (a power of two larger than now). */
+static void grow_to(struct shard *s, size_t n)
 {
-	if (s->count < s->nbuckets)
-		return;
-	size_t n = s->nbuckets * 2;
 	struct entry **nb = calloc(n, sizeof(*nb));
 	if (!nb)
 		return; /* chains just get longer */
@@ -331,6 +329,27 @@ static void maybe_grow(struct shard *s)
 	free(s->buckets);
 	s->buckets = nb;
 	s->nbuckets = n;
+}
+
+static void maybe_grow(struct shard *s)
+{
+	if (s->count >= s->nbuckets)
+		grow_to(s, s->nbuckets * 2);
+}
+
+void rrc_cache_reserve(struct rrc_cache *c, size_t entries)
+{
+	size_t per = entries / RRC_CACHE_SHARDS + 1;
+	for (size_t i = 0; i < RRC_CACHE_SHARDS; i++) {
+		struct shard *s = &c->shards[i];
+		pthread_mutex_lock(&s->lock);
+		size_t n = s->nbuckets;
+		while (n < per && n < ((size_t)1 << 26))
+			n *= 2;
+		if (n > s->nbuckets)
+			grow_to(s, n);
+		pthread_mutex_unlock(&s->lock);
+	}
 }
 
 int rrc_cache_insert(struct rrc_cache *c, const uint8_t *key, size_t keylen, const uint8_t *answer,

@@ -17,7 +17,7 @@
 #define FILE_VERSION 1
 static const uint8_t file_magic[4] = {'R', 'R', 'C', 'F'};
 /* The checksum's key: it finds damage, not forgery (the entries' seals and checks do that). */
-static const uint8_t sum_key[16] = "rrcache cachef1";
+static const uint64_t sum_key[2] = {0x7272636163686566ull, 0x696c652073756d31ull};
 
 static uint64_t mix(uint64_t h, uint64_t v)
 {
@@ -48,7 +48,7 @@ static void save_entry(void *ctx, const uint8_t *key, size_t keylen, const uint8
 	if (n == 0)
 		return;
 	rrc_put32(sv->buf, (uint32_t)n);
-	sv->sum = mix(sv->sum, rrc_cache_siphash(sum_key, sv->buf, 4 + n));
+	sv->sum = mix(sv->sum, rrc_hash64(sum_key, sv->buf, 4 + n));
 	sv->count++;
 	if (fwrite(sv->buf, 1, 4 + n, sv->f) != 4 + n)
 		sv->failed = true;
@@ -120,6 +120,32 @@ long rrc_cachefile_save(struct rrc_cache *c, const char *path, const struct rrc_
 	return (long)count;
 }
 
+/* Hashes the entries at the start of len bytes, at most max of them: how many and how many
+ * bytes they take into *n and *used. */
+static uint64_t walk(const uint8_t *entries, size_t len, uint64_t max, uint64_t *n, size_t *used)
+{
+	uint64_t sum = 0;
+	size_t off = 0;
+	*n = 0;
+	while (*n < max && off + 4 <= len) {
+		size_t elen = rrc_get32(entries + off);
+		if (elen > len - off - 4)
+			break;
+		sum = mix(sum, rrc_hash64(sum_key, entries + off, 4 + elen));
+		off += 4 + elen;
+		(*n)++;
+	}
+	*used = off;
+	return sum;
+}
+
+uint64_t rrc_cachefile_checksum(const uint8_t *entries, size_t len, uint64_t count)
+{
+	uint64_t n;
+	size_t used;
+	return mix(walk(entries, len, count, &n, &used), count);
+}
+
 static uint64_t get64(const uint8_t *p)
 {
 	uint64_t v = 0;
@@ -147,20 +173,15 @@ int rrc_cachefile_load_buf(struct rrc_cache *c, const uint8_t *buf, size_t len,
 		return -EINVAL;
 	}
 	/* Whole first: a truncated or damaged file is refused before anything is used. */
-	uint64_t count = get64(buf + 8), sum = 0, n = 0;
-	size_t off = FILE_HDR, end = len - 8;
-	while (n < count && off + 4 <= end) {
-		size_t elen = rrc_get32(buf + off);
-		if (elen > end - off - 4)
-			break;
-		sum = mix(sum, rrc_cache_siphash(sum_key, buf + off, 4 + elen));
-		off += 4 + elen;
-		n++;
-	}
+	uint64_t count = get64(buf + 8), n;
+	size_t used, end = len - 8;
+	uint64_t sum = walk(buf + FILE_HDR, end - FILE_HDR, count, &n, &used);
+	size_t off = FILE_HDR + used;
 	if (n != count || off != end || mix(sum, count) != get64(buf + end)) {
 		snprintf(err, RRC_ERR_LEN, "truncated or damaged (checksum)");
 		return -EINVAL;
 	}
+	rrc_cache_reserve(c, count);
 	uint8_t *scratch = malloc(RRC_WIRE_MAX_MSG + 1);
 	if (!scratch) {
 		snprintf(err, RRC_ERR_LEN, "out of memory");

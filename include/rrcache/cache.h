@@ -72,6 +72,10 @@ void rrc_cache_set_prefetch(struct rrc_cache *c, uint32_t min_hits);
 int rrc_cache_insert(struct rrc_cache *c, const uint8_t *key, size_t keylen, const uint8_t *answer,
 		     size_t len, uint32_t lifetime, uint64_t now_ms);
 
+/* Makes room in the hash tables for this many entries in all (a load of many at once grows
+ * them once instead of doubling them again and again). */
+void rrc_cache_reserve(struct rrc_cache *c, size_t entries);
+
 /* Removes the key's entry if present; returns true if there was one. */
 bool rrc_cache_remove(struct rrc_cache *c, const uint8_t *key, size_t keylen);
 

@@ -9,7 +9,7 @@
  *   8  entries                           8
  *  16  each entry: its length (4), then an L2 value (l2value.h: the times as Unix
  *      milliseconds, the L1 key, the answer, the seal under the fleet's keys)
- *  ..  checksum: SipHash-1-3 of everything before it under a fixed key   8
+ *  ..  checksum of the entries (rrc_cachefile_checksum)                  8
  *
  * The checksum catches a truncated or damaged file (it says nothing of who wrote it); each
  * entry is then checked as a value read from Redis is (rrc_l2_decode, rrc_l2_accept, and
@@ -47,5 +47,9 @@ int rrc_cachefile_load_buf(struct rrc_cache *c, const uint8_t *buf, size_t len,
 			   const struct rrc_l2_keys *keys, const struct rrc_wire_ttl_policy *pol,
 			   uint64_t now_mono_ms, uint64_t now_wall_ms,
 			   struct rrc_cachefile_stats *st, char err[RRC_ERR_LEN]);
+
+/* The checksum of count entries laid out as in the file (each its 4-byte length and value),
+ * len bytes: for whoever builds a file (the fuzz target). */
+uint64_t rrc_cachefile_checksum(const uint8_t *entries, size_t len, uint64_t count);
 
 #endif
