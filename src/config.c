@@ -413,6 +413,7 @@ static const struct key upstream_keys[] = {
 	{"servers", K_SERVERS, 0, 0, 0, NULL},
 	{"pools", K_POOLS, 0, 0, 0, NULL},
 	{"policy", K_POLICY, 0, 0, 0, NULL},
+	{"trust_ad", K_BOOL, F(trust_ad), 0, 1, NULL},
 	{"timeout", K_DURATION, F(upstream_timeout_ms), 10, 60000, NULL},
 	{"client_timeout", K_DURATION, F(client_timeout_ms), 10, 60000, NULL},
 	{"max_failures", K_UINT, F(max_failures), 1, 1000, NULL},

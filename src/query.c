@@ -733,6 +733,10 @@ static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, siz
 					  .max_negative_ttl = cfg->max_negative_ttl};
 	uint32_t lifetime = 0;
 	size_t slen = rrc_wire_make_stored(pkt, len, r, &pol, &lifetime);
+	/* RFC 4035 §4.6: an AD bit from an upstream reached over an unauthenticated path means
+	 * nothing unless the operator trusts it (upstream.trust_ad). */
+	if (slen && !cfg->trust_ad)
+		rrc_put16(pkt + 2, rrc_get16(pkt + 2) & (uint16_t)~RRC_F_AD);
 	if (slen == 0) {
 		qs->env->st->malformed_replies++;
 		if (q->live == 0)

@@ -316,6 +316,9 @@ static bool check_value(struct rrc_redis_req *r, const redisReply *rep, struct r
 			env->st->redis_bad_values++;
 		return false;
 	}
+	/* AD from another instance is kept only where upstream AD is trusted (trust_ad). */
+	if (!cfg->trust_ad)
+		rrc_put16(t->buf + 2, rrc_get16(t->buf + 2) & (uint16_t)~RRC_F_AD);
 	res->outcome = RRC_L2_HIT;
 	res->answer = t->buf;
 	res->len = n;

@@ -698,6 +698,9 @@ size_t rrc_wire_finish(uint8_t *buf, size_t len, size_t cap, uint32_t age,
 	uint16_t flags = rrc_get16(buf + 2);
 	flags = (uint16_t)((flags & ~(RRC_F_RD | RRC_F_CD | RRC_F_Z)) |
 			   (c->flags & (RRC_F_RD | RRC_F_CD)));
+	/* RFC 6840 §5.8: AD only to a client that asked with DO or AD. */
+	if (!c->edns_do && !(c->flags & RRC_F_AD))
+		flags &= (uint16_t)~RRC_F_AD;
 	rrc_put16(buf, c->id);
 	rrc_put16(buf + 2, flags);
 	memcpy(buf + RRC_WIRE_HDR, c->qname, c->qname_len);

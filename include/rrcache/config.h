@@ -162,6 +162,7 @@ struct rrc_config {
 	struct rrc_upstream_conf pool_servers[RRC_MAX_UPSTREAMS]; /* internal: while reading */
 	unsigned n_pool_servers;
 	enum rrc_balance balance;     /* upstream.policy */
+	bool trust_ad;		      /* keep the AD bit of upstream answers (RFC 4035 §4.6) */
 	uint32_t upstream_timeout_ms; /* one attempt */
 	uint32_t client_timeout_ms;   /* the client's whole budget */
 	uint32_t max_failures;	      /* consecutive, before an upstream is marked down */
@@ -179,8 +180,8 @@ struct rrc_config {
 	bool serve_stale;      /* RFC 8767: answer from expired data when the refresh fails */
 	uint32_t max_stale;    /* seconds past expiry such data may be served */
 	uint32_t servfail_ttl; /* a name whose upstream queries all failed: SERVFAIL this long */
-	char cache_save_file[256]; /* L1 written here at a stop and read at a start ("": off) */
-	bool prefetch;		   /* refresh popular entries late in their life */
+	char cache_save_file[256];  /* L1 written here at a stop and read at a start ("": off) */
+	bool prefetch;		    /* refresh popular entries late in their life */
 	uint32_t prefetch_min_hits; /* hits in an entry's life that make it popular */
 
 	uint32_t tcp_idle_timeout_ms;

@@ -262,7 +262,7 @@ void rrc_wire_client_from_query(struct rrc_wire_client *c, const uint8_t *pkt,
 /*
  * Turns a stored answer copied into buf (len bytes, cap >= len) into the client's answer:
  * its ID, its QNAME case, its RD/CD, every TTL decreased by age seconds, and our OPT when the
- * client sent one (R12). If the result exceeds c->limit, buf instead gets header + question
+ * client sent one (R12); AD only when the client's query had DO or AD (RFC 6840 §5.8). If the result exceeds c->limit, buf instead gets header + question
  * (+ OPT) with TC=1 (R14). Returns the length, or 0 if cap is too small for even that.
  */
 size_t rrc_wire_finish(uint8_t *buf, size_t len, size_t cap, uint32_t age,
