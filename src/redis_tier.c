@@ -445,8 +445,10 @@ static bool send_lock(struct rrc_redis_req *r)
 	return true;
 }
 
-struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
-				    uint64_t ns, rrc_l2_cb cb, void *ctx)
+/* A request about key (of pool ns) whose result goes to cb, or NULL when it cannot be asked
+ * (counted by req_new). */
+static struct rrc_redis_req *key_req(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
+				     uint64_t ns, rrc_l2_cb cb, void *ctx)
 {
 	if (!t || keylen > RRC_WIRE_KEY_MAX)
 		return NULL;
@@ -458,6 +460,15 @@ struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key
 	r->keylen = (uint16_t)keylen;
 	memcpy(r->key, key, keylen);
 	r->ns = ns;
+	return r;
+}
+
+struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
+				    uint64_t ns, rrc_l2_cb cb, void *ctx)
+{
+	struct rrc_redis_req *r = key_req(t, key, keylen, ns, cb, ctx);
+	if (!r)
+		return NULL;
 	char k[RRC_L2_KEY_MAX];
 	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, ns, false, k);
 	const void *argv[] = {"GET", k};
@@ -473,16 +484,11 @@ struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key
 struct rrc_redis_req *rrc_redis_refresh_lock(struct rrc_redis_tier *t, const uint8_t *key,
 					     size_t keylen, uint64_t ns, rrc_l2_cb cb, void *ctx)
 {
-	if (!t || keylen > RRC_WIRE_KEY_MAX || !t->rc.fleet_coalescing)
+	if (!t || !t->rc.fleet_coalescing)
 		return NULL;
-	struct rrc_redis_req *r = req_new(t, 1);
+	struct rrc_redis_req *r = key_req(t, key, keylen, ns, cb, ctx);
 	if (!r)
 		return NULL;
-	r->cb = cb;
-	r->ctx = ctx;
-	r->keylen = (uint16_t)keylen;
-	memcpy(r->key, key, keylen);
-	r->ns = ns;
 	r->got_miss = true; /* no GET: the lock's reply decides */
 	r->refresh = true;
 	if (!send_lock(r)) {
