@@ -98,9 +98,14 @@ static void test_repeats_counted(void **state)
 	free(text);
 	rrc_log_flush_repeats(true);
 	text = slurp(path);
-	assert_non_null(
+	/* The span is counted in whole seconds of the clock: 0, or 1 when the writes and
+	 * the flush straddle a second's boundary (seen under the sanitizer build). */
+	const char *note =
 		strstr(text, "warning [upstream] cannot query 192.0.2.1:53: network is unreachable "
-			     "(49 more times in 0 s)"));
+			     "(49 more times in ");
+	assert_non_null(note);
+	note = strstr(note, " in ") + 4;
+	assert_true(strncmp(note, "0 s)", 4) == 0 || strncmp(note, "1 s)", 4) == 0);
 	assert_int_equal(count(text, "more times"), 1);
 	free(text);
 	/* A repeat after the count was written starts a new window: counted, not written. */
