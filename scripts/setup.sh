@@ -14,7 +14,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 BUILD_PKGS="build-essential cmake pkg-config libuv1-dev libldns-dev libyaml-dev libhiredis-dev libssl-dev libmicrohttpd-dev libfstrm-dev"
-TEST_PKGS="libcmocka-dev knot knot-dnsutils ldnsutils python3 python3-pytest python3-dnspython python3-yaml redis-server prometheus chromium dnstap-ldns systemd groff-base man-db dpkg-dev"
+TEST_PKGS="libcmocka-dev knot knot-dnsutils ldnsutils unbound python3 python3-pytest python3-dnspython python3-cryptography python3-yaml redis-server prometheus chromium dnstap-ldns systemd groff-base man-db dpkg-dev"
 
 install_pkgs() {
 	missing=""
@@ -31,12 +31,12 @@ install_pkgs() {
 	fi
 }
 
-# The test path only: the Debian packages of knot, redis-server and prometheus enable system
+# The test path only: the Debian packages of knot, unbound, redis-server and prometheus enable system
 # services (a knotd on port 53 among them); the tests start their own on random ports and use
 # promtool alone, so those services are stopped and disabled, each named as it goes.
 quiet_test_services() {
 	command -v systemctl >/dev/null 2>&1 || return 0
-	for svc in knot redis-server prometheus prometheus-node-exporter; do
+	for svc in knot unbound redis-server prometheus prometheus-node-exporter; do
 		if systemctl is-enabled --quiet "$svc" 2>/dev/null; then
 			echo "setup: stopping and disabling $svc (started by a test package; the tests run their own)"
 			systemctl disable --now "$svc" || true

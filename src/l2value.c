@@ -159,6 +159,10 @@ size_t rrc_l2_accept(uint8_t *buf, size_t len, const uint8_t *key, size_t keylen
 	    r.qtype != rrc_get16(tail) || r.qclass != rrc_get16(tail + 2) || (r.flags & RRC_F_TC) ||
 	    r.opt_off != 0)
 		return 0;
+	/* An instance stores no DNSSEC records a client without DO must not get (RFC 4035
+	 * §3.2.1), so a value with them under such a key was not written by one. */
+	if (r.n_dnssec && !(tail[4] & RRC_KEY_DO))
+		return 0;
 	if (age > 0)
 		rrc_wire_reply_age(buf, len, &r, age);
 	uint32_t life = 0;

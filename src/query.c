@@ -728,6 +728,22 @@ static void on_attempt_reply(void *ctx, struct rrc_attempt *a, uint8_t *pkt, siz
 			next_attempt(q);
 		return;
 	}
+	/* RFC 4035 §3.2.1: a client without DO gets no DNSSEC records it did not ask for. The
+	 * query went upstream without DO, so only a careless upstream sends them; they are
+	 * taken out before the answer is stored. */
+	struct rrc_wire_reply stripped;
+	if (r->n_dnssec && !(q->key[q->keylen - 1] & RRC_KEY_DO)) {
+		len = rrc_msg_strip_dnssec(pkt, len);
+		if (len == 0 || rrc_wire_check_reply(pkt, len, &stripped) != 0) {
+			qs->env->st->malformed_replies++;
+			if (a == q->last || q->live == 0)
+				next_attempt(q);
+			return;
+		}
+		r = &stripped;
+		rrc_log_limited(RRC_LOG_INFO, RRC_LG_UPSTREAM,
+				"an upstream sent DNSSEC records to a query without DO; removed");
+	}
 	struct rrc_wire_ttl_policy pol = {.min_ttl = cfg->min_ttl,
 					  .max_ttl = cfg->max_ttl,
 					  .max_negative_ttl = cfg->max_negative_ttl};
@@ -805,9 +821,14 @@ static struct rrc_query *query_new(struct rrc_queries *qs, const uint8_t *pkt, s
 	} else {
 		/* Always with EDNS (1232) upstream, so fewer answers need the TCP fallback;
 		 * whether the client had EDNS still splits the key (C1) and decides the OPT
-		 * and size limit of its answer. */
+		 * and size limit of its answer. AD is asked for (RFC 6840 §5.7) when the
+		 * upstreams' AD is trusted, whatever this client set: the answer is stored for
+		 * every client of the key, and rrc_wire_finish gives AD only to those that
+		 * asked with DO or AD (§5.8). */
+		uint16_t flags = (uint16_t)((wq->flags & (RRC_F_RD | RRC_F_CD)) |
+					    (cfg->trust_ad ? RRC_F_AD : 0));
 		q->upq_len = rrc_wire_build_query(q->upq, cap, 0, key, wq->qname_len, wq->qtype,
-						  wq->qclass, wq->flags, true, wq->edns_do);
+						  wq->qclass, flags, true, wq->edns_do);
 		RRC_REQUIRE(q->upq_len == cap); /* the size rrc_pool_put is given */
 	}
 	q->qs = qs;

@@ -527,6 +527,8 @@ int rrc_wire_check_reply(const uint8_t *pkt, size_t len, struct rrc_wire_reply *
 		r->n_rr++;
 		if (rr.section == 2 && !r->opt_off)
 			r->ar_before_opt++;
+		if (rrc_wire_dnssec_unasked(rr.type, rr.section, r->qtype))
+			r->n_dnssec++;
 		/* rrcache signs nothing, so no reply it asked for carries a TSIG (RFC 8945 §5.3:
 		 * only a signed request gets a signed answer); and ldns 1.8.3 leaks memory on
 		 * malformed ones, which a hostile upstream could send at will. */
@@ -739,7 +741,7 @@ size_t rrc_wire_build_query(uint8_t *out, size_t cap, uint16_t id, const uint8_t
 	if (need > cap)
 		return 0;
 	rrc_put16(out, id);
-	rrc_put16(out + 2, flags & (RRC_F_RD | RRC_F_CD));
+	rrc_put16(out + 2, flags & (RRC_F_RD | RRC_F_CD | RRC_F_AD));
 	rrc_put16(out + 4, 1);
 	memset(out + 6, 0, 6);
 	memcpy(out + RRC_WIRE_HDR, qname, qname_len);

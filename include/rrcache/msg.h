@@ -16,6 +16,14 @@
  */
 int rrc_msg_check_reply(const uint8_t *pkt, size_t len);
 
+/*
+ * Removes from a checked reply (len bytes, in place) the DNSSEC records a client without DO
+ * must not get (rrc_wire_dnssec_unasked): for an upstream that sends them to a query without
+ * DO. The rest is written again by ldns (names compressed) and must fit in len bytes.
+ * Returns the new length, or 0 when the reply cannot be rewritten (treat it as malformed).
+ */
+size_t rrc_msg_strip_dnssec(uint8_t *pkt, size_t len);
+
 /* Builds the health probe ". IN NS" with the given ID and RD=0 into out. Returns its length, 0
  * if cap is too small. */
 size_t rrc_msg_build_probe(uint16_t id, uint8_t *out, size_t cap);

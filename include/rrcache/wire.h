@@ -67,6 +67,11 @@
 /* The TTL of RFC 8482's HINFO answer to ANY (§4.2 leaves it open; an hour, as peers use). */
 #define RRC_ANY_HINFO_TTL 3600
 #define RRC_TYPE_OPT 41
+/* DNSSEC records a client without DO must not be given unless it asked for their type
+ * (RFC 4035 §3.2.1, RFC 5155 §7.2). */
+#define RRC_TYPE_RRSIG 46
+#define RRC_TYPE_NSEC 47
+#define RRC_TYPE_NSEC3 50
 #define RRC_TYPE_TSIG 250
 /* RFC 7871 */
 #define RRC_EDNS_OPT_ECS 8
@@ -201,8 +206,22 @@ struct rrc_wire_reply {
 	uint32_t steps_before_opt; /* name-walk steps the records before the OPT took */
 	uint16_t n_rr;		   /* records but the OPT */
 	uint32_t soa_auth;	   /* bit i: record i (of ttl_off) is an SOA in AUTHORITY */
+	/* RRSIG, NSEC and NSEC3 records the question did not ask for (anywhere but the answer
+	 * section, or there of another type than QTYPE, which may be ANY): what a client
+	 * without DO must not get (rrc_wire_dnssec_unasked). */
+	uint16_t n_dnssec;
 	uint16_t ttl_off[RRC_WIRE_REPLY_TTLS]; /* TTL offsets of the first records but the OPT */
 };
+
+/* True for a record of type rtype in section (0 answer, 1 authority, 2 additional) that a
+ * client without DO must not get when it asked for qtype: an RRSIG, NSEC or NSEC3 outside the
+ * answer section, or in it when the question asked for another type (ANY asks for all). */
+static inline bool rrc_wire_dnssec_unasked(uint16_t rtype, int section, uint16_t qtype)
+{
+	if (rtype != RRC_TYPE_RRSIG && rtype != RRC_TYPE_NSEC && rtype != RRC_TYPE_NSEC3)
+		return false;
+	return section != 0 || (qtype != rtype && qtype != RRC_TYPE_ANY);
+}
 
 /*
  * Checks a reply of len bytes: QR=1, QDCOUNT=1 with a parseable question, every record inside
@@ -262,7 +281,8 @@ void rrc_wire_client_from_query(struct rrc_wire_client *c, const uint8_t *pkt,
 /*
  * Turns a stored answer copied into buf (len bytes, cap >= len) into the client's answer:
  * its ID, its QNAME case, its RD/CD, every TTL decreased by age seconds, and our OPT when the
- * client sent one (R12); AD only when the client's query had DO or AD (RFC 6840 §5.8). If the result exceeds c->limit, buf instead gets header + question
+ * client sent one (R12); AD only when the client's query had DO or AD (RFC 6840 §5.8). If the
+ * result exceeds c->limit, buf instead gets header + question
  * (+ OPT) with TC=1 (R14). Returns the length, or 0 if cap is too small for even that.
  */
 size_t rrc_wire_finish(uint8_t *buf, size_t len, size_t cap, uint32_t age,
@@ -280,8 +300,9 @@ size_t rrc_wire_synth_client(const struct rrc_wire_client *c, uint16_t qtype, ui
 int rrc_wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl);
 
 /*
- * Builds a query for an upstream: id, the name (uncompressed wire), type, class, the RD/CD bits
- * of flags, and an OPT with the DO bit when edns. Returns the length or 0 if cap is too small.
+ * Builds a query for an upstream: id, the name (uncompressed wire), type, class, the RD, CD and
+ * AD bits of flags (AD in a query asks for AD in the answer, RFC 6840 §5.7), and an OPT with the DO
+ * bit when edns. Returns the length or 0 if cap is too small.
  */
 size_t rrc_wire_build_query(uint8_t *out, size_t cap, uint16_t id, const uint8_t *qname,
 			    size_t qname_len, uint16_t qtype, uint16_t qclass, uint16_t flags,

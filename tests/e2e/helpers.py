@@ -137,16 +137,48 @@ def zone_text(extra=""):
     return "\n".join(lines) + "\n" + extra
 
 
-class Knot:
-    """knotd serving example.test. on 127.0.0.1:<port>."""
+def sign_zone(directory, origin, records, nsec3=False, expired=False):
+    """Writes ORIGIN's zone (an SOA, an NS and the given record lines, relative names allowed)
+    into directory and signs it with ldns-signzone under one ECDSA P-256 key with the SEP flag
+    (NSEC, or NSEC3 without opt-out; signatures that expired in 2020 when expired). Returns the
+    signed file's path and the key's DS record, for a trust anchor."""
+    need("ldns-keygen", "ldnsutils")
+    need("ldns-signzone", "ldnsutils")
+    origin = origin.rstrip(".") + "."
+    lines = [f"$ORIGIN {origin}", "$TTL 3600",
+             "@ 3600 IN SOA ns1 hostmaster 1 3600 900 604800 300",
+             "@ 3600 IN NS ns1", "ns1 3600 IN A 127.0.0.1"] + list(records)
+    zone = os.path.join(directory, origin + "zone")
+    with open(zone, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    base = subprocess.run(["ldns-keygen", "-a", "ECDSAP256SHA256", "-k", origin],
+                          cwd=directory, check=True, capture_output=True,
+                          text=True).stdout.strip()
+    args = ["ldns-signzone", "-f", zone + ".signed"]
+    if nsec3:
+        args += ["-n", "-t", "0"]
+    if expired:
+        args += ["-i", "20190101000000", "-e", "20200101000000"]
+    subprocess.run(args + [zone, base], cwd=directory, check=True, capture_output=True)
+    with open(os.path.join(directory, base + ".ds")) as f:
+        ds = " ".join(f.read().split())
+    return zone + ".signed", ds
 
-    def __init__(self, extra_zone=""):
+
+class Knot:
+    """knotd serving example.test. on 127.0.0.1:<port>, and the zones of extra_zones
+    ((origin, file) pairs, served as they are: a signed file keeps its signatures)."""
+
+    def __init__(self, extra_zone="", extra_zones=()):
         need("knotd", "knot")
         self.dir = tempfile.mkdtemp(prefix="rrc-knot-")
         os.chmod(self.dir, 0o777)
         self.port = free_port()
         with open(os.path.join(self.dir, "example.test.zone"), "w") as f:
             f.write(zone_text(extra_zone))
+        more = "".join(f"""  - domain: {origin}
+    file: "{path}"
+""" for origin, path in extra_zones)
         conf = f"""server:
     rundir: "{self.dir}"
     listen: 127.0.0.1@{self.port}
@@ -165,7 +197,7 @@ template:
 zone:
   - domain: example.test.
     file: "{self.dir}/example.test.zone"
-"""
+""" + more
         self.conf = os.path.join(self.dir, "knot.conf")
         with open(self.conf, "w") as f:
             f.write(conf)
@@ -211,6 +243,73 @@ zone:
 
     def stop(self):
         self.kill()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Unbound:
+    """unbound as a validating resolver on 127.0.0.1:<port>: the zones of stubs (origin ->
+    port of an authoritative server on 127.0.0.1) asked directly, each validated from the
+    trust anchors given (DS records); nothing else configured, no root anchor."""
+
+    def __init__(self, stubs, anchors):
+        binary = need("unbound", "unbound")
+        self.dir = tempfile.mkdtemp(prefix="rrc-unbound-")
+        self.port = free_port()
+        conf = f"""server:
+    interface: 127.0.0.1@{self.port}
+    port: {self.port}
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "{self.dir}"
+    pidfile: "{self.dir}/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    val-log-level: 2
+    num-threads: 1
+    do-ip6: no
+    do-not-query-localhost: no
+    access-control: 127.0.0.0/8 allow
+    module-config: "validator iterator"
+    local-zone: "test." nodefault
+"""
+        conf += "".join(f'    trust-anchor: "{a}"\n' for a in anchors)
+        conf += "remote-control:\n    control-enable: no\n"
+        for origin, port in stubs.items():
+            conf += f"stub-zone:\n    name: \"{origin}\"\n    stub-addr: 127.0.0.1@{port}\n"
+        self.conf = os.path.join(self.dir, "unbound.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        self.log = open(os.path.join(self.dir, "unbound.log"), "w")
+        self.proc = subprocess.Popen([binary, "-d", "-c", self.conf], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        end = time.time() + 15
+        probe = next(iter(stubs))
+        while True:
+            try:
+                if query("127.0.0.1", self.port, probe, "SOA", timeout=0.3).answer:
+                    break
+            except Exception:
+                pass
+            if self.proc.poll() is not None or time.time() > end:
+                self.stop()
+                raise RuntimeError("unbound did not start: " + self.log_text())
+            time.sleep(0.1)
+
+    def log_text(self):
+        with open(os.path.join(self.dir, "unbound.log")) as f:
+            return f.read()
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 

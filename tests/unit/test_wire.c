@@ -504,6 +504,11 @@ static void test_build_query(void **state)
 	assert_int_equal(q.flags, RRC_F_RD | RRC_F_CD);
 	assert_true(q.has_edns && q.edns_do);
 	assert_int_equal(q.qtype, 28);
+	/* AD asks for AD in the answer (RFC 6840 §5.7); QR, AA, TC, RA and Z never go out. */
+	n = rrc_wire_build_query(out, sizeof(out), 78, name, sizeof(name), 1, 1, 0xffff, false,
+				 false);
+	assert_int_equal(rrc_wire_check_query(out, n, &q, &r), RRC_WIRE_OK);
+	assert_int_equal(q.flags, RRC_F_RD | RRC_F_CD | RRC_F_AD);
 	assert_int_equal(
 		rrc_wire_build_query(out, 10, 1, name, sizeof(name), 1, 1, 0, false, false), 0);
 }
