@@ -1,7 +1,9 @@
 /*
  * libFuzzer target for upstream replies on the miss path: wire's bounded checks, then ldns's
- * parse (msg, the only data-path user of ldns), then the stored form and a client's answer.
- * Invariants: what is stored checks again as a sound reply, and a client's answer never
+ * parse (msg, the only data-path user of ldns), the DNSSEC records taken out for a client
+ * without DO, then the stored form and a client's answer.
+ * Invariants: a reply without those records has none left and the same question; what is
+ * stored checks again as a sound reply, and a client's answer never
  * exceeds the client's limit (R14); every CNAME target the policy's walk of a stored answer
  * gives is a well-formed name.
  */
@@ -32,7 +34,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	struct rrc_wire_reply r;
 	if (rrc_wire_check_reply(buf, size, &r) != 0)
 		return 0;
-	(void)rrc_msg_check_reply(buf, size); /* ldns may refuse it; it must not crash or leak */
+	/* ldns may refuse it; it must not crash or leak */
+	bool parsed = rrc_msg_check_reply(buf, size) == 0;
+	if (parsed && r.n_dnssec) {
+		/* The DNSSEC records a client without DO must not get, taken out: what is left
+		 * checks as a reply to the same question without any of them. */
+		static uint8_t strip[RRC_WIRE_MAX_MSG];
+		memcpy(strip, buf, size);
+		size_t sn = rrc_msg_strip_dnssec(strip, size);
+		struct rrc_wire_reply sr;
+		if (sn && rrc_wire_check_reply(strip, sn, &sr) == 0 &&
+		    (sr.n_dnssec != 0 || !rrc_wire_same_question(strip, &sr, buf, r.qname_len,
+								   r.qtype, r.qclass)))
+			abort();
+	}
 	struct rrc_wire_ttl_policy pol = {.min_ttl = 0, .max_ttl = 86400, .max_negative_ttl = 3600};
 	uint32_t life = 0;
 	size_t n = rrc_wire_make_stored(buf, size, &r, &pol, &life);
