@@ -25,6 +25,11 @@
 #include "rrcache/cache.h"
 #include "rrcache/l2value.h"
 
+/* A load uses one thread per CPU, at most this many, each for at least RRC_CACHEFILE_PART_MIN
+ * entries. */
+#define RRC_CACHEFILE_THREADS 8
+#define RRC_CACHEFILE_PART_MIN 20000
+
 struct rrc_cachefile_stats {
 	uint64_t loaded;  /* entries put into the cache */
 	uint64_t expired; /* skipped: past their expiry */

@@ -110,6 +110,64 @@ static void test_roundtrip(void **state)
 	unlink(path);
 }
 
+/* Enough entries for the load to go in parts on several threads (RRC_CACHEFILE_PART_MIN per
+ * part, one part per CPU): all of them loaded, counted once, each found; an expired half is
+ * counted in every part. */
+static void test_load_in_parts(void **state)
+{
+	enum { N = 3 * RRC_CACHEFILE_PART_MIN + 7 };
+	struct rrc_l2_keys keys;
+	rrc_l2_derive_keys("", &keys);
+	struct rrc_cache *a = rrc_cache_create(1ull << 30);
+	uint8_t ans[512];
+	struct rrc_wire_reply r;
+	size_t n = corpus_load("reply_a", ans, sizeof(ans));
+	assert_int_equal(rrc_wire_check_reply(ans, n, &r), 0);
+	uint32_t life;
+	size_t s = rrc_wire_make_stored(ans, n, &r, &pol, &life);
+	/* Each entry its own name n<i>.example.com, its answer reply_a's with that name as
+	 * the question. */
+	for (unsigned i = 0; i < N; i++) {
+		uint8_t key[RRC_WIRE_KEY_MAX], a2[512];
+		char label[16];
+		int ll = snprintf(label, sizeof(label), "n%u", i);
+		size_t kl = 0;
+		key[kl++] = (uint8_t)ll;
+		memcpy(key + kl, label, (size_t)ll);
+		kl += (size_t)ll;
+		memcpy(key + kl, name + 4, sizeof(name) - 4); /* .example.com. */
+		kl += sizeof(name) - 4;
+		size_t qlen = kl;
+		rrc_put16(key + kl, 1);
+		rrc_put16(key + kl + 2, 1);
+		key[kl + 4] = 0;
+		kl += 5;
+		/* The stored answer with this name as its question (answers point back to it). */
+		memcpy(a2, ans, RRC_WIRE_HDR);
+		memcpy(a2 + RRC_WIRE_HDR, key, qlen);
+		memcpy(a2 + RRC_WIRE_HDR + qlen, ans + RRC_WIRE_HDR + sizeof(name),
+		       s - RRC_WIRE_HDR - sizeof(name));
+		size_t al = s - sizeof(name) + qlen;
+		/* Half of them live 1 s only. */
+		assert_int_equal(rrc_cache_insert(a, key, kl, a2, al, i % 2 ? 1 : life, 1000), 0);
+	}
+	char err[RRC_ERR_LEN];
+	const char *path = tmp_path();
+	assert_int_equal(rrc_cachefile_save(a, path, &keys, 1500, W + 1500, err), N);
+	struct rrc_cache *b = rrc_cache_create(1ull << 30);
+	struct rrc_cachefile_stats st;
+	assert_int_equal(rrc_cachefile_load(b, path, &keys, &pol, 0, W + 3000, &st, err), 0);
+	assert_int_equal(st.loaded, (N + 1) / 2);
+	assert_int_equal(st.expired, N / 2);
+	assert_int_equal(st.refused, 0);
+	struct rrc_cache_stats cs;
+	rrc_cache_get_stats(b, &cs);
+	assert_int_equal(cs.entries, (N + 1) / 2);
+	rrc_cache_destroy(b);
+	rrc_cache_destroy(a);
+	unlink(path);
+}
+
 static uint8_t *read_all(const char *path, size_t *len)
 {
 	FILE *f = fopen(path, "rb");
@@ -170,6 +228,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_roundtrip),
+		cmocka_unit_test(test_load_in_parts),
 		cmocka_unit_test(test_refused_whole),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
