@@ -14,8 +14,10 @@ With --dynblock, what the dynamic blocks cost: per hit and per miss with both ra
 (none reached), and per query of a blocked prefix (answered REFUSED).
 With --routing, what pools and local data cost: per hit and per miss with 10 pools of 50
 domains and 1,100 local names against none, per local answer and per private reverse answer.
+With --dot, per miss over UDP and over DNS over TLS (unbound as the TLS server in front of
+the same knot), and the TLS handshakes those misses took.
 Usage: bench/instructions.py [--hits N] [--misses N] [--redis] [--policy] [--dynblock]
-                             [--routing]
+                             [--routing] [--dot]
 """
 import argparse
 import os
@@ -30,19 +32,25 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
 import run as B  # noqa: E402
-from helpers import Knot, Redis, free_port  # noqa: E402
+from helpers import Knot, Redis, UnboundTls, free_port, make_certs  # noqa: E402
 
 
-def one_run(knot_port, workers, work, warm, extra, more=()):
+def one_run(knot_port, workers, work, warm, extra, more=(), upstream=None, scrape=None):
     port = free_port()
     out = os.path.join(work, f"cg.{time.time_ns()}")
+    args = B.rrcache_args(port, knot_port, workers=workers, cache_size="64MiB")
+    if upstream:
+        args[args.index("--upstream") + 1] = upstream
     proc = subprocess.Popen(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"] +
-                            B.rrcache_args(port, knot_port, workers=workers, cache_size="64MiB") +
-                            list(more),
+                            args + list(more),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     B.wait_port(port, proc, deadline=60)
     B.dnsperf(port, warm, once=True, outstanding=20)
     res = B.dnsperf(port, extra, once=True, outstanding=20) if extra else {"completed": 0}
+    if scrape is not None:
+        import urllib.request
+        url = "http://" + args[args.index("--metrics") + 1] + "/metrics"
+        scrape.append(urllib.request.urlopen(url, timeout=30).read().decode())
     proc.send_signal(signal.SIGTERM)
     err = proc.communicate(timeout=120)[1]
     m = re.search(r"Collected : (\d+)", err)
@@ -291,6 +299,51 @@ def routing_costs(knot_port, work, warm, hits, misses, n):
                f"| private reverse answer (NXDOMAIN) | | {per_rev:.0f} |\n")
 
 
+def dot_costs(knot_port, work, warm, misses):
+    """Instructions per miss over UDP to knot, and over TLS to unbound forwarding to the same
+    knot (its cache cannot help: every name is new), one worker; and the TLS handshakes."""
+    certs = make_certs(work)
+    tail = (f"forward-zone:\n    name: \"example.test.\"\n"
+            f"    forward-addr: 127.0.0.1@{knot_port}\n")
+    ub = UnboundTls(certs["cert"], certs["key"], [],
+                    extra="    do-not-query-localhost: no\n    local-zone: \"test.\" nodefault\n"
+                          "    tcp-idle-timeout: 120000\n    incoming-num-tcp: 100\n",
+                    tail=tail)
+    conf = os.path.join(work, "dot.yaml")
+    with open(conf, "w") as f:
+        f.write(f"tls:\n  ca_file: {certs['ca']}\nupstream:\n  timeout: 2s\n"
+                f"  client_timeout: 4s\n")
+    try:
+        dot = f"tls://127.0.0.1:{ub.port}#dot.test"
+        per = {}
+        metrics = []
+        for label, up, more in (("udp", None, []), ("dot", dot, ["-c", conf])):
+            base, _ = one_run(knot_port, 1, work, warm, None, more, upstream=up)
+            m, nm = one_run(knot_port, 1, work, warm, misses, more, upstream=up,
+                            scrape=metrics if label == "dot" else None)
+            per[label] = ((m - base) / max(nm, 1), nm)
+    finally:
+        ub.stop()
+    text = metrics[-1] if metrics else ""
+    hs = sum(float(v) for v in re.findall(r"^rrcache_upstream_tls_handshakes_total\{[^}]*\} (\S+)",
+                                         text, re.M))
+    (udp, n), (tls, n2) = per["udp"], per["dot"]
+    # The warm-up's 1,000 names and the measured misses all went over TLS in that run.
+    n2 = int(n2)
+    total = 1000 + n2
+    print(f"per miss: {udp:.0f} instructions over UDP, {tls:.0f} over TLS "
+          f"({tls / udp:.2f} x); {hs:.0f} TLS handshakes for {total} misses "
+          f"({hs * 10000 / total:.1f} per 10,000)", flush=True)
+    head = "## DNS over TLS to upstreams (bench/instructions.py --dot)"
+    write_section(head, f"{head}\n\nMeasured {time.strftime('%Y-%m-%d')}; 1 worker; callgrind "
+                  f"instructions per miss (rrcache only), {n2:,} misses of new names; the TLS "
+                  f"server is unbound forwarding to the same knot.\n\n"
+                  f"| miss over | instructions | ratio |\n|---|---|---|\n"
+                  f"| UDP | {udp:.0f} | 1 |\n| TLS (warm connection) | {tls:.0f} | "
+                  f"{tls / udp:.2f} |\n\nTLS handshakes: {hs:.0f} for {total:,} misses "
+                  f"({hs * 10000 / total:.1f} per 10,000).\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hits", type=int, default=20000)
@@ -302,6 +355,8 @@ def main():
                     help="only the cost of the dynamic blocks (per hit, miss, blocked query)")
     ap.add_argument("--routing", action="store_true",
                     help="only the cost of pools and local data (per hit, miss, local answer)")
+    ap.add_argument("--dot", action="store_true",
+                    help="only a miss over DNS over TLS against one over UDP")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rrc-insn-")
     knot = Knot(extra_zone=B.zone_extra())
@@ -320,6 +375,9 @@ def main():
             return
         if args.routing:
             routing_costs(knot.port, work, warm, hits, misses, args.hits)
+            return
+        if args.dot:
+            dot_costs(knot.port, work, warm, misses)
             return
         rows = []
         for workers in (1, 2):

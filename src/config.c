@@ -39,6 +39,9 @@ static const struct rrc_config rrc_config_defaults = {
 	.socket_lifetime_ms = 10000,
 	.max_waiters_per_query = 100,
 	.max_waiters = 20000,
+	.tls_connections = 2,
+	.tls_max_inflight = 128,
+	.tls_idle_timeout_ms = 10000,
 	.cache_size = 64ull << 20,
 	.min_ttl = 0,
 	.max_ttl = 86400,
@@ -427,7 +430,15 @@ static const struct key upstream_keys[] = {
 	{"socket_lifetime", K_DURATION, F(socket_lifetime_ms), 10, 10000, NULL},
 	{"max_waiters_per_query", K_UINT, F(max_waiters_per_query), 1, 1000000, NULL},
 	{"max_waiters", K_UINT, F(max_waiters), 1, 10000000, NULL},
+	{"tls_connections", K_UINT, F(tls_connections), 1, RRC_MAX_TLS_CONNS, NULL},
+	{"tls_max_inflight", K_UINT, F(tls_max_inflight), 1, 65535, NULL},
+	{"tls_idle_timeout", K_DURATION, F(tls_idle_timeout_ms), 100, 3600000, NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
+
+static const struct key tls_keys[] = {{"ca_file", K_STRING, F(tls.ca_file), 0,
+				       sizeof(((struct rrc_config *)0)->tls.ca_file), NULL},
+				      {"insecure", K_BOOL, F(tls.insecure), 0, 1, NULL},
+				      {NULL, 0, 0, 0, 0, NULL}};
 
 static const struct key cache_keys[] = {
 	{"size", K_SIZE, F(cache_size), 1ull << 16, 1ull << 40, NULL},
@@ -570,6 +581,7 @@ static const struct key top_keys[] = {
 	{"ratelimit", K_SECTION, 0, 0, 0, ratelimit_keys},
 	{"dynblock", K_SECTION, 0, 0, 0, dynblock_keys},
 	{"local", K_SECTION, 0, 0, 0, local_keys},
+	{"tls", K_SECTION, 0, 0, 0, tls_keys},
 	{NULL, 0, 0, 0, 0, NULL}};
 
 struct ctx {
@@ -613,13 +625,13 @@ static int add_listen(struct ctx *c, const yaml_node_t *n, const char *key, cons
 /* An upstream written as an address, or as a host name with an optional port
  * ("dns.internal", "resolver:5353"): the name is resolved here, at start and at each reload,
  * and the first address it has is used. 0, or -EINVAL with the reason in why. */
-static int resolve_server(const char *s, bool lookups, struct rrc_sockaddr *out,
-			  char why[RRC_ERR_LEN])
+static int resolve_server(const char *s, uint16_t default_port, bool lookups,
+			  struct rrc_sockaddr *out, char why[RRC_ERR_LEN])
 {
-	if (rrc_addr_parse(s, 53, out) == 0)
+	if (rrc_addr_parse(s, default_port, out) == 0)
 		return 0;
 	char host[256];
-	uint16_t port = 53;
+	uint16_t port = default_port;
 	const char *colon = strrchr(s, ':');
 	size_t hlen = colon ? (size_t)(colon - s) : strlen(s);
 	bool ok = hlen > 0 && hlen < sizeof(host) &&
@@ -640,17 +652,81 @@ static int resolve_server(const char *s, bool lookups, struct rrc_sockaddr *out,
 	return lookup_host(host, port, lookups, SOCK_DGRAM, "", out, why);
 }
 
+/*
+ * An upstream as written: an address or host name with an optional port (53), or
+ * "tls://ADDR[:853][#NAME]" for DNS over TLS; tls forces TLS (the map form's "tls: true"),
+ * name (when not NULL or "") is the name its certificate must have. Fills u but its weight
+ * and pins. 0, or -EINVAL with the reason in why.
+ */
+static int parse_server(const char *s, bool tls, const char *name, bool lookups,
+			struct rrc_upstream_conf *u, char why[RRC_ERR_LEN])
+{
+	char text[300];
+	if (strncmp(s, "tls://", 6) == 0) {
+		tls = true;
+		s += 6;
+	}
+	snprintf(text, sizeof(text), "%s", s);
+	char *hash = strchr(text, '#');
+	if (hash) {
+		*hash = '\0';
+		if (!tls || !hash[1]) {
+			snprintf(why, RRC_ERR_LEN, "'%.60s': #NAME needs tls:// and a name", s);
+			return -EINVAL;
+		}
+		if (!name || !*name)
+			name = hash + 1;
+	}
+	memset(u, 0, sizeof(*u));
+	if (resolve_server(text, tls ? RRC_DOT_PORT : 53, lookups, &u->addr, why))
+		return -EINVAL;
+	u->tls = tls;
+	if (tls) {
+		/* Without a name: the host name as written, or the address (then checked
+		 * against the certificate's IP addresses). */
+		char host[sizeof(u->tls_name)];
+		if (name && *name) {
+			snprintf(host, sizeof(host), "%s", name);
+		} else {
+			struct rrc_sockaddr probe;
+			if (rrc_addr_parse(text, RRC_DOT_PORT, &probe) == 0) {
+				const void *ip = probe.sa.sa_family == AF_INET6
+							 ? (const void *)&probe.sin6.sin6_addr
+							 : (const void *)&probe.sin.sin_addr;
+				inet_ntop(probe.sa.sa_family, ip, host, sizeof(host));
+			} else {
+				snprintf(host, sizeof(host), "%s", text);
+				char *colon = strrchr(host, ':');
+				if (colon)
+					*colon = '\0';
+			}
+		}
+		if (strlen(host) >= sizeof(u->tls_name) || strchr(host, ' ')) {
+			snprintf(why, RRC_ERR_LEN, "'%.60s': bad TLS name", host);
+			return -EINVAL;
+		}
+		snprintf(u->tls_name, sizeof(u->tls_name), "%s", host);
+	}
+	return 0;
+}
+
 static int add_server(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
-		      uint32_t weight)
+		      uint32_t weight, bool tls, const char *name, const uint8_t (*pins)[32],
+		      unsigned n_pins)
 {
 	struct rrc_config *cfg = c->cfg;
 	if (cfg->n_upstreams >= RRC_MAX_UPSTREAMS)
 		return fail(c, n, key, "more than %d servers", RRC_MAX_UPSTREAMS);
 	struct rrc_upstream_conf *u = &cfg->upstreams[cfg->n_upstreams];
 	char why[RRC_ERR_LEN];
-	if (resolve_server(s, !cfg->no_lookups, &u->addr, why))
+	if (parse_server(s, tls, name, !cfg->no_lookups, u, why))
 		return fail(c, n, key, "%s", why);
+	if (n_pins && !u->tls)
+		return fail(c, n, key, "pins need a TLS upstream");
 	u->weight = weight;
+	if (n_pins)
+		memcpy(u->pins, pins, n_pins * sizeof(u->pins[0]));
+	u->n_pins = n_pins;
 	cfg->n_upstreams++;
 	return 0;
 }
@@ -755,8 +831,11 @@ static int walk_list(struct ctx *c, const yaml_node_t *n, const char *key, enum 
 		const char *s = scalar(item);
 		int rc;
 		if (kind == K_SERVERS && item->type == YAML_MAPPING_NODE) {
-			const char *addr = NULL;
+			const char *addr = NULL, *name = NULL;
 			uint32_t weight = 1;
+			bool tls = false;
+			uint8_t pins[RRC_TLS_MAX_PINS][RRC_TLS_PIN_LEN];
+			unsigned n_pins = 0;
 			for (yaml_node_pair_t *p = item->data.mapping.pairs.start;
 			     p < item->data.mapping.pairs.top; p++) {
 				const yaml_node_t *k = yaml_document_get_node(c->doc, p->key);
@@ -764,6 +843,32 @@ static int walk_list(struct ctx *c, const yaml_node_t *n, const char *key, enum 
 				const char *ks = scalar(k), *vs = scalar(v);
 				if (ks && vs && strcmp(ks, "address") == 0) {
 					addr = vs;
+				} else if (ks && vs && strcmp(ks, "name") == 0) {
+					name = vs;
+				} else if (ks && vs && strcmp(ks, "tls") == 0) {
+					if (strcmp(vs, "true") && strcmp(vs, "false"))
+						return fail(c, v, "upstream.servers.tls",
+							    "want true or false");
+					tls = strcmp(vs, "true") == 0;
+				} else if (ks && strcmp(ks, "pins") == 0) {
+					if (v->type != YAML_SEQUENCE_NODE)
+						return fail(c, v, "upstream.servers.pins",
+							    "expected a list");
+					for (yaml_node_item_t *pi = v->data.sequence.items.start;
+					     pi < v->data.sequence.items.top; pi++) {
+						const yaml_node_t *pn =
+							yaml_document_get_node(c->doc, *pi);
+						const char *ps = scalar(pn);
+						if (n_pins >= RRC_TLS_MAX_PINS)
+							return fail(c, pn, "upstream.servers.pins",
+								    "more than %d pins",
+								    RRC_TLS_MAX_PINS);
+						if (!ps || rrc_tls_pin_parse(ps, pins[n_pins]))
+							return fail(c, pn, "upstream.servers.pins",
+								    "want the base64 of a SHA-256 "
+								    "(32 bytes) of a public key");
+						n_pins++;
+					}
 				} else if (ks && vs && strcmp(ks, "weight") == 0) {
 					char *e;
 					long w = strtol(vs, &e, 10);
@@ -773,19 +878,21 @@ static int walk_list(struct ctx *c, const yaml_node_t *n, const char *key, enum 
 					weight = (uint32_t)w;
 				} else {
 					return fail(c, k, "upstream.servers",
-						    "unknown key '%.40s' (address, weight)",
+						    "unknown key '%.40s' (address, weight, tls, "
+						    "name, pins)",
 						    ks ? ks : "?");
 				}
 			}
 			if (!addr)
 				return fail(c, item, key, "missing 'address'");
-			rc = add_server(c, item, key, addr, weight);
+			rc = add_server(c, item, key, addr, weight, tls, name,
+					(const uint8_t(*)[32])pins, n_pins);
 		} else if (!s) {
 			return fail(c, item, key, "expected a plain value");
 		} else if (kind == K_LISTEN) {
 			rc = add_listen(c, item, key, s);
 		} else if (kind == K_SERVERS) {
-			rc = add_server(c, item, key, s, 1);
+			rc = add_server(c, item, key, s, 1, false, NULL, NULL, 0);
 		} else if (kind == K_STATS_ALLOW) {
 			rc = add_stats_allow(c, item, key, s);
 		} else if (kind == K_EXEMPT) {
@@ -1031,7 +1138,7 @@ static int pool_server(struct rrc_config *cfg, const char *text, uint32_t weight
 		return -EINVAL;
 	}
 	struct rrc_upstream_conf *u = &cfg->pool_servers[cfg->n_pool_servers];
-	if (resolve_server(text, !cfg->no_lookups, &u->addr, why))
+	if (parse_server(text, false, NULL, !cfg->no_lookups, u, why))
 		return -EINVAL;
 	u->weight = weight;
 	cfg->n_pool_servers++;
@@ -1487,9 +1594,11 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 		cfg->n_upstreams = 0;
 		for (unsigned i = 0; i < ov->n_upstream; i++) {
 			struct rrc_upstream_conf *u = &cfg->upstreams[cfg->n_upstreams++];
-			u->weight = 1;
 			char why[RRC_ERR_LEN];
-			if (resolve_server(ov->upstream[i], !ov->no_lookups, &u->addr, why)) {
+			int bad =
+				parse_server(ov->upstream[i], false, NULL, !ov->no_lookups, u, why);
+			u->weight = 1;
+			if (bad) {
 				snprintf(err, RRC_ERR_LEN, "--upstream: %.480s", why);
 				return -EINVAL;
 			}
@@ -1766,6 +1875,22 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 	}
 	if (build_local(cfg, err))
 		return -EINVAL;
+	/* The trust store, once, when an upstream speaks TLS. */
+	bool any_tls = false;
+	for (unsigned i = 0; i < cfg->n_upstreams; i++)
+		any_tls = any_tls || cfg->upstreams[i].tls;
+	if (any_tls) {
+		char why[RRC_ERR_LEN];
+		cfg->tls_client = rrc_tls_client_creds(cfg->tls.ca_file, cfg->tls.insecure, why);
+		if (!cfg->tls_client) {
+			snprintf(err, RRC_ERR_LEN, "tls.ca_file: %.480s", why);
+			return -EINVAL;
+		}
+		if (cfg->tls.insecure)
+			rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
+				"tls.insecure: the certificates of TLS upstreams are not verified; "
+				"anyone on the path can answer for them (for tests only)");
+	}
 	if (!acl_given) {
 		cfg->acl_rules = calloc(16, sizeof(*cfg->acl_rules));
 		if (!cfg->acl_rules) {
@@ -1981,6 +2106,7 @@ void rrc_config_free(struct rrc_config *cfg)
 		free_paths(cfg->local.hosts_files, &cfg->local.n_hosts_files);
 	free(cfg->local.hosts_files);
 	rrc_local_destroy(cfg->local.data);
+	rrc_tls_creds_unref(cfg->tls_client);
 	free(cfg->ratelimit.exempt);
 	free(cfg->acl_rules);
 	free(cfg->stats.allow);

@@ -253,6 +253,15 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		 "Workers that count the upstream up (rrcache_workers when all do, 0 when it is "
 		 "down).",
 		 offsetof(struct rrc_upstream_stats, up)},
+		{"upstream_tls_handshakes_total", "counter",
+		 "TLS handshakes completed with each DNS-over-TLS upstream.",
+		 offsetof(struct rrc_upstream_stats, tls_handshakes)},
+		{"upstream_tls_resumed_total", "counter",
+		 "Of those, handshakes that resumed an earlier session (a ticket).",
+		 offsetof(struct rrc_upstream_stats, tls_resumed)},
+		{"upstream_tls_connections", "gauge",
+		 "TLS connections open to each DNS-over-TLS upstream.",
+		 offsetof(struct rrc_upstream_stats, tls_connections)},
 	};
 	for (size_t f = 0; f < RRC_ARRAY_SIZE(per_up); f++) {
 		family(b, per_up[f].name, per_up[f].type, per_up[f].help);
@@ -579,6 +588,9 @@ void rrc_stats_json_upstreams(const struct rrc_stats_view *v, struct rrc_buf *b)
 		json_kv(b, "timeouts", u->timeouts, true);
 		json_kv(b, "errors", u->errors, true);
 		json_kv(b, "outstanding", u->outstanding, true);
+		json_kv(b, "tls_handshakes", u->tls_handshakes, true);
+		json_kv(b, "tls_resumed", u->tls_resumed, true);
+		json_kv(b, "tls_connections", u->tls_connections, true);
 		json_hist(b, "rtt", &u->rtt);
 		rrc_buf_printf(b, "}");
 	}

@@ -37,6 +37,7 @@ struct rrc_tls {
 	bool failed;
 	uint8_t *in;
 	size_t in_off, in_len, in_cap;
+	uint64_t pulled; /* bytes GnuTLS has taken, ever */
 	uint8_t *out;
 	size_t out_len, out_cap;
 	uint8_t pins[RRC_TLS_MAX_PINS][RRC_TLS_PIN_LEN];
@@ -148,6 +149,7 @@ static ssize_t pull(gnutls_transport_ptr_t p, void *data, size_t len)
 	size_t n = len < have ? len : have;
 	memcpy(data, t->in + t->in_off, n);
 	t->in_off += n;
+	t->pulled += n;
 	if (t->in_off == t->in_len)
 		t->in_off = t->in_len = 0;
 	return (ssize_t)n;
@@ -364,7 +366,8 @@ enum rrc_tls_status rrc_tls_read(struct rrc_tls *t, uint8_t *buf, size_t cap, si
 	*got = 0;
 	if (t->failed)
 		return RRC_TLS_ERROR;
-	for (unsigned again = 0;;) {
+	for (;;) {
+		uint64_t pulled = t->pulled;
 		ssize_t n = gnutls_record_recv(t->s, buf, cap);
 		if (n > 0) {
 			*got = (size_t)n;
@@ -372,11 +375,11 @@ enum rrc_tls_status rrc_tls_read(struct rrc_tls *t, uint8_t *buf, size_t cap, si
 		}
 		if (n == 0)
 			return RRC_TLS_CLOSED;
-		/* GnuTLS may say "again" after a record it took for itself (the end of the
-		 * handshake) while bytes fed are still unread: read on while they last. */
+		/* GnuTLS may say "again" after a record it took for itself (a ticket, the end
+		 * of the handshake) while bytes fed are still unread: read on while it makes
+		 * progress; a record not yet whole is left for the next bytes. */
 		if (n == GNUTLS_E_AGAIN || n == GNUTLS_E_INTERRUPTED) {
-			if ((t->in_len > t->in_off || gnutls_record_check_pending(t->s) > 0) &&
-			    ++again < 16)
+			if (t->pulled != pulled && t->in_len > t->in_off)
 				continue;
 			return RRC_TLS_AGAIN;
 		}

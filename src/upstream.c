@@ -19,6 +19,17 @@
  * uv_prepare_t), so the misses of one batch of client datagrams leave together; replies are
  * read with recvmmsg. Sockets closed while a batch of events is being dispatched are freed
  * after the batch, since a later event of the same batch may still point at them.
+ *
+ * DNS over TLS (RFC 7858): per server, upstream.tls_connections slots of TLS connections, each
+ * carrying up to upstream.tls_max_inflight queries at once, told apart by ID and answered in
+ * any order (RFC 7766 §6.2.1.1). A new connection is opened only when the others are half
+ * full; queries wait for its handshake. Queries are padded to 128 octets (RFC 8467) and carry
+ * an edns-tcp-keepalive option; an idle connection closes after upstream.tls_idle_timeout or
+ * sooner when the server's keepalive says so (RFC 7828). The server's last session ticket is
+ * kept, so a new connection resumes instead of a full handshake. Each query keeps its own
+ * deadline (the query's): one that times out while its connection has received nothing since
+ * it was sent condemns the connection, whose other queries fail over at once, so a dead
+ * connection is noticed within one timeout. Probes go through the same connections.
  */
 #include "rrcache/upstream.h"
 #include "rrcache/balancer.h"
@@ -27,6 +38,7 @@
 #include "rrcache/msg.h"
 #include "rrcache/env.h"
 #include "rrcache/pool.h"
+#include "rrcache/tls.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -53,6 +65,7 @@
 #define RRC_SOCK_BUCKETS 64
 
 struct usock;
+struct tconn;
 
 struct server {
 	struct rrc_sockaddr addr;
@@ -66,6 +79,46 @@ struct server {
 	bool suspect;	      /* max_failures reached while up: a probe decides */
 	bool probing;	      /* a probe of it is in flight */
 	struct usock *sock[RRC_MAX_UPSTREAM_SOCKETS]; /* UDP slots; NULL: open one at next use */
+	bool tls;				      /* DNS over TLS */
+	char tls_name[256];
+	uint8_t pins[RRC_TLS_MAX_PINS][RRC_TLS_PIN_LEN];
+	unsigned n_pins;
+	struct tconn *tc[RRC_MAX_TLS_CONNS]; /* TLS slots; NULL: open one when needed */
+	uint8_t ticket[RRC_TLS_SESSION_MAX]; /* its last session ticket (resumption) */
+	size_t ticket_len;
+};
+
+/* One TLS connection to a server, carrying many queries (DNS over TLS). */
+struct tconn {
+	struct rrc_upstreams *u;
+	struct server *srv; /* holds a reference */
+	int slot;	    /* in srv->tc, -1 once retired (no new query) */
+	uv_tcp_t tcp;
+	uv_connect_t creq;
+	uv_timer_t timer; /* idle close; at 0 ms: condemned */
+	struct rrc_tls *tls;
+	bool ready;	   /* handshake done */
+	bool closing;	   /* handles being closed */
+	bool counted;	   /* in the server's connection gauge */
+	unsigned handles;  /* libuv handles not yet closed */
+	unsigned inflight; /* attempts on it (sent or waiting) */
+	uint64_t last_rx_us;
+	int64_t keepalive_ms;		       /* the server's edns-tcp-keepalive, -1: none heard */
+	struct rrc_attempt *wait, **wait_tail; /* until the handshake is done */
+	struct rrc_attempt *by_id[RRC_SOCK_BUCKETS];
+	struct tconn *prev, *next; /* u->tconns */
+	struct tconn *tfnext;	   /* u->tflush: queries to write before the loop waits */
+	bool in_tflush;
+	uint8_t *out; /* those queries, framed: one TLS record for them all */
+	size_t out_len, out_cap;
+	size_t rlen;
+	uint8_t rbuf[2 + RRC_WIRE_MAX_MSG]; /* plaintext being split into messages */
+};
+
+/* A write of TLS records to a connection; owns them until written. */
+struct twrite {
+	uv_write_t req;
+	uint8_t *data;
 };
 
 /* One connected UDP socket to a server, carrying up to socket_reuse queries. */
@@ -98,6 +151,8 @@ struct rrc_upstreams {
 	struct usock *socks;	      /* every open UDP socket */
 	struct usock *flush;	      /* sockets with queries queued */
 	struct usock *dead;	      /* closed during a batch, freed after it */
+	struct tconn *tconns;	      /* every TLS connection not yet freed */
+	struct tconn *tflush;	      /* TLS connections with queries to write */
 	unsigned busy;		      /* depth of batches that may still see a socket */
 	unsigned closes;	      /* handles not yet closed */
 	bool closing;
@@ -108,6 +163,8 @@ struct rrc_upstreams {
 	struct rrc_pool pool; /* recycled attempts */
 	/* Datagrams being read: at most 65,535 bytes each; pages are touched only as used. */
 	uint8_t rbuf[RRC_RECV_BATCH][RRC_WIRE_MAX_MSG + 1];
+	uint8_t tls_in[RRC_WIRE_MAX_MSG + 1];			     /* TLS records being read */
+	uint8_t tls_out[2 + RRC_WIRE_MAX_MSG + RRC_PAD_QUERY_BLOCK]; /* a query being padded */
 };
 
 struct rrc_attempt {
@@ -123,6 +180,8 @@ struct rrc_attempt {
 	bool delivered;
 	bool queued;		     /* on its socket's send queue */
 	struct usock *sock;	     /* UDP: its socket, NULL once detached */
+	struct tconn *tc;	     /* TLS: its connection, NULL once detached */
+	bool tls;		     /* sent over TLS */
 	struct rrc_attempt *id_next; /* sock->by_id chain */
 	struct rrc_attempt *q_next;  /* sock->pend */
 	bool tcp_init;		     /* conn is a libuv handle that must be closed */
@@ -242,8 +301,12 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 		from[i] = -1;
 		const char *pool = cfg->pools[rrc_config_pool_of_server(cfg, i)].name;
 		for (unsigned j = 0; j < n_old; j++) {
-			if (rrc_addr_equal(&old[j]->addr, &cfg->upstreams[i].addr) &&
-			    strcmp(old[j]->pool, pool) == 0) {
+			const struct rrc_upstream_conf *uc = &cfg->upstreams[i];
+			if (rrc_addr_equal(&old[j]->addr, &uc->addr) &&
+			    strcmp(old[j]->pool, pool) == 0 && old[j]->tls == uc->tls &&
+			    strcmp(old[j]->tls_name, uc->tls_name) == 0 &&
+			    old[j]->n_pins == uc->n_pins &&
+			    memcmp(old[j]->pins, uc->pins, uc->n_pins * sizeof(uc->pins[0])) == 0) {
 				from[i] = (int)j;
 				break;
 			}
@@ -270,6 +333,11 @@ static int fill_servers(struct rrc_upstreams *u, const struct rrc_config *cfg, s
 			rrc_addr_format(&s->addr, s->name, sizeof(s->name));
 			snprintf(s->pool, sizeof(s->pool), "%s",
 				 cfg->pools[rrc_config_pool_of_server(cfg, i)].name);
+			const struct rrc_upstream_conf *uc = &cfg->upstreams[i];
+			s->tls = uc->tls;
+			memcpy(s->tls_name, uc->tls_name, sizeof(s->tls_name));
+			memcpy(s->pins, uc->pins, sizeof(s->pins));
+			s->n_pins = uc->n_pins;
 			bal[i].up = true;
 		}
 		s->idx = (int)i;
@@ -409,7 +477,7 @@ int rrc_upstreams_pick(struct rrc_upstreams *u, unsigned pool, uint64_t exclude)
 
 static void maybe_free_set(struct rrc_upstreams *u)
 {
-	if (!u->closing || u->closes > 0 || u->socks || u->dead || u->busy)
+	if (!u->closing || u->closes > 0 || u->socks || u->dead || u->busy || u->tconns)
 		return;
 	for (unsigned i = 0; i < u->n; i++) {
 		u->srv[i]->idx = -1;
@@ -533,6 +601,21 @@ static void sock_detach(struct rrc_attempt *a)
 	a->id_next = a->q_next = NULL;
 	if (--k->inflight == 0 && k->slot < 0 && k->fd >= 0)
 		sock_close(k);
+}
+
+static void tconn_detach(struct rrc_attempt *a);
+static void tconn_write_out(struct tconn *c);
+static void tflush_unlink(struct tconn *c);
+static void tconn_condemn(struct tconn *c);
+static void tconn_keepalive(struct tconn *c, const uint8_t *pkt, const struct rrc_wire_reply *r);
+
+/* Takes the attempt off its UDP socket or its TLS connection. */
+static void detach(struct rrc_attempt *a)
+{
+	if (a->tc)
+		tconn_detach(a);
+	else
+		sock_detach(a);
 }
 
 static void random_bytes(struct rrc_upstreams *u, void *out, size_t n);
@@ -710,7 +793,7 @@ static void attempt_end(struct rrc_attempt *a, bool tcp_handle)
 		uv_close((uv_handle_t *)&a->conn, on_tcp_closed);
 		return;
 	}
-	sock_detach(a);
+	detach(a);
 	attempt_free(a);
 }
 
@@ -730,7 +813,7 @@ int rrc_upstream_attempt_server(const struct rrc_attempt *a)
 
 bool rrc_upstream_attempt_tcp(const struct rrc_attempt *a)
 {
-	return a->tcp;
+	return a->tcp || a->tls; /* a stream: a TC=1 answer is not asked again over TCP */
 }
 
 void rrc_upstream_attempt_timeout(struct rrc_attempt *a)
@@ -739,6 +822,15 @@ void rrc_upstream_attempt_timeout(struct rrc_attempt *a)
 	if (a->timed_out || a->delivered)
 		return;
 	a->timed_out = true;
+	/* A TLS connection that has received nothing since this query left is presumed dead
+	 * (a server gone without a word, a path that drops everything): its other queries
+	 * fail over now rather than each at its own timeout, and no new one goes there. */
+	if (a->tc && a->tc->last_rx_us < a->sent_us) {
+		rrc_log_limited(RRC_LOG_INFO, RRC_LG_UPSTREAM,
+				"worker %u: TLS connection to %s silent since a query left; closed",
+				a->u->env->worker, a->srv->name);
+		tconn_condemn(a->tc);
+	}
 	struct rrc_upstream_stats *us = ust(a->u, a->srv);
 	if (us)
 		us->timeouts++;
@@ -758,7 +850,7 @@ static void finish(struct rrc_attempt *a, uint8_t *pkt, size_t len, const struct
 	if (a->tcp)
 		uv_read_stop((uv_stream_t *)&a->conn);
 	else
-		sock_detach(a);
+		detach(a);
 	struct rrc_upstream_stats *us = ust(a->u, a->srv);
 	if (local) {
 		a->u->env->st->upstream_local_errors++;
@@ -823,9 +915,11 @@ static bool consider_reply(struct rrc_attempt *a, uint8_t *pkt, size_t len)
 		env->st->unwanted_replies++;
 		return false;
 	}
+	if (a->tc)
+		tconn_keepalive(a->tc, pkt, &r);
 	if (!a->probe && rrc_tap_wants(env->tap, RRC_DT_FORWARDER_RESPONSE)) {
 		struct rrc_dnstap_msg m = {.type = RRC_DT_FORWARDER_RESPONSE,
-					   .tcp = a->tcp,
+					   .tcp = a->tcp || a->tls,
 					   .response_addr = &a->srv->addr.sa,
 					   .query_time_us = rrc_tap_wall_us(env->tap, a->sent_us),
 					   .response_time_us =
@@ -956,6 +1050,16 @@ static void on_flush(uv_prepare_t *h)
 		flush_unlink(k);
 		sock_send(k);
 	}
+	while (u->tflush) {
+		struct tconn *c = u->tflush;
+		tflush_unlink(c);
+		size_t n = c->out_len;
+		c->out_len = 0;
+		if (rrc_tls_write(c->tls, c->out, n) != RRC_TLS_OK)
+			tconn_condemn(c);
+		else
+			tconn_write_out(c);
+	}
 	uv_prepare_stop(&u->flusher);
 	end_batch(u);
 }
@@ -1045,6 +1149,495 @@ static int start_tcp(struct rrc_attempt *a)
 	return uv_tcp_connect(&a->connect_req, &a->conn, &a->srv->addr.sa, on_tcp_connected);
 }
 
+/* ---- TLS connections (DNS over TLS) ---- */
+
+static struct rrc_attempt **tconn_chain(struct tconn *c, uint16_t id)
+{
+	return &c->by_id[id & (RRC_SOCK_BUCKETS - 1)];
+}
+
+static struct rrc_attempt *tconn_find(struct tconn *c, uint16_t id)
+{
+	for (struct rrc_attempt *a = *tconn_chain(c, id); a; a = a->id_next)
+		if (a->id == id)
+			return a;
+	return NULL;
+}
+
+/* Frees a connection once its handles are closed. */
+static void tconn_free(struct tconn *c)
+{
+	struct rrc_upstreams *u = c->u;
+	if (c->prev)
+		c->prev->next = c->next;
+	else
+		u->tconns = c->next;
+	if (c->next)
+		c->next->prev = c->prev;
+	rrc_tls_free(c->tls);
+	server_put(c->srv);
+	free(c->out);
+	free(c);
+	maybe_free_set(u);
+}
+
+static void on_tconn_closed(uv_handle_t *h)
+{
+	struct tconn *c = h->data;
+	c->u->closes--;
+	if (--c->handles == 0)
+		tconn_free(c);
+}
+
+/* Takes the connection out of its slot: no new query goes to it. */
+static void tconn_retire(struct tconn *c)
+{
+	if (c->slot < 0)
+		return;
+	c->srv->tc[c->slot] = NULL;
+	c->slot = -1;
+}
+
+static void tconn_write_out(struct tconn *c);
+
+static void tflush_unlink(struct tconn *c)
+{
+	if (!c->in_tflush)
+		return;
+	for (struct tconn **p = &c->u->tflush; *p; p = &(*p)->tfnext) {
+		if (*p == c) {
+			*p = c->tfnext;
+			break;
+		}
+	}
+	c->tfnext = NULL;
+	c->in_tflush = false;
+}
+
+/* Closes a connection with no attempt left (saying goodbye when the session is up). */
+static void tconn_close(struct tconn *c)
+{
+	if (c->closing)
+		return;
+	tconn_retire(c);
+	tflush_unlink(c);
+	c->closing = true;
+	if (c->ready) {
+		rrc_tls_bye(c->tls);
+		tconn_write_out(c);
+	}
+	if (c->counted) {
+		struct rrc_upstream_stats *us = ust(c->u, c->srv);
+		if (us && us->tls_connections)
+			us->tls_connections--;
+		c->counted = false;
+	}
+	c->u->closes += 2;
+	uv_close((uv_handle_t *)&c->timer, on_tconn_closed);
+	uv_close((uv_handle_t *)&c->tcp, on_tconn_closed);
+}
+
+/* Every query on the connection fails (they go to another attempt at once) and it closes. */
+static void tconn_fail(struct tconn *c)
+{
+	tconn_retire(c);
+	while (c->wait)
+		deliver(c->wait, NULL, 0, NULL);
+	for (unsigned b = 0; b < RRC_SOCK_BUCKETS; b++)
+		while (c->by_id[b])
+			deliver(c->by_id[b], NULL, 0, NULL);
+	tconn_close(c);
+}
+
+static void on_tconn_idle(uv_timer_t *t)
+{
+	struct tconn *c = t->data;
+	if (c->inflight)
+		tconn_fail(c); /* condemned */
+	else
+		tconn_close(c);
+}
+
+/* No new query goes to the connection, and its queries fail from the loop, not from inside
+ * the caller (who may be a query starting an attempt). */
+static void tconn_condemn(struct tconn *c)
+{
+	if (c->closing)
+		return;
+	tconn_retire(c);
+	uv_timer_start(&c->timer, on_tconn_idle, 0, 0);
+}
+
+/* With no query left: closes after the idle time (the server's keepalive when shorter), or
+ * at once when retired. */
+static void tconn_idle(struct tconn *c)
+{
+	if (c->inflight || c->closing)
+		return;
+	if (c->slot < 0) {
+		tconn_close(c);
+		return;
+	}
+	uint64_t ms = rrc_env_cfg(c->u->env)->tls_idle_timeout_ms;
+	/* RFC 7828 §3.3.2: close before the server would, with a little room. */
+	if (c->keepalive_ms >= 0 && (uint64_t)c->keepalive_ms * 9 / 10 < ms)
+		ms = (uint64_t)c->keepalive_ms * 9 / 10;
+	uv_timer_start(&c->timer, on_tconn_idle, ms, 0);
+}
+
+static void tconn_detach(struct rrc_attempt *a)
+{
+	struct tconn *c = a->tc;
+	if (!c)
+		return;
+	if (a->queued) {
+		for (struct rrc_attempt **p = &c->wait; *p; p = &(*p)->q_next) {
+			if (*p == a) {
+				*p = a->q_next;
+				if (c->wait_tail == &a->q_next)
+					c->wait_tail = p;
+				break;
+			}
+		}
+		a->queued = false;
+	} else {
+		for (struct rrc_attempt **p = tconn_chain(c, a->id); *p; p = &(*p)->id_next) {
+			if (*p == a) {
+				*p = a->id_next;
+				break;
+			}
+		}
+	}
+	a->tc = NULL;
+	a->id_next = a->q_next = NULL;
+	c->inflight--;
+	tconn_idle(c);
+}
+
+static void on_tconn_written(uv_write_t *req, int status)
+{
+	struct twrite *w = (struct twrite *)req;
+	struct tconn *c = req->data;
+	free(w->data);
+	free(w);
+	if (status < 0 && status != UV_ECANCELED && !c->closing)
+		tconn_fail(c);
+}
+
+/* Writes what the session has for the server. */
+static void tconn_write_out(struct tconn *c)
+{
+	uint8_t *data;
+	size_t n = rrc_tls_take_output(c->tls, &data);
+	if (!n)
+		return;
+	struct twrite *w = malloc(sizeof(*w));
+	if (!w) {
+		free(data);
+		tconn_condemn(c);
+		return;
+	}
+	w->data = data;
+	w->req.data = c;
+	uv_buf_t b = uv_buf_init((char *)data, (unsigned)n);
+	if (uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, on_tconn_written) != 0) {
+		free(data);
+		free(w);
+		tconn_condemn(c);
+	}
+}
+
+/* Sends an attempt's query on a connection whose handshake is done: framed, padded. */
+static void tconn_send(struct tconn *c, struct rrc_attempt *a)
+{
+	struct rrc_upstreams *u = c->u;
+	struct rrc_attempt **chain = tconn_chain(c, a->id);
+	a->id_next = *chain;
+	*chain = a;
+	memcpy(u->tls_out + 2, a->q + 2, a->qlen);
+	size_t n = rrc_wire_pad_query(u->tls_out + 2, a->qlen, sizeof(u->tls_out) - 2,
+				      RRC_PAD_QUERY_BLOCK, true);
+	if (n == 0)
+		n = a->qlen;
+	rrc_put16(u->tls_out, (uint16_t)n);
+	a->sent_us = uv_hrtime() / 1000;
+	/* Sent with the other queries of this turn of the loop: one TLS record and one write
+	 * for them all (a record costs thousands of instructions whatever it carries). */
+	if (c->out_len + n + 2 > c->out_cap) {
+		size_t cap = c->out_cap ? c->out_cap : 4096;
+		while (cap < c->out_len + n + 2)
+			cap *= 2;
+		uint8_t *grown = realloc(c->out, cap);
+		if (!grown) {
+			tconn_condemn(c);
+			return;
+		}
+		c->out = grown;
+		c->out_cap = cap;
+	}
+	memcpy(c->out + c->out_len, u->tls_out, n + 2);
+	c->out_len += n + 2;
+	if (!c->in_tflush) {
+		c->in_tflush = true;
+		c->tfnext = u->tflush;
+		u->tflush = c;
+		uv_prepare_start(&u->flusher, on_flush);
+	}
+}
+
+/* The server's edns-tcp-keepalive in a reply on this connection. */
+static void tconn_keepalive(struct tconn *c, const uint8_t *pkt, const struct rrc_wire_reply *r)
+{
+	int k = rrc_wire_keepalive(pkt, r);
+	if (k >= 0)
+		c->keepalive_ms = (int64_t)k * 100;
+}
+
+/* The handshake is done: counted, and the queries that waited for it go. */
+static void tconn_ready(struct tconn *c)
+{
+	c->ready = true;
+	struct rrc_upstream_stats *us = ust(c->u, c->srv);
+	bool resumed = rrc_tls_resumed(c->tls);
+	if (us) {
+		us->tls_handshakes++;
+		if (resumed)
+			us->tls_resumed++;
+	}
+	rrc_log(RRC_LOG_DEBUG, RRC_LG_UPSTREAM, "worker %u: %s with %s (%s)%s", c->u->env->worker,
+		rrc_tls_version(c->tls), c->srv->name, c->srv->tls_name,
+		resumed ? ", resumed" : "");
+	while (c->wait && !c->closing) {
+		struct rrc_attempt *a = c->wait;
+		c->wait = a->q_next;
+		if (!c->wait)
+			c->wait_tail = &c->wait;
+		a->q_next = NULL;
+		a->queued = false;
+		tconn_send(c, a);
+	}
+}
+
+/* Splits the plaintext into messages and hands each to its attempt. */
+static void tconn_messages(struct tconn *c)
+{
+	struct rrc_upstreams *u = c->u;
+	size_t off = 0;
+	while (!c->closing && c->rlen - off >= 2) {
+		size_t mlen = rrc_get16(c->rbuf + off);
+		if (c->rlen - off < 2 + mlen)
+			break;
+		uint8_t *pkt = c->rbuf + off + 2;
+		off += 2 + mlen;
+		struct rrc_attempt *a = mlen >= RRC_WIRE_HDR ? tconn_find(c, rrc_get16(pkt)) : NULL;
+		if (!a) {
+			u->env->st->unwanted_replies++;
+			continue;
+		}
+		consider_reply(a, pkt, mlen);
+	}
+	if (off && !c->closing) {
+		memmove(c->rbuf, c->rbuf + off, c->rlen - off);
+		c->rlen -= off;
+	}
+}
+
+static void tls_failed(struct tconn *c, const char *what)
+{
+	rrc_log_limited(RRC_LOG_WARN, RRC_LG_UPSTREAM, "worker %u: TLS with %s (%s): %s",
+			c->u->env->worker, c->srv->name, c->srv->tls_name, what);
+	tconn_fail(c);
+}
+
+static void on_tconn_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct tconn *c = h->data;
+	buf->base = (char *)c->u->tls_in;
+	buf->len = sizeof(c->u->tls_in);
+}
+
+static void on_tconn_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+	struct tconn *c = st->data;
+	if (c->closing || nread == 0)
+		return;
+	if (nread < 0) {
+		tconn_fail(c); /* the server closed it, or an error */
+		return;
+	}
+	c->last_rx_us = uv_hrtime() / 1000;
+	if (rrc_tls_feed(c->tls, (const uint8_t *)buf->base, (size_t)nread) != 0) {
+		tconn_fail(c);
+		return;
+	}
+	if (!c->ready) {
+		enum rrc_tls_status hs = rrc_tls_handshake(c->tls);
+		tconn_write_out(c);
+		if (hs == RRC_TLS_ERROR) {
+			tls_failed(c, rrc_tls_error(c->tls));
+			return;
+		}
+		if (hs != RRC_TLS_OK || c->closing)
+			return;
+		tconn_ready(c);
+	}
+	for (;;) {
+		size_t got = 0;
+		enum rrc_tls_status rs =
+			rrc_tls_read(c->tls, c->rbuf + c->rlen, sizeof(c->rbuf) - c->rlen, &got);
+		if (rs == RRC_TLS_OK) {
+			c->rlen += got;
+			tconn_messages(c);
+			if (c->closing)
+				return;
+			continue;
+		}
+		tconn_write_out(c);
+		if (rs == RRC_TLS_AGAIN)
+			break;
+		if (rs == RRC_TLS_ERROR)
+			tls_failed(c, rrc_tls_error(c->tls));
+		else
+			tconn_fail(c); /* close_notify */
+		return;
+	}
+	/* TLS 1.3 sends the ticket after the handshake: kept once it came. */
+	if (c->srv->ticket_len == 0 || rrc_tls_resumed(c->tls) == false) {
+		size_t n = rrc_tls_session(c->tls, c->srv->ticket, sizeof(c->srv->ticket));
+		if (n)
+			c->srv->ticket_len = n;
+	}
+}
+
+static void on_tconn_connected(uv_connect_t *req, int status)
+{
+	struct tconn *c = req->data;
+	if (status == UV_ECANCELED || c->closing)
+		return;
+	if (status < 0 || uv_read_start((uv_stream_t *)&c->tcp, on_tconn_alloc, on_tconn_read)) {
+		tls_failed(c, status < 0 ? uv_strerror(status) : "cannot read");
+		return;
+	}
+	if (rrc_tls_handshake(c->tls) == RRC_TLS_ERROR) {
+		tls_failed(c, rrc_tls_error(c->tls));
+		return;
+	}
+	tconn_write_out(c);
+}
+
+/* Opens a TLS connection in slot of s. NULL with *rc set when it cannot. */
+static struct tconn *tconn_open(struct rrc_upstreams *u, struct server *s, int slot, int *rc)
+{
+	const struct rrc_config *cfg = rrc_env_cfg(u->env);
+	if (!cfg->tls_client) {
+		*rc = UV_EINVAL; /* a configuration without TLS upstreams: cannot happen */
+		return NULL;
+	}
+	struct tconn *c = calloc(1, sizeof(*c));
+	if (!c) {
+		*rc = UV_ENOMEM;
+		return NULL;
+	}
+	char err[RRC_ERR_LEN];
+	struct rrc_tls_client_opts o = {.name = s->tls_name,
+					.alpn = "dot",
+					.pins = (const uint8_t(*)[RRC_TLS_PIN_LEN])s->pins,
+					.n_pins = s->n_pins,
+					.session = s->ticket_len ? s->ticket : NULL,
+					.session_len = s->ticket_len};
+	c->tls = rrc_tls_client(cfg->tls_client, &o, err);
+	if (!c->tls) {
+		rrc_log_limited(RRC_LOG_WARN, RRC_LG_UPSTREAM, "TLS with %s: %s", s->name, err);
+		free(c);
+		*rc = UV_ENOMEM;
+		return NULL;
+	}
+	*rc = uv_tcp_init(u->env->loop, &c->tcp);
+	if (*rc) {
+		rrc_tls_free(c->tls);
+		free(c);
+		return NULL;
+	}
+	uv_timer_init(u->env->loop, &c->timer);
+	c->u = u;
+	c->srv = s;
+	s->refs++;
+	c->slot = slot;
+	s->tc[slot] = c;
+	c->handles = 2;
+	c->keepalive_ms = -1;
+	c->wait_tail = &c->wait;
+	c->tcp.data = c;
+	c->timer.data = c;
+	c->creq.data = c;
+	c->next = u->tconns;
+	if (u->tconns)
+		u->tconns->prev = c;
+	u->tconns = c;
+	struct rrc_upstream_stats *us = ust(u, s);
+	if (us) {
+		us->tls_connections++;
+		c->counted = true;
+	}
+	uv_tcp_nodelay(&c->tcp, 1);
+	*rc = uv_tcp_connect(&c->creq, &c->tcp, &s->addr.sa, on_tconn_connected);
+	if (*rc) {
+		tconn_close(c);
+		return NULL;
+	}
+	return c;
+}
+
+/*
+ * Puts an attempt on a TLS connection of its server: the least busy; a new one in a free
+ * slot when every open one is at least half full. 0, or a libuv error (UV_EAGAIN: every
+ * connection is full, this machine's limit, not the server's fault).
+ */
+static int tconn_add(struct rrc_upstreams *u, struct rrc_attempt *a)
+{
+	const struct rrc_config *cfg = rrc_env_cfg(u->env);
+	struct server *s = a->srv;
+	unsigned slots = RRC_MIN(cfg->tls_connections, (uint32_t)RRC_MAX_TLS_CONNS);
+	struct tconn *best = NULL;
+	int free_slot = -1;
+	for (unsigned i = 0; i < slots; i++) {
+		struct tconn *c = s->tc[i];
+		if (!c) {
+			if (free_slot < 0)
+				free_slot = (int)i;
+		} else if (!best || c->inflight < best->inflight) {
+			best = c;
+		}
+	}
+	int rc = 0;
+	if ((!best || best->inflight * 2 >= cfg->tls_max_inflight) && free_slot >= 0) {
+		struct tconn *c = tconn_open(u, s, free_slot, &rc);
+		if (c)
+			best = c;
+		else if (!best)
+			return rc;
+	}
+	if (best->inflight >= cfg->tls_max_inflight)
+		return UV_EAGAIN;
+	struct tconn *c = best;
+	/* An ID no other query on this connection has. */
+	do
+		random_bytes(u, &a->id, sizeof(a->id));
+	while (tconn_find(c, a->id));
+	rrc_put16(a->q + 2, a->id);
+	a->tc = c;
+	c->inflight++;
+	uv_timer_stop(&c->timer);
+	if (c->ready) {
+		tconn_send(c, a);
+	} else {
+		a->queued = true;
+		*c->wait_tail = a;
+		c->wait_tail = &a->q_next;
+	}
+	return 0;
+}
+
 static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tcp,
 				       const uint8_t *query, size_t len, bool probe,
 				       rrc_attempt_cb cb, void *ctx)
@@ -1077,7 +1670,10 @@ static struct rrc_attempt *attempt_new(struct rrc_upstreams *u, int idx, bool tc
 		st->up[idx].queries++;
 	a->sent_us = uv_hrtime() / 1000;
 	int rc = 0;
-	if (tcp) {
+	if (a->srv->tls) {
+		a->tls = true;
+		rc = tconn_add(u, a);
+	} else if (tcp) {
 		/* A connection of its own: the ID needs only be unpredictable. */
 		random_bytes(u, &a->id, sizeof(a->id));
 		rrc_put16(a->q + 2, a->id);
@@ -1221,5 +1817,7 @@ void rrc_upstreams_close(struct rrc_upstreams *u)
 		knext = k->next;
 		sock_retire(k);
 	}
+	for (struct tconn *c = u->tconns; c; c = c->next)
+		tconn_close(c);
 	end_batch(u);
 }

@@ -790,3 +790,45 @@ int rrc_wire_set_ttls(uint8_t *msg, size_t len, uint32_t ttl)
 	}
 	return rc;
 }
+
+size_t rrc_wire_pad_query(uint8_t *msg, size_t len, size_t cap, unsigned block, bool keepalive)
+{
+	/* The last record: root owner, type OPT, class, TTL, RDLENGTH 0. */
+	if (len < RRC_WIRE_HDR + RRC_WIRE_OPT_LEN || rrc_get16(msg + 10) == 0 || block == 0)
+		return len;
+	uint8_t *opt = msg + len - RRC_WIRE_OPT_LEN;
+	if (opt[0] != 0 || rrc_get16(opt + 1) != RRC_TYPE_OPT || rrc_get16(opt + 9) != 0)
+		return len;
+	size_t ka = keepalive ? 4 : 0;
+	size_t pad = (block - (len + ka + 4) % block) % block;
+	size_t total = len + ka + 4 + pad;
+	if (total > cap || total > RRC_WIRE_MAX_MSG)
+		return 0;
+	uint8_t *o = msg + len;
+	if (keepalive) {
+		rrc_put16(o, RRC_EDNS_OPT_KEEPALIVE);
+		rrc_put16(o + 2, 0);
+		o += 4;
+	}
+	rrc_put16(o, RRC_EDNS_OPT_PADDING);
+	rrc_put16(o + 2, (uint16_t)pad);
+	memset(o + 4, 0, pad);
+	rrc_put16(opt + 9, (uint16_t)(ka + 4 + pad));
+	return total;
+}
+
+int rrc_wire_keepalive(const uint8_t *pkt, const struct rrc_wire_reply *r)
+{
+	if (!r->opt_off)
+		return -1;
+	size_t off = (size_t)r->opt_off + RRC_WIRE_OPT_LEN, end = r->opt_end;
+	while (off + 4 <= end) {
+		uint16_t code = rrc_get16(pkt + off), olen = rrc_get16(pkt + off + 2);
+		if (off + 4 + olen > end)
+			return -1;
+		if (code == RRC_EDNS_OPT_KEEPALIVE && olen == 2)
+			return rrc_get16(pkt + off + 4);
+		off += 4 + (size_t)olen;
+	}
+	return -1;
+}

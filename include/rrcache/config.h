@@ -19,6 +19,7 @@
 #include "rrcache/local.h"
 #include "rrcache/ratelimit.h"
 #include "rrcache/route.h"
+#include "rrcache/tls.h"
 
 /* Limits of the configuration itself, sized far above any real deployment. */
 #define RRC_MAX_LISTEN 64
@@ -27,9 +28,19 @@
 #define RRC_MAX_WORKERS 256
 #define RRC_MAX_UPSTREAM_SOCKETS 64
 
+/* The port of DNS over TLS (RFC 7858 §3.1), and TLS connections per worker and upstream at
+ * most. */
+#define RRC_DOT_PORT 853
+#define RRC_MAX_TLS_CONNS 16
+
 struct rrc_upstream_conf {
 	struct rrc_sockaddr addr;
 	uint32_t weight;
+	bool tls;	    /* DNS over TLS: tls://ADDR[:853][#NAME], or tls: true */
+	char tls_name[256]; /* the name its certificate must have (also SNI): #NAME, its host
+			       name, or its address */
+	uint8_t pins[RRC_TLS_MAX_PINS][RRC_TLS_PIN_LEN]; /* SPKI SHA-256 pins; none: not pinned */
+	unsigned n_pins;
 };
 
 /* Upstream pools chosen by domain (upstream.pools, --forward), besides the default one. */
@@ -174,6 +185,15 @@ struct rrc_config {
 	uint32_t socket_lifetime_ms;	/* and how long it is used at most */
 	uint32_t max_waiters_per_query; /* clients waiting on one query in flight */
 	uint32_t max_waiters;		/* clients waiting, per worker */
+	uint32_t tls_connections;	/* per worker and TLS upstream */
+	uint32_t tls_max_inflight;	/* queries in flight on one TLS connection */
+	uint32_t tls_idle_timeout_ms;	/* an idle TLS connection closes (or at the server's
+					   EDNS keepalive, RFC 7828, if shorter) */
+	struct {
+		char ca_file[256]; /* trust store for TLS upstreams ("": the system's) */
+		bool insecure;	   /* no verification at all (tests only; logged) */
+	} tls;
+	struct rrc_tls_creds *tls_client; /* built when an upstream uses TLS; owned */
 
 	uint64_t cache_size;
 	uint32_t min_ttl, max_ttl, max_negative_ttl;

@@ -102,8 +102,11 @@ const char *rrc_stats_rcode_name(unsigned slot);
 /* One upstream server (by its position in the configuration) as one worker sees it. */
 struct rrc_upstream_stats {
 	uint64_t queries, timeouts, errors;
-	uint64_t outstanding; /* gauge */
-	uint64_t up;	      /* gauge: 1 when this worker counts it up */
+	uint64_t outstanding;	  /* gauge */
+	uint64_t up;		  /* gauge: 1 when this worker counts it up */
+	uint64_t tls_handshakes;  /* TLS upstreams: handshakes completed */
+	uint64_t tls_resumed;	  /* of those, resumed with a session ticket */
+	uint64_t tls_connections; /* gauge: TLS connections open */
 	struct rrc_hist rtt;
 };
 

@@ -308,4 +308,22 @@ size_t rrc_wire_build_query(uint8_t *out, size_t cap, uint16_t id, const uint8_t
 			    size_t qname_len, uint16_t qtype, uint16_t qclass, uint16_t flags,
 			    bool edns, bool do_bit);
 
+/* EDNS options of DNS over TLS: RFC 7828 (TCP keepalive), RFC 7830 (padding). */
+#define RRC_EDNS_OPT_KEEPALIVE 11
+#define RRC_EDNS_OPT_PADDING 12
+/* RFC 8467 §4.1: queries padded to a multiple of 128 octets. */
+#define RRC_PAD_QUERY_BLOCK 128
+
+/*
+ * For a query that ends with an OPT without options (as rrc_wire_build_query writes it):
+ * appends an empty edns-tcp-keepalive option when keepalive, then a padding option that
+ * makes the message a multiple of block octets long. Returns the new length; len when the
+ * query does not end with such an OPT (it goes as it is); 0 when cap is too small.
+ */
+size_t rrc_wire_pad_query(uint8_t *msg, size_t len, size_t cap, unsigned block, bool keepalive);
+
+/* The edns-tcp-keepalive timeout of a checked reply, in units of 100 ms (RFC 7828 §3.2), or
+ * -1 when it has none. */
+int rrc_wire_keepalive(const uint8_t *pkt, const struct rrc_wire_reply *r);
+
 #endif

@@ -931,3 +931,237 @@ def rss_kib(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise RuntimeError("no VmRSS")
+
+
+# ---------------------------------------------------------------- TLS
+
+def make_certs(directory):
+    """A test CA and certificates made for this run (python3-cryptography), in directory:
+    ca.pem; server.pem/.key for dot.test and 127.0.0.1 signed by the CA; expired.pem/.key
+    (the same names, expired yesterday); rogue.pem/.key (the same names, signed by a CA
+    nobody trusts). Returns a dict of paths and "pin", the base64 SHA-256 of server.pem's
+    public key (SPKI)."""
+    import base64
+    import datetime
+    import hashlib
+    import ipaddress
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID, ExtendedKeyUsageOID
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+    day = datetime.timedelta(days=1)
+
+    def key():
+        return ec.generate_private_key(ec.SECP256R1())
+
+    def name(cn):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    def ca(cn):
+        k = key()
+        cert = (x509.CertificateBuilder().subject_name(name(cn)).issuer_name(name(cn))
+                .public_key(k.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - day).not_valid_after(now + 3650 * day)
+                .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+                .add_extension(x509.KeyUsage(False, False, False, False, False, True, True,
+                                             False, False), True)
+                .sign(k, hashes.SHA256()))
+        return k, cert
+
+    def leaf(issuer_key, issuer, before, after):
+        k = key()
+        cert = (x509.CertificateBuilder().subject_name(name("dot.test"))
+                .issuer_name(issuer.subject).public_key(k.public_key())
+                .serial_number(x509.random_serial_number())
+                .not_valid_before(before).not_valid_after(after)
+                .add_extension(x509.SubjectAlternativeName(
+                    [x509.DNSName("dot.test"),
+                     x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                               False)
+                .sign(issuer_key, hashes.SHA256()))
+        return k, cert
+
+    def write(stem, k, cert):
+        cp, kp = os.path.join(directory, stem + ".pem"), os.path.join(directory, stem + ".key")
+        with open(cp, "wb") as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        if k is not None:
+            with open(kp, "wb") as f:
+                f.write(k.private_bytes(serialization.Encoding.PEM,
+                                        serialization.PrivateFormat.PKCS8,
+                                        serialization.NoEncryption()))
+        return cp, kp
+
+    ca_key, ca_cert = ca("rrcache test CA")
+    rogue_key, rogue_ca = ca("rogue CA")
+    out = {"ca": write("ca", None, ca_cert)[0]}
+    k, c = leaf(ca_key, ca_cert, now - day, now + 365 * day)
+    out["cert"], out["key"] = write("server", k, c)
+    spki = c.public_key().public_bytes(serialization.Encoding.DER,
+                                       serialization.PublicFormat.SubjectPublicKeyInfo)
+    out["pin"] = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    k, c = leaf(ca_key, ca_cert, now - 30 * day, now - day)
+    out["expired_cert"], out["expired_key"] = write("expired", k, c)
+    k, c = leaf(rogue_key, rogue_ca, now - day, now + 365 * day)
+    out["rogue_cert"], out["rogue_key"] = write("rogue", k, c)
+    return out
+
+
+class UnboundTls:
+    """unbound as a DNS-over-TLS server on 127.0.0.1:<port> with the given certificate and
+    key, answering the records of local_data itself (a static zone dot.test.); extra lines go
+    into its server: section, tail after it (a forward-zone: clause)."""
+
+    def __init__(self, cert, key, local_data, extra="", tail=""):
+        binary = need("unbound", "unbound")
+        self.dir = tempfile.mkdtemp(prefix="rrc-unbound-tls-")
+        self.port = free_port()
+        conf = f"""server:
+    interface: 127.0.0.1@{self.port}
+    tls-port: {self.port}
+    tls-service-key: "{key}"
+    tls-service-pem: "{cert}"
+    do-daemonize: no
+    username: ""
+    chroot: ""
+    directory: "{self.dir}"
+    pidfile: "{self.dir}/unbound.pid"
+    use-syslog: no
+    logfile: ""
+    verbosity: 1
+    num-threads: 1
+    do-ip6: no
+    do-udp: no
+    access-control: 127.0.0.0/8 allow
+    local-zone: "dot.test." static
+{extra}"""
+        conf += "".join(f'    local-data: "{d}"\n' for d in local_data)
+        conf += "remote-control:\n    control-enable: no\n" + tail
+        self.conf = os.path.join(self.dir, "unbound.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        self.binary = binary
+        self.log = open(os.path.join(self.dir, "unbound.log"), "w")
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen([self.binary, "-d", "-c", self.conf], stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        end = time.time() + 15
+        while True:
+            with socket.socket() as s:
+                s.settimeout(0.3)
+                if s.connect_ex(("127.0.0.1", self.port)) == 0:
+                    break
+            if self.proc.poll() is not None or time.time() > end:
+                self.stop()
+                raise RuntimeError("unbound (TLS) did not start: " +
+                                   open(os.path.join(self.dir, "unbound.log")).read())
+            time.sleep(0.05)
+
+    def kill(self):
+        """Stops it (start() brings it back on the same port)."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def stop(self):
+        self.kill()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class TlsUpstream:
+    """A scriptable DNS-over-TLS server on 127.0.0.1:<port> (Python's ssl, a thread per
+    connection). handler(conn_index, queries) is called with the queries read so far on a
+    connection not answered yet (dns.message objects, in order) and returns the replies to
+    send now (any order, matched by ID; an empty list waits for more queries; None closes
+    the connection). Every
+    connection accepted is counted in .connections, every query in .seen."""
+
+    def __init__(self, cert, key, handler):
+        import ssl
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        self.handler = handler
+        self.port = free_port()
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(16)
+        self.sock.settimeout(0.2)
+        self.connections = 0
+        self.seen = []
+        self.lock = threading.Lock()
+        self.stopping = False
+        self.threads = []
+        self.accepter = threading.Thread(target=self._accept, daemon=True)
+        self.accepter.start()
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                raw, _ = self.sock.accept()
+            except (socket.timeout, OSError):
+                continue
+            with self.lock:
+                idx = self.connections
+                self.connections += 1
+            t = threading.Thread(target=self._serve, args=(raw, idx), daemon=True)
+            t.start()
+            self.threads.append(t)
+
+    def _serve(self, raw, idx):
+        raw.settimeout(0.2)
+        try:
+            conn = self.ctx.wrap_socket(raw, server_side=True)
+        except OSError:
+            raw.close()
+            return
+        buf = b""
+        queries = []
+        try:
+            while not self.stopping:
+                try:
+                    data = conn.recv(65535)
+                except socket.timeout:
+                    continue
+                if not data:
+                    break
+                buf += data
+                while len(buf) >= 2 and len(buf) >= 2 + struct.unpack("!H", buf[:2])[0]:
+                    n = struct.unpack("!H", buf[:2])[0]
+                    q = dns.message.from_wire(buf[2:2 + n])
+                    buf = buf[2 + n:]
+                    queries.append(q)
+                    with self.lock:
+                        self.seen.append(q)
+                replies = self.handler(idx, queries)
+                if replies is None:
+                    break
+                for r in replies:
+                    w = r.to_wire()
+                    conn.sendall(struct.pack("!H", len(w)) + w)
+                answered = {r.id for r in replies}
+                queries = [q for q in queries if q.id not in answered]
+        except OSError:
+            pass
+        finally:
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stopping = True
+        self.accepter.join(2)
+        for t in self.threads:
+            t.join(2)
+        self.sock.close()

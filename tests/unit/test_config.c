@@ -159,19 +159,18 @@ static void expect_error(const char *text, const char *fragment)
 static void test_pools(void **state)
 {
 	char err[RRC_ERR_LEN];
-	struct rrc_config *cfg =
-		build("upstream:\n"
-		      "  pools:\n"
-		      "    - name: corp\n"
-		      "      domains: [corp.example, 10.in-addr.arpa]\n"
-		      "      servers: [\"10.0.0.53\", \"10.0.0.54:5353\"]\n"
-		      "      policy: first-available\n"
-		      "    - domains: b.corp.example\n"
-		      "      name: lab\n"
-		      "      servers: 10.9.0.1\n"
-		      "  servers: [192.0.2.1, 192.0.2.2]\n"
-		      "  policy: least-outstanding\n",
-		      err);
+	struct rrc_config *cfg = build("upstream:\n"
+				       "  pools:\n"
+				       "    - name: corp\n"
+				       "      domains: [corp.example, 10.in-addr.arpa]\n"
+				       "      servers: [\"10.0.0.53\", \"10.0.0.54:5353\"]\n"
+				       "      policy: first-available\n"
+				       "    - domains: b.corp.example\n"
+				       "      name: lab\n"
+				       "      servers: 10.9.0.1\n"
+				       "  servers: [192.0.2.1, 192.0.2.2]\n"
+				       "  policy: least-outstanding\n",
+				       err);
 	if (!cfg)
 		fail_msg("%s", err);
 	assert_int_equal(cfg->n_pools, 3);
@@ -195,8 +194,9 @@ static void test_pools(void **state)
 	const struct {
 		const char *name;
 		unsigned pool;
-	} routes[] = {{"www.corp.example", 1}, {"x.b.corp.example", 2}, {"b.corp.example", 2},
-		      {"corp.example", 1},     {"xcorp.example", 0},    {"5.0.0.10.in-addr.arpa", 1},
+	} routes[] = {{"www.corp.example", 1}, {"x.b.corp.example", 2},
+		      {"b.corp.example", 2},   {"corp.example", 1},
+		      {"xcorp.example", 0},    {"5.0.0.10.in-addr.arpa", 1},
 		      {"www.example.org", 0}};
 	for (size_t i = 0; i < RRC_ARRAY_SIZE(routes); i++) {
 		uint8_t w[256];
@@ -209,12 +209,14 @@ static void test_pools(void **state)
 		     "pool 'a' needs domains and servers");
 	expect_error("upstream:\n  pools:\n    - {domains: [x.test], servers: [192.0.2.9]}\n",
 		     "a pool's name has 1 to 31 characters");
-	expect_error("upstream:\n  pools:\n    - {name: a, domains: [x.test], servers: [192.0.2.9]}\n"
-		     "    - {name: b, domains: [X.test.], servers: [192.0.2.8]}\n",
-		     "domain 'X.test.' is in another pool already");
-	expect_error("upstream:\n  pools:\n    - {name: a, domains: [x.test], servers: [192.0.2.9]}\n"
-		     "    - {name: a, domains: [y.test], servers: [192.0.2.8]}\n",
-		     "pool 'a' given twice");
+	expect_error(
+		"upstream:\n  pools:\n    - {name: a, domains: [x.test], servers: [192.0.2.9]}\n"
+		"    - {name: b, domains: [X.test.], servers: [192.0.2.8]}\n",
+		"domain 'X.test.' is in another pool already");
+	expect_error(
+		"upstream:\n  pools:\n    - {name: a, domains: [x.test], servers: [192.0.2.9]}\n"
+		"    - {name: a, domains: [y.test], servers: [192.0.2.8]}\n",
+		"pool 'a' given twice");
 	expect_error("upstream:\n  pools:\n    - {name: a, domains: [x.test], servers: [192.0.2.9],"
 		     " policy: random}\n",
 		     "unknown policy");
@@ -286,8 +288,8 @@ static void test_local_section(void **state)
 	size_t len;
 	enum rrc_local_source src;
 	rrc_msg_name_from_text("printer.lan", w, &len);
-	size_t n = rrc_local_answer(cfg->local.data, w, len, 1, 1, cfg->route, out, sizeof(out),
-				    &src);
+	size_t n =
+		rrc_local_answer(cfg->local.data, w, len, 1, 1, cfg->route, out, sizeof(out), &src);
 	assert_true(n > 0);
 	assert_int_equal(rrc_get32(out + n - 10), 300); /* the record's TTL: local.ttl */
 	rrc_config_free(cfg);
@@ -332,6 +334,82 @@ static void test_errors(void **state)
 	struct rrc_config_overrides ov = {.resolv_conf = resolv};
 	assert_null(rrc_config_build("/nonexistent/rrcache.yaml", &ov, err));
 	assert_non_null(strstr(err, "/nonexistent/rrcache.yaml"));
+}
+
+/* TLS upstreams: tls://ADDR[:853][#NAME], the map form with tls, name and pins; the name
+ * defaults to the address; the trust store built once; mistakes refused. */
+static void test_tls_upstreams(void **state)
+{
+	char err[RRC_ERR_LEN];
+	char text[1024];
+	snprintf(text, sizeof(text),
+		 "upstream:\n"
+		 "  servers:\n"
+		 "    - tls://192.0.2.1#dns.example\n"
+		 "    - tls://192.0.2.2:8853\n"
+		 "    - tls://[2001:db8::3]\n"
+		 "    - {address: 192.0.2.4, tls: true, name: four.example, pins: "
+		 "[\"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=\"]}\n"
+		 "    - 192.0.2.5\n"
+		 "  tls_connections: 3\n"
+		 "  tls_max_inflight: 50\n"
+		 "  tls_idle_timeout: 2s\n"
+		 "tls:\n"
+		 "  ca_file: %s/ca.pem\n",
+		 RRC_TLS_DIR);
+	struct rrc_config *cfg = build(text, err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->n_upstreams, 5);
+	const struct rrc_upstream_conf *u = cfg->upstreams;
+	assert_true(u[0].tls);
+	assert_string_equal(u[0].tls_name, "dns.example");
+	assert_int_equal(rrc_addr_port(&u[0].addr), 853);
+	assert_true(u[1].tls);
+	assert_string_equal(u[1].tls_name, "192.0.2.2");
+	assert_int_equal(rrc_addr_port(&u[1].addr), 8853);
+	assert_string_equal(u[2].tls_name, "2001:db8::3");
+	assert_int_equal(rrc_addr_port(&u[2].addr), 853);
+	assert_true(u[3].tls);
+	assert_string_equal(u[3].tls_name, "four.example");
+	assert_int_equal(u[3].n_pins, 1);
+	assert_int_equal(u[3].pins[0][31], 31);
+	assert_false(u[4].tls);
+	assert_int_equal(rrc_addr_port(&u[4].addr), 53);
+	assert_int_equal(cfg->tls_connections, 3);
+	assert_int_equal(cfg->tls_max_inflight, 50);
+	assert_int_equal(cfg->tls_idle_timeout_ms, 2000);
+	assert_non_null(cfg->tls_client);
+	rrc_config_free(cfg);
+	/* No TLS upstream: no trust store is read, not even a missing one. */
+	cfg = build("upstream: {servers: [192.0.2.1]}\ntls: {ca_file: /nonexistent.pem}\n", err);
+	assert_non_null(cfg);
+	assert_null(cfg->tls_client);
+	rrc_config_free(cfg);
+	/* --upstream and pools take the same forms. */
+	struct rrc_config_overrides ov = {.resolv_conf = resolv,
+					  .upstream = {"tls://192.0.2.9#nine.example"},
+					  .n_upstream = 1};
+	cfg = rrc_config_build(NULL, &ov, err);
+	assert_non_null(cfg);
+	assert_true(cfg->upstreams[0].tls);
+	assert_string_equal(cfg->upstreams[0].tls_name, "nine.example");
+	rrc_config_free(cfg);
+
+	expect_error("upstream: {servers: [\"192.0.2.1#name\"]}\n", "#NAME needs tls://");
+	expect_error("upstream: {servers: [\"tls://192.0.2.1#\"]}\n", "#NAME needs tls://");
+	expect_error("upstream: {servers: [{address: 192.0.2.1, pins: [abc]}]}\n",
+		     "upstream.servers.pins: want the base64");
+	expect_error("upstream: {servers: [{address: 192.0.2.1, tls: maybe}]}\n",
+		     "upstream.servers.tls: want true or false");
+	expect_error("upstream: {servers: [{address: 192.0.2.1, pins: "
+		     "[AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=]}]}\n",
+		     "pins need a TLS upstream");
+	expect_error(
+		"upstream: {servers: [\"tls://192.0.2.1\"]}\ntls: {ca_file: /nonexistent.pem}\n",
+		"tls.ca_file: /nonexistent.pem");
+	expect_error("upstream: {servers: [192.0.2.1], tls_connections: 17}\n",
+		     "upstream.tls_connections: 17 is out of range");
 }
 
 /* dynblock: defaults off; values taken; the prefix lengths come from ratelimit (cfg_ref);
@@ -752,6 +830,7 @@ int main(void)
 		cmocka_unit_test(test_full_file),
 		cmocka_unit_test(test_errors),
 		cmocka_unit_test(test_dynblock_section),
+		cmocka_unit_test(test_tls_upstreams),
 		cmocka_unit_test(test_pools),
 		cmocka_unit_test(test_forward_flag),
 		cmocka_unit_test(test_local_section),

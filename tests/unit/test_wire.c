@@ -513,6 +513,50 @@ static void test_build_query(void **state)
 		rrc_wire_build_query(out, 10, 1, name, sizeof(name), 1, 1, 0, false, false), 0);
 }
 
+/* RFC 8467 / RFC 7828: a query padded to 128 octets with a keepalive option before the
+ * padding; a message that does not end with an empty OPT goes as it is; the keepalive of a
+ * reply read back. */
+static void test_pad_and_keepalive(void **state)
+{
+	uint8_t out[600];
+	const uint8_t name[] = {3, 'w', 'w', 'w', 7, 'e', 'x', 'a', 'm', 'p', 'l', 'e', 0};
+	size_t n = rrc_wire_build_query(out, sizeof(out), 9, name, sizeof(name), 1, 1, RRC_F_RD,
+					true, false);
+	size_t p = rrc_wire_pad_query(out, n, sizeof(out), RRC_PAD_QUERY_BLOCK, true);
+	assert_int_equal(p, 128);
+	struct rrc_wire_query q;
+	enum rrc_wire_reason why;
+	assert_int_equal(rrc_wire_check_query(out, p, &q, &why), RRC_WIRE_OK);
+	assert_true(q.has_edns);
+	assert_int_equal(rrc_get16(out + n), RRC_EDNS_OPT_KEEPALIVE);
+	assert_int_equal(rrc_get16(out + n + 4), RRC_EDNS_OPT_PADDING);
+	assert_int_equal(rrc_get16(out + n - 2), p - n);
+	/* Without keepalive; a block of 468 (RFC 8467's for answers). */
+	n = rrc_wire_build_query(out, sizeof(out), 9, name, sizeof(name), 1, 1, 0, true, true);
+	assert_int_equal(rrc_wire_pad_query(out, n, sizeof(out), 468, false), 468);
+	/* Too small a buffer: 0. No OPT at the end: unchanged. */
+	n = rrc_wire_build_query(out, sizeof(out), 9, name, sizeof(name), 1, 1, 0, true, false);
+	assert_int_equal(rrc_wire_pad_query(out, n, 100, 128, true), 0);
+	n = rrc_wire_build_query(out, sizeof(out), 9, name, sizeof(name), 1, 1, 0, false, false);
+	assert_int_equal(rrc_wire_pad_query(out, n, sizeof(out), 128, true), n);
+
+	/* A reply whose OPT has a padding option, then keepalive 1234 (123.4 s). */
+	n = rrc_wire_build_query(out, sizeof(out), 9, name, sizeof(name), 1, 1, 0, true, false);
+	rrc_put16(out + 2, RRC_F_QR);
+	static const uint8_t opts[] = {0, 12, 0, 2, 0, 0, 0, 11, 0, 2, 0x04, 0xd2};
+	memcpy(out + n, opts, sizeof(opts));
+	rrc_put16(out + n - 2, sizeof(opts));
+	struct rrc_wire_reply r;
+	assert_int_equal(rrc_wire_check_reply(out, n + sizeof(opts), &r), 0);
+	assert_int_equal(rrc_wire_keepalive(out, &r), 1234);
+	rrc_put16(out + n + 8, 3); /* a keepalive of the wrong length: none */
+	assert_int_equal(rrc_wire_keepalive(out, &r), -1);
+	n = rrc_wire_build_query(out, sizeof(out), 9, name, sizeof(name), 1, 1, 0, false, false);
+	rrc_put16(out + 2, RRC_F_QR);
+	assert_int_equal(rrc_wire_check_reply(out, n, &r), 0);
+	assert_int_equal(rrc_wire_keepalive(out, &r), -1);
+}
+
 /* A reply carrying a TSIG is refused: rrcache signs nothing, and ldns 1.8.3 leaks on
  * malformed TSIG records (found by fuzz_reply; the input is in corpus_reply). */
 static void test_reply_with_tsig_refused(void **state)
@@ -547,6 +591,7 @@ int main(void)
 		cmocka_unit_test(test_name_bounds),
 		cmocka_unit_test(test_set_ttls),
 		cmocka_unit_test(test_build_query),
+		cmocka_unit_test(test_pad_and_keepalive),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
