@@ -42,6 +42,7 @@ static const struct rrc_config rrc_config_defaults = {
 	.tls_connections = 2,
 	.tls_max_inflight = 128,
 	.tls_idle_timeout_ms = 10000,
+	.tls = {.handshake_timeout_ms = 5000},
 	.cache_size = 64ull << 20,
 	.min_ttl = 0,
 	.max_ttl = 86400,
@@ -381,6 +382,7 @@ enum kind {
 	K_LOG_TARGET,
 	K_LOG_FORMAT,
 	K_LISTEN,
+	K_LISTEN_TLS,
 	K_SERVERS,
 	K_ALLOW,
 	K_DENY,
@@ -435,10 +437,15 @@ static const struct key upstream_keys[] = {
 	{"tls_idle_timeout", K_DURATION, F(tls_idle_timeout_ms), 100, 3600000, NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
 
-static const struct key tls_keys[] = {{"ca_file", K_STRING, F(tls.ca_file), 0,
-				       sizeof(((struct rrc_config *)0)->tls.ca_file), NULL},
-				      {"insecure", K_BOOL, F(tls.insecure), 0, 1, NULL},
-				      {NULL, 0, 0, 0, 0, NULL}};
+#define FTS(field) F(tls.field), 0, sizeof(((struct rrc_config *)0)->tls.field)
+
+static const struct key tls_keys[] = {
+	{"ca_file", K_STRING, FTS(ca_file), NULL},
+	{"insecure", K_BOOL, F(tls.insecure), 0, 1, NULL},
+	{"cert_file", K_STRING, FTS(cert_file), NULL},
+	{"key_file", K_STRING, FTS(key_file), NULL},
+	{"handshake_timeout", K_DURATION, F(tls.handshake_timeout_ms), 100, 60000, NULL},
+	{NULL, 0, 0, 0, 0, NULL}};
 
 static const struct key cache_keys[] = {
 	{"size", K_SIZE, F(cache_size), 1ull << 16, 1ull << 40, NULL},
@@ -569,6 +576,7 @@ static const struct key top_keys[] = {
 	{"user", K_STRING, F(user), 0, sizeof(((struct rrc_config *)0)->user), NULL},
 	{"group", K_STRING, F(group), 0, sizeof(((struct rrc_config *)0)->group), NULL},
 	{"listen", K_LISTEN, 0, 0, 0, NULL},
+	{"listen_tls", K_LISTEN_TLS, 0, 0, 0, NULL},
 	{"upstream", K_SECTION, 0, 0, 0, upstream_keys},
 	{"cache", K_SECTION, 0, 0, 0, cache_keys},
 	{"tcp", K_SECTION, 0, 0, 0, tcp_keys},
@@ -609,6 +617,17 @@ __attribute__((format(printf, 4, 5))) static int fail(struct ctx *c, const yaml_
 static const char *scalar(const yaml_node_t *n)
 {
 	return n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
+}
+
+static int add_listen_tls(struct ctx *c, const yaml_node_t *n, const char *key, const char *s)
+{
+	struct rrc_config *cfg = c->cfg;
+	if (cfg->n_listen_tls >= RRC_MAX_LISTEN)
+		return fail(c, n, key, "more than %d addresses", RRC_MAX_LISTEN);
+	if (rrc_addr_parse(s, RRC_DOT_PORT, &cfg->listen_tls[cfg->n_listen_tls]))
+		return fail(c, n, key, "bad address '%.60s' (want 192.0.2.1:853 or [::1]:853)", s);
+	cfg->n_listen_tls++;
+	return 0;
 }
 
 static int add_listen(struct ctx *c, const yaml_node_t *n, const char *key, const char *s)
@@ -891,6 +910,8 @@ static int walk_list(struct ctx *c, const yaml_node_t *n, const char *key, enum 
 			return fail(c, item, key, "expected a plain value");
 		} else if (kind == K_LISTEN) {
 			rc = add_listen(c, item, key, s);
+		} else if (kind == K_LISTEN_TLS) {
+			rc = add_listen_tls(c, item, key, s);
 		} else if (kind == K_SERVERS) {
 			rc = add_server(c, item, key, s, 1, false, NULL, NULL, 0);
 		} else if (kind == K_STATS_ALLOW) {
@@ -1271,9 +1292,9 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 	}
 	if (k->kind == K_GROUPS)
 		return walk_groups(c, v, path);
-	if (k->kind == K_LISTEN || k->kind == K_SERVERS || k->kind == K_ALLOW ||
-	    k->kind == K_DENY || k->kind == K_STATS_ALLOW || k->kind == K_BLOCKLISTS ||
-	    k->kind == K_ALLOWLISTS || k->kind == K_EXEMPT) {
+	if (k->kind == K_LISTEN || k->kind == K_LISTEN_TLS || k->kind == K_SERVERS ||
+	    k->kind == K_ALLOW || k->kind == K_DENY || k->kind == K_STATS_ALLOW ||
+	    k->kind == K_BLOCKLISTS || k->kind == K_ALLOWLISTS || k->kind == K_EXEMPT) {
 		if (v->type == YAML_SCALAR_NODE && scalar(v)[0] == '\0')
 			return 0; /* an empty value: an empty list */
 		return walk_list(c, v, path, k->kind);
@@ -1891,6 +1912,21 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 				"tls.insecure: the certificates of TLS upstreams are not verified; "
 				"anyone on the path can answer for them (for tests only)");
 	}
+	/* The certificate clients are shown, read again at each reload (a renewed one is
+	 * served to new connections without a restart). */
+	if (cfg->n_listen_tls) {
+		char why[RRC_ERR_LEN];
+		if (!cfg->tls.cert_file[0] || !cfg->tls.key_file[0]) {
+			snprintf(err, RRC_ERR_LEN,
+				 "listen_tls needs tls.cert_file and tls.key_file");
+			return -EINVAL;
+		}
+		cfg->tls_server = rrc_tls_server_creds(cfg->tls.cert_file, cfg->tls.key_file, why);
+		if (!cfg->tls_server) {
+			snprintf(err, RRC_ERR_LEN, "tls.cert_file: %.480s", why);
+			return -EINVAL;
+		}
+	}
 	if (!acl_given) {
 		cfg->acl_rules = calloc(16, sizeof(*cfg->acl_rules));
 		if (!cfg->acl_rules) {
@@ -2107,6 +2143,7 @@ void rrc_config_free(struct rrc_config *cfg)
 	free(cfg->local.hosts_files);
 	rrc_local_destroy(cfg->local.data);
 	rrc_tls_creds_unref(cfg->tls_client);
+	rrc_tls_creds_unref(cfg->tls_server);
 	free(cfg->ratelimit.exempt);
 	free(cfg->acl_rules);
 	free(cfg->stats.allow);

@@ -14,6 +14,7 @@
 #include "rrcache/env.h"
 #include "rrcache/frame.h"
 #include "rrcache/log.h"
+#include "rrcache/tls.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -60,6 +61,7 @@ struct tcp_sock {
 	uv_tcp_t reject;
 	bool reject_busy; /* reject is open or closing */
 	bool reject_owed; /* a connection waits for reject to be free */
+	bool tls;	  /* DNS over TLS (listen_tls) */
 };
 
 struct conn {
@@ -77,10 +79,11 @@ struct conn {
 	unsigned closes;	  /* handle closes outstanding */
 	bool reading;
 	bool closing;
-	bool admitted;	   /* counted by the connection limit */
-	bool done_reading; /* limit reached or EOF: close when pending is 0 */
-	bool at_limit;	   /* tcp.max_queries_per_connection reached: end with a FIN */
-	bool shutting;	   /* our FIN is on its way; the client's input is discarded */
+	bool admitted;	     /* counted by the connection limit */
+	bool done_reading;   /* limit reached or EOF: close when pending is 0 */
+	bool at_limit;	     /* tcp.max_queries_per_connection reached: end with a FIN */
+	bool shutting;	     /* our FIN is on its way; the client's input is discarded */
+	struct rrc_tls *tls; /* DNS over TLS: the session (NULL over plain TCP) */
 };
 
 struct rrc_listeners {
@@ -110,6 +113,8 @@ struct rrc_listeners {
 	uint8_t rbuf[RRC_UDP_BATCH][RRC_UDP_RECV_MAX];
 	struct udp_batch send;
 	uint8_t tcp_out[RRC_WIRE_MAX_MSG + 2];
+	uint8_t tls_in[RRC_WIRE_MAX_MSG + 1];	 /* TLS records being read */
+	uint8_t tls_frame[RRC_WIRE_MAX_MSG + 2]; /* an answer framed before it is encrypted */
 };
 
 static inline uint64_t now_us(void)
@@ -452,6 +457,7 @@ static void conn_free_if_unused(struct conn *c)
 	if (c->closing && c->closes == 0 && c->refs == 0 && !c->shutting) {
 		struct rrc_listeners *l = c->l;
 		rrc_frame_free(&c->in);
+		rrc_tls_free(c->tls);
 		free(c);
 		l->conn_objs--;
 		maybe_free_set(l);
@@ -553,20 +559,22 @@ static void on_tcp_written(uv_write_t *req, int status)
 	conn_free_if_unused(c);
 }
 
-/* Sends one framed message (RFC 1035 §4.2.2); partial writes are libuv's to finish. */
-static void tcp_send(struct conn *c, const uint8_t *msg, size_t len)
+/* A write of len bytes for c, its data to be filled in; NULL (and c closed) without memory. */
+static struct tcp_write *write_new(struct conn *c, size_t len)
 {
-	if (c->closing || len == 0 || len > RRC_WIRE_MAX_MSG)
-		return;
-	struct tcp_write *tw = malloc(sizeof(*tw) + 2 + len);
+	struct tcp_write *tw = malloc(sizeof(*tw) + len);
 	if (!tw) {
 		conn_close(c);
-		return;
+		return NULL;
 	}
 	tw->conn = c;
-	rrc_put16(tw->data, (uint16_t)len);
-	memcpy(tw->data + 2, msg, len);
-	uv_buf_t b = uv_buf_init((char *)tw->data, (unsigned)(len + 2));
+	return tw;
+}
+
+/* Sends a write made by write_new; partial writes are libuv's to finish. */
+static void write_submit(struct conn *c, struct tcp_write *tw, size_t len)
+{
+	uv_buf_t b = uv_buf_init((char *)tw->data, (unsigned)len);
 	if (uv_write(&tw->req, (uv_stream_t *)&c->handle, &b, 1, on_tcp_written) != 0) {
 		free(tw);
 		conn_close(c);
@@ -577,6 +585,43 @@ static void tcp_send(struct conn *c, const uint8_t *msg, size_t len)
 		/* The client does not read its answers; stop spending memory on it. */
 		conn_close(c);
 	}
+}
+
+/* Writes what the TLS session has for the client. */
+static void tls_flush(struct conn *c)
+{
+	uint8_t *data;
+	size_t n = rrc_tls_take_output(c->tls, &data);
+	struct tcp_write *tw = n && !c->closing ? write_new(c, n) : NULL;
+	if (tw) {
+		memcpy(tw->data, data, n);
+		write_submit(c, tw, n);
+	}
+	free(data);
+}
+
+/* Sends one framed message (RFC 1035 §4.2.2), inside TLS on a DNS-over-TLS connection. */
+static void tcp_send(struct conn *c, const uint8_t *msg, size_t len)
+{
+	if (c->closing || len == 0 || len > RRC_WIRE_MAX_MSG)
+		return;
+	if (c->tls) {
+		uint8_t *f = c->l->tls_frame;
+		rrc_put16(f, (uint16_t)len);
+		memcpy(f + 2, msg, len);
+		if (rrc_tls_write(c->tls, f, len + 2) != RRC_TLS_OK) {
+			conn_close(c);
+			return;
+		}
+		tls_flush(c);
+		return;
+	}
+	struct tcp_write *tw = write_new(c, 2 + len);
+	if (!tw)
+		return;
+	rrc_put16(tw->data, (uint16_t)len);
+	memcpy(tw->data + 2, msg, len);
+	write_submit(c, tw, 2 + len);
 }
 
 static void tcp_hold(struct rrc_client *cl)
@@ -638,11 +683,11 @@ static void stop_reading(struct conn *c)
 	c->done_reading = true;
 }
 
+static void conn_messages(struct conn *c);
+
 static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
 	struct conn *c = s->data;
-	struct rrc_listeners *l = c->l;
-	const struct rrc_config *cfg = rrc_env_cfg(l->env);
 	if (nread == 0)
 		return;
 	if (nread < 0 || !buf->base) {
@@ -655,6 +700,14 @@ static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		return;
 	}
 	rrc_frame_added(&c->in, (size_t)nread);
+	conn_messages(c);
+}
+
+/* Hands each complete message of the connection's input to the query handler. */
+static void conn_messages(struct conn *c)
+{
+	struct rrc_listeners *l = c->l;
+	const struct rrc_config *cfg = rrc_env_cfg(l->env);
 	const uint8_t *msg;
 	size_t mlen;
 	while (!c->closing && !c->done_reading && rrc_frame_next(&c->in, &msg, &mlen)) {
@@ -678,6 +731,87 @@ static void on_tcp_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 	}
 	rrc_frame_compact(&c->in);
 	conn_maybe_finish(c);
+}
+
+/* ---- DNS over TLS (RFC 7858) ---- */
+
+static void on_tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+	struct conn *c = h->data;
+	buf->base = (char *)c->l->tls_in;
+	buf->len = sizeof(c->l->tls_in);
+}
+
+static void on_handshake_timeout(uv_timer_t *t)
+{
+	struct conn *c = t->data;
+	c->l->env->st->dot_handshake_timeouts++;
+	conn_close(c);
+}
+
+static void on_tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
+{
+	struct conn *c = s->data;
+	struct rrc_listeners *l = c->l;
+	const struct rrc_config *cfg = rrc_env_cfg(l->env);
+	if (nread == 0)
+		return;
+	if (nread < 0) {
+		stop_reading(c);
+		if (nread != UV_EOF || !rrc_tls_ready(c->tls))
+			conn_close(c);
+		else
+			conn_maybe_finish(c);
+		return;
+	}
+	if (rrc_tls_feed(c->tls, (const uint8_t *)buf->base, (size_t)nread) != 0) {
+		conn_close(c);
+		return;
+	}
+	if (!rrc_tls_ready(c->tls)) {
+		enum rrc_tls_status hs = rrc_tls_handshake(c->tls);
+		tls_flush(c);
+		if (hs == RRC_TLS_ERROR) {
+			l->env->st->dot_handshake_failures++;
+			rrc_log(RRC_LOG_DEBUG, RRC_LG_LISTEN,
+				"TLS handshake with a client failed: %s", rrc_tls_error(c->tls));
+			conn_close(c);
+			return;
+		}
+		if (hs != RRC_TLS_OK || c->closing)
+			return;
+		l->env->st->dot_handshakes++;
+		if (rrc_tls_resumed(c->tls))
+			l->env->st->dot_resumed++;
+		uv_timer_start(&c->idle, on_idle, cfg->tcp_idle_timeout_ms, 0);
+	}
+	for (;;) {
+		uint8_t *at;
+		size_t room, got = 0;
+		if (rrc_frame_room(&c->in, RRC_TCP_RBUF_INITIAL, &at, &room) != 0 || room == 0) {
+			conn_close(c);
+			return;
+		}
+		enum rrc_tls_status rs = rrc_tls_read(c->tls, at, room, &got);
+		if (rs == RRC_TLS_OK) {
+			rrc_frame_added(&c->in, got);
+			conn_messages(c);
+			if (c->closing || c->done_reading)
+				break;
+			continue;
+		}
+		if (rs == RRC_TLS_AGAIN)
+			break;
+		/* close_notify: the client sent all it will; an error ends it. */
+		stop_reading(c);
+		if (rs == RRC_TLS_CLOSED)
+			conn_maybe_finish(c);
+		else
+			conn_close(c);
+		break;
+	}
+	if (!c->closing)
+		tls_flush(c);
 }
 
 static void refuse(struct tcp_sock *ts);
@@ -766,6 +900,25 @@ static void on_connection(uv_stream_t *server, int status)
 	st->tcp_accepted++;
 	st->tcp_open++;
 	uv_tcp_nodelay(&c->handle, 1);
+	if (ts->tls) {
+		/* The certificate of the configuration in force: a reload's new one serves new
+		 * connections, the others keep theirs. */
+		static const char *const alpn[] = {"dot", NULL};
+		char err[RRC_ERR_LEN];
+		c->tls = cfg->tls_server ? rrc_tls_server(cfg->tls_server, alpn, err) : NULL;
+		if (!c->tls) {
+			conn_close(c);
+			return;
+		}
+		c->client.tls = true;
+		uv_timer_start(&c->idle, on_handshake_timeout, cfg->tls.handshake_timeout_ms, 0);
+		if (uv_read_start((uv_stream_t *)&c->handle, on_tls_alloc, on_tls_read) != 0) {
+			conn_close(c);
+			return;
+		}
+		c->reading = true;
+		return;
+	}
 	uv_timer_start(&c->idle, on_idle, cfg->tcp_idle_timeout_ms, 0);
 	if (uv_read_start((uv_stream_t *)&c->handle, on_tcp_alloc, on_tcp_read) != 0) {
 		conn_close(c);
@@ -802,7 +955,7 @@ struct rrc_listeners *rrc_listeners_create(const struct rrc_env *env, struct rrc
 	l->on_query = fn;
 	l->ctx = ctx;
 	l->udp = calloc(cfg->n_listen, sizeof(*l->udp));
-	l->tcp = calloc(cfg->n_listen, sizeof(*l->tcp));
+	l->tcp = calloc(cfg->n_listen + cfg->n_listen_tls + 1, sizeof(*l->tcp));
 	if (!l->udp || !l->tcp) {
 		snprintf(err, RRC_ERR_LEN, "out of memory");
 		goto fail;
@@ -837,6 +990,23 @@ struct rrc_listeners *rrc_listeners_create(const struct rrc_env *env, struct rrc
 		struct tcp_sock *ts = &l->tcp[i];
 		ts->l = l;
 		int fd = open_socket(&cfg->listen[i], SOCK_STREAM, err);
+		if (fd < 0)
+			goto fail;
+		uv_tcp_init(env->loop, &ts->handle);
+		ts->handle.data = ts;
+		l->n_tcp++;
+		if (uv_tcp_open(&ts->handle, fd) != 0) {
+			close(fd);
+			snprintf(err, RRC_ERR_LEN, "cannot use a TCP socket");
+			goto fail;
+		}
+	}
+	/* DNS over TLS: TCP sockets only. */
+	for (unsigned i = 0; i < cfg->n_listen_tls; i++) {
+		struct tcp_sock *ts = &l->tcp[l->n_tcp];
+		ts->l = l;
+		ts->tls = true;
+		int fd = open_socket(&cfg->listen_tls[i], SOCK_STREAM, err);
 		if (fd < 0)
 			goto fail;
 		uv_tcp_init(env->loop, &ts->handle);

@@ -702,9 +702,15 @@ int main(int argc, char **argv)
 	raise_fd_limit();
 	fit_descriptors(cfg);
 
-	char up[64], lst[64];
+	char up[64], lst[64], dot[160] = "";
 	rrc_addr_format(&cfg->upstreams[0].addr, up, sizeof(up));
 	rrc_addr_format(&cfg->listen[0], lst, sizeof(lst));
+	if (cfg->n_listen_tls) {
+		char a[64];
+		rrc_addr_format(&cfg->listen_tls[0], a, sizeof(a));
+		snprintf(dot, sizeof(dot), ", DNS over TLS on %s (%u address(es))", a,
+			 cfg->n_listen_tls);
+	}
 	unsigned workers = cfg->workers, n_up = cfg->n_upstreams, n_listen = cfg->n_listen;
 	char run_user[sizeof(cfg->user)], run_group[sizeof(cfg->group)];
 	memcpy(run_user, cfg->user, sizeof(run_user));
@@ -772,9 +778,9 @@ int main(int argc, char **argv)
 	}
 	if (rc == 0) {
 		rrc_log(RRC_LOG_INFO, RRC_LG_MAIN,
-			"rrcache %s ready: %u worker(s), listening on %s (%u address(es)), "
+			"rrcache %s ready: %u worker(s), listening on %s (%u address(es))%s, "
 			"upstream %s (%u server(s))",
-			RRC_VERSION, workers, lst, n_listen, up, n_up);
+			RRC_VERSION, workers, lst, n_listen, dot, up, n_up);
 		char status[160];
 		snprintf(status, sizeof(status),
 			 "answering on %s (%u address(es)), %u worker(s), %u upstream(s)", lst,

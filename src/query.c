@@ -141,6 +141,7 @@ static inline void tap_client(const struct rrc_env *env, enum rrc_dnstap_type ty
 		return;
 	struct rrc_dnstap_msg m = {.type = type,
 				   .tcp = c->tcp,
+				   .tls = c->tls,
 				   .query_addr = &c->peer.sa,
 				   .response_addr = c->local_addr,
 				   .query_time_us = rrc_tap_wall_us(env->tap, c->start_us),
@@ -987,7 +988,9 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 	struct rrc_wire_query wq;
 	enum rrc_wire_reason reason;
 
-	if (c->tcp)
+	if (c->tls)
+		st->queries_dot++;
+	else if (c->tcp)
 		st->queries_tcp++;
 	else
 		st->queries_udp++;

@@ -185,6 +185,9 @@ int rrc_server_reload(struct rrc_server *s, struct rrc_config *cfg)
 	bool listen_same = cfg->n_listen == old->n_listen;
 	for (unsigned i = 0; listen_same && i < cfg->n_listen; i++)
 		listen_same = rrc_addr_equal(&cfg->listen[i], &old->listen[i]);
+	listen_same = listen_same && cfg->n_listen_tls == old->n_listen_tls;
+	for (unsigned i = 0; listen_same && i < cfg->n_listen_tls; i++)
+		listen_same = rrc_addr_equal(&cfg->listen_tls[i], &old->listen_tls[i]);
 	if (!listen_same)
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
 			"listen addresses changed: they take effect at the next restart");

@@ -187,6 +187,7 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	family(b, "queries_total", "counter", "Client queries received, by transport.");
 	rrc_buf_printf(b, "rrcache_queries_total{transport=\"udp\"} %llu\n", U(s->queries_udp));
 	rrc_buf_printf(b, "rrcache_queries_total{transport=\"tcp\"} %llu\n", U(s->queries_tcp));
+	rrc_buf_printf(b, "rrcache_queries_total{transport=\"dot\"} %llu\n", U(s->queries_dot));
 	family(b, "queries_by_type_total", "counter",
 	       "Well-formed client queries, by query type (a fixed set, the rest as other).");
 	for (unsigned i = 0; i < RRC_QT_COUNT; i++)
@@ -406,6 +407,18 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	rrc_buf_printf(b, "rrcache_tcp_connections_total{outcome=\"closed_idle\"} %llu\n",
 		       U(s->tcp_closed_idle));
 	single(b, "tcp_connections_open", "gauge", "TCP client connections open now.", s->tcp_open);
+	single(b, "dot_handshakes_total", "counter",
+	       "TLS handshakes completed with DNS-over-TLS clients (listen_tls).",
+	       s->dot_handshakes);
+	single(b, "dot_resumed_total", "counter",
+	       "Of those, handshakes that resumed a session with a ticket.", s->dot_resumed);
+	family(b, "dot_handshake_failures_total", "counter",
+	       "DNS-over-TLS clients whose handshake failed, or did not end within "
+	       "tls.handshake_timeout.");
+	rrc_buf_printf(b, "rrcache_dot_handshake_failures_total{reason=\"failed\"} %llu\n",
+		       U(s->dot_handshake_failures));
+	rrc_buf_printf(b, "rrcache_dot_handshake_failures_total{reason=\"timeout\"} %llu\n",
+		       U(s->dot_handshake_timeouts));
 
 	family(b, "dnstap_messages_total", "counter",
 	       "dnstap messages queued for the log, and dropped because its queue was full.");
@@ -519,7 +532,8 @@ void rrc_stats_json(const struct rrc_stats_view *v, struct rrc_buf *b)
 	rrc_buf_printf(b, "\"queries\":{");
 	json_kv(b, "udp", s->queries_udp, true);
 	json_kv(b, "tcp", s->queries_tcp, true);
-	json_kv(b, "total", s->queries_udp + s->queries_tcp, false);
+	json_kv(b, "dot", s->queries_dot, true);
+	json_kv(b, "total", s->queries_udp + s->queries_tcp + s->queries_dot, false);
 	rrc_buf_printf(b, "},\"qtypes\":{");
 	for (unsigned i = 0; i < RRC_QT_COUNT; i++)
 		json_kv(b, rrc_stats_qtype_name(i), s->qtype[i], i + 1 < RRC_QT_COUNT);

@@ -49,6 +49,7 @@ struct rrc_client {
 		*local_addr;	  /* the address listened on (for the query log), or NULL */
 	uint64_t start_us;	  /* arrival, uv_hrtime() / 1000 */
 	bool tcp;		  /* a stream transport: answers up to 65535 bytes */
+	bool tls;		  /* over TLS (DNS over TLS; tcp is set too) */
 	struct rrc_pktinfo local; /* where a UDP query arrived */
 	struct rrc_sockaddr peer; /* the client's address and port */
 };

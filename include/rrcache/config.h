@@ -160,6 +160,8 @@ struct rrc_config {
 
 	struct rrc_sockaddr listen[RRC_MAX_LISTEN];
 	unsigned n_listen;
+	struct rrc_sockaddr listen_tls[RRC_MAX_LISTEN]; /* DNS over TLS for clients (port 853) */
+	unsigned n_listen_tls;
 
 	struct rrc_upstream_conf
 		upstreams[RRC_MAX_UPSTREAMS]; /* every pool's, the default's first */
@@ -190,10 +192,15 @@ struct rrc_config {
 	uint32_t tls_idle_timeout_ms;	/* an idle TLS connection closes (or at the server's
 					   EDNS keepalive, RFC 7828, if shorter) */
 	struct {
-		char ca_file[256]; /* trust store for TLS upstreams ("": the system's) */
-		bool insecure;	   /* no verification at all (tests only; logged) */
+		char ca_file[256];   /* trust store for TLS upstreams ("": the system's) */
+		bool insecure;	     /* no verification at all (tests only; logged) */
+		char cert_file[256]; /* listen_tls: the certificate chain (PEM) */
+		char key_file[256];  /* and its key */
+		uint32_t handshake_timeout_ms; /* a client's handshake must end within it */
 	} tls;
 	struct rrc_tls_creds *tls_client; /* built when an upstream uses TLS; owned */
+	struct rrc_tls_creds *tls_server; /* built when listen_tls is set (each reload reads the
+					     files again); owned */
 
 	uint64_t cache_size;
 	uint32_t min_ttl, max_ttl, max_negative_ttl;

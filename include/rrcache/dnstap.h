@@ -31,6 +31,7 @@ enum rrc_dnstap_type {
 struct rrc_dnstap_msg {
 	enum rrc_dnstap_type type;
 	bool tcp;
+	bool tls;			      /* DNS over TLS: the socket protocol DOT */
 	const struct sockaddr *query_addr;    /* may be NULL */
 	const struct sockaddr *response_addr; /* may be NULL */
 	uint64_t query_time_us;		      /* wall clock, 0 when unknown */

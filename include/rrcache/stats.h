@@ -116,7 +116,9 @@ struct rrc_upstream_stats {
  * scrape may see a counter one increment behind, never a torn one on a 64-bit machine.
  */
 struct rrc_worker_stats {
-	uint64_t queries_udp, queries_tcp;
+	uint64_t queries_udp, queries_tcp, queries_dot;
+	uint64_t dot_handshakes, dot_resumed; /* DNS over TLS clients: handshakes completed */
+	uint64_t dot_handshake_failures, dot_handshake_timeouts;
 	uint64_t qtype[RRC_QT_COUNT]; /* queries that passed the checks, by type */
 	uint64_t rcode[RRC_RC_COUNT]; /* answers sent, by rcode */
 	uint64_t answered;

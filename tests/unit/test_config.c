@@ -410,6 +410,29 @@ static void test_tls_upstreams(void **state)
 		"tls.ca_file: /nonexistent.pem");
 	expect_error("upstream: {servers: [192.0.2.1], tls_connections: 17}\n",
 		     "upstream.tls_connections: 17 is out of range");
+
+	/* listen_tls: port 853 unless given; the certificate read once per configuration. */
+	snprintf(
+		text, sizeof(text),
+		"listen_tls: [127.0.0.1, \"[::1]:8853\"]\n"
+		"upstream: {servers: [192.0.2.1]}\n"
+		"tls: {cert_file: %s/server.pem, key_file: %s/server.key, handshake_timeout: 2s}\n",
+		RRC_TLS_DIR, RRC_TLS_DIR);
+	cfg = build(text, err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->n_listen_tls, 2);
+	assert_int_equal(rrc_addr_port(&cfg->listen_tls[0]), 853);
+	assert_int_equal(rrc_addr_port(&cfg->listen_tls[1]), 8853);
+	assert_non_null(cfg->tls_server);
+	assert_int_equal(cfg->tls.handshake_timeout_ms, 2000);
+	rrc_config_free(cfg);
+	expect_error("listen_tls: [127.0.0.1]\nupstream: {servers: [192.0.2.1]}\n",
+		     "listen_tls needs tls.cert_file and tls.key_file");
+	expect_error("listen_tls: [127.0.0.1]\nupstream: {servers: [192.0.2.1]}\n"
+		     "tls: {cert_file: /nonexistent.pem, key_file: /nonexistent.key}\n",
+		     "tls.cert_file: /nonexistent.pem");
+	expect_error("listen_tls: [nowhere]\n", "listen_tls: bad address");
 }
 
 /* dynblock: defaults off; values taken; the prefix lengths come from ratelimit (cfg_ref);
