@@ -383,6 +383,7 @@ enum kind {
 	K_LOG_FORMAT,
 	K_LISTEN,
 	K_LISTEN_TLS,
+	K_LISTEN_HTTPS,
 	K_SERVERS,
 	K_ALLOW,
 	K_DENY,
@@ -577,6 +578,7 @@ static const struct key top_keys[] = {
 	{"group", K_STRING, F(group), 0, sizeof(((struct rrc_config *)0)->group), NULL},
 	{"listen", K_LISTEN, 0, 0, 0, NULL},
 	{"listen_tls", K_LISTEN_TLS, 0, 0, 0, NULL},
+	{"listen_https", K_LISTEN_HTTPS, 0, 0, 0, NULL},
 	{"upstream", K_SECTION, 0, 0, 0, upstream_keys},
 	{"cache", K_SECTION, 0, 0, 0, cache_keys},
 	{"tcp", K_SECTION, 0, 0, 0, tcp_keys},
@@ -619,14 +621,19 @@ static const char *scalar(const yaml_node_t *n)
 	return n->type == YAML_SCALAR_NODE ? (const char *)n->data.scalar.value : NULL;
 }
 
-static int add_listen_tls(struct ctx *c, const yaml_node_t *n, const char *key, const char *s)
+/* An address of listen_tls, or of listen_https (https). */
+static int add_listen_tls(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
+			  bool https)
 {
 	struct rrc_config *cfg = c->cfg;
-	if (cfg->n_listen_tls >= RRC_MAX_LISTEN)
+	unsigned *count = https ? &cfg->n_listen_https : &cfg->n_listen_tls;
+	struct rrc_sockaddr *to = https ? cfg->listen_https : cfg->listen_tls;
+	if (*count >= RRC_MAX_LISTEN)
 		return fail(c, n, key, "more than %d addresses", RRC_MAX_LISTEN);
-	if (rrc_addr_parse(s, RRC_DOT_PORT, &cfg->listen_tls[cfg->n_listen_tls]))
-		return fail(c, n, key, "bad address '%.60s' (want 192.0.2.1:853 or [::1]:853)", s);
-	cfg->n_listen_tls++;
+	if (rrc_addr_parse(s, https ? 443 : RRC_DOT_PORT, &to[*count]))
+		return fail(c, n, key, "bad address '%.60s' (want 192.0.2.1:%u or [::1]:%u)", s,
+			    https ? 443 : RRC_DOT_PORT, https ? 443 : RRC_DOT_PORT);
+	(*count)++;
 	return 0;
 }
 
@@ -910,8 +917,8 @@ static int walk_list(struct ctx *c, const yaml_node_t *n, const char *key, enum 
 			return fail(c, item, key, "expected a plain value");
 		} else if (kind == K_LISTEN) {
 			rc = add_listen(c, item, key, s);
-		} else if (kind == K_LISTEN_TLS) {
-			rc = add_listen_tls(c, item, key, s);
+		} else if (kind == K_LISTEN_TLS || kind == K_LISTEN_HTTPS) {
+			rc = add_listen_tls(c, item, key, s, kind == K_LISTEN_HTTPS);
 		} else if (kind == K_SERVERS) {
 			rc = add_server(c, item, key, s, 1, false, NULL, NULL, 0);
 		} else if (kind == K_STATS_ALLOW) {
@@ -1292,9 +1299,10 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 	}
 	if (k->kind == K_GROUPS)
 		return walk_groups(c, v, path);
-	if (k->kind == K_LISTEN || k->kind == K_LISTEN_TLS || k->kind == K_SERVERS ||
-	    k->kind == K_ALLOW || k->kind == K_DENY || k->kind == K_STATS_ALLOW ||
-	    k->kind == K_BLOCKLISTS || k->kind == K_ALLOWLISTS || k->kind == K_EXEMPT) {
+	if (k->kind == K_LISTEN || k->kind == K_LISTEN_TLS || k->kind == K_LISTEN_HTTPS ||
+	    k->kind == K_SERVERS || k->kind == K_ALLOW || k->kind == K_DENY ||
+	    k->kind == K_STATS_ALLOW || k->kind == K_BLOCKLISTS || k->kind == K_ALLOWLISTS ||
+	    k->kind == K_EXEMPT) {
 		if (v->type == YAML_SCALAR_NODE && scalar(v)[0] == '\0')
 			return 0; /* an empty value: an empty list */
 		return walk_list(c, v, path, k->kind);
@@ -1914,11 +1922,11 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 	}
 	/* The certificate clients are shown, read again at each reload (a renewed one is
 	 * served to new connections without a restart). */
-	if (cfg->n_listen_tls) {
+	if (cfg->n_listen_tls || cfg->n_listen_https) {
 		char why[RRC_ERR_LEN];
 		if (!cfg->tls.cert_file[0] || !cfg->tls.key_file[0]) {
-			snprintf(err, RRC_ERR_LEN,
-				 "listen_tls needs tls.cert_file and tls.key_file");
+			snprintf(err, RRC_ERR_LEN, "%s needs tls.cert_file and tls.key_file",
+				 cfg->n_listen_tls ? "listen_tls" : "listen_https");
 			return -EINVAL;
 		}
 		cfg->tls_server = rrc_tls_server_creds(cfg->tls.cert_file, cfg->tls.key_file, why);

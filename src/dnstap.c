@@ -133,8 +133,8 @@ static void encode_message(struct pb *b, const struct rrc_dnstap_msg *m)
 	pb_uint(b, 1, (uint64_t)m->type);
 	if (any)
 		pb_uint(b, 2, any->sa_family == AF_INET6 ? 2 : 1);
-	/* SocketProtocol: UDP 1, TCP 2, DOT 3 (dnstap.proto). */
-	pb_uint(b, 3, m->tls ? 3 : m->tcp ? 2 : 1);
+	/* SocketProtocol: UDP 1, TCP 2, DOT 3, DOH 4 (dnstap.proto). */
+	pb_uint(b, 3, m->doh ? 4 : m->tls ? 3 : m->tcp ? 2 : 1);
 	pb_addr(b, 4, 6, m->query_addr);
 	pb_addr(b, 5, 7, m->response_addr);
 	bool response = m->type == RRC_DT_CLIENT_RESPONSE || m->type == RRC_DT_FORWARDER_RESPONSE;

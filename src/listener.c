@@ -11,6 +11,7 @@
 #include "rrcache/listener.h"
 #include "rrcache/acl.h"
 #include "rrcache/conn_limit.h"
+#include "rrcache/doh.h"
 #include "rrcache/env.h"
 #include "rrcache/frame.h"
 #include "rrcache/log.h"
@@ -61,7 +62,8 @@ struct tcp_sock {
 	uv_tcp_t reject;
 	bool reject_busy; /* reject is open or closing */
 	bool reject_owed; /* a connection waits for reject to be free */
-	bool tls;	  /* DNS over TLS (listen_tls) */
+	bool tls;	  /* DNS over TLS (listen_tls), or over HTTPS (listen_https, https too) */
+	bool https;
 };
 
 struct conn {
@@ -84,6 +86,8 @@ struct conn {
 	bool at_limit;	     /* tcp.max_queries_per_connection reached: end with a FIN */
 	bool shutting;	     /* our FIN is on its way; the client's input is discarded */
 	struct rrc_tls *tls; /* DNS over TLS: the session (NULL over plain TCP) */
+	struct rrc_doh *doh; /* DNS over HTTPS: the HTTP/2 session, once the handshake is done */
+	bool https;	     /* a listen_https connection */
 };
 
 struct rrc_listeners {
@@ -457,6 +461,7 @@ static void conn_free_if_unused(struct conn *c)
 	if (c->closing && c->closes == 0 && c->refs == 0 && !c->shutting) {
 		struct rrc_listeners *l = c->l;
 		rrc_frame_free(&c->in);
+		rrc_doh_free(c->doh);
 		rrc_tls_free(c->tls);
 		free(c);
 		l->conn_objs--;
@@ -631,10 +636,18 @@ static void tcp_hold(struct rrc_client *cl)
 	c->pending++;
 }
 
+static void doh_out(struct conn *c);
+
 static void tcp_answer(struct rrc_client *cl, const uint8_t *msg, size_t len)
 {
 	struct conn *c = cl->conn;
 	add_latency(c->l, cl->start_us);
+	if (c->doh) {
+		/* A stream the client has reset meanwhile is simply gone. */
+		if (!c->closing && rrc_doh_answer(c->doh, cl->stream, msg, len) == 0)
+			doh_out(c);
+		return;
+	}
 	tcp_send(c, msg, len);
 }
 
@@ -724,7 +737,9 @@ static void conn_messages(struct conn *c)
 			tcp_send(c, l->tcp_out, n);
 			add_latency(l, c->client.start_us);
 		}
-		if (c->queries >= cfg->tcp_max_queries) {
+		/* Not over TLS: a new handshake would cost the client more than the fairness
+		 * this buys; the idle timeout and the connection limits still hold. */
+		if (c->queries >= cfg->tcp_max_queries && !c->tls) {
 			c->at_limit = true;
 			stop_reading(c);
 		}
@@ -733,7 +748,95 @@ static void conn_messages(struct conn *c)
 	conn_maybe_finish(c);
 }
 
-/* ---- DNS over TLS (RFC 7858) ---- */
+/* ---- DNS over TLS (RFC 7858) and over HTTPS (RFC 8484) ---- */
+
+static int doh_write(void *ctx, const uint8_t *data, size_t len)
+{
+	struct conn *c = ctx;
+	return rrc_tls_write(c->tls, data, len) == RRC_TLS_OK ? 0 : -1;
+}
+
+/* Writes what the HTTP/2 session has for the client, through TLS; closes the connection once
+ * the session has ended. */
+static void doh_out(struct conn *c)
+{
+	if (c->closing)
+		return;
+	int rc = rrc_doh_flush(c->doh, doh_write, c);
+	tls_flush(c);
+	if (rc != 0 || (rrc_doh_done(c->doh) && c->pending == 0))
+		conn_close(c);
+}
+
+/* A DNS message of a request: handled as any stream transport's, answered on its stream. */
+static void doh_query(void *ctx, int32_t stream, const uint8_t *msg, size_t len)
+{
+	struct conn *c = ctx;
+	struct rrc_listeners *l = c->l;
+	const struct rrc_config *cfg = rrc_env_cfg(l->env);
+	if (c->closing)
+		return;
+	c->queries++;
+	c->client.start_us = now_us();
+	c->client.stream = stream;
+	size_t n = l->on_query(l->ctx, &c->client, msg, len, l->tcp_out, sizeof(l->tcp_out));
+	uv_timer_start(&c->idle, on_idle, cfg->tcp_idle_timeout_ms, 0);
+	if (n) {
+		rrc_doh_answer(c->doh, stream, l->tcp_out, n);
+		add_latency(l, c->client.start_us);
+	}
+}
+
+/* After the handshake of a listen_https connection: HTTP/2 (ALPN h2) or nothing. */
+static bool doh_begin(struct conn *c)
+{
+	char alpn[16];
+	rrc_tls_alpn(c->tls, alpn, sizeof(alpn));
+	if (strcmp(alpn, "h2") != 0) {
+		c->l->env->st->doh_no_h2++;
+		conn_close(c);
+		return false;
+	}
+	c->doh = rrc_doh_new(doh_query, c, &c->l->env->st->doh_refused);
+	if (!c->doh) {
+		conn_close(c);
+		return false;
+	}
+	c->client.doh = true;
+	doh_out(c); /* our SETTINGS */
+	return !c->closing;
+}
+
+/* Plaintext of a DNS-over-HTTPS connection into its HTTP/2 session. */
+static void doh_read(struct conn *c)
+{
+	struct rrc_listeners *l = c->l;
+	for (;;) {
+		size_t got = 0;
+		enum rrc_tls_status rs =
+			rrc_tls_read(c->tls, l->tls_frame, sizeof(l->tls_frame), &got);
+		if (rs == RRC_TLS_OK) {
+			if (rrc_doh_feed(c->doh, l->tls_frame, got) != 0) {
+				l->env->st->doh_protocol_errors++;
+				doh_out(c); /* a GOAWAY, if the session could write one */
+				conn_close(c);
+				return;
+			}
+			if (c->closing)
+				return;
+			continue;
+		}
+		if (rs == RRC_TLS_AGAIN)
+			break;
+		stop_reading(c);
+		if (rs == RRC_TLS_CLOSED)
+			conn_maybe_finish(c);
+		else
+			conn_close(c);
+		return;
+	}
+	doh_out(c);
+}
 
 static void on_tls_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
@@ -784,6 +887,12 @@ static void on_tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		if (rrc_tls_resumed(c->tls))
 			l->env->st->dot_resumed++;
 		uv_timer_start(&c->idle, on_idle, cfg->tcp_idle_timeout_ms, 0);
+		if (c->https && !doh_begin(c))
+			return;
+	}
+	if (c->doh) {
+		doh_read(c);
+		return;
 	}
 	for (;;) {
 		uint8_t *at;
@@ -903,9 +1012,13 @@ static void on_connection(uv_stream_t *server, int status)
 	if (ts->tls) {
 		/* The certificate of the configuration in force: a reload's new one serves new
 		 * connections, the others keep theirs. */
-		static const char *const alpn[] = {"dot", NULL};
+		static const char *const dot_alpn[] = {"dot", NULL}, *const h2_alpn[] = {"h2",
+											 NULL};
 		char err[RRC_ERR_LEN];
-		c->tls = cfg->tls_server ? rrc_tls_server(cfg->tls_server, alpn, err) : NULL;
+		c->https = ts->https;
+		c->tls = cfg->tls_server ? rrc_tls_server(cfg->tls_server,
+							  ts->https ? h2_alpn : dot_alpn, err)
+					 : NULL;
 		if (!c->tls) {
 			conn_close(c);
 			return;
@@ -955,7 +1068,8 @@ struct rrc_listeners *rrc_listeners_create(const struct rrc_env *env, struct rrc
 	l->on_query = fn;
 	l->ctx = ctx;
 	l->udp = calloc(cfg->n_listen, sizeof(*l->udp));
-	l->tcp = calloc(cfg->n_listen + cfg->n_listen_tls + 1, sizeof(*l->tcp));
+	l->tcp = calloc(cfg->n_listen + cfg->n_listen_tls + cfg->n_listen_https + 1,
+			sizeof(*l->tcp));
 	if (!l->udp || !l->tcp) {
 		snprintf(err, RRC_ERR_LEN, "out of memory");
 		goto fail;
@@ -1001,12 +1115,16 @@ struct rrc_listeners *rrc_listeners_create(const struct rrc_env *env, struct rrc
 			goto fail;
 		}
 	}
-	/* DNS over TLS: TCP sockets only. */
-	for (unsigned i = 0; i < cfg->n_listen_tls; i++) {
+	/* DNS over TLS, then over HTTPS: TCP sockets only. */
+	for (unsigned i = 0; i < cfg->n_listen_tls + cfg->n_listen_https; i++) {
 		struct tcp_sock *ts = &l->tcp[l->n_tcp];
+		bool https = i >= cfg->n_listen_tls;
 		ts->l = l;
 		ts->tls = true;
-		int fd = open_socket(&cfg->listen_tls[i], SOCK_STREAM, err);
+		ts->https = https;
+		int fd = open_socket(https ? &cfg->listen_https[i - cfg->n_listen_tls]
+					   : &cfg->listen_tls[i],
+				     SOCK_STREAM, err);
 		if (fd < 0)
 			goto fail;
 		uv_tcp_init(env->loop, &ts->handle);

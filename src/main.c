@@ -705,11 +705,13 @@ int main(int argc, char **argv)
 	char up[64], lst[64], dot[160] = "";
 	rrc_addr_format(&cfg->upstreams[0].addr, up, sizeof(up));
 	rrc_addr_format(&cfg->listen[0], lst, sizeof(lst));
-	if (cfg->n_listen_tls) {
+	if (cfg->n_listen_tls || cfg->n_listen_https) {
 		char a[64];
-		rrc_addr_format(&cfg->listen_tls[0], a, sizeof(a));
-		snprintf(dot, sizeof(dot), ", DNS over TLS on %s (%u address(es))", a,
-			 cfg->n_listen_tls);
+		bool tls = cfg->n_listen_tls > 0;
+		rrc_addr_format(tls ? &cfg->listen_tls[0] : &cfg->listen_https[0], a, sizeof(a));
+		snprintf(dot, sizeof(dot),
+			 ", DNS over %s on %s (%u address(es) over TLS, %u over HTTPS)",
+			 tls ? "TLS" : "HTTPS", a, cfg->n_listen_tls, cfg->n_listen_https);
 	}
 	unsigned workers = cfg->workers, n_up = cfg->n_upstreams, n_listen = cfg->n_listen;
 	char run_user[sizeof(cfg->user)], run_group[sizeof(cfg->group)];

@@ -142,6 +142,7 @@ static inline void tap_client(const struct rrc_env *env, enum rrc_dnstap_type ty
 	struct rrc_dnstap_msg m = {.type = type,
 				   .tcp = c->tcp,
 				   .tls = c->tls,
+				   .doh = c->doh,
 				   .query_addr = &c->peer.sa,
 				   .response_addr = c->local_addr,
 				   .query_time_us = rrc_tap_wall_us(env->tap, c->start_us),
@@ -988,7 +989,9 @@ static size_t handle(struct rrc_queries *qs, const struct rrc_client *c, const u
 	struct rrc_wire_query wq;
 	enum rrc_wire_reason reason;
 
-	if (c->tls)
+	if (c->doh)
+		st->queries_doh++;
+	else if (c->tls)
 		st->queries_dot++;
 	else if (c->tcp)
 		st->queries_tcp++;

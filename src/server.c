@@ -188,6 +188,9 @@ int rrc_server_reload(struct rrc_server *s, struct rrc_config *cfg)
 	listen_same = listen_same && cfg->n_listen_tls == old->n_listen_tls;
 	for (unsigned i = 0; listen_same && i < cfg->n_listen_tls; i++)
 		listen_same = rrc_addr_equal(&cfg->listen_tls[i], &old->listen_tls[i]);
+	listen_same = listen_same && cfg->n_listen_https == old->n_listen_https;
+	for (unsigned i = 0; listen_same && i < cfg->n_listen_https; i++)
+		listen_same = rrc_addr_equal(&cfg->listen_https[i], &old->listen_https[i]);
 	if (!listen_same)
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,
 			"listen addresses changed: they take effect at the next restart");

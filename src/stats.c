@@ -188,6 +188,7 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	rrc_buf_printf(b, "rrcache_queries_total{transport=\"udp\"} %llu\n", U(s->queries_udp));
 	rrc_buf_printf(b, "rrcache_queries_total{transport=\"tcp\"} %llu\n", U(s->queries_tcp));
 	rrc_buf_printf(b, "rrcache_queries_total{transport=\"dot\"} %llu\n", U(s->queries_dot));
+	rrc_buf_printf(b, "rrcache_queries_total{transport=\"doh\"} %llu\n", U(s->queries_doh));
 	family(b, "queries_by_type_total", "counter",
 	       "Well-formed client queries, by query type (a fixed set, the rest as other).");
 	for (unsigned i = 0; i < RRC_QT_COUNT; i++)
@@ -419,6 +420,21 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		       U(s->dot_handshake_failures));
 	rrc_buf_printf(b, "rrcache_dot_handshake_failures_total{reason=\"timeout\"} %llu\n",
 		       U(s->dot_handshake_timeouts));
+	family(b, "doh_refused_total", "counter",
+	       "DNS-over-HTTPS requests answered with an HTTP error, by status.");
+	const struct rrc_doh_refusals *dr = &s->doh_refused;
+	rrc_buf_printf(b,
+		       "rrcache_doh_refused_total{status=\"400\"} %llu\n"
+		       "rrcache_doh_refused_total{status=\"404\"} %llu\n"
+		       "rrcache_doh_refused_total{status=\"405\"} %llu\n"
+		       "rrcache_doh_refused_total{status=\"413\"} %llu\n"
+		       "rrcache_doh_refused_total{status=\"415\"} %llu\n",
+		       U(dr->bad_request), U(dr->not_found), U(dr->bad_method), U(dr->too_large),
+		       U(dr->bad_type));
+	single(b, "doh_connections_closed_total", "counter",
+	       "DNS-over-HTTPS connections closed for not speaking HTTP/2 (no ALPN h2) or for an "
+	       "HTTP/2 protocol error.",
+	       s->doh_no_h2 + s->doh_protocol_errors);
 
 	family(b, "dnstap_messages_total", "counter",
 	       "dnstap messages queued for the log, and dropped because its queue was full.");
@@ -533,7 +549,9 @@ void rrc_stats_json(const struct rrc_stats_view *v, struct rrc_buf *b)
 	json_kv(b, "udp", s->queries_udp, true);
 	json_kv(b, "tcp", s->queries_tcp, true);
 	json_kv(b, "dot", s->queries_dot, true);
-	json_kv(b, "total", s->queries_udp + s->queries_tcp + s->queries_dot, false);
+	json_kv(b, "doh", s->queries_doh, true);
+	json_kv(b, "total", s->queries_udp + s->queries_tcp + s->queries_dot + s->queries_doh,
+		false);
 	rrc_buf_printf(b, "},\"qtypes\":{");
 	for (unsigned i = 0; i < RRC_QT_COUNT; i++)
 		json_kv(b, rrc_stats_qtype_name(i), s->qtype[i], i + 1 < RRC_QT_COUNT);

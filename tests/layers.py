@@ -17,7 +17,7 @@ PURE, IO, QUERY, WORKER, SERVER, TOP = range(6)
 LAYER_NAMES = ["pure", "I/O", "query", "worker", "server", "http/main"]
 LAYERS = {
     # pure: no loop, no sockets; unit-tested and fuzzed alone
-    "defs": PURE, "log": PURE, "policy": PURE, "ratelimit": PURE, "dynblock": PURE, "route": PURE, "local": PURE, "cachefile": PURE, "tls": PURE, "addr": PURE, "buf": PURE, "wire": PURE, "msg": PURE,
+    "defs": PURE, "log": PURE, "policy": PURE, "ratelimit": PURE, "dynblock": PURE, "route": PURE, "local": PURE, "cachefile": PURE, "tls": PURE, "doh": PURE, "addr": PURE, "buf": PURE, "wire": PURE, "msg": PURE,
     "cache": PURE, "balancer": PURE, "form": PURE, "frame": PURE, "acl": PURE, "config": PURE, "pool": PURE,
     "l2value": PURE, "topk": PURE, "stats": PURE, "cfg_ref": PURE, "conn_limit": PURE,
     # I/O: each owns its sockets and handles on a loop it is given
@@ -33,7 +33,7 @@ NOT_PURE = ("uv.h", "hiredis/", "microhttpd.h", "fstrm.h")
 # Structs whose definition is private to their module's .c file.
 OPAQUE = ["rrc_worker", "rrc_queries", "rrc_listeners", "rrc_upstreams", "rrc_redis_tier",
           "rrc_redis_admin", "rrc_server", "rrc_http", "rrc_cache", "rrc_dnstap",
-          "rrc_conn_limit", "rrc_acl", "rrc_tls", "rrc_tls_creds"]
+          "rrc_conn_limit", "rrc_acl", "rrc_tls", "rrc_tls_creds", "rrc_doh"]
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 

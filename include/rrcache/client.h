@@ -50,6 +50,8 @@ struct rrc_client {
 	uint64_t start_us;	  /* arrival, uv_hrtime() / 1000 */
 	bool tcp;		  /* a stream transport: answers up to 65535 bytes */
 	bool tls;		  /* over TLS (DNS over TLS; tcp is set too) */
+	bool doh;		  /* over HTTP/2 (DNS over HTTPS; tls and tcp set too) */
+	int32_t stream;		  /* DNS over HTTPS: the HTTP/2 stream of this query */
 	struct rrc_pktinfo local; /* where a UDP query arrived */
 	struct rrc_sockaddr peer; /* the client's address and port */
 };

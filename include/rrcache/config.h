@@ -162,6 +162,8 @@ struct rrc_config {
 	unsigned n_listen;
 	struct rrc_sockaddr listen_tls[RRC_MAX_LISTEN]; /* DNS over TLS for clients (port 853) */
 	unsigned n_listen_tls;
+	struct rrc_sockaddr listen_https[RRC_MAX_LISTEN]; /* DNS over HTTPS (port 443) */
+	unsigned n_listen_https;
 
 	struct rrc_upstream_conf
 		upstreams[RRC_MAX_UPSTREAMS]; /* every pool's, the default's first */

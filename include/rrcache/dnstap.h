@@ -32,6 +32,7 @@ struct rrc_dnstap_msg {
 	enum rrc_dnstap_type type;
 	bool tcp;
 	bool tls;			      /* DNS over TLS: the socket protocol DOT */
+	bool doh;			      /* DNS over HTTPS: DOH */
 	const struct sockaddr *query_addr;    /* may be NULL */
 	const struct sockaddr *response_addr; /* may be NULL */
 	uint64_t query_time_us;		      /* wall clock, 0 when unknown */

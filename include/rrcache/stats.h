@@ -17,6 +17,7 @@
 #include "rrcache/buf.h"
 #include "rrcache/cache.h"
 #include "rrcache/defs.h"
+#include "rrcache/doh.h"
 #include "rrcache/dynblock.h"
 #include "rrcache/topk.h"
 #include "rrcache/wire.h"
@@ -116,7 +117,10 @@ struct rrc_upstream_stats {
  * scrape may see a counter one increment behind, never a torn one on a 64-bit machine.
  */
 struct rrc_worker_stats {
-	uint64_t queries_udp, queries_tcp, queries_dot;
+	uint64_t queries_udp, queries_tcp, queries_dot, queries_doh;
+	struct rrc_doh_refusals doh_refused; /* DNS over HTTPS requests refused, by status */
+	uint64_t doh_no_h2;		     /* listen_https clients that did not agree on HTTP/2 */
+	uint64_t doh_protocol_errors;	     /* connections closed for an HTTP/2 protocol error */
 	uint64_t dot_handshakes, dot_resumed; /* DNS over TLS clients: handshakes completed */
 	uint64_t dot_handshake_failures, dot_handshake_timeouts;
 	uint64_t qtype[RRC_QT_COUNT]; /* queries that passed the checks, by type */

@@ -91,6 +91,8 @@ def test_dashboard_shows_what_the_api_says(fault, rrcache, tmp_path):
     names = re.findall(r'<td class="k"[^>]*>([^<]*)</td>', table)
     assert names and names == [e["key"] for e in top["names"]]
     assert shown(dom, "qps") is not None
+    # Queries a second by transport (traffic has stopped: all zero, all four named).
+    assert shown(dom, "transports") == "udp 0 · tcp 0 · dot 0 · doh 0"
     assert shown(dom, "blocks-active") == "1"
     table = dom[dom.index('id="blocks"'):]
     assert re.search(r'<td class="k"[^>]*>198\.51\.100\.0/24</td><td>manual</td>', table)

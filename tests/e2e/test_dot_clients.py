@@ -186,3 +186,16 @@ def test_certificate_reloaded_on_sighup(knot, certs, rrcache, tmp_path):
     assert receive(new).answer
     new.close()
     old.close()
+
+
+def test_not_cut_after_max_queries(knot, certs, rrcache):
+    """tcp.max_queries_per_connection ends plain TCP connections, not TLS ones: 12 queries
+    on one TLS connection with the limit at 5 are all answered."""
+    r = dot_rrcache(rrcache, f"127.0.0.1:{knot.port}", certs,
+                    extra="tcp:\n  max_queries_per_connection: 5\n")
+    s = connect(r, certs)
+    for i in range(12):
+        send(s, f"n{i}.example.test.")
+        assert receive(s).answer[0][0].address == f"198.51.100.{i + 1}"
+    s.close()
+    assert metric(r, "rrcache_dot_handshakes_total") == 1

@@ -415,6 +415,7 @@ static void test_tls_upstreams(void **state)
 	snprintf(
 		text, sizeof(text),
 		"listen_tls: [127.0.0.1, \"[::1]:8853\"]\n"
+		"listen_https: [127.0.0.1]\n"
 		"upstream: {servers: [192.0.2.1]}\n"
 		"tls: {cert_file: %s/server.pem, key_file: %s/server.key, handshake_timeout: 2s}\n",
 		RRC_TLS_DIR, RRC_TLS_DIR);
@@ -424,6 +425,8 @@ static void test_tls_upstreams(void **state)
 	assert_int_equal(cfg->n_listen_tls, 2);
 	assert_int_equal(rrc_addr_port(&cfg->listen_tls[0]), 853);
 	assert_int_equal(rrc_addr_port(&cfg->listen_tls[1]), 8853);
+	assert_int_equal(cfg->n_listen_https, 1);
+	assert_int_equal(rrc_addr_port(&cfg->listen_https[0]), 443);
 	assert_non_null(cfg->tls_server);
 	assert_int_equal(cfg->tls.handshake_timeout_ms, 2000);
 	rrc_config_free(cfg);
@@ -433,6 +436,8 @@ static void test_tls_upstreams(void **state)
 		     "tls: {cert_file: /nonexistent.pem, key_file: /nonexistent.key}\n",
 		     "tls.cert_file: /nonexistent.pem");
 	expect_error("listen_tls: [nowhere]\n", "listen_tls: bad address");
+	expect_error("listen_https: [127.0.0.1]\nupstream: {servers: [192.0.2.1]}\n",
+		     "listen_https needs tls.cert_file and tls.key_file");
 }
 
 /* dynblock: defaults off; values taken; the prefix lengths come from ratelimit (cfg_ref);
