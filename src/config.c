@@ -42,7 +42,7 @@ static const struct rrc_config rrc_config_defaults = {
 	.tls_connections = 2,
 	.tls_max_inflight = 128,
 	.tls_idle_timeout_ms = 10000,
-	.tls = {.handshake_timeout_ms = 5000},
+	.tls = {.handshake_timeout_ms = 5000, .handshakes_per_client = 20},
 	.cache_size = 64ull << 20,
 	.min_ttl = 0,
 	.max_ttl = 86400,
@@ -446,6 +446,7 @@ static const struct key tls_keys[] = {
 	{"cert_file", K_STRING, FTS(cert_file), NULL},
 	{"key_file", K_STRING, FTS(key_file), NULL},
 	{"handshake_timeout", K_DURATION, F(tls.handshake_timeout_ms), 100, 60000, NULL},
+	{"handshakes_per_client", K_UINT, F(tls.handshakes_per_client), 0, 1000000, NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
 
 static const struct key cache_keys[] = {

@@ -1010,6 +1010,14 @@ static void on_connection(uv_stream_t *server, int status)
 	st->tcp_open++;
 	uv_tcp_nodelay(&c->handle, 1);
 	if (ts->tls) {
+		/* A client that opens a connection per query pays a handshake each time: past
+		 * tls.handshakes_per_client a second (twice that saved up), no more for now. */
+		struct rrc_ratelimit *hs = l->env->cfg->handshakes;
+		if (hs && !rrc_ratelimit_allow(hs, &c->client.peer.sa, uv_now(l->env->loop))) {
+			st->dot_handshake_refused++;
+			conn_close(c);
+			return;
+		}
 		/* The certificate of the configuration in force: a reload's new one serves new
 		 * connections, the others keep theirs. */
 		static const char *const dot_alpn[] = {"dot", NULL}, *const h2_alpn[] = {"h2",

@@ -414,12 +414,14 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 	single(b, "dot_resumed_total", "counter",
 	       "Of those, handshakes that resumed a session with a ticket.", s->dot_resumed);
 	family(b, "dot_handshake_failures_total", "counter",
-	       "DNS-over-TLS clients whose handshake failed, or did not end within "
-	       "tls.handshake_timeout.");
+	       "DNS-over-TLS and HTTPS clients whose handshake failed, did not end within "
+	       "tls.handshake_timeout, or was not begun (over tls.handshakes_per_client).");
 	rrc_buf_printf(b, "rrcache_dot_handshake_failures_total{reason=\"failed\"} %llu\n",
 		       U(s->dot_handshake_failures));
 	rrc_buf_printf(b, "rrcache_dot_handshake_failures_total{reason=\"timeout\"} %llu\n",
 		       U(s->dot_handshake_timeouts));
+	rrc_buf_printf(b, "rrcache_dot_handshake_failures_total{reason=\"rate\"} %llu\n",
+		       U(s->dot_handshake_refused));
 	family(b, "doh_refused_total", "counter",
 	       "DNS-over-HTTPS requests answered with an HTTP error, by status.");
 	const struct rrc_doh_refusals *dr = &s->doh_refused;

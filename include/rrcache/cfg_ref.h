@@ -24,6 +24,9 @@ struct rrc_cfg_ref {
 	struct rrc_acl *ratelimit_exempt;  /* ratelimit.exempt, also spared dynamic blocks (NULL:
 					      none) */
 	struct rrc_dynblock_conf dynblock; /* dynblock.* with ratelimit's prefix lengths */
+	/* TLS handshakes per client address and second (tls.handshakes_per_client; NULL: off,
+	 * or no TLS listener) */
+	struct rrc_ratelimit *handshakes;
 	atomic_int refs;
 	unsigned generation; /* 0 at start, one more at each reload */
 };

@@ -198,7 +198,8 @@ struct rrc_config {
 		bool insecure;	     /* no verification at all (tests only; logged) */
 		char cert_file[256]; /* listen_tls: the certificate chain (PEM) */
 		char key_file[256];  /* and its key */
-		uint32_t handshake_timeout_ms; /* a client's handshake must end within it */
+		uint32_t handshake_timeout_ms;	/* a client's handshake must end within it */
+		uint32_t handshakes_per_client; /* a second, per client address (0: no limit) */
 	} tls;
 	struct rrc_tls_creds *tls_client; /* built when an upstream uses TLS; owned */
 	struct rrc_tls_creds *tls_server; /* built when listen_tls is set (each reload reads the

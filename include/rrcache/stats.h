@@ -123,8 +123,9 @@ struct rrc_worker_stats {
 	uint64_t doh_protocol_errors;	     /* connections closed for an HTTP/2 protocol error */
 	uint64_t dot_handshakes, dot_resumed; /* DNS over TLS clients: handshakes completed */
 	uint64_t dot_handshake_failures, dot_handshake_timeouts;
-	uint64_t qtype[RRC_QT_COUNT]; /* queries that passed the checks, by type */
-	uint64_t rcode[RRC_RC_COUNT]; /* answers sent, by rcode */
+	uint64_t dot_handshake_refused; /* over tls.handshakes_per_client */
+	uint64_t qtype[RRC_QT_COUNT];	/* queries that passed the checks, by type */
+	uint64_t rcode[RRC_RC_COUNT];	/* answers sent, by rcode */
 	uint64_t answered;
 	uint64_t cache_hits, cache_misses, stale_served;
 	uint64_t cache_insert_failures; /* answers L1 could not take (memory, or too big) */

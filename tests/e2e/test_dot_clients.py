@@ -199,3 +199,28 @@ def test_not_cut_after_max_queries(knot, certs, rrcache):
         assert receive(s).answer[0][0].address == f"198.51.100.{i + 1}"
     s.close()
     assert metric(r, "rrcache_dot_handshakes_total") == 1
+
+
+def test_handshakes_per_client(knot, certs, rrcache):
+    """With tls.handshakes_per_client 2 (4 saved up), 10 connections opened at once: at most
+    the saved-up ones and what refilled get a handshake, the rest are closed at accept and
+    counted; a second later a new connection is served again."""
+    r = dot_rrcache(rrcache, f"127.0.0.1:{knot.port}", certs,
+                    tls_extra="  handshakes_per_client: 2\n")
+    served = refused = 0
+    for _ in range(10):
+        try:
+            s = connect(r, certs)
+            send(s, "www.example.test.")
+            assert receive(s).answer
+            s.close()
+            served += 1
+        except (ssl.SSLError, OSError, AssertionError):
+            refused += 1
+    assert 4 <= served <= 6 and refused >= 4, (served, refused)
+    assert metric(r, "rrcache_dot_handshake_failures_total", reason="rate") == refused
+    time.sleep(1.2)
+    s = connect(r, certs)
+    send(s, "www.example.test.")
+    assert receive(s).answer
+    s.close()
