@@ -750,6 +750,17 @@ static void conn_messages(struct conn *c)
 
 /* ---- DNS over TLS (RFC 7858) and over HTTPS (RFC 8484) ---- */
 
+/* The client's TLS stream ended: after close_notify it has sent all it will (its answers may
+ * still go out); after an error the connection closes. */
+static void tls_input_ended(struct conn *c, enum rrc_tls_status rs)
+{
+	stop_reading(c);
+	if (rs == RRC_TLS_CLOSED)
+		conn_maybe_finish(c);
+	else
+		conn_close(c);
+}
+
 static int doh_write(void *ctx, const uint8_t *data, size_t len)
 {
 	struct conn *c = ctx;
@@ -828,11 +839,7 @@ static void doh_read(struct conn *c)
 		}
 		if (rs == RRC_TLS_AGAIN)
 			break;
-		stop_reading(c);
-		if (rs == RRC_TLS_CLOSED)
-			conn_maybe_finish(c);
-		else
-			conn_close(c);
+		tls_input_ended(c, rs);
 		return;
 	}
 	doh_out(c);
@@ -911,12 +918,7 @@ static void on_tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		}
 		if (rs == RRC_TLS_AGAIN)
 			break;
-		/* close_notify: the client sent all it will; an error ends it. */
-		stop_reading(c);
-		if (rs == RRC_TLS_CLOSED)
-			conn_maybe_finish(c);
-		else
-			conn_close(c);
+		tls_input_ended(c, rs);
 		break;
 	}
 	if (!c->closing)

@@ -54,8 +54,8 @@ static void creds_free(struct rrc_tls_creds *c)
 	free(c);
 }
 
-struct rrc_tls_creds *rrc_tls_client_creds(const char *ca_file, bool insecure,
-					   char err[RRC_ERR_LEN])
+/* Empty credentials with one reference. NULL with err set when out of memory. */
+static struct rrc_tls_creds *creds_new(bool server, char err[RRC_ERR_LEN])
 {
 	struct rrc_tls_creds *c = calloc(1, sizeof(*c));
 	if (!c || gnutls_certificate_allocate_credentials(&c->cert) < 0) {
@@ -64,6 +64,16 @@ struct rrc_tls_creds *rrc_tls_client_creds(const char *ca_file, bool insecure,
 		return NULL;
 	}
 	atomic_init(&c->refs, 1);
+	c->server = server;
+	return c;
+}
+
+struct rrc_tls_creds *rrc_tls_client_creds(const char *ca_file, bool insecure,
+					   char err[RRC_ERR_LEN])
+{
+	struct rrc_tls_creds *c = creds_new(false, err);
+	if (!c)
+		return NULL;
 	c->insecure = insecure;
 	if (insecure)
 		return c;
@@ -83,14 +93,9 @@ struct rrc_tls_creds *rrc_tls_client_creds(const char *ca_file, bool insecure,
 struct rrc_tls_creds *rrc_tls_server_creds(const char *cert_file, const char *key_file,
 					   char err[RRC_ERR_LEN])
 {
-	struct rrc_tls_creds *c = calloc(1, sizeof(*c));
-	if (!c || gnutls_certificate_allocate_credentials(&c->cert) < 0) {
-		snprintf(err, RRC_ERR_LEN, "out of memory");
-		free(c);
+	struct rrc_tls_creds *c = creds_new(true, err);
+	if (!c)
 		return NULL;
-	}
-	atomic_init(&c->refs, 1);
-	c->server = true;
 	int rc = gnutls_certificate_set_x509_key_file(c->cert, cert_file, key_file,
 						      GNUTLS_X509_FMT_PEM);
 	if (rc < 0) {
