@@ -4,7 +4,7 @@ set -eu
 cd "$(dirname "$0")/.."
 sh scripts/setup.sh deps-test
 pkgs=""
-for p in dnsperf dnsdist unbound dnsmasq-base; do
+for p in dnsperf dnsdist unbound dnsmasq-base nghttp2-client; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || pkgs="$pkgs $p"
 done
 if [ -n "$pkgs" ]; then

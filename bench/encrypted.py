@@ -1,14 +1,28 @@
 #!/usr/bin/python3
-"""Cache hits over DNS over TLS and DNS over HTTPS: rrcache (listen_tls, listen_https) against
-dnsdist's DoT and DoH listeners (addTLSLocal, addDOHLocal, its packet cache), same machine,
-same run, each server pinned to one CPU and dnsperf (-m dot / -m doh, 8 connections) to the
-other; and plain UDP hits for scale. Figures: answers a second and server CPU microseconds
-per answer, and their ratios to dnsdist's. Writes its section of bench/RESULTS.md.
+"""DNS over TLS and HTTPS, rrcache against dnsdist on the same machine in the same run.
 
-Usage: bench/encrypted.py [--seconds N] [--rounds N]
+Cache hits: rrcache's listen_tls and listen_https against dnsdist's DoT and DoH listeners
+(addTLSLocal, addDOHLocal, its packet cache), each server pinned to one CPU and the load
+generator to the other: dnsperf (-m udp / -m dot, 8 connections) for UDP and DoT, h2load
+(nghttp2-client: GET /dns-query?dns=..., 8 connections of up to 100 streams) for DoH, because
+dnsperf's DoH mode loses most answers of dnsdist 1.7's HTTP/2 frontend. Figures: answers a
+second and server CPU microseconds per answer, and their ratios to dnsdist's.
+
+Misses over DoT: the CPU a miss sent to the upstream over DNS over TLS costs against one sent
+over UDP, for rrcache (tls://) and dnsdist (newServer tls="openssl"), every name new, at one
+fixed query rate for both transports so each pays the same wake-ups; the TLS upstream is an
+rrcache listen_tls instance forwarding to the same knot over UDP (unbound's and dnsdist's DoT
+servers answer only 1,400 and 11,700 queries a second on one connection here).
+
+Writes its sections of bench/RESULTS.md.
+
+Usage: bench/encrypted.py [--seconds N] [--rounds N] [--miss-rate QPS] [--only hits|misses]
 """
 import argparse
+import base64
 import os
+import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -73,7 +87,6 @@ def perf(port, mode, names, seconds):
     else:
         cmd += ["-n", "1"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
-    import re
     res = {}
     for key, pat in [("completed", r"Queries completed:\s+(\d+)"),
                      ("qps", r"Queries per second:\s+([\d.]+)")]:
@@ -84,69 +97,200 @@ def perf(port, mode, names, seconds):
     return res
 
 
+def dns_query(name):
+    """A DNS query for name's A record with EDNS (ID 0, as RFC 8484 asks for cacheable GETs)."""
+    wire = b"".join(bytes([len(label)]) + label.encode() for label in name.rstrip(".").split("."))
+    return (b"\x00\x00\x01\x00\x00\x01\x00\x00\x00\x00\x00\x01" + wire + b"\x00\x00\x01\x00\x01"
+            + b"\x00\x00\x29\x04\xd0\x00\x00\x00\x00\x00\x00")
+
+
+def h2load(port, uris, seconds):
+    """DoH GETs of the URIs in the file uris (over and over) for seconds, or each once."""
+    cmd = ["taskset", "-c", B.CLIENT_CPU, "h2load", "-c", "8", "-m", "100",
+           "-H", "accept: application/dns-message", "-i", uris.format(port=port)]
+    cmd += ["-D", str(seconds)] if seconds else ["-n", str(B.HOT_NAMES)]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=600).stdout
+    m = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
+    ok = re.search(r"status codes: (\d+) 2xx", out)
+    rate = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out)
+    done = int(m.group(1)) if m else 0
+    return {"completed": float(done), "qps": float(rate.group(1)) if rate else 0.0,
+            "noerror_pct": 100.0 * int(ok.group(1)) / done if ok and done else 0.0}
+
+
+def hits(work, certs, knot, seconds, rounds):
+    names = os.path.join(work, "hot.txt")
+    hot = [f"b{i}.example.test." for i in range(B.HOT_NAMES)]
+    B.write_names(names, hot)
+    uris = os.path.join(work, "hot-{port}.uris")
+
+    def write_uris(port):
+        with open(uris.format(port=port), "w") as f:
+            for n in hot:
+                b64 = base64.urlsafe_b64encode(dns_query(n)).rstrip(b"=").decode()
+                f.write(f"https://127.0.0.1:{port}/dns-query?dns={b64}\n")
+    res = {(s, m): [] for s in ("rrcache", "dnsdist") for m in ("udp", "dot", "doh")}
+    for rnd in range(rounds):
+        for name, fn in (("rrcache", rrcache), ("dnsdist", dnsdist)):
+            proc, ports = fn(knot.port, certs, work)
+            write_uris(ports["doh"])
+            try:
+                for mode in ("udp", "dot", "doh"):
+                    def load(secs):
+                        if mode == "doh":
+                            return h2load(ports[mode], uris, secs)
+                        return perf(ports[mode], mode, names, secs)
+                    load(None)  # warm: every name cached
+                    c0 = B.schedstat_ns(proc.pid)
+                    r = load(seconds)
+                    c1 = B.schedstat_ns(proc.pid)
+                    r["cpu_us"] = (c1 - c0) / 1000.0 / max(r["completed"], 1)
+                    if r["noerror_pct"] < 99:
+                        print(f"WARNING: {name} {mode}: {r['noerror_pct']}% answered",
+                              flush=True)
+                    res[(name, mode)].append(r)
+                    print(f"round {rnd + 1}: {name} {mode}: {r['qps']:.0f} q/s, "
+                          f"{r['cpu_us']:.2f} us CPU per answer", flush=True)
+            finally:
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(30)
+
+    def med(name, mode, key):
+        return statistics.median(r[key] for r in res[(name, mode)])
+    rows = []
+    for mode in ("udp", "dot", "doh"):
+        rq, dq = med("rrcache", mode, "qps"), med("dnsdist", mode, "qps")
+        rc, dc = med("rrcache", mode, "cpu_us"), med("dnsdist", mode, "cpu_us")
+        rows.append(f"| {mode.upper()} | {rq:,.0f} | {dq:,.0f} | {rq / dq:.2f} | {rc:.2f} | "
+                    f"{dc:.2f} | {rc / dc:.2f} |")
+    head = "## Cache hits over DNS over TLS and HTTPS (bench/encrypted.py)"
+    ver = subprocess.run(["dnsdist", "--version"], capture_output=True, text=True).stdout.split()[1]
+    body = (f"{head}\n\nMeasured {time.strftime('%Y-%m-%d')}; 1,000 names cached; UDP and DoT: "
+            f"dnsperf with 8 connections (-m udp/dot, 200 outstanding); DoH: h2load with 8 "
+            f"connections of up to 100 streams, GET of the same 1,000 names; {seconds} s per "
+            f"run, medians of {rounds} rounds; each server pinned to CPU {B.SERVER_CPU}, the "
+            f"load generator to CPU {B.CLIENT_CPU}; dnsdist {ver} with its packet cache, DoT "
+            "over OpenSSL and DoH over its own HTTP/2 (h2o). CPU: all the server's threads.\n\n"
+            "| transport | rrcache q/s | dnsdist q/s | ratio | rrcache CPU us/answer | "
+            "dnsdist CPU us/answer | ratio |\n|---|---|---|---|---|---|---|\n" +
+            "\n".join(rows) + "\n")
+    print(body)
+    write_section(head, body)
+
+
+def tls_upstream(knot_port, certs, work):
+    """An rrcache serving DNS over TLS on CPU CLIENT_CPU, forwarding to knot over UDP: the
+    upstream of the DoT misses."""
+    port, tls = free_port(), free_port()
+    conf = os.path.join(work, "upstream.yaml")
+    with open(conf, "w") as f:
+        f.write(f'listen_tls: ["127.0.0.1:{tls}"]\ntls:\n  cert_file: {certs["cert"]}\n'
+                f'  key_file: {certs["key"]}\n')
+    args = B.rrcache_args(port, knot_port, cache_size="64MiB") + ["-c", conf]
+    proc = subprocess.Popen(["taskset", "-c", B.CLIENT_CPU] + args,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    B.wait_port(port, proc)
+    return proc, tls
+
+
+def forwarder(name, knot_port, tls_port, certs, work, over):
+    """rrcache or dnsdist (no cache) forwarding to knot over UDP or to tls_port over TLS."""
+    port = free_port()
+    if name == "rrcache":
+        args = B.rrcache_args(port, knot_port, cache_size="64MiB")
+        if over == "dot":
+            conf = os.path.join(work, "fw.yaml")
+            with open(conf, "w") as f:
+                f.write(f"tls:\n  ca_file: {certs['ca']}\n")
+            args[args.index("--upstream") + 1] = f"tls://127.0.0.1:{tls_port}#dot.test"
+            args += ["-c", conf]
+        return start(args, port, work, f"fw-{name}-{over}"), port
+    backend = (f'newServer({{address="127.0.0.1:{knot_port}", healthCheckMode="lazy"}})'
+               if over == "udp" else
+               f'newServer({{address="127.0.0.1:{tls_port}", tls="openssl", '
+               f'subjectName="dot.test", caStore="{certs["ca"]}", maxInFlight=200, '
+               f'healthCheckMode="lazy"}})')
+    conf = os.path.join(work, f"fw-{over}.conf")
+    with open(conf, "w") as f:
+        f.write(f'setLocal("127.0.0.1:{port}")\nsetACL({{"127.0.0.0/8"}})\n'
+                f'setSecurityPollSuffix("")\n{backend}\n')
+    return start(["dnsdist", "--supervised", "--disable-syslog", "-C", conf], port, work,
+                 f"fw-{name}-{over}"), port
+
+
+def misses(work, certs, knot, rate, rounds):
+    up, tls_port = tls_upstream(knot.port, certs, work)
+    n = rate * 5
+    res = {(s, o): [] for s in ("rrcache", "dnsdist") for o in ("udp", "dot")}
+    try:
+        for rnd in range(rounds):
+            for name in ("rrcache", "dnsdist"):
+                for over in ("udp", "dot"):
+                    proc, port = forwarder(name, knot.port, tls_port, certs, work, over)
+                    try:
+                        tag = f"r{rnd}{name[0]}{over}"
+                        warm = os.path.join(work, f"{tag}-warm.txt")
+                        B.write_names(warm, [f"w{i}.{tag}.u.example.test." for i in range(500)])
+                        B.dnsperf(port, warm, once=True, outstanding=20)
+                        names = os.path.join(work, f"{tag}.txt")
+                        B.write_names(names, [f"m{i}.{tag}.u.example.test." for i in range(n)])
+                        c0 = B.schedstat_ns(proc.pid)
+                        r = B.dnsperf(port, names, once=True, qps=rate, outstanding=200)
+                        c1 = B.schedstat_ns(proc.pid)
+                        r["cpu_us"] = (c1 - c0) / 1000.0 / max(r["completed"], 1)
+                        if r["noerror_pct"] < 99 or r["completed"] < n * 0.99:
+                            print(f"WARNING: {name} over {over}: {r['completed']:.0f} of {n} "
+                                  f"answered, {r['noerror_pct']}% NOERROR", flush=True)
+                        res[(name, over)].append(r)
+                        print(f"round {rnd + 1}: {name}, misses over {over}: {r['qps']:.0f} "
+                              f"q/s, {r['cpu_us']:.2f} us CPU per miss", flush=True)
+                    finally:
+                        proc.send_signal(signal.SIGTERM)
+                        proc.wait(30)
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(30)
+
+    def med(name, over):
+        return statistics.median(r["cpu_us"] for r in res[(name, over)])
+    rows = []
+    for name in ("rrcache", "dnsdist"):
+        u, t = med(name, "udp"), med(name, "dot")
+        rows.append(f"| {name} | {u:.2f} | {t:.2f} | {t / u:.2f} |")
+    head = "## Misses over DNS over TLS (bench/encrypted.py)"
+    body = (f"{head}\n\nMeasured {time.strftime('%Y-%m-%d')}; {n:,} new names at {rate:,} "
+            f"queries a second (dnsperf, 8 connections), medians of {rounds} rounds; the "
+            f"forwarder pinned to CPU {B.SERVER_CPU} without a cache for these names, 1 "
+            f"worker; upstream over UDP: knot; over TLS: an rrcache listen_tls on CPU "
+            f"{B.CLIENT_CPU} forwarding to the same knot (rrcache: tls:// with its defaults; "
+            "dnsdist: newServer tls=\"openssl\", maxInFlight=200 for out-of-order answers). CPU microseconds per miss, all threads, "
+            "kernel included.\n\n| forwarder | miss over UDP | miss over TLS | ratio |\n"
+            "|---|---|---|---|\n" + "\n".join(rows) + "\n")
+    print(body)
+    write_section(head, body)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--miss-rate", type=int, default=20000)
+    ap.add_argument("--only", choices=("hits", "misses"))
     args = ap.parse_args()
+    for tool, pkg in (("dnsperf", "dnsperf"), ("dnsdist", "dnsdist"), ("h2load", "nghttp2-client")):
+        if not shutil.which(tool):
+            sys.exit(f"bench/encrypted.py needs {tool} (Debian package {pkg}; "
+                     "sh bench/bench.sh installs it)")
     work = tempfile.mkdtemp(prefix="rrc-bench-enc-")
     certs = make_certs(work)
     knot = Knot(extra_zone=B.zone_extra())
-    names = os.path.join(work, "hot.txt")
-    B.write_names(names, [f"b{i}.example.test." for i in range(B.HOT_NAMES)])
-    res = {(s, m): [] for s in ("rrcache", "dnsdist") for m in ("udp", "dot", "doh")}
     try:
-        for rnd in range(args.rounds):
-            for name, fn in (("rrcache", rrcache), ("dnsdist", dnsdist)):
-                proc, ports = fn(knot.port, certs, work)
-                try:
-                    for mode in ("udp", "dot", "doh"):
-                        perf(ports[mode], mode, names, None)  # warm: every name cached
-                        c0 = B.schedstat_ns(proc.pid)
-                        r = perf(ports[mode], mode, names, args.seconds)
-                        c1 = B.schedstat_ns(proc.pid)
-                        r["cpu_us"] = (c1 - c0) / 1000.0 / max(r["completed"], 1)
-                        if r["noerror_pct"] < 99:
-                            print(f"WARNING: {name} {mode}: {r['noerror_pct']}% NOERROR",
-                                  flush=True)
-                        res[(name, mode)].append(r)
-                        print(f"round {rnd + 1}: {name} {mode}: {r['qps']:.0f} q/s, "
-                              f"{r['cpu_us']:.2f} us CPU per answer", flush=True)
-                finally:
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(30)
+        if args.only != "misses":
+            hits(work, certs, knot, args.seconds, args.rounds)
+        if args.only != "hits":
+            misses(work, certs, knot, args.miss_rate, args.rounds)
     finally:
         knot.stop()
-
-    def med(name, mode, key):
-        return statistics.median(r[key] for r in res[(name, mode)])
-    rows, notes = [], []
-    for mode in ("udp", "dot", "doh"):
-        rq, dq = med("rrcache", mode, "qps"), med("dnsdist", mode, "qps")
-        rc, dc = med("rrcache", mode, "cpu_us"), med("dnsdist", mode, "cpu_us")
-        if med("dnsdist", mode, "noerror_pct") < 99 or dq < rq / 100:
-            # Not a figure of resolution: dnsdist did not answer these queries.
-            rows.append(f"| {mode.upper()} | {rq:,.0f} | ({dq:,.0f}) | - | {rc:.2f} | - | - |")
-            notes.append(f"dnsdist answered {dq:,.0f} {mode.upper()} queries a second in this "
-                         "set-up, so its figures are left out: with dnsperf's DoH it answers "
-                         "single queries, but with 8 connections and 50 to 200 queries "
-                         "outstanding 90-96 % of them are lost (its HTTP/2 frontend stops "
-                         "answering the streams), measured apart with and without its packet "
-                         "cache.")
-            continue
-        rows.append(f"| {mode.upper()} | {rq:,.0f} | {dq:,.0f} | {rq / dq:.2f} | {rc:.2f} | "
-                    f"{dc:.2f} | {rc / dc:.2f} |")
-    head = "## Cache hits over DNS over TLS and HTTPS (bench/encrypted.py)"
-    body = (f"{head}\n\nMeasured {time.strftime('%Y-%m-%d')}; 1,000 names cached, dnsperf "
-            f"with 8 connections (-m udp/dot/doh), {args.seconds} s per run, medians of "
-            f"{args.rounds} rounds; each server pinned to CPU {B.SERVER_CPU}, dnsperf to CPU "
-            f"{B.CLIENT_CPU}; dnsdist {subprocess.run(['dnsdist', '--version'], capture_output=True, text=True).stdout.split()[1]} "
-            "with its packet cache, DoT over OpenSSL and DoH over its own HTTP/2 (h2o).\n\n"
-            "| transport | rrcache q/s | dnsdist q/s | ratio | rrcache CPU us/answer | "
-            "dnsdist CPU us/answer | ratio |\n|---|---|---|---|---|---|---|\n" +
-            "\n".join(rows) + "\n" + "".join("\n" + n + "\n" for n in notes))
-    print(body)
-    write_section(head, body)
 
 
 if __name__ == "__main__":
