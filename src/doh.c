@@ -356,8 +356,9 @@ int rrc_doh_answer(struct rrc_doh *d, int32_t stream_id, const uint8_t *msg, siz
 	return nghttp2_submit_response(d->s, stream_id, nv, 4, &prd) == 0 ? 0 : -1;
 }
 
-int rrc_doh_flush(struct rrc_doh *d, rrc_doh_write_fn write, void *ctx)
+int rrc_doh_flush(struct rrc_doh *d, uint8_t *buf, size_t cap, rrc_doh_write_fn write, void *ctx)
 {
+	size_t held = 0;
 	for (;;) {
 		const uint8_t *data;
 		ssize_t n = nghttp2_session_mem_send(d->s, &data);
@@ -365,10 +366,21 @@ int rrc_doh_flush(struct rrc_doh *d, rrc_doh_write_fn write, void *ctx)
 			d->failed = true;
 			return -1;
 		}
+		if (n == 0 || held + (size_t)n > cap) {
+			if (held && write(ctx, buf, held) != 0)
+				return -1;
+			held = 0;
+		}
 		if (n == 0)
 			return 0;
-		if (write(ctx, data, (size_t)n) != 0)
-			return -1;
+		if ((size_t)n > cap) {
+			if (write(ctx, data, (size_t)n) != 0)
+				return -1;
+			continue;
+		}
+		/* data stays valid only until the next call: keep a copy. */
+		memcpy(buf + held, data, (size_t)n);
+		held += (size_t)n;
 	}
 }
 

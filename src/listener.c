@@ -119,6 +119,11 @@ struct rrc_listeners {
 	uint8_t tcp_out[RRC_WIRE_MAX_MSG + 2];
 	uint8_t tls_in[RRC_WIRE_MAX_MSG + 1];	 /* TLS records being read */
 	uint8_t tls_frame[RRC_WIRE_MAX_MSG + 2]; /* an answer framed before it is encrypted */
+	/* The answers given while one DNS-over-TLS connection's input is read, framed, to go
+	 * out as one TLS record rather than one each (RRC_TLS_RECORD: a record's plaintext). */
+	struct conn *batch;
+	size_t batch_len;
+	uint8_t tls_batch[RRC_TLS_RECORD];
 };
 
 static inline uint64_t now_us(void)
@@ -539,7 +544,8 @@ static void on_shutdown(uv_shutdown_t *req, int status)
  * answers), then closes when the client does or the linger ends. */
 static void conn_maybe_finish(struct conn *c)
 {
-	if (c->closing || c->shutting || !c->done_reading || c->pending > 0 || c->writes > 0)
+	if (c->closing || c->shutting || !c->done_reading || c->pending > 0 || c->writes > 0 ||
+	    (c->l->batch == c && c->l->batch_len > 0))
 		return;
 	if (!c->at_limit || c->l->stopping ||
 	    uv_shutdown(&c->shutdown, (uv_stream_t *)&c->handle, on_shutdown) != 0) {
@@ -605,20 +611,43 @@ static void tls_flush(struct conn *c)
 	free(data);
 }
 
+/* Encrypts the answers batched for c (the connection being read). */
+static void batch_write(struct conn *c)
+{
+	struct rrc_listeners *l = c->l;
+	size_t n = l->batch_len;
+	l->batch_len = 0;
+	if (n && !c->closing && rrc_tls_write(c->tls, l->tls_batch, n) != RRC_TLS_OK)
+		conn_close(c);
+}
+
 /* Sends one framed message (RFC 1035 §4.2.2), inside TLS on a DNS-over-TLS connection. */
 static void tcp_send(struct conn *c, const uint8_t *msg, size_t len)
 {
 	if (c->closing || len == 0 || len > RRC_WIRE_MAX_MSG)
 		return;
 	if (c->tls) {
-		uint8_t *f = c->l->tls_frame;
+		struct rrc_listeners *l = c->l;
+		if (l->batch == c) {
+			/* Read in progress: its flush writes the batch and whatever follows. */
+			if (l->batch_len + 2 + len > sizeof(l->tls_batch))
+				batch_write(c);
+			if (2 + len <= sizeof(l->tls_batch) && !c->closing) {
+				rrc_put16(l->tls_batch + l->batch_len, (uint16_t)len);
+				memcpy(l->tls_batch + l->batch_len + 2, msg, len);
+				l->batch_len += 2 + len;
+				return;
+			}
+		}
+		uint8_t *f = l->tls_frame;
 		rrc_put16(f, (uint16_t)len);
 		memcpy(f + 2, msg, len);
 		if (rrc_tls_write(c->tls, f, len + 2) != RRC_TLS_OK) {
 			conn_close(c);
 			return;
 		}
-		tls_flush(c);
+		if (l->batch != c)
+			tls_flush(c);
 		return;
 	}
 	struct tcp_write *tw = write_new(c, 2 + len);
@@ -773,7 +802,8 @@ static void doh_out(struct conn *c)
 {
 	if (c->closing)
 		return;
-	int rc = rrc_doh_flush(c->doh, doh_write, c);
+	/* Between reads: the frame buffer is free, and one TLS record carries 16 KB. */
+	int rc = rrc_doh_flush(c->doh, c->l->tls_frame, RRC_TLS_RECORD, doh_write, c);
 	tls_flush(c);
 	if (rc != 0 || (rrc_doh_done(c->doh) && c->pending == 0))
 		conn_close(c);
@@ -901,6 +931,8 @@ static void on_tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		doh_read(c);
 		return;
 	}
+	l->batch = c;
+	l->batch_len = 0;
 	for (;;) {
 		uint8_t *at;
 		size_t room, got = 0;
@@ -921,6 +953,8 @@ static void on_tls_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 		tls_input_ended(c, rs);
 		break;
 	}
+	batch_write(c);
+	l->batch = NULL;
 	if (!c->closing)
 		tls_flush(c);
 }

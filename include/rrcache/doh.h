@@ -47,9 +47,11 @@ int rrc_doh_feed(struct rrc_doh *d, const uint8_t *data, size_t len);
  * (the client reset it) or memory ran out. */
 int rrc_doh_answer(struct rrc_doh *d, int32_t stream, const uint8_t *msg, size_t len);
 
-/* Hands what is to be written to write, piece by piece. Returns 0, or -1 (write said stop,
- * or a fatal session error). */
-int rrc_doh_flush(struct rrc_doh *d, rrc_doh_write_fn write, void *ctx);
+/* Hands what is to be written to write: the session's frames gathered in buf (cap bytes, the
+ * caller's scratch space), so that many small frames (a HEADERS and a DATA per answer) make
+ * one write, hence one TLS record, rather than one each; a frame larger than cap goes alone.
+ * Returns 0, or -1 (write said stop, or a fatal session error). */
+int rrc_doh_flush(struct rrc_doh *d, uint8_t *buf, size_t cap, rrc_doh_write_fn write, void *ctx);
 
 /* True when the session has ended (GOAWAY sent and received, or a fatal error) and nothing is
  * left to write: the connection can close. */

@@ -26,6 +26,10 @@ struct rrc_tls;
 
 /* An SPKI pin: the SHA-256 of a certificate's SubjectPublicKeyInfo. */
 #define RRC_TLS_PIN_LEN 32
+
+/* The most plaintext one TLS record carries (RFC 8446 §5.1). */
+#define RRC_TLS_RECORD 16384
+
 /* Pins an upstream may have. */
 #define RRC_TLS_MAX_PINS 4
 /* The largest session ticket kept for resumption. */

@@ -117,6 +117,75 @@ def test_many_queries_one_connection_and_resumption(knot, certs, rrcache):
     assert metric(r, "rrcache_dot_resumed_total") == 1
 
 
+def test_answers_share_records_and_close_notify(knot, certs, rrcache):
+    """Twenty cached names asked in one write, followed at once by the client's close_notify:
+    every answer comes back before the connection ends, and the answers given while one read
+    is handled share TLS records instead of taking one each (counted on the wire)."""
+    r = dot_rrcache(rrcache, f"127.0.0.1:{knot.port}", certs)
+    names = [f"n{i}.example.test." for i in range(20)]
+    s = connect(r, certs)
+    for n in names:
+        send(s, n)
+    for _ in names:
+        receive(s)  # now cached
+    s.close()
+    raw = socket.create_connection(("127.0.0.1", r.dot_port), timeout=5)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context(certs).wrap_bio(incoming, outgoing, server_hostname="dot.test")
+    while True:
+        try:
+            tls.do_handshake()
+            break
+        except ssl.SSLWantReadError:
+            raw.sendall(outgoing.read())
+            data = raw.recv(65536)
+            assert data, "closed during the handshake"
+            incoming.write(data)
+    raw.sendall(outgoing.read())
+    ids = set()
+    for n in names:
+        w = dns.message.make_query(n, "A").to_wire()
+        ids.add(struct.unpack("!H", w[:2])[0])
+        tls.write(struct.pack("!H", len(w)) + w)
+    try:
+        tls.unwrap()
+    except ssl.SSLWantReadError:
+        pass
+    raw.sendall(outgoing.read())  # the queries and close_notify, one write
+    wire = b""
+    while True:
+        data = raw.recv(65536)
+        if not data:
+            break
+        wire += data
+    raw.close()
+    records, i = 0, 0
+    while i + 5 <= len(wire):
+        if wire[i] == 23:  # application_data (TLS 1.3 hides the inner type in it)
+            records += 1
+        i += 5 + struct.unpack("!H", wire[i + 3:i + 5])[0]
+    incoming.write(wire)
+    plain = b""
+    while True:
+        try:
+            chunk = tls.read(65536)
+        except (ssl.SSLWantReadError, ssl.SSLZeroReturnError):
+            break
+        if not chunk:
+            break
+        plain += chunk
+    got = set()
+    while len(plain) >= 2:
+        n = struct.unpack("!H", plain[:2])[0]
+        m = dns.message.from_wire(plain[2:2 + n])
+        assert m.answer, m
+        got.add(m.id)
+        plain = plain[2 + n:]
+    assert got == ids
+    # Session tickets, the answers, close_notify: far fewer records than answers.
+    assert records <= 8, records
+
+
 def test_acl_at_accept(knot, certs, rrcache):
     """A client outside the ACL gets no handshake: the connection closes at accept."""
     r = dot_rrcache(rrcache, f"127.0.0.1:{knot.port}", certs,

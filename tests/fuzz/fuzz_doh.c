@@ -41,10 +41,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 	struct rrc_doh_refusals refused = {0};
 	struct seen s = {0};
+	static uint8_t scratch[1024];
 	s.d = rrc_doh_new(on_query, &s, &refused);
 	if (!s.d)
 		return 0;
-	rrc_doh_flush(s.d, sink, NULL);
+	rrc_doh_flush(s.d, scratch, sizeof(scratch), sink, NULL);
 	if (rrc_doh_feed(s.d, (const uint8_t *)preface, sizeof(preface) - 1) == 0) {
 		/* In two pieces, as reads may cut it. */
 		size_t half = size / 2;
@@ -54,7 +55,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* A late answer to stream 1, which may be open, answered, reset or never was. */
 	static const uint8_t late[RRC_WIRE_HDR] = {0, 0, 0x81, 0x80};
 	rrc_doh_answer(s.d, 1, late, sizeof(late));
-	rrc_doh_flush(s.d, sink, NULL);
+	rrc_doh_flush(s.d, scratch, sizeof(scratch), sink, NULL);
 	(void)rrc_doh_done(s.d);
 	rrc_doh_free(s.d);
 	return 0;

@@ -43,6 +43,7 @@ struct world {
 	bool answer_now;
 	struct response resp[8];
 	unsigned n_resp;
+	unsigned writes; /* calls of to_client */
 };
 
 static struct response *resp_of(struct world *w, int32_t stream)
@@ -109,6 +110,7 @@ static int c_on_close(nghttp2_session *s, int32_t sid, uint32_t code, void *user
 static int to_client(void *ctx, const uint8_t *data, size_t len)
 {
 	struct world *w = ctx;
+	w->writes++;
 	return nghttp2_session_mem_recv(w->client, data, len) == (ssize_t)len ? 0 : -1;
 }
 
@@ -123,7 +125,9 @@ static void pump(struct world *w)
 			assert_int_equal(rrc_doh_feed(w->server, data, (size_t)n), 0);
 			moved = true;
 		}
-		assert_int_equal(rrc_doh_flush(w->server, to_client, w), 0);
+		uint8_t scratch[512];
+		assert_int_equal(rrc_doh_flush(w->server, scratch, sizeof(scratch), to_client, w),
+				 0);
 		if (!moved && !nghttp2_session_want_write(w->client))
 			break;
 	}
@@ -251,6 +255,41 @@ static void test_later_answer_and_reset_stream(void **state)
 	world_free(&w);
 }
 
+/* Answers given together leave in one write (one TLS record), as many as the scratch space
+ * holds; with scratch smaller than a frame, each frame goes alone and nothing is lost. */
+static void test_answers_gathered(void **state)
+{
+	for (int tiny = 0; tiny < 2; tiny++) {
+		struct world w;
+		world_init(&w);
+		int32_t sid[3];
+		for (int i = 0; i < 3; i++)
+			sid[i] = request(&w, "POST", "/dns-query", "application/dns-message", query,
+					 sizeof(query));
+		assert_int_equal(w.queries, 3);
+		uint8_t a[sizeof(query)];
+		memcpy(a, query, sizeof(query));
+		rrc_put16(a + 2, RRC_F_QR | RRC_F_RD | RRC_F_RA);
+		for (int i = 0; i < 3; i++)
+			assert_int_equal(rrc_doh_answer(w.server, sid[i], a, sizeof(a)), 0);
+		uint8_t scratch[512];
+		w.writes = 0;
+		assert_int_equal(
+			rrc_doh_flush(w.server, scratch, tiny ? 8 : sizeof(scratch), to_client, &w),
+			0);
+		if (tiny)
+			assert_true(w.writes >= 6); /* a HEADERS and a DATA frame each */
+		else
+			assert_int_equal(w.writes, 1);
+		for (int i = 0; i < 3; i++) {
+			assert_true(resp_of(&w, sid[i])->done);
+			assert_string_equal(resp_of(&w, sid[i])->status, "200");
+			assert_int_equal(resp_of(&w, sid[i])->len, sizeof(query));
+		}
+		world_free(&w);
+	}
+}
+
 static void test_refused_requests(void **state)
 {
 	struct world w;
@@ -316,6 +355,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_get_and_post_answered),
 		cmocka_unit_test(test_later_answer_and_reset_stream),
+		cmocka_unit_test(test_answers_gathered),
 		cmocka_unit_test(test_refused_requests),
 		cmocka_unit_test(test_garbage_and_base64url),
 	};
