@@ -414,9 +414,10 @@ static bool udp_read(struct udp_sock *us)
 				batch_push(out, len, &c->peer.ss, c->peer.len, &c->local);
 		}
 		if (out->n) {
-			unsigned answered = out->n;
+			/* Counted before they leave: a client that has its answer and reads the
+			 * statistics finds it there. */
+			rrc_hist_add_n(&st->latency, now_us() - t0, out->n);
 			send_batch(us, out);
-			rrc_hist_add_n(&st->latency, now_us() - t0, answered);
 		}
 		if (n < RRC_UDP_BATCH)
 			return false;
@@ -763,8 +764,8 @@ static void conn_messages(struct conn *c)
 		if (n || c->pending > held)
 			uv_timer_start(&c->idle, on_idle, cfg->tcp_idle_timeout_ms, 0);
 		if (n) {
+			add_latency(l, c->client.start_us); /* before the client can see it */
 			tcp_send(c, l->tcp_out, n);
-			add_latency(l, c->client.start_us);
 		}
 		/* Not over TLS: a new handshake would cost the client more than the fairness
 		 * this buys; the idle timeout and the connection limits still hold. */
