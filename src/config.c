@@ -70,6 +70,7 @@ static const struct rrc_config rrc_config_defaults = {
 			.fleet_coalescing = true,
 			.fleet_wait_ms = 200,
 			.key_prefix = "rrc:",
+			.db_key = UINT32_MAX,
 		},
 	.policy = {.response = RRC_BLOCK_NXDOMAIN, .block_ttl = 60},
 	.ratelimit = {.table = {.qps = 0,
@@ -389,6 +390,7 @@ enum kind {
 	K_DENY,
 	K_STRING,      /* char[max] at off: a string of at most max - 1 bytes */
 	K_REDIS_URL,   /* redis.url */
+	K_SENTINELS,   /* redis.sentinels */
 	K_SECRET_FILE, /* char[max] at off, read from the file named by the value */
 	K_STATS_LISTEN,
 	K_STATS_ALLOW,
@@ -493,6 +495,11 @@ static const struct key redis_keys[] = {
 	{"key_prefix", K_STRING, FRS(key_prefix), NULL},
 	{"key_secret", K_STRING, FRS(key_secret), NULL},
 	{"key_secret_file", K_SECRET_FILE, FRS(key_secret), NULL},
+	{"sentinels", K_SENTINELS, 0, 0, 0, NULL},
+	{"master_name", K_STRING, FRS(master_name), NULL},
+	{"sentinel_password_file", K_SECRET_FILE, FRS(sentinel_password), NULL},
+	{"db", K_UINT, FR(db_key), 0, 1000000, NULL},
+	{"user", K_STRING, FRS(user_key), NULL},
 	{NULL, 0, 0, 0, 0, NULL}};
 
 #define FS(field) offsetof(struct rrc_config, stats.field)
@@ -722,7 +729,7 @@ static int parse_server(const char *s, bool tls, const char *name, bool lookups,
 							 : (const void *)&probe.sin.sin_addr;
 				inet_ntop(probe.sa.sa_family, ip, host, sizeof(host));
 			} else {
-				snprintf(host, sizeof(host), "%s", text);
+				snprintf(host, sizeof(host), "%.255s", text);
 				char *colon = strrchr(host, ':');
 				if (colon)
 					*colon = '\0';
@@ -796,6 +803,26 @@ static int add_stats_allow(struct ctx *c, const yaml_node_t *n, const char *key,
 	if (rc == 0)
 		c->stats_allow_given = true;
 	return rc;
+}
+
+/* A sentinel of redis.sentinels: an address, or a host name resolved here like the URL's,
+ * with port 26379 unless given. */
+static int add_sentinel(struct ctx *c, const yaml_node_t *n, const char *key, const char *s)
+{
+	struct rrc_redis_conf *rc = &c->cfg->redis;
+	if (rc->n_sentinels >= RRC_REDIS_MAX_SENTINELS)
+		return fail(c, n, key, "more than %d sentinels", RRC_REDIS_MAX_SENTINELS);
+	struct rrc_sockaddr a;
+	char why[RRC_ERR_LEN];
+	if (resolve_server(s, 26379, !c->cfg->no_lookups, &a, why))
+		return fail(c, n, key, "%s", why);
+	struct rrc_redis_sentinel_addr *to = &rc->sentinels[rc->n_sentinels++];
+	inet_ntop(a.sa.sa_family,
+		  a.sa.sa_family == AF_INET ? (const void *)&a.sin.sin_addr
+					    : (const void *)&a.sin6.sin6_addr,
+		  to->host, sizeof(to->host));
+	to->port = ntohs(a.sa.sa_family == AF_INET ? a.sin.sin_port : a.sin6.sin6_port);
+	return 0;
 }
 
 static int add_acl(struct ctx *c, const yaml_node_t *n, const char *key, const char *s, bool allow)
@@ -924,6 +951,8 @@ static int walk_list(struct ctx *c, const yaml_node_t *n, const char *key, enum 
 			rc = add_server(c, item, key, s, 1, false, NULL, NULL, 0);
 		} else if (kind == K_STATS_ALLOW) {
 			rc = add_stats_allow(c, item, key, s);
+		} else if (kind == K_SENTINELS) {
+			rc = add_sentinel(c, item, key, s);
 		} else if (kind == K_EXEMPT) {
 			rc = add_rule_at(c, item, key, &c->cfg->ratelimit.exempt,
 					 &c->cfg->ratelimit.n_exempt, s, true,
@@ -1303,7 +1332,7 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 	if (k->kind == K_LISTEN || k->kind == K_LISTEN_TLS || k->kind == K_LISTEN_HTTPS ||
 	    k->kind == K_SERVERS || k->kind == K_ALLOW || k->kind == K_DENY ||
 	    k->kind == K_STATS_ALLOW || k->kind == K_BLOCKLISTS || k->kind == K_ALLOWLISTS ||
-	    k->kind == K_EXEMPT) {
+	    k->kind == K_EXEMPT || k->kind == K_SENTINELS) {
 		if (v->type == YAML_SCALAR_NODE && scalar(v)[0] == '\0')
 			return 0; /* an empty value: an empty list */
 		return walk_list(c, v, path, k->kind);
@@ -1777,6 +1806,13 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 		memcpy(err, why, RRC_ERR_LEN);
 		return -EINVAL;
 	}
+	if (ov->redis_url) {
+		/* One Redis named on the command line replaces the file's, Sentinel or not. */
+		cfg->redis.n_sentinels = 0;
+		cfg->redis.master_name[0] = '\0';
+		cfg->redis.db_key = UINT32_MAX;
+		cfg->redis.user_key[0] = '\0';
+	}
 	if (ov->n_stats_allow) {
 		/* Replaces the file's list, as --listen does: a sidecar opens its endpoint to the
 		 * probes' network from flags alone. */
@@ -1954,6 +1990,32 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 				return -ENOMEM;
 			}
 		}
+	}
+	struct rrc_redis_conf *rc = &cfg->redis;
+	if (rc->n_sentinels) {
+		if (rc->enabled) {
+			snprintf(err, RRC_ERR_LEN, "redis: give url or sentinels, not both");
+			return -EINVAL;
+		}
+		if (!rc->master_name[0]) {
+			snprintf(err, RRC_ERR_LEN,
+				 "redis.sentinels: redis.master_name is needed (the name the "
+				 "sentinels monitor the master under)");
+			return -EINVAL;
+		}
+		rc->enabled = true;
+		rc->unix_socket = false;
+		rc->host[0] = '\0';
+		rc->port = 0;
+		if (rc->db_key != UINT32_MAX)
+			rc->db = rc->db_key;
+		memcpy(rc->user, rc->user_key, sizeof(rc->user_key));
+	} else if (rc->db_key != UINT32_MAX || rc->user_key[0] || rc->master_name[0] ||
+		   rc->sentinel_password[0]) {
+		snprintf(err, RRC_ERR_LEN,
+			 "redis.master_name, db, user and sentinel_password_file go with "
+			 "redis.sentinels (a url carries its own user and db)");
+		return -EINVAL;
 	}
 	if (cfg->redis.enabled && !cfg->redis.key_secret[0])
 		rrc_log(RRC_LOG_WARN, RRC_LG_CONFIG,

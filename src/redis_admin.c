@@ -1,7 +1,8 @@
 /*
  * redis_admin: the fleet flush with hiredis's blocking API. See include/rrcache/redis_admin.h.
  *
- * A flush: connect (redis.connect_timeout), AUTH and SELECT as the tier does, SCAN MATCH the
+ * A flush: ask the sentinels where the master is (with Sentinel), connect
+ * (redis.connect_timeout), AUTH and SELECT as the tier does, SCAN MATCH the
  * keys of the name (their name hash, l2value.h) or of the prefix, UNLINK each page in one
  * command, then PUBLISH on key_prefix + "flush". Every command's timeout is what is left of
  * the deadline. An interrupt (the admin being destroyed) shuts the socket down, so the command
@@ -10,6 +11,7 @@
 #include "rrcache/redis_admin.h"
 #include "rrcache/l2value.h"
 #include "rrcache/log.h"
+#include "rrcache/redis_sentinel.h"
 
 #include <errno.h>
 #include <hiredis/hiredis.h>
@@ -185,8 +187,14 @@ static long flush(const struct rrc_redis_conf *rc, const uint8_t *name, size_t l
 	uint64_t deadline = mono_ms() + RRC_REDIS_FLUSH_DEADLINE_MS;
 	struct timeval tv = {.tv_sec = rc->connect_timeout_ms / 1000,
 			     .tv_usec = (rc->connect_timeout_ms % 1000) * 1000};
+	char host[RRC_REDIS_HOST_LEN];
+	uint16_t port = rc->port;
+	snprintf(host, sizeof(host), "%s", rc->host);
+	/* With Sentinel: the master the sentinels name now. */
+	if (rc->n_sentinels && rrc_redis_sentinel_ask(rc, host, &port, err) != 0)
+		return -1;
 	redisContext *c = rc->unix_socket ? redisConnectUnixWithTimeout(rc->path, tv)
-					  : redisConnectWithTimeout(rc->host, rc->port, tv);
+					  : redisConnectWithTimeout(host, port, tv);
 	if (!c || c->err) {
 		snprintf(err, RRC_ERR_LEN, "cannot connect to Redis: %s",
 			 c ? c->errstr : "out of memory");

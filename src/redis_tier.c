@@ -17,6 +17,7 @@
 #include "rrcache/l2value.h"
 #include "rrcache/log.h"
 #include "rrcache/msg.h"
+#include "rrcache/redis_sentinel.h"
 #include "rrcache/redis_uv.h"
 #include "rrcache/env.h"
 
@@ -40,8 +41,11 @@ struct conn {
 	redisAsyncContext *ac;
 	uv_timer_t timer; /* connect deadline, then reconnect backoff */
 	uint32_t backoff_ms;
-	unsigned setup_left; /* AUTH/SELECT replies still to come */
+	unsigned setup_left; /* AUTH/SELECT/ROLE replies still to come */
 	bool logged_down;    /* "unreachable" said once until it is up again */
+	uint32_t gen;	     /* Sentinel: the master record's generation it was opened for */
+	char host[RRC_REDIS_HOST_LEN]; /* where it went (Sentinel: the master then) */
+	uint16_t port;
 };
 
 struct rrc_redis_req {
@@ -73,6 +77,9 @@ struct rrc_redis_tier {
 	struct rrc_redis_conf rc;
 	struct rrc_l2_keys keys;
 	struct conn data, sub;
+	/* Sentinel: where the master is (shared), and on worker 0 the watcher that writes it. */
+	struct rrc_redis_master *master;
+	struct rrc_redis_sentinel *watch;
 	struct rrc_redis_req *head, *tail;
 	unsigned pending;  /* commands written, not yet answered */
 	uint32_t failures; /* consecutive */
@@ -219,8 +226,13 @@ static void arm_deadline(struct rrc_redis_tier *t)
 	t->deadline_armed = true;
 }
 
+static void follow_master(struct rrc_redis_tier *t);
+
 static struct rrc_redis_req *req_new(struct rrc_redis_tier *t, unsigned cmds)
 {
+	/* After a failover: one relaxed load per request notices the master moved. */
+	if (t->master && !t->closing && rrc_redis_master_generation(t->master) != t->data.gen)
+		follow_master(t);
 	if (t->closing || t->data.state != C_READY) {
 		t->env->st->redis_skipped++;
 		return NULL;
@@ -700,12 +712,55 @@ static void on_conn_timer(uv_timer_t *h)
 		conn_open(c);
 }
 
+/* Sentinel: a connection's set-up ends with ROLE, so that an address the sentinels gave while
+ * a failover is under way (a replica now) is not written to. */
+static void on_role(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct conn *c = priv;
+	const redisReply *rep = reply;
+	if (c->t->closing || ac != c->ac)
+		return;
+	const char *role = rep && rep->type == REDIS_REPLY_ARRAY && rep->elements >= 1 &&
+					   rep->element[0]->type == REDIS_REPLY_STRING
+				   ? rep->element[0]->str
+				   : NULL;
+	if (!role || strcmp(role, "master") != 0) {
+		char why[160];
+		snprintf(why, sizeof(why), "%s:%u is not the master (ROLE: %.40s)", c->host,
+			 c->port,
+			 role					 ? role
+			 : rep && rep->type == REDIS_REPLY_ERROR ? rep->str
+								 : "?");
+		/* Said each time: the connection's own line is said once until it is up. */
+		rrc_log_limited(RRC_LOG_WARN, RRC_LG_REDIS, "worker %u: Redis: %s",
+				c->t->env->worker, why);
+		rrc_redis_master_doubt(c->t->master);
+		conn_drop(c, why);
+		return;
+	}
+	if (--c->setup_left == 0 && c->state == C_CONNECTING)
+		became_ready(c);
+}
+
 static void conn_open(struct conn *c)
 {
 	struct rrc_redis_tier *t = c->t;
 	const struct rrc_redis_conf *rc = &t->rc;
+	if (t->master) {
+		c->gen = rrc_redis_master_get(t->master, c->host, &c->port);
+		if (!c->host[0]) {
+			/* Not known yet (the watcher is asking): tried again after the backoff,
+			 * or at once when the watcher knows. */
+			c->state = C_CLOSED;
+			schedule_reopen(c);
+			return;
+		}
+	} else if (!rc->unix_socket) {
+		memcpy(c->host, rc->host, sizeof(c->host));
+		c->port = rc->port;
+	}
 	redisAsyncContext *ac = rc->unix_socket ? redisAsyncConnectUnix(rc->path)
-						: redisAsyncConnect(rc->host, rc->port);
+						: redisAsyncConnect(c->host, c->port);
 	if (!ac || ac->err) {
 		char why[128];
 		snprintf(why, sizeof(why), "%.100s", ac ? ac->errstr : "out of memory");
@@ -738,7 +793,46 @@ static void conn_open(struct conn *c)
 		c->setup_left += redisAsyncCommand(ac, on_setup, c, "SELECT %u",
 						   (unsigned)rc->db) == REDIS_OK;
 	}
+	if (t->master)
+		c->setup_left += redisAsyncCommand(ac, on_role, c, "ROLE") == REDIS_OK;
 	uv_timer_start(&c->timer, on_conn_timer, rc->connect_timeout_ms, 0);
+}
+
+/* Sentinel: the master moved; c goes there now, whatever it was doing (its commands in
+ * flight are called back with NULL: their queries go upstream). */
+static void conn_follow(struct conn *c)
+{
+	struct rrc_redis_tier *t = c->t;
+	if (!t)
+		return; /* the flush subscription of a worker other than 0 */
+	redisAsyncContext *ac = c->ac;
+	c->ac = NULL;
+	if (c->state == C_READY && !c->sub)
+		t->env->st->redis_up = 0;
+	c->state = C_CLOSED;
+	c->backoff_ms = 0;
+	uv_timer_stop(&c->timer);
+	if (ac)
+		redisAsyncFree(ac);
+	conn_open(c);
+}
+
+static void follow_master(struct rrc_redis_tier *t)
+{
+	char host[RRC_REDIS_HOST_LEN];
+	uint16_t port;
+	rrc_redis_master_get(t->master, host, &port);
+	rrc_log(RRC_LOG_INFO, RRC_LG_REDIS, "worker %u: Redis master is %s:%u; connecting there",
+		t->env->worker, host, port);
+	conn_follow(&t->data);
+	conn_follow(&t->sub);
+}
+
+static void on_master_moved(void *ctx)
+{
+	struct rrc_redis_tier *t = ctx;
+	if (!t->closing && rrc_redis_master_generation(t->master) != t->data.gen)
+		follow_master(t);
 }
 
 static void on_deadline_closed(uv_handle_t *h)
@@ -774,6 +868,7 @@ struct rrc_redis_tier *rrc_redis_tier_create(const struct rrc_env *env)
 		return NULL;
 	t->env = env;
 	t->rc = cfg->redis;
+	t->master = cfg->redis.n_sentinels ? env->redis_master : NULL;
 	rrc_l2_derive_keys(cfg->redis.key_secret, &t->keys);
 	uv_timer_init(env->loop, &t->deadline);
 	t->deadline.data = t;
@@ -783,6 +878,8 @@ struct rrc_redis_tier *rrc_redis_tier_create(const struct rrc_env *env)
 	if (env->worker == 0) {
 		conn_init(t, &t->sub, true);
 		conn_open(&t->sub);
+		if (t->master)
+			t->watch = rrc_redis_sentinel_start(env, t->master, on_master_moved, t);
 	}
 	return t;
 }
@@ -795,6 +892,8 @@ void rrc_redis_tier_close(struct rrc_redis_tier *t)
 	for (struct rrc_redis_req *r = t->head; r; r = r->next)
 		rrc_redis_cancel(r);
 	t->closing = true;
+	rrc_redis_sentinel_close(t->watch);
+	t->watch = NULL;
 	struct conn *conns[] = {&t->data, &t->sub};
 	for (size_t i = 0; i < RRC_ARRAY_SIZE(conns); i++) {
 		struct conn *c = conns[i];

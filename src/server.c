@@ -5,6 +5,7 @@
 #include "rrcache/conn_limit.h"
 #include "rrcache/dnstap.h"
 #include "rrcache/log.h"
+#include "rrcache/redis_master.h"
 #include "rrcache/worker.h"
 
 #include <errno.h>
@@ -23,6 +24,7 @@
 struct rrc_server {
 	struct rrc_cache *cache;
 	struct rrc_dynblock *dynblock;
+	struct rrc_redis_master *redis_master; /* with Redis Sentinel */
 	struct rrc_conn_limit *tcp_limit;
 	struct rrc_dnstap *tap; /* the query log, or NULL */
 	pthread_mutex_t cfg_lock;
@@ -130,6 +132,10 @@ struct rrc_server *rrc_server_create(struct rrc_config *cfg, char err[RRC_ERR_LE
 	rrc_cache_set_stale(s->cache, cfg->serve_stale ? cfg->max_stale : 0);
 	rrc_cache_set_prefetch(s->cache, cfg->prefetch ? cfg->prefetch_min_hits : 0);
 	s->redis = cfg->redis;
+	if (cfg->redis.n_sentinels && !(s->redis_master = rrc_redis_master_new())) {
+		snprintf(err, RRC_ERR_LEN, "out of memory");
+		goto fail;
+	}
 	if (cfg->dnstap.enabled) {
 		s->tap = rrc_dnstap_start(cfg, cfg->workers, err);
 		if (!s->tap)
@@ -138,7 +144,8 @@ struct rrc_server *rrc_server_create(struct rrc_config *cfg, char err[RRC_ERR_LE
 	struct rrc_worker_shared shared = {.cache = s->cache,
 					   .tcp_limit = s->tcp_limit,
 					   .dnstap = s->tap,
-					   .dynblock = s->dynblock};
+					   .dynblock = s->dynblock,
+					   .redis_master = s->redis_master};
 	for (unsigned i = 0; i < cfg->workers; i++) {
 		s->workers[i] = rrc_worker_create(i, rrc_server_cfg_get(s), &shared, err);
 		if (!s->workers[i])
@@ -271,6 +278,7 @@ void rrc_server_destroy(struct rrc_server *s)
 	rrc_cfg_ref_put(s->cur);
 	rrc_cache_destroy(s->cache);
 	rrc_dynblock_destroy(s->dynblock);
+	rrc_redis_master_free(s->redis_master);
 	rrc_conn_limit_destroy(s->tcp_limit);
 	pthread_mutex_destroy(&s->cfg_lock);
 	free(s);

@@ -480,6 +480,12 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		       s->redis_protocol_errors);
 		single(b, "redis_up", "gauge",
 		       "Workers whose Redis connection is ready (breaker closed).", s->redis_up);
+		single(b, "redis_master_changes_total", "counter",
+		       "Redis Sentinel: times the master moved (failovers followed).",
+		       s->redis_master_changes);
+		single(b, "redis_sentinel_up", "gauge",
+		       "Redis Sentinel: 1 while a sentinel's failover messages are followed.",
+		       s->redis_sentinel_up);
 	}
 
 	family(b, "top_queries", "gauge",
@@ -590,7 +596,9 @@ void rrc_stats_json(const struct rrc_stats_view *v, struct rrc_buf *b)
 				   {"skipped", s->redis_skipped},
 				   {"breaker_opens", s->redis_breaker_opens},
 				   {"protocol_errors", s->redis_protocol_errors},
-				   {"up_workers", s->redis_up}};
+				   {"up_workers", s->redis_up},
+				   {"master_changes", s->redis_master_changes},
+				   {"sentinel_up", s->redis_sentinel_up}};
 	json_object(b, "cache", cache, RRC_ARRAY_SIZE(cache));
 	rrc_buf_printf(b, ",");
 	json_hist(b, "latency", &s->latency);

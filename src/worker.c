@@ -206,6 +206,7 @@ struct rrc_worker *rrc_worker_create(unsigned index, struct rrc_cfg_ref *cfg,
 				  .cfg = cfg,
 				  .cache = shared->cache,
 				  .dynblock = shared->dynblock,
+				  .redis_master = shared->redis_master,
 				  .st = &w->st,
 				  .top = &w->top,
 				  .tap = shared->dnstap ? &w->tap : NULL};

@@ -19,10 +19,10 @@ LAYERS = {
     # pure: no loop, no sockets; unit-tested and fuzzed alone
     "defs": PURE, "log": PURE, "policy": PURE, "ratelimit": PURE, "dynblock": PURE, "route": PURE, "local": PURE, "cachefile": PURE, "tls": PURE, "doh": PURE, "addr": PURE, "buf": PURE, "wire": PURE, "msg": PURE,
     "cache": PURE, "balancer": PURE, "form": PURE, "frame": PURE, "acl": PURE, "config": PURE, "pool": PURE,
-    "l2value": PURE, "topk": PURE, "stats": PURE, "cfg_ref": PURE, "conn_limit": PURE,
+    "l2value": PURE, "redis_master": PURE, "topk": PURE, "stats": PURE, "cfg_ref": PURE, "conn_limit": PURE,
     # I/O: each owns its sockets and handles on a loop it is given
     "client": IO, "env": IO, "dnstap": IO, "notify": IO, "redis_uv": IO, "upstream": IO,
-    "redis_tier": IO, "redis_admin": IO, "listener": IO,
+    "redis_tier": IO, "redis_admin": IO, "redis_sentinel": IO, "listener": IO,
     "query": QUERY,
     "worker": WORKER,
     "server": SERVER,
@@ -33,7 +33,8 @@ NOT_PURE = ("uv.h", "hiredis/", "microhttpd.h", "fstrm.h")
 # Structs whose definition is private to their module's .c file.
 OPAQUE = ["rrc_worker", "rrc_queries", "rrc_listeners", "rrc_upstreams", "rrc_redis_tier",
           "rrc_redis_admin", "rrc_server", "rrc_http", "rrc_cache", "rrc_dnstap",
-          "rrc_conn_limit", "rrc_acl", "rrc_tls", "rrc_tls_creds", "rrc_doh"]
+          "rrc_conn_limit", "rrc_acl", "rrc_tls", "rrc_tls_creds", "rrc_doh",
+          "rrc_redis_master", "rrc_redis_sentinel"]
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 

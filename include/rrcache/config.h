@@ -58,6 +58,9 @@ struct rrc_forward_pool {
 };
 
 /* The Redis tier (L2), shared by a fleet of instances. enabled when a URL was given. */
+/* Sentinels one instance may be given. */
+#define RRC_REDIS_MAX_SENTINELS 8
+
 struct rrc_redis_conf {
 	bool enabled;
 	bool unix_socket;
@@ -76,6 +79,19 @@ struct rrc_redis_conf {
 	uint32_t fleet_wait_ms;			 /* how long the others wait */
 	char key_prefix[64];
 	char key_secret[256]; /* shared by the fleet: keys are a keyed hash of the question */
+	/* Redis Sentinel: the master's address comes from these (each a numeric address and
+	 * port; host, port, path above are unused), asked for master_name. */
+	unsigned n_sentinels;
+	struct rrc_redis_sentinel_addr {
+		char host[64];
+		uint16_t port;
+	} sentinels[RRC_REDIS_MAX_SENTINELS];
+	char master_name[64];
+	char sentinel_password[256];
+	/* redis.db and redis.user, for Sentinel (a url carries its own): UINT32_MAX and ""
+	 * when not given. */
+	uint32_t db_key;
+	char user_key[64];
 };
 
 /* The statistics endpoint (HTTP: /metrics, /api/v1/..., the dashboard). */

@@ -18,6 +18,7 @@
 
 struct rrc_cache;
 struct rrc_dynblock;
+struct rrc_redis_master;
 struct rrc_tap;
 
 struct rrc_env {
@@ -26,6 +27,8 @@ struct rrc_env {
 	struct rrc_cfg_ref *cfg;       /* the configuration in force; read it at each use */
 	struct rrc_cache *cache;       /* L1, shared by the workers */
 	struct rrc_dynblock *dynblock; /* the dynamic blocks, shared by the workers */
+	/* Redis Sentinel: where the master is, shared by the workers; NULL without Sentinel. */
+	struct rrc_redis_master *redis_master;
 	struct rrc_worker_stats *st;
 	struct rrc_top *top;
 	struct rrc_tap *tap; /* the query log, NULL when it is off */

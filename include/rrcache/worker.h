@@ -29,8 +29,9 @@ struct rrc_worker;
 struct rrc_worker_shared {
 	struct rrc_cache *cache;
 	struct rrc_conn_limit *tcp_limit;
-	struct rrc_dnstap *dnstap;     /* NULL when the query log is off */
-	struct rrc_dynblock *dynblock; /* the dynamic blocks */
+	struct rrc_dnstap *dnstap;	       /* NULL when the query log is off */
+	struct rrc_dynblock *dynblock;	       /* the dynamic blocks */
+	struct rrc_redis_master *redis_master; /* Redis Sentinel's master; NULL without it */
 };
 
 /*

@@ -834,6 +834,83 @@ class Redis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class SentinelSet:
+    """A Redis master, one replica of it and three redis-sentinel processes watching them as
+    master `name` (quorum 2, down after down_ms), each on a random loopback port. Returns once
+    the replica is in sync and every sentinel knows the replica and the other sentinels."""
+
+    def __init__(self, name="rrc", down_ms=1000):
+        exe = need("redis-sentinel", "redis-sentinel")
+        self.name = name
+        self.master = Redis()
+        self.replica = Redis(extra=["--replicaof", "127.0.0.1", str(self.master.port)])
+        self.dir = tempfile.mkdtemp(prefix="rrc-sentinel-")
+        self.ports, self.procs = [], []
+        try:
+            wait_until(lambda: b"master_link_status:up" in
+                       self.replica.cmd("INFO", "replication"), 20, "the replica to sync")
+            for i in range(3):
+                port = free_port()
+                conf = os.path.join(self.dir, f"s{i}.conf")
+                with open(conf, "w") as f:
+                    f.write(f"port {port}\nbind 127.0.0.1\ndaemonize no\n"
+                            f"dir {self.dir}\nlogfile {self.dir}/s{i}.log\n"
+                            f"sentinel monitor {name} 127.0.0.1 {self.master.port} 2\n"
+                            f"sentinel down-after-milliseconds {name} {down_ms}\n"
+                            f"sentinel failover-timeout {name} 10000\n")
+                self.ports.append(port)
+                self.procs.append(subprocess.Popen([exe, conf], stdout=subprocess.DEVNULL,
+                                                   stderr=subprocess.STDOUT))
+            for port in self.ports:
+                wait_until(lambda: self.ask(port, "SENTINEL", "replicas", name) and
+                           len(self.ask(port, "SENTINEL", "sentinels", name)) == 2, 30,
+                           "the sentinels to know the replica and each other")
+        except BaseException:
+            self.stop()
+            raise
+
+    @staticmethod
+    def ask(port, *args):
+        try:
+            c = RedisClient(port=port, timeout=2)
+        except OSError:
+            return None
+        try:
+            return c.cmd(*args)
+        except (OSError, RespError):
+            return None
+        finally:
+            c.close()
+
+    def master_port(self):
+        """The master's port as the first sentinel that answers says."""
+        for port in self.ports:
+            r = self.ask(port, "SENTINEL", "get-master-addr-by-name", self.name)
+            if r:
+                return int(r[1])
+        return None
+
+    def log(self):
+        return "".join(open(os.path.join(self.dir, f"s{i}.log")).read()
+                       for i in range(len(self.ports))
+                       if os.path.exists(os.path.join(self.dir, f"s{i}.log")))
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        self.master.stop()
+        self.replica.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def wait_until(cond, seconds, what):
+    """wait_for, raising when the deadline passes."""
+    if not wait_for(cond, seconds):
+        raise RuntimeError(f"timed out waiting for {what}")
+
+
 class FakeRedis:
     """A hostile stand-in for Redis on a random loopback port: it sends `greeting` on every new
     connection, then answers each command (a list of bytes arguments) with what

@@ -820,6 +820,76 @@ static void test_redis_section(void **state)
 	assert_non_null(strstr(err, "--redis:"));
 }
 
+/* Redis Sentinel: the sentinels (port 26379 unless given), the master's name, db and user;
+ * the settings that do not go together are refused; --redis replaces them. */
+static void test_redis_sentinels(void **state)
+{
+	char err[RRC_ERR_LEN];
+	struct rrc_config *cfg = build(
+		"upstream:\n  servers: [192.0.2.1]\nredis:\n  sentinels: [\"192.0.2.10\", "
+		"\"[2001:db8::1]:26380\", \"192.0.2.11:5000\"]\n  master_name: fleet\n  db: 3\n"
+		"  user: app\n",
+		err);
+	if (!cfg)
+		fail_msg("%s", err);
+	const struct rrc_redis_conf *rc = &cfg->redis;
+	assert_true(rc->enabled);
+	assert_int_equal(rc->n_sentinels, 3);
+	assert_string_equal(rc->sentinels[0].host, "192.0.2.10");
+	assert_int_equal(rc->sentinels[0].port, 26379);
+	assert_string_equal(rc->sentinels[1].host, "2001:db8::1");
+	assert_int_equal(rc->sentinels[1].port, 26380);
+	assert_int_equal(rc->sentinels[2].port, 5000);
+	assert_string_equal(rc->master_name, "fleet");
+	assert_int_equal(rc->db, 3);
+	assert_string_equal(rc->user, "app");
+	assert_string_equal(rc->host, "");
+	rrc_config_free(cfg);
+
+	static const struct {
+		const char *text, *want;
+	} bad[] = {
+		{"  sentinels: [\"192.0.2.10\"]\n", "redis.master_name is needed"},
+		{"  url: redis://127.0.0.1\n  sentinels: [\"192.0.2.10\"]\n  master_name: m\n",
+		 "give url or sentinels, not both"},
+		{"  url: redis://127.0.0.1\n  master_name: m\n", "go with redis.sentinels"},
+		{"  url: redis://127.0.0.1\n  db: 2\n", "go with redis.sentinels"},
+		{"  sentinels: [\"192.0.2.10:0\"]\n  master_name: m\n", "redis.sentinels"},
+		{"  sentinels: [192.0.2.1, 192.0.2.2, 192.0.2.3, 192.0.2.4, 192.0.2.5, 192.0.2.6, "
+		 "192.0.2.7, 192.0.2.8, 192.0.2.9]\n  master_name: m\n",
+		 "more than 8"},
+	};
+	for (size_t i = 0; i < RRC_ARRAY_SIZE(bad); i++) {
+		char text[512];
+		snprintf(text, sizeof(text), "upstream:\n  servers: [192.0.2.1]\nredis:\n%s",
+			 bad[i].text);
+		cfg = build(text, err);
+		if (cfg)
+			fail_msg("accepted: %s", bad[i].text);
+		if (!strstr(err, bad[i].want))
+			fail_msg("%s: %s", bad[i].text, err);
+	}
+
+	/* One Redis on the command line replaces the file's sentinels. */
+	char path[] = "/tmp/rrc-test-sentinel-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	static const char file[] = "redis:\n  sentinels: [\"192.0.2.10\"]\n  master_name: m\n";
+	assert_int_equal(write(fd, file, sizeof(file) - 1), (ssize_t)(sizeof(file) - 1));
+	close(fd);
+	struct rrc_config_overrides ov = {.resolv_conf = resolv,
+					  .upstream = {"192.0.2.53"},
+					  .n_upstream = 1,
+					  .redis_url = "redis://127.0.0.1:7001"};
+	cfg = rrc_config_build(path, &ov, err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->redis.n_sentinels, 0);
+	assert_int_equal(cfg->redis.port, 7001);
+	rrc_config_free(cfg);
+	unlink(path);
+}
+
 /* The limits are fitted to the descriptors the process may open, and say so. */
 static void test_fit_descriptors(void **state)
 {
@@ -868,6 +938,7 @@ int main(void)
 		cmocka_unit_test(test_workers_follow_cpu_limits),
 		cmocka_unit_test(test_redis_urls),
 		cmocka_unit_test(test_redis_section),
+		cmocka_unit_test(test_redis_sentinels),
 		cmocka_unit_test(test_shipped_file),
 	};
 	return cmocka_run_group_tests(tests, setup, teardown);
