@@ -14,7 +14,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 BUILD_PKGS="build-essential cmake pkg-config libuv1-dev libldns-dev libyaml-dev libhiredis-dev libssl-dev libmicrohttpd-dev libfstrm-dev libgnutls28-dev libnghttp2-dev"
-TEST_PKGS="libcmocka-dev curl knot knot-dnsutils ldnsutils unbound python3 python3-pytest python3-dnspython python3-cryptography python3-yaml redis-server prometheus chromium dnstap-ldns systemd groff-base man-db dpkg-dev"
+TEST_PKGS="libcmocka-dev curl knot knot-dnsutils ldnsutils unbound python3 python3-pytest python3-dnspython python3-cryptography python3-yaml redis-server redis-sentinel prometheus chromium dnstap-ldns systemd groff-base man-db dpkg-dev"
 
 install_pkgs() {
 	missing=""

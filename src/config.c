@@ -391,6 +391,7 @@ enum kind {
 	K_STRING,      /* char[max] at off: a string of at most max - 1 bytes */
 	K_REDIS_URL,   /* redis.url */
 	K_SENTINELS,   /* redis.sentinels */
+	K_SEEDS,       /* redis.nodes */
 	K_SECRET_FILE, /* char[max] at off, read from the file named by the value */
 	K_STATS_LISTEN,
 	K_STATS_ALLOW,
@@ -496,6 +497,8 @@ static const struct key redis_keys[] = {
 	{"key_secret", K_STRING, FRS(key_secret), NULL},
 	{"key_secret_file", K_SECRET_FILE, FRS(key_secret), NULL},
 	{"sentinels", K_SENTINELS, 0, 0, 0, NULL},
+	{"cluster", K_BOOL, FR(cluster), 0, 1, NULL},
+	{"nodes", K_SEEDS, 0, 0, 0, NULL},
 	{"master_name", K_STRING, FRS(master_name), NULL},
 	{"sentinel_password_file", K_SECRET_FILE, FRS(sentinel_password), NULL},
 	{"db", K_UINT, FR(db_key), 0, 1000000, NULL},
@@ -805,18 +808,21 @@ static int add_stats_allow(struct ctx *c, const yaml_node_t *n, const char *key,
 	return rc;
 }
 
-/* A sentinel of redis.sentinels: an address, or a host name resolved here like the URL's,
- * with port 26379 unless given. */
-static int add_sentinel(struct ctx *c, const yaml_node_t *n, const char *key, const char *s)
+/* A sentinel of redis.sentinels (port 26379 unless given) or a seed of redis.nodes (6379):
+ * an address, or a host name resolved here like the URL's. */
+static int add_redis_addr(struct ctx *c, const yaml_node_t *n, const char *key, const char *s,
+			  bool seed)
 {
 	struct rrc_redis_conf *rc = &c->cfg->redis;
-	if (rc->n_sentinels >= RRC_REDIS_MAX_SENTINELS)
-		return fail(c, n, key, "more than %d sentinels", RRC_REDIS_MAX_SENTINELS);
+	unsigned *count = seed ? &rc->n_seeds : &rc->n_sentinels;
+	if (*count >= RRC_REDIS_MAX_SENTINELS)
+		return fail(c, n, key, "more than %d %s", RRC_REDIS_MAX_SENTINELS,
+			    seed ? "nodes" : "sentinels");
 	struct rrc_sockaddr a;
 	char why[RRC_ERR_LEN];
-	if (resolve_server(s, 26379, !c->cfg->no_lookups, &a, why))
+	if (resolve_server(s, seed ? 6379 : 26379, !c->cfg->no_lookups, &a, why))
 		return fail(c, n, key, "%s", why);
-	struct rrc_redis_sentinel_addr *to = &rc->sentinels[rc->n_sentinels++];
+	struct rrc_redis_addr *to = seed ? &rc->seeds[(*count)++] : &rc->sentinels[(*count)++];
 	inet_ntop(a.sa.sa_family,
 		  a.sa.sa_family == AF_INET ? (const void *)&a.sin.sin_addr
 					    : (const void *)&a.sin6.sin6_addr,
@@ -951,8 +957,8 @@ static int walk_list(struct ctx *c, const yaml_node_t *n, const char *key, enum 
 			rc = add_server(c, item, key, s, 1, false, NULL, NULL, 0);
 		} else if (kind == K_STATS_ALLOW) {
 			rc = add_stats_allow(c, item, key, s);
-		} else if (kind == K_SENTINELS) {
-			rc = add_sentinel(c, item, key, s);
+		} else if (kind == K_SENTINELS || kind == K_SEEDS) {
+			rc = add_redis_addr(c, item, key, s, kind == K_SEEDS);
 		} else if (kind == K_EXEMPT) {
 			rc = add_rule_at(c, item, key, &c->cfg->ratelimit.exempt,
 					 &c->cfg->ratelimit.n_exempt, s, true,
@@ -1332,7 +1338,7 @@ static int walk_value(struct ctx *c, const struct key *k, const yaml_node_t *v, 
 	if (k->kind == K_LISTEN || k->kind == K_LISTEN_TLS || k->kind == K_LISTEN_HTTPS ||
 	    k->kind == K_SERVERS || k->kind == K_ALLOW || k->kind == K_DENY ||
 	    k->kind == K_STATS_ALLOW || k->kind == K_BLOCKLISTS || k->kind == K_ALLOWLISTS ||
-	    k->kind == K_EXEMPT || k->kind == K_SENTINELS) {
+	    k->kind == K_EXEMPT || k->kind == K_SENTINELS || k->kind == K_SEEDS) {
 		if (v->type == YAML_SCALAR_NODE && scalar(v)[0] == '\0')
 			return 0; /* an empty value: an empty list */
 		return walk_list(c, v, path, k->kind);
@@ -1809,6 +1815,8 @@ static int apply_overrides(struct rrc_config *cfg, const struct rrc_config_overr
 	if (ov->redis_url) {
 		/* One Redis named on the command line replaces the file's, Sentinel or not. */
 		cfg->redis.n_sentinels = 0;
+		cfg->redis.cluster = false;
+		cfg->redis.n_seeds = 0;
 		cfg->redis.master_name[0] = '\0';
 		cfg->redis.db_key = UINT32_MAX;
 		cfg->redis.user_key[0] = '\0';
@@ -1992,7 +2000,35 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 		}
 	}
 	struct rrc_redis_conf *rc = &cfg->redis;
-	if (rc->n_sentinels) {
+	if (rc->cluster || rc->n_seeds) {
+		const char *bad =
+			!rc->cluster	  ? "redis.nodes goes with redis.cluster: true"
+			: rc->n_sentinels ? "redis: cluster or sentinels, not both"
+			: rc->unix_socket ? "redis.cluster: a unix socket is no cluster"
+			: rc->db	  ? "redis.cluster: a cluster has database 0 only"
+			: !rc->n_seeds && !rc->enabled ? "redis.cluster: give redis.nodes "
+							 "(or a url)"
+			: strpbrk(rc->key_prefix, "{}")
+				? "redis.key_prefix: no { or } with a cluster (keys carry "
+				  "their own hash tag)"
+				: NULL;
+		if (bad) {
+			snprintf(err, RRC_ERR_LEN, "%s", bad);
+			return -EINVAL;
+		}
+		if (!rc->n_seeds) {
+			/* The url's host is the one seed. */
+			memcpy(rc->seeds[0].host, rc->host, sizeof(rc->seeds[0].host));
+			rc->seeds[0].port = rc->port;
+			rc->n_seeds = 1;
+		}
+		rc->enabled = true;
+		if (rc->db_key != UINT32_MAX && rc->db_key != 0) {
+			snprintf(err, RRC_ERR_LEN, "redis.cluster: a cluster has database 0 only");
+			return -EINVAL;
+		}
+		memcpy(rc->user, rc->user_key[0] ? rc->user_key : rc->user, sizeof(rc->user));
+	} else if (rc->n_sentinels) {
 		if (rc->enabled) {
 			snprintf(err, RRC_ERR_LEN, "redis: give url or sentinels, not both");
 			return -EINVAL;
@@ -2014,7 +2050,8 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 		   rc->sentinel_password[0]) {
 		snprintf(err, RRC_ERR_LEN,
 			 "redis.master_name, db, user and sentinel_password_file go with "
-			 "redis.sentinels (a url carries its own user and db)");
+			 "redis.sentinels (a url carries its own user and db; user also goes with "
+			 "redis.cluster)");
 		return -EINVAL;
 	}
 	if (cfg->redis.enabled && !cfg->redis.key_secret[0])

@@ -55,17 +55,19 @@ void rrc_l2_name_hash(const struct rrc_l2_keys *k, const uint8_t *name, size_t l
 }
 
 size_t rrc_l2_key(const struct rrc_l2_keys *k, const char *prefix, const uint8_t *key,
-		  size_t keylen, uint64_t ns, bool lock, char out[RRC_L2_KEY_MAX])
+		  size_t keylen, uint64_t ns, unsigned flags, char out[RRC_L2_KEY_MAX])
 {
 	/* The L1 key starts with the lowercased name and ends with type, class and flags. */
 	size_t plen = strnlen(prefix, 63);
 	size_t n = 0;
 	memcpy(out, prefix, plen);
 	n += plen;
-	if (lock) {
+	if (flags & RRC_L2_KEY_LOCK) {
 		memcpy(out + n, "lock:", 5);
 		n += 5;
 	}
+	if (flags & RRC_L2_KEY_TAG)
+		out[n++] = '{';
 	hex64(rrc_cache_siphash(k->name, key, keylen - RRC_WIRE_KEY_TAIL), out + n);
 	n += 16;
 	out[n++] = ':';
@@ -79,6 +81,8 @@ size_t rrc_l2_key(const struct rrc_l2_keys *k, const char *prefix, const uint8_t
 		hex64(rrc_cache_siphash(k->full, key, keylen), out + n);
 	}
 	n += 16;
+	if (flags & RRC_L2_KEY_TAG)
+		out[n++] = '}';
 	out[n] = '\0';
 	return n;
 }

@@ -11,6 +11,7 @@
 #include "rrcache/redis_admin.h"
 #include "rrcache/l2value.h"
 #include "rrcache/log.h"
+#include "rrcache/redis_cluster.h"
 #include "rrcache/redis_sentinel.h"
 
 #include <errno.h>
@@ -86,9 +87,8 @@ static redisReply *command(redisContext *c, uint64_t deadline, char *err, int ar
 	return rep;
 }
 
-/* Runs a whole flush on connection c. Returns the keys deleted, or -1 with err set. */
-static long flush_on(redisContext *c, const struct rrc_redis_conf *rc, const uint8_t *name,
-		     size_t len, uint64_t deadline, char *err)
+/* AUTH and SELECT as the tier does. 0, or -1 with err set. */
+static int setup(redisContext *c, const struct rrc_redis_conf *rc, uint64_t deadline, char *err)
 {
 	redisReply *rep;
 	if (rc->password[0]) {
@@ -112,18 +112,71 @@ static long flush_on(redisContext *c, const struct rrc_redis_conf *rc, const uin
 			return -1;
 		freeReplyObject(rep);
 	}
-	char pattern[RRC_L2_KEY_MAX * 2 + 8];
-	size_t plen = glob_escape(rc->key_prefix, pattern, sizeof(pattern));
-	if (name) {
-		struct rrc_l2_keys keys;
-		char hash[17];
-		rrc_l2_derive_keys(rc->key_secret, &keys);
-		rrc_l2_name_hash(&keys, name, len, hash);
-		plen += (size_t)snprintf(pattern + plen, sizeof(pattern) - plen, "%s:*", hash);
-	} else {
-		pattern[plen++] = '*';
-		pattern[plen] = '\0';
+	return 0;
+}
+
+/* UNLINK of a page's keys: one command for them all, or with a cluster one each (keys of
+ * other slots cannot share a command), written together and answered together. Returns the
+ * keys deleted, or -1 with err set. */
+static long unlink_page(redisContext *c, const redisReply *page, bool one_by_one, uint64_t deadline,
+			char *err)
+{
+	size_t n = 0;
+	const char **kv = malloc((page->elements + 1) * sizeof(*kv));
+	size_t *kl = malloc((page->elements + 1) * sizeof(*kl));
+	if (!kv || !kl) {
+		free(kv);
+		free(kl);
+		snprintf(err, RRC_ERR_LEN, "out of memory");
+		return -1;
 	}
+	kv[n] = "UNLINK";
+	kl[n++] = 6;
+	for (size_t i = 0; i < page->elements; i++) {
+		if (page->element[i]->type != REDIS_REPLY_STRING)
+			continue;
+		kv[n] = page->element[i]->str;
+		kl[n++] = (size_t)page->element[i]->len;
+	}
+	long deleted = 0;
+	if (n > 1 && !one_by_one) {
+		redisReply *d = command(c, deadline, err, (int)n, kv, kl);
+		if (!d)
+			deleted = -1;
+		else if (d->type == REDIS_REPLY_INTEGER)
+			deleted = (long)d->integer;
+		if (d)
+			freeReplyObject(d);
+	} else if (n > 1) {
+		for (size_t i = 1; i < n; i++) {
+			const char *argv[2] = {"UNLINK", kv[i]};
+			size_t lens[2] = {6, kl[i]};
+			redisAppendCommandArgv(c, 2, argv, lens);
+		}
+		for (size_t i = 1; i < n && deleted >= 0; i++) {
+			redisReply *d = NULL;
+			if (!time_left(c, deadline) || redisGetReply(c, (void **)&d) != REDIS_OK ||
+			    !d) {
+				snprintf(err, RRC_ERR_LEN, "Redis: %s",
+					 c->err ? c->errstr : "no reply");
+				deleted = -1;
+			} else if (d->type == REDIS_REPLY_INTEGER) {
+				deleted += (long)d->integer;
+			}
+			if (d)
+				freeReplyObject(d);
+		}
+	}
+	free(kv);
+	free(kl);
+	return deleted;
+}
+
+/* SCAN MATCH pattern over the whole keyspace of c, each page unlinked. Returns the keys
+ * deleted, or -1 with err set. */
+static long scan_unlink(redisContext *c, const char *pattern, size_t plen, bool one_by_one,
+			uint64_t deadline, char *err)
+{
 	long deleted = 0;
 	char cursor[32] = "0";
 	char count[8];
@@ -131,7 +184,8 @@ static long flush_on(redisContext *c, const struct rrc_redis_conf *rc, const uin
 	do {
 		const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", count};
 		size_t lens[6] = {4, strlen(cursor), 5, plen, 5, strlen(count)};
-		if (!(rep = command(c, deadline, err, 6, argv, lens)))
+		redisReply *rep = command(c, deadline, err, 6, argv, lens);
+		if (!rep)
 			return -1;
 		if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
 		    rep->element[0]->type != REDIS_REPLY_STRING ||
@@ -141,65 +195,64 @@ static long flush_on(redisContext *c, const struct rrc_redis_conf *rc, const uin
 			return -1;
 		}
 		snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
-		redisReply *page = rep->element[1];
-		size_t n = 0;
-		const char **kv = malloc((page->elements + 1) * sizeof(*kv));
-		size_t *kl = malloc((page->elements + 1) * sizeof(*kl));
-		if (!kv || !kl) {
-			free(kv);
-			free(kl);
-			freeReplyObject(rep);
-			snprintf(err, RRC_ERR_LEN, "out of memory");
-			return -1;
-		}
-		kv[n] = "UNLINK";
-		kl[n++] = 6;
-		for (size_t i = 0; i < page->elements; i++) {
-			if (page->element[i]->type != REDIS_REPLY_STRING)
-				continue;
-			kv[n] = page->element[i]->str;
-			kl[n++] = (size_t)page->element[i]->len;
-		}
-		redisReply *d = n > 1 ? command(c, deadline, err, (int)n, kv, kl) : NULL;
-		free(kv);
-		free(kl);
+		long d = unlink_page(c, rep->element[1], one_by_one, deadline, err);
 		freeReplyObject(rep);
-		if (n > 1 && !d)
+		if (d < 0)
 			return -1;
-		if (d) {
-			deleted += d->type == REDIS_REPLY_INTEGER ? (long)d->integer : 0;
-			freeReplyObject(d);
-		}
+		deleted += d;
 	} while (strcmp(cursor, "0") != 0);
+	return deleted;
+}
+
+/* The flush message every instance's worker 0 listens for (in a cluster, a PUBLISH on one
+ * node reaches the subscribers of every node). 0, or -1 with err set. */
+static int publish(redisContext *c, const struct rrc_redis_conf *rc, const uint8_t *name,
+		   size_t len, uint64_t deadline, char *err)
+{
 	char ch[80];
 	int chlen = snprintf(ch, sizeof(ch), "%sflush", rc->key_prefix);
 	const char *argv[3] = {"PUBLISH", ch, name ? (const char *)name : "*"};
 	size_t lens[3] = {7, (size_t)chlen, name ? len : 1};
-	if (!(rep = command(c, deadline, err, 3, argv, lens)))
+	redisReply *rep = command(c, deadline, err, 3, argv, lens);
+	if (!rep)
 		return -1;
 	freeReplyObject(rep);
-	return deleted;
+	return 0;
 }
 
-static long flush(const struct rrc_redis_conf *rc, const uint8_t *name, size_t len,
-		  struct interrupt *intr, char *err)
+/* The keys of the name (or every key under the prefix) as a SCAN pattern. */
+static size_t flush_pattern(const struct rrc_redis_conf *rc, const uint8_t *name, size_t len,
+			    char *pattern, size_t cap)
 {
-	uint64_t deadline = mono_ms() + RRC_REDIS_FLUSH_DEADLINE_MS;
+	size_t plen = glob_escape(rc->key_prefix, pattern, cap);
+	if (name) {
+		struct rrc_l2_keys keys;
+		char hash[17];
+		rrc_l2_derive_keys(rc->key_secret, &keys);
+		rrc_l2_name_hash(&keys, name, len, hash);
+		/* With a cluster the hashes are a hash tag (l2value.h). */
+		plen += (size_t)snprintf(pattern + plen, cap - plen, "%s%s:*",
+					 rc->cluster ? "\\{" : "", hash);
+	} else {
+		pattern[plen++] = '*';
+		pattern[plen] = '\0';
+	}
+	return plen;
+}
+
+/* Connects to host:port for the flush (the interrupt may close it); NULL with err set. */
+static redisContext *connect_node(const struct rrc_redis_conf *rc, const char *host, uint16_t port,
+				  struct interrupt *intr, char *err)
+{
 	struct timeval tv = {.tv_sec = rc->connect_timeout_ms / 1000,
 			     .tv_usec = (rc->connect_timeout_ms % 1000) * 1000};
-	char host[RRC_REDIS_HOST_LEN];
-	uint16_t port = rc->port;
-	snprintf(host, sizeof(host), "%s", rc->host);
-	/* With Sentinel: the master the sentinels name now. */
-	if (rc->n_sentinels && rrc_redis_sentinel_ask(rc, host, &port, err) != 0)
-		return -1;
 	redisContext *c = rc->unix_socket ? redisConnectUnixWithTimeout(rc->path, tv)
 					  : redisConnectWithTimeout(host, port, tv);
 	if (!c || c->err) {
-		snprintf(err, RRC_ERR_LEN, "cannot connect to Redis: %s",
-			 c ? c->errstr : "out of memory");
+		snprintf(err, RRC_ERR_LEN, "cannot connect to Redis %s:%u: %s",
+			 rc->unix_socket ? rc->path : host, port, c ? c->errstr : "out of memory");
 		redisFree(c);
-		return -1;
+		return NULL;
 	}
 	bool stopped = false;
 	if (intr) {
@@ -208,19 +261,113 @@ static long flush(const struct rrc_redis_conf *rc, const uint8_t *name, size_t l
 		intr->c = c;
 		pthread_mutex_unlock(&intr->lock);
 	}
-	long n = -1;
-	if (stopped)
+	if (stopped) {
 		snprintf(err, RRC_ERR_LEN, "Redis flush: interrupted (stopping)");
-	else
-		n = flush_on(c, rc, name, len, deadline, err);
+		redisFree(c);
+		return NULL;
+	}
+	return c;
+}
+
+static void disconnect_node(redisContext *c, struct interrupt *intr)
+{
 	if (intr) {
 		pthread_mutex_lock(&intr->lock);
 		intr->c = NULL;
-		if (n < 0 && intr->stop)
-			snprintf(err, RRC_ERR_LEN, "Redis flush: interrupted (stopping)");
 		pthread_mutex_unlock(&intr->lock);
 	}
 	redisFree(c);
+}
+
+/* A cluster's slot map from its seeds, in turn. 0, or -1 with err set. */
+static int cluster_map(const struct rrc_redis_conf *rc, struct rrc_redis_slot_map *m,
+		       struct interrupt *intr, uint64_t deadline, char *err)
+{
+	for (unsigned i = 0; i < rc->n_seeds; i++) {
+		redisContext *c = connect_node(rc, rc->seeds[i].host, rc->seeds[i].port, intr, err);
+		if (!c)
+			continue;
+		int ok = -1;
+		if (setup(c, rc, deadline, err) == 0) {
+			for (int shards = 1; shards >= 0 && ok != 0; shards--) {
+				const char *argv[2] = {"CLUSTER", shards ? "SHARDS" : "SLOTS"};
+				size_t lens[2] = {7, shards ? 6u : 5u};
+				if (!time_left(c, deadline))
+					break;
+				redisReply *r = redisCommandArgv(c, 2, argv, lens);
+				char why[160];
+				if (r &&
+				    rrc_redis_cluster_read_map(r, shards, m, why, sizeof(why)) == 0)
+					ok = 0;
+				else
+					snprintf(err, RRC_ERR_LEN,
+						 "Redis Cluster map from %s:%u: %s",
+						 rc->seeds[i].host, rc->seeds[i].port,
+						 r ? why : c->errstr);
+				if (r)
+					freeReplyObject(r);
+			}
+		}
+		disconnect_node(c, intr);
+		if (ok == 0)
+			return 0;
+	}
+	return -1;
+}
+
+static long flush(const struct rrc_redis_conf *rc, const uint8_t *name, size_t len,
+		  struct interrupt *intr, char *err)
+{
+	uint64_t deadline = mono_ms() + RRC_REDIS_FLUSH_DEADLINE_MS;
+	char pattern[RRC_L2_KEY_MAX * 2 + 8];
+	size_t plen = flush_pattern(rc, name, len, pattern, sizeof(pattern));
+	long n = -1;
+	if (rc->cluster) {
+		/* SCAN on every master, one UNLINK per key; the message once. */
+		struct rrc_redis_slot_map *m = malloc(sizeof(*m));
+		if (!m) {
+			snprintf(err, RRC_ERR_LEN, "out of memory");
+			return -1;
+		}
+		if (cluster_map(rc, m, intr, deadline, err) == 0) {
+			n = 0;
+			for (unsigned i = 0; i < m->n_nodes && n >= 0; i++) {
+				redisContext *c = connect_node(rc, m->nodes[i].host,
+							       m->nodes[i].port, intr, err);
+				long d = -1;
+				if (c && setup(c, rc, deadline, err) == 0)
+					d = scan_unlink(c, pattern, plen, true, deadline, err);
+				if (c && d >= 0 && i + 1 == m->n_nodes &&
+				    publish(c, rc, name, len, deadline, err) != 0)
+					d = -1;
+				if (c)
+					disconnect_node(c, intr);
+				n = d < 0 ? -1 : n + d;
+			}
+		}
+		free(m);
+	} else {
+		char host[RRC_REDIS_HOST_LEN];
+		uint16_t port = rc->port;
+		snprintf(host, sizeof(host), "%s", rc->host);
+		/* With Sentinel: the master the sentinels name now. */
+		if (rc->n_sentinels && rrc_redis_sentinel_ask(rc, host, &port, err) != 0)
+			return -1;
+		redisContext *c = connect_node(rc, host, port, intr, err);
+		if (!c)
+			return -1;
+		if (setup(c, rc, deadline, err) == 0 &&
+		    (n = scan_unlink(c, pattern, plen, false, deadline, err)) >= 0 &&
+		    publish(c, rc, name, len, deadline, err) != 0)
+			n = -1;
+		disconnect_node(c, intr);
+	}
+	if (n < 0 && intr) {
+		pthread_mutex_lock(&intr->lock);
+		if (intr->stop)
+			snprintf(err, RRC_ERR_LEN, "Redis flush: interrupted (stopping)");
+		pthread_mutex_unlock(&intr->lock);
+	}
 	return n;
 }
 

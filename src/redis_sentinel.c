@@ -44,7 +44,7 @@ struct rrc_redis_sentinel {
 
 static void open_next(struct rrc_redis_sentinel *s);
 
-static const struct rrc_redis_sentinel_addr *current(const struct rrc_redis_sentinel *s)
+static const struct rrc_redis_addr *current(const struct rrc_redis_sentinel *s)
 {
 	return &s->rc.sentinels[s->at];
 }
@@ -57,7 +57,7 @@ static void record(struct rrc_redis_sentinel *s, const char *host, uint16_t port
 	rrc_redis_master_get(s->m, old, &old_port);
 	if (!rrc_redis_master_set(s->m, host, port))
 		return;
-	const struct rrc_redis_sentinel_addr *a = current(s);
+	const struct rrc_redis_addr *a = current(s);
 	if (s->known) {
 		s->env->st->redis_master_changes++;
 		rrc_log(RRC_LOG_WARN, RRC_LG_REDIS,
@@ -80,7 +80,7 @@ static void on_timer(uv_timer_t *h);
 static void drop(struct rrc_redis_sentinel *s, const char *why)
 {
 	redisAsyncContext *ac = s->ac;
-	const struct rrc_redis_sentinel_addr *a = current(s);
+	const struct rrc_redis_addr *a = current(s);
 	s->ac = NULL;
 	if (s->state == S_SUBSCRIBED)
 		s->env->st->redis_sentinel_up = 0;
@@ -221,7 +221,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 
 static void open_next(struct rrc_redis_sentinel *s)
 {
-	const struct rrc_redis_sentinel_addr *a = current(s);
+	const struct rrc_redis_addr *a = current(s);
 	redisAsyncContext *ac = redisAsyncConnect(a->host, a->port);
 	if (!ac || ac->err) {
 		char why[128];
@@ -320,7 +320,7 @@ void rrc_redis_sentinel_close(struct rrc_redis_sentinel *s)
 /* ---- blocking, for the fleet flush ---- */
 
 /* One sentinel's answer: 0 with the address, or -1 with the reason in why. */
-static int ask_one(const struct rrc_redis_conf *rc, const struct rrc_redis_sentinel_addr *a,
+static int ask_one(const struct rrc_redis_conf *rc, const struct rrc_redis_addr *a,
 		   char host[RRC_REDIS_HOST_LEN], uint16_t *port, char *why, size_t cap)
 {
 	struct timeval tv = {.tv_sec = rc->connect_timeout_ms / 1000,

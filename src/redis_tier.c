@@ -17,6 +17,7 @@
 #include "rrcache/l2value.h"
 #include "rrcache/log.h"
 #include "rrcache/msg.h"
+#include "rrcache/redis_cluster.h"
 #include "rrcache/redis_sentinel.h"
 #include "rrcache/redis_uv.h"
 #include "rrcache/env.h"
@@ -46,12 +47,27 @@ struct conn {
 	uint32_t gen;	     /* Sentinel: the master record's generation it was opened for */
 	char host[RRC_REDIS_HOST_LEN]; /* where it went (Sentinel: the master then) */
 	uint16_t port;
+	uint32_t failures; /* consecutive errors or timeouts: the breaker's count */
+	int node;	   /* Cluster: its node's index in the tier's table; -1 otherwise */
+};
+
+/* Cluster: a node the tier knows (a seed, or a master of the slot map), with its own
+ * connection. Indexes are stable while it is known. */
+struct node {
+	struct rrc_redis_node addr;
+	bool used;
+	bool inited; /* conn's timer was initialized */
+	bool seed;
+	bool mapped; /* serves slots in the map in force */
+	struct conn c;
 };
 
 struct rrc_redis_req {
 	struct rrc_redis_tier *t;
 	struct rrc_redis_req *prev, *next; /* FIFO */
-	redisAsyncContext *ac;		   /* the connection it was written on */
+	struct conn *conn;		   /* the connection it was written on ... */
+	redisAsyncContext *ac;		   /* ... and that connection's context then */
+	uint8_t redirects;		   /* Cluster: MOVED/ASK followed */
 	uint64_t deadline;
 	unsigned cmds; /* callbacks still to come from hiredis */
 	bool expired;  /* its deadline passed */
@@ -81,8 +97,19 @@ struct rrc_redis_tier {
 	struct rrc_redis_master *master;
 	struct rrc_redis_sentinel *watch;
 	struct rrc_redis_req *head, *tail;
-	unsigned pending;  /* commands written, not yet answered */
-	uint32_t failures; /* consecutive */
+	unsigned pending; /* commands written, not yet answered */
+	/* Cluster: the nodes, each slot's node (an index of nodes, or RRC_REDIS_NO_NODE), and
+	 * the reading of the map: one at a time, its own deadline, then a pause. */
+	bool cluster;
+	struct node nodes[RRC_REDIS_MAX_NODES];
+	uint8_t slot[RRC_REDIS_SLOTS];
+	bool have_map;
+	redisAsyncContext *map_ac; /* the connection the map was asked on, while asked */
+	bool map_shards;	   /* asked with CLUSTER SHARDS (else SLOTS) */
+	bool map_wanted;	   /* read it again as soon as allowed */
+	uint64_t map_last;	   /* when it was last asked (loop ms) */
+	uv_timer_t map_timer;
+	unsigned sub_next; /* the node the flush subscription tries next */
 	uv_timer_t deadline;
 	bool deadline_armed;
 	unsigned closes; /* handles not yet closed */
@@ -100,9 +127,14 @@ static uint64_t wall_ms(void)
 	return (uint64_t)tv.tv_sec * 1000 + (uint64_t)tv.tv_usec / 1000;
 }
 
-static const char *conn_name(const struct conn *c)
+/* "connection" or "flush subscription", with the node's address in a cluster. */
+static const char *conn_name(const struct conn *c, char *buf, size_t cap)
 {
-	return c->sub ? "flush subscription" : "connection";
+	const char *what = c->sub ? "flush subscription" : "connection";
+	if (!c->t->cluster)
+		return what;
+	snprintf(buf, cap, "%s to %s:%u", what, c->host, c->port);
+	return buf;
 }
 
 static void conn_open(struct conn *c);
@@ -166,45 +198,54 @@ static void req_done_one(struct rrc_redis_req *r)
 	maybe_free_tier(t);
 }
 
-/* An error or a timeout on the data connection; enough in a row open the breaker. */
-static void failure(struct rrc_redis_tier *t, bool timeout)
+/* Enough errors or timeouts in a row on c open its breaker. */
+static void check_breaker(struct conn *c, bool timeout)
 {
-	if (timeout)
-		t->env->st->redis_timeouts++;
-	else
-		t->env->st->redis_errors++;
-	if (++t->failures >= t->rc.max_failures && t->data.state == C_READY) {
+	struct rrc_redis_tier *t = c->t;
+	if (c->failures >= t->rc.max_failures && c->state == C_READY && !t->closing) {
 		t->env->st->redis_breaker_opens++;
 		char why[96];
-		snprintf(why, sizeof(why), "%u %s in a row: circuit open", t->failures,
+		snprintf(why, sizeof(why), "%u %s in a row: circuit open", c->failures,
 			 timeout ? "timeouts" : "failures");
-		conn_drop(&t->data, why);
+		conn_drop(c, why);
 	}
 }
 
-static void success(struct rrc_redis_tier *t)
+/* An error on connection c. */
+static void failure(struct conn *c)
 {
-	t->failures = 0;
-	t->data.backoff_ms = 0;
+	c->t->env->st->redis_errors++;
+	c->failures++;
+	check_breaker(c, false);
+}
+
+static void success(struct conn *c)
+{
+	c->failures = 0;
+	c->backoff_ms = 0;
 }
 
 static void on_deadline(uv_timer_t *h)
 {
 	struct rrc_redis_tier *t = h->data;
 	uint64_t now = uv_now(t->env->loop);
-	unsigned expired = 0;
 	t->deadline_armed = false;
 	for (struct rrc_redis_req *r = t->head; r && r->deadline <= now; r = r->next) {
 		if (r->expired)
 			continue;
 		r->expired = true;
-		expired++;
+		t->env->st->redis_timeouts++;
+		if (r->conn->ac == r->ac)
+			r->conn->failures++;
 		/* The query goes upstream now; the late reply will be dropped. */
 		tell_outcome(r, RRC_L2_SKIP);
 	}
-	/* Count after the walk: opening the breaker frees requests. */
-	for (unsigned i = 0; i < expired && !t->closing; i++)
-		failure(t, true);
+	/* After the walk: opening a breaker frees requests. */
+	check_breaker(&t->data, true);
+	for (unsigned i = 0; t->cluster && i < RRC_REDIS_MAX_NODES; i++) {
+		if (t->nodes[i].used)
+			check_breaker(&t->nodes[i].c, true);
+	}
 	arm_deadline(t);
 }
 
@@ -228,12 +269,22 @@ static void arm_deadline(struct rrc_redis_tier *t)
 
 static void follow_master(struct rrc_redis_tier *t);
 
-static struct rrc_redis_req *req_new(struct rrc_redis_tier *t, unsigned cmds)
+/* The connection a Redis key goes to: the one data connection, or with Cluster its slot's
+ * node's (NULL while the slot has none). */
+static struct conn *conn_of_key(struct rrc_redis_tier *t, const char *k, size_t klen)
+{
+	if (!t->cluster)
+		return &t->data;
+	uint8_t n = t->slot[rrc_redis_key_slot(k, klen)];
+	return n == RRC_REDIS_NO_NODE ? NULL : &t->nodes[n].c;
+}
+
+static struct rrc_redis_req *req_new(struct rrc_redis_tier *t, struct conn *c, unsigned cmds)
 {
 	/* After a failover: one relaxed load per request notices the master moved. */
 	if (t->master && !t->closing && rrc_redis_master_generation(t->master) != t->data.gen)
 		follow_master(t);
-	if (t->closing || t->data.state != C_READY) {
+	if (t->closing || !c || c->state != C_READY) {
 		t->env->st->redis_skipped++;
 		return NULL;
 	}
@@ -245,7 +296,8 @@ static struct rrc_redis_req *req_new(struct rrc_redis_tier *t, unsigned cmds)
 	if (!r)
 		return NULL;
 	r->t = t;
-	r->ac = t->data.ac;
+	r->conn = c;
+	r->ac = c->ac;
 	r->deadline = uv_now(t->env->loop) + t->rc.timeout_ms;
 	r->prev = t->tail;
 	if (t->tail)
@@ -338,27 +390,93 @@ static bool check_value(struct rrc_redis_req *r, const redisReply *rep, struct r
 	return true;
 }
 
-static bool send_lock(struct rrc_redis_req *r);
+enum cmd_kind { CMD_GET, CMD_LOCK, CMD_SET };
 
-/* Judges a reply to one of r's commands: false for an error or a connection gone (counted
- * when it is the current connection's; r's caller told to skip Redis). */
-static bool reply_ok(struct rrc_redis_req *r, redisAsyncContext *ac, const redisReply *rep,
-		     bool *current)
+static bool send_get(struct rrc_redis_req *r);
+static bool send_lock(struct rrc_redis_req *r);
+static int node_index(struct rrc_redis_tier *t, const struct rrc_redis_node *addr);
+static void map_refresh_soon(struct rrc_redis_tier *t);
+
+static void on_asking(redisAsyncContext *ac, void *reply, void *priv)
+{
+	(void)ac;
+	(void)reply;
+	req_done_one(priv);
+}
+
+/* Cluster: sends r's command again on c (after ASKING for an ASK). */
+static bool resend(struct rrc_redis_req *r, struct conn *c, enum cmd_kind kind, bool asking)
+{
+	r->conn = c;
+	r->ac = c->ac;
+	r->redirects++;
+	if (asking && !sent(r, redisAsyncCommand(c->ac, on_asking, r, "ASKING")))
+		return false;
+	return kind == CMD_GET ? send_get(r) : send_lock(r);
+}
+
+/* Cluster: an error reply that is a redirect (MOVED: the map is updated and read again soon;
+ * ASK: not) or a cluster state (TRYAGAIN, CLUSTERDOWN: a miss, no failure). True when it was
+ * one of those and r was dealt with: sent again, or told. */
+static bool cluster_error(struct rrc_redis_req *r, const redisReply *rep, enum cmd_kind kind)
 {
 	struct rrc_redis_tier *t = r->t;
-	*current = !t->closing && ac == t->data.ac;
+	uint16_t slot;
+	struct rrc_redis_node to;
+	enum rrc_redis_redirect rd = rrc_redis_parse_redirect(rep->str, rep->len, &slot, &to);
+	if (rd == RRC_REDIRECT_NONE) {
+		if (strncmp(rep->str, "TRYAGAIN", 8) != 0 &&
+		    strncmp(rep->str, "CLUSTERDOWN", 11) != 0)
+			return false;
+		t->env->st->redis_cluster_unavailable++;
+		if (!r->expired && kind != CMD_SET)
+			tell_outcome(r, RRC_L2_MISS);
+		return true;
+	}
+	if (rd == RRC_REDIRECT_MOVED)
+		t->env->st->redis_moved++;
+	else
+		t->env->st->redis_ask++;
+	success(r->conn); /* the node answered */
+	int n = node_index(t, &to);
+	if (rd == RRC_REDIRECT_MOVED) {
+		if (n >= 0) {
+			t->slot[slot] = (uint8_t)n;
+			t->nodes[n].mapped = true;
+		}
+		map_refresh_soon(t);
+	}
+	struct conn *c = n >= 0 ? &t->nodes[n].c : NULL;
+	if (!r->expired && !r->told && kind != CMD_SET && r->redirects < RRC_REDIS_MAX_REDIRECTS &&
+	    c && c->state == C_READY && resend(r, c, kind, rd == RRC_REDIRECT_ASK))
+		return true;
+	if (!r->expired)
+		tell_outcome(r, RRC_L2_SKIP);
+	return true;
+}
+
+/* Judges a reply to one of r's commands: false for an error or a connection gone (counted
+ * when it is the connection r was written on, still open; r's caller told to skip Redis),
+ * or a cluster's redirect (r sent again or told). */
+static bool reply_ok(struct rrc_redis_req *r, redisAsyncContext *ac, const redisReply *rep,
+		     bool *current, enum cmd_kind kind)
+{
+	struct rrc_redis_tier *t = r->t;
+	*current = !t->closing && ac == r->ac && ac == r->conn->ac;
 	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		if (rep && *current && t->cluster && cluster_error(r, rep, kind))
+			return false;
 		if (rep && *current) {
 			rrc_log_limited(RRC_LOG_WARN, RRC_LG_REDIS, "worker %u: Redis: %.*s",
 					t->env->worker, (int)RRC_MIN(rep->len, 200), rep->str);
-			failure(t, false);
+			failure(r->conn);
 		}
 		if (!r->expired)
 			tell_outcome(r, RRC_L2_SKIP);
 		return false;
 	}
 	if (*current)
-		success(t);
+		success(r->conn);
 	return true;
 }
 
@@ -367,7 +485,7 @@ static void on_get(redisAsyncContext *ac, void *reply, void *priv)
 	struct rrc_redis_req *r = priv;
 	struct rrc_redis_tier *t = r->t;
 	bool current;
-	if (reply_ok(r, ac, reply, &current) && !r->expired && !r->told) {
+	if (reply_ok(r, ac, reply, &current, CMD_GET) && !r->expired && !r->told) {
 		struct rrc_l2_result res = {0};
 		if (check_value(r, reply, &res)) {
 			t->env->st->redis_hits++;
@@ -389,7 +507,7 @@ static void on_lock(redisAsyncContext *ac, void *reply, void *priv)
 	struct rrc_redis_req *r = priv;
 	const redisReply *rep = reply;
 	bool current;
-	if (reply_ok(r, ac, rep, &current) && !r->expired && r->got_miss) {
+	if (reply_ok(r, ac, rep, &current, CMD_LOCK) && !r->expired && r->got_miss) {
 		/* OK: ours, ask the upstream. Nil: another instance holds it. */
 		if (rep->type == REDIS_REPLY_NIL && !r->refresh)
 			r->t->env->st->redis_fleet_waits++;
@@ -414,10 +532,12 @@ static size_t resp_uint(uint8_t *out, unsigned long long v)
 	return n;
 }
 
-/* Formats a command of argc arguments into t->cmd and sends it. */
-static int send_argv(struct rrc_redis_tier *t, redisCallbackFn *fn, struct rrc_redis_req *r,
-		     unsigned argc, const void *const *argv, const size_t *lens)
+/* Formats a command of argc arguments into the tier's buffer and sends it on r's
+ * connection. */
+static int send_argv(struct rrc_redis_req *r, redisCallbackFn *fn, unsigned argc,
+		     const void *const *argv, const size_t *lens)
 {
+	struct rrc_redis_tier *t = r->t;
 	uint8_t *o = t->cmd;
 	size_t p = 0;
 	o[p++] = '*';
@@ -436,7 +556,24 @@ static int send_argv(struct rrc_redis_tier *t, redisCallbackFn *fn, struct rrc_r
 		o[p++] = '\r';
 		o[p++] = '\n';
 	}
-	return redisAsyncFormattedCommand(t->data.ac, fn, r, (const char *)o, p);
+	return redisAsyncFormattedCommand(r->conn->ac, fn, r, (const char *)o, p);
+}
+
+/* The key flags of this tier's keys. */
+static unsigned key_flags(const struct rrc_redis_tier *t, bool lock)
+{
+	return (lock ? RRC_L2_KEY_LOCK : 0) | (t->cluster ? RRC_L2_KEY_TAG : 0);
+}
+
+static bool send_get(struct rrc_redis_req *r)
+{
+	struct rrc_redis_tier *t = r->t;
+	char k[RRC_L2_KEY_MAX];
+	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, r->key, r->keylen, r->ns,
+				 key_flags(t, false), k);
+	const void *argv[] = {"GET", k};
+	const size_t lens[] = {3, klen};
+	return sent(r, send_argv(r, on_get, 2, argv, lens));
 }
 
 /* After a miss: SET lock NX, within the request's deadline. False if it cannot be sent. */
@@ -446,25 +583,34 @@ static bool send_lock(struct rrc_redis_req *r)
 	if (t->pending + 1 > t->rc.max_pending)
 		return false;
 	char k[RRC_L2_KEY_MAX];
-	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, r->key, r->keylen, r->ns, true, k);
+	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, r->key, r->keylen, r->ns,
+				 key_flags(t, true), k);
 	uint8_t px[20];
 	size_t pxl = resp_uint(px, t->rc.fleet_wait_ms);
 	const void *argv[] = {"SET", k, "1", "NX", "PX", px};
 	const size_t lens[] = {3, klen, 1, 2, 2, pxl};
-	if (!sent(r, send_argv(t, on_lock, r, 6, argv, lens)))
+	if (!sent(r, send_argv(r, on_lock, 6, argv, lens)))
 		return false;
 	r->lock = true;
 	return true;
 }
 
-/* A request about key (of pool ns) whose result goes to cb, or NULL when it cannot be asked
- * (counted by req_new). */
+/* A request about key (of pool ns) whose result goes to cb, on the connection of its Redis
+ * key (with or without lock: the same slot), or NULL when it cannot be asked (counted by
+ * req_new). */
 static struct rrc_redis_req *key_req(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen,
 				     uint64_t ns, rrc_l2_cb cb, void *ctx)
 {
 	if (!t || keylen > RRC_WIRE_KEY_MAX)
 		return NULL;
-	struct rrc_redis_req *r = req_new(t, 1);
+	struct conn *c = &t->data;
+	if (t->cluster) {
+		char k[RRC_L2_KEY_MAX];
+		size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, ns,
+					 key_flags(t, false), k);
+		c = conn_of_key(t, k, klen);
+	}
+	struct rrc_redis_req *r = req_new(t, c, 1);
 	if (!r)
 		return NULL;
 	r->cb = cb;
@@ -481,11 +627,7 @@ struct rrc_redis_req *rrc_redis_get(struct rrc_redis_tier *t, const uint8_t *key
 	struct rrc_redis_req *r = key_req(t, key, keylen, ns, cb, ctx);
 	if (!r)
 		return NULL;
-	char k[RRC_L2_KEY_MAX];
-	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, ns, false, k);
-	const void *argv[] = {"GET", k};
-	const size_t lens[] = {3, klen};
-	if (!sent(r, send_argv(t, on_get, r, 2, argv, lens))) {
+	if (!send_get(r)) {
 		req_abandon(r);
 		t->env->st->redis_errors++;
 		return NULL;
@@ -523,7 +665,7 @@ void rrc_redis_cancel(struct rrc_redis_req *r)
 static void on_set(redisAsyncContext *ac, void *reply, void *priv)
 {
 	bool current;
-	reply_ok(priv, ac, reply, &current);
+	reply_ok(priv, ac, reply, &current, CMD_SET);
 	req_done_one(priv);
 }
 
@@ -532,23 +674,23 @@ void rrc_redis_set(struct rrc_redis_tier *t, const uint8_t *key, size_t keylen, 
 {
 	if (!t || lifetime == 0)
 		return;
-	size_t vlen = rrc_l2_encode(t->val, sizeof(t->val), &t->keys, key, keylen, answer, len,
-				    wall_ms(), lifetime);
-	if (vlen == 0)
-		return;
-	struct rrc_redis_req *r = req_new(t, 1);
+	char k[RRC_L2_KEY_MAX];
+	size_t klen =
+		rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, ns, key_flags(t, false), k);
+	struct rrc_redis_req *r = req_new(t, conn_of_key(t, k, klen), 1);
 	if (!r)
 		return;
 	r->told = true;
-	char k[RRC_L2_KEY_MAX];
-	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, ns, false, k);
+	size_t vlen = rrc_l2_encode(t->val, sizeof(t->val), &t->keys, key, keylen, answer, len,
+				    wall_ms(), lifetime);
 	uint8_t px[20];
 	size_t pxl = resp_uint(px, ((unsigned long long)lifetime + stale_window) * 1000);
 	const void *argv[] = {"SET", k, t->val, "PX", px};
 	const size_t lens[] = {3, klen, vlen, 2, pxl};
-	if (!sent(r, send_argv(t, on_set, r, 5, argv, lens))) {
+	if (vlen == 0 || !sent(r, send_argv(r, on_set, 5, argv, lens))) {
 		req_abandon(r);
-		t->env->st->redis_errors++;
+		if (vlen)
+			t->env->st->redis_errors++;
 		return;
 	}
 	t->env->st->redis_sets++;
@@ -592,6 +734,21 @@ static void on_message(redisAsyncContext *ac, void *reply, void *priv)
 /* ---- connections ---- */
 
 static void on_conn_timer(uv_timer_t *h);
+static void map_request(struct rrc_redis_tier *t);
+
+/* The gauge of this worker: its data connection ready; with Cluster, a map covering every
+ * slot and every node of it ready. */
+static void update_up(struct rrc_redis_tier *t)
+{
+	bool up = t->data.state == C_READY;
+	if (t->cluster) {
+		up = t->have_map;
+		for (unsigned s = 0; up && s < RRC_REDIS_SLOTS; s++)
+			up = t->slot[s] != RRC_REDIS_NO_NODE &&
+			     t->nodes[t->slot[s]].c.state == C_READY;
+	}
+	t->env->st->redis_up = up;
+}
 
 static void schedule_reopen(struct conn *c)
 {
@@ -613,15 +770,19 @@ static void conn_drop(struct conn *c, const char *why)
 	c->ac = NULL;
 	c->state = C_CLOSED;
 	if (!c->sub)
-		t->env->st->redis_up = 0;
+		update_up(t);
 	uv_timer_stop(&c->timer);
 	if (!t->closing) {
+		char name[128];
 		if (was_ready || !c->logged_down)
 			rrc_log(RRC_LOG_WARN, RRC_LG_REDIS,
 				"worker %u: Redis %s down (%s); retrying with backoff",
-				t->env->worker, conn_name(c), why);
+				t->env->worker, conn_name(c, name, sizeof(name)), why);
 		c->logged_down = true;
 		schedule_reopen(c);
+		/* A node gone may be a failover under way: the map is read again. */
+		if (t->cluster && !c->sub)
+			map_refresh_soon(t);
 	}
 	if (ac)
 		redisAsyncFree(ac); /* deferred by hiredis when inside one of its callbacks */
@@ -633,13 +794,16 @@ static void became_ready(struct conn *c)
 	c->state = C_READY;
 	uv_timer_stop(&c->timer);
 	if (!c->sub) {
-		t->failures = 0;
-		t->env->st->redis_up = 1;
+		c->failures = 0;
+		update_up(t);
 	}
+	char name[128];
 	rrc_log(c->logged_down ? RRC_LOG_WARN : RRC_LOG_INFO, RRC_LG_REDIS,
-		"worker %u: Redis %s ready%s", t->env->worker, conn_name(c),
+		"worker %u: Redis %s ready%s", t->env->worker, conn_name(c, name, sizeof(name)),
 		c->logged_down ? " again" : "");
 	c->logged_down = false;
+	if (t->cluster && !c->sub && (!t->have_map || t->map_wanted))
+		map_request(t);
 	if (c->sub) {
 		char ch[80];
 		int n = snprintf(ch, sizeof(ch), "%sflush", t->rc.key_prefix);
@@ -746,7 +910,27 @@ static void conn_open(struct conn *c)
 {
 	struct rrc_redis_tier *t = c->t;
 	const struct rrc_redis_conf *rc = &t->rc;
-	if (t->master) {
+	if (c->node >= 0) {
+		memcpy(c->host, t->nodes[c->node].addr.host, sizeof(c->host));
+		c->port = t->nodes[c->node].addr.port;
+	} else if (t->cluster) {
+		/* The flush subscription: on any node (a cluster passes every PUBLISH to every
+		 * node), the next known one at each attempt. */
+		int n = -1;
+		for (unsigned i = 0; i < RRC_REDIS_MAX_NODES && n < 0; i++) {
+			unsigned k = (t->sub_next + i) % RRC_REDIS_MAX_NODES;
+			if (t->nodes[k].used)
+				n = (int)k;
+		}
+		if (n < 0) {
+			c->state = C_CLOSED;
+			schedule_reopen(c);
+			return;
+		}
+		t->sub_next = (unsigned)n + 1;
+		memcpy(c->host, t->nodes[n].addr.host, sizeof(c->host));
+		c->port = t->nodes[n].addr.port;
+	} else if (t->master) {
 		c->gen = rrc_redis_master_get(t->master, c->host, &c->port);
 		if (!c->host[0]) {
 			/* Not known yet (the watcher is asking): tried again after the backoff,
@@ -774,6 +958,9 @@ static void conn_open(struct conn *c)
 		conn_drop(c, "cannot watch the socket");
 		return;
 	}
+	if (t->cluster) /* the slot map may be read on it */
+		rrc_redis_uv_limits(ac, RRC_REDIS_CLUSTER_MAX_INPUT, RRC_REDIS_CLUSTER_MAX_ELEMENTS,
+				    RRC_REDIS_CLUSTER_MAX_TOTAL);
 	ac->data = c;
 	c->ac = ac;
 	c->state = C_CONNECTING;
@@ -835,6 +1022,184 @@ static void on_master_moved(void *ctx)
 		follow_master(t);
 }
 
+/* ---- Cluster: nodes and the slot map ---- */
+
+static void conn_init(struct rrc_redis_tier *t, struct conn *c, bool sub);
+
+/* The index of the node at addr, added (and connected to) when new; -1 when the table is
+ * full. */
+static int node_index(struct rrc_redis_tier *t, const struct rrc_redis_node *addr)
+{
+	int free_at = -1;
+	for (unsigned i = 0; i < RRC_REDIS_MAX_NODES; i++) {
+		struct node *n = &t->nodes[i];
+		if (!n->used) {
+			if (free_at < 0)
+				free_at = (int)i;
+		} else if (n->addr.port == addr->port && strcmp(n->addr.host, addr->host) == 0) {
+			return (int)i;
+		}
+	}
+	if (free_at < 0 || t->closing)
+		return -1;
+	struct node *n = &t->nodes[free_at];
+	n->addr = *addr;
+	n->used = true;
+	n->mapped = false;
+	n->seed = false;
+	if (!n->inited) {
+		conn_init(t, &n->c, false);
+		n->inited = true;
+	}
+	n->c.node = free_at;
+	n->c.backoff_ms = 0;
+	n->c.failures = 0;
+	n->c.logged_down = false;
+	conn_open(&n->c);
+	return free_at;
+}
+
+/* A node no longer in the map (and no seed): its connection ends, its requests go
+ * upstream. */
+static void node_forget(struct rrc_redis_tier *t, unsigned i)
+{
+	struct node *n = &t->nodes[i];
+	redisAsyncContext *ac = n->c.ac;
+	n->c.ac = NULL;
+	n->c.state = C_CLOSED;
+	uv_timer_stop(&n->c.timer);
+	n->used = n->mapped = false;
+	rrc_log(RRC_LOG_INFO, RRC_LG_REDIS, "worker %u: Redis Cluster: %s:%u left the slot map",
+		t->env->worker, n->addr.host, n->addr.port);
+	if (ac)
+		redisAsyncFree(ac);
+}
+
+/* A map read from a node becomes the tier's: its masters get (or keep) their connections,
+ * the nodes it no longer names are forgotten (seeds stay, to read the map from). */
+static void map_apply(struct rrc_redis_tier *t, const struct rrc_redis_slot_map *m)
+{
+	uint8_t stable[RRC_REDIS_MAX_NODES];
+	bool was[RRC_REDIS_MAX_NODES];
+	for (unsigned i = 0; i < RRC_REDIS_MAX_NODES; i++) {
+		was[i] = t->nodes[i].used && t->nodes[i].mapped;
+		t->nodes[i].mapped = false;
+	}
+	for (unsigned i = 0; i < m->n_nodes; i++) {
+		int n = node_index(t, &m->nodes[i]);
+		stable[i] = n < 0 ? RRC_REDIS_NO_NODE : (uint8_t)n;
+		if (n >= 0)
+			t->nodes[n].mapped = true;
+	}
+	for (unsigned s = 0; s < RRC_REDIS_SLOTS; s++)
+		t->slot[s] =
+			m->slot[s] == RRC_REDIS_NO_NODE ? RRC_REDIS_NO_NODE : stable[m->slot[s]];
+	for (unsigned i = 0; i < RRC_REDIS_MAX_NODES; i++) {
+		if (t->nodes[i].used && !t->nodes[i].mapped && !t->nodes[i].seed)
+			node_forget(t, i);
+	}
+	bool first = !t->have_map;
+	for (unsigned i = 0; i < RRC_REDIS_MAX_NODES && !first; i++) {
+		if (t->nodes[i].used && t->nodes[i].mapped && !was[i])
+			rrc_log(RRC_LOG_INFO, RRC_LG_REDIS,
+				"worker %u: Redis Cluster: %s:%u serves slots now", t->env->worker,
+				t->nodes[i].addr.host, t->nodes[i].addr.port);
+	}
+	t->have_map = true;
+	t->env->st->redis_cluster_maps++;
+	if (first)
+		rrc_log(RRC_LOG_INFO, RRC_LG_REDIS,
+			"worker %u: Redis Cluster: %u masters serve %u of %d slots", t->env->worker,
+			m->n_nodes, rrc_redis_slot_map_covered(m), RRC_REDIS_SLOTS);
+	update_up(t);
+}
+
+static void on_map(redisAsyncContext *ac, void *reply, void *priv);
+static void on_map_timer(uv_timer_t *h);
+
+/* Asks for the map with cmd on the first node whose connection is ready. */
+static bool map_ask(struct rrc_redis_tier *t, const char *cmd)
+{
+	for (unsigned i = 0; i < RRC_REDIS_MAX_NODES; i++) {
+		struct conn *c = &t->nodes[i].c;
+		if (!t->nodes[i].used || c->state != C_READY)
+			continue;
+		if (redisAsyncCommand(c->ac, on_map, t, cmd) != REDIS_OK)
+			continue;
+		t->map_ac = c->ac;
+		t->map_shards = strcmp(cmd, "CLUSTER SHARDS") == 0;
+		t->map_last = uv_now(t->env->loop);
+		uv_timer_start(&t->map_timer, on_map_timer, t->rc.connect_timeout_ms, 0);
+		return true;
+	}
+	return false;
+}
+
+static void map_request(struct rrc_redis_tier *t)
+{
+	t->map_wanted = true;
+	if (t->closing || t->map_ac)
+		return;
+	if (map_ask(t, "CLUSTER SHARDS"))
+		t->map_wanted = false;
+	/* else: asked when a node's connection is ready. */
+}
+
+static void on_map(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct rrc_redis_tier *t = priv;
+	const redisReply *r = reply;
+	if (t->closing || ac != t->map_ac)
+		return;
+	t->map_ac = NULL;
+	uv_timer_stop(&t->map_timer);
+	if (r && r->type == REDIS_REPLY_ERROR && t->map_shards) {
+		/* Redis 6 has no CLUSTER SHARDS. */
+		if (map_ask(t, "CLUSTER SLOTS"))
+			return;
+	}
+	struct rrc_redis_slot_map *m = malloc(sizeof(*m));
+	char why[160] = "out of memory";
+	if (m && rrc_redis_cluster_read_map(r, t->map_shards, m, why, sizeof(why)) == 0) {
+		map_apply(t, m);
+	} else {
+		rrc_log_limited(RRC_LOG_WARN, RRC_LG_REDIS,
+				"worker %u: Redis Cluster: cannot read the slot map: %s",
+				t->env->worker, r ? why : "connection gone");
+		map_refresh_soon(t);
+	}
+	free(m);
+}
+
+static void on_map_timer(uv_timer_t *h)
+{
+	struct rrc_redis_tier *t = h->data;
+	if (t->map_ac) {
+		/* No answer in time: asked again, perhaps of another node. */
+		t->map_ac = NULL;
+		rrc_log_limited(RRC_LOG_WARN, RRC_LG_REDIS,
+				"worker %u: Redis Cluster: the slot map did not come in time",
+				t->env->worker);
+		map_refresh_soon(t);
+		return;
+	}
+	if (t->map_wanted)
+		map_request(t);
+}
+
+/* Reads the map again, at most every RRC_REDIS_MAP_INTERVAL_MS: after a MOVED, a node lost. */
+static void map_refresh_soon(struct rrc_redis_tier *t)
+{
+	if (t->closing)
+		return;
+	t->map_wanted = true;
+	if (t->map_ac)
+		return;
+	uint64_t now = uv_now(t->env->loop);
+	uint64_t at = t->map_last + RRC_REDIS_MAP_INTERVAL_MS;
+	uv_timer_start(&t->map_timer, on_map_timer, at > now ? at - now : 0, 0);
+}
+
 static void on_deadline_closed(uv_handle_t *h)
 {
 	struct rrc_redis_tier *t = h->data;
@@ -853,6 +1218,7 @@ static void conn_init(struct rrc_redis_tier *t, struct conn *c, bool sub)
 {
 	c->t = t;
 	c->sub = sub;
+	c->node = -1;
 	uv_timer_init(t->env->loop, &c->timer);
 	c->timer.data = c;
 	t->closes++;
@@ -874,7 +1240,24 @@ struct rrc_redis_tier *rrc_redis_tier_create(const struct rrc_env *env)
 	t->deadline.data = t;
 	t->closes++;
 	conn_init(t, &t->data, false);
-	conn_open(&t->data);
+	if (cfg->redis.cluster) {
+		/* The seeds are asked for the slot map; the data connection stays unused. */
+		t->cluster = true;
+		memset(t->slot, RRC_REDIS_NO_NODE, sizeof(t->slot));
+		uv_timer_init(env->loop, &t->map_timer);
+		t->map_timer.data = t;
+		t->closes++;
+		for (unsigned i = 0; i < cfg->redis.n_seeds; i++) {
+			struct rrc_redis_node a;
+			snprintf(a.host, sizeof(a.host), "%s", cfg->redis.seeds[i].host);
+			a.port = cfg->redis.seeds[i].port;
+			int n = node_index(t, &a);
+			if (n >= 0)
+				t->nodes[n].seed = true;
+		}
+	} else {
+		conn_open(&t->data);
+	}
 	if (env->worker == 0) {
 		conn_init(t, &t->sub, true);
 		conn_open(&t->sub);
@@ -906,10 +1289,23 @@ void rrc_redis_tier_close(struct rrc_redis_tier *t)
 			redisAsyncFree(ac); /* calls back every pending command with NULL */
 		uv_close((uv_handle_t *)&c->timer, on_conn_timer_closed);
 	}
+	for (unsigned i = 0; i < RRC_REDIS_MAX_NODES; i++) {
+		struct conn *c = &t->nodes[i].c;
+		if (!t->nodes[i].inited)
+			continue;
+		redisAsyncContext *ac = c->ac;
+		c->ac = NULL;
+		c->state = C_CLOSED;
+		if (ac)
+			redisAsyncFree(ac);
+		uv_close((uv_handle_t *)&c->timer, on_conn_timer_closed);
+	}
+	if (t->cluster)
+		uv_close((uv_handle_t *)&t->map_timer, on_deadline_closed);
 	uv_close((uv_handle_t *)&t->deadline, on_deadline_closed);
 }
 
 int rrc_redis_state(const struct rrc_redis_tier *t)
 {
-	return t && t->data.state == C_READY;
+	return t && t->env->st->redis_up;
 }

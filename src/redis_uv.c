@@ -24,6 +24,9 @@ struct adapter {
 	bool want_write; /* hiredis has output */
 	unsigned closes;
 	size_t max_input;
+	size_t max_elements; /* of one array */
+	size_t max_total;    /* elements of one reply, nested ones included */
+	size_t total;	     /* of the reply being read */
 	const char *refused; /* the protocol error that ended the connection, or NULL */
 };
 
@@ -34,6 +37,12 @@ struct adapter {
 static redisReply *new_object(const redisReadTask *task, int type)
 {
 	struct adapter *a = task->privdata;
+	if (!task->parent)
+		a->total = 0;
+	if (++a->total > a->max_total) {
+		a->refused = "a reply with more elements than any rrcache asks for";
+		return NULL;
+	}
 	if (!task->parent && a->ac) {
 		const redisContext *c = &a->ac->c;
 		/* A top-level reply needs a command waiting for it, or a subscription. */
@@ -73,7 +82,7 @@ static void *create_string(const redisReadTask *task, char *str, size_t len)
 static void *create_array(const redisReadTask *task, int elements)
 {
 	struct adapter *a = task->privdata;
-	if (elements > RRC_REDIS_MAX_ELEMENTS) {
+	if ((size_t)elements > a->max_elements) {
 		a->refused = "an array longer than any reply rrcache asks for";
 		return NULL;
 	}
@@ -248,7 +257,20 @@ int rrc_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop, size_t max_input
 	ac->ev.cleanup = cleanup;
 	ac->ev.data = a;
 	a->max_input = max_input;
+	a->max_elements = RRC_REDIS_MAX_ELEMENTS;
+	a->max_total = RRC_REDIS_MAX_TOTAL;
 	ac->c.reader->fn = &guarded;
 	ac->c.reader->privdata = a;
 	return 0;
+}
+
+void rrc_redis_uv_limits(redisAsyncContext *ac, size_t max_input, size_t max_elements,
+			 size_t max_total)
+{
+	struct adapter *a = ac->ev.data;
+	if (!a)
+		return;
+	a->max_input = max_input;
+	a->max_elements = max_elements;
+	a->max_total = max_total;
 }

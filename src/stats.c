@@ -486,6 +486,18 @@ void rrc_stats_prometheus(const struct rrc_stats_view *v, struct rrc_buf *b)
 		single(b, "redis_sentinel_up", "gauge",
 		       "Redis Sentinel: 1 while a sentinel's failover messages are followed.",
 		       s->redis_sentinel_up);
+		family(b, "redis_cluster_redirects_total", "counter",
+		       "Redis Cluster: MOVED and ASK redirects followed.");
+		rrc_buf_printf(b, "rrcache_redis_cluster_redirects_total{kind=\"moved\"} %llu\n",
+			       U(s->redis_moved));
+		rrc_buf_printf(b, "rrcache_redis_cluster_redirects_total{kind=\"ask\"} %llu\n",
+			       U(s->redis_ask));
+		single(b, "redis_cluster_unavailable_total", "counter",
+		       "Redis Cluster: TRYAGAIN and CLUSTERDOWN replies (the query went upstream).",
+		       s->redis_cluster_unavailable);
+		single(b, "redis_cluster_maps_total", "counter",
+		       "Redis Cluster: slot maps read (at start, after a MOVED, a node lost).",
+		       s->redis_cluster_maps);
 	}
 
 	family(b, "top_queries", "gauge",

@@ -19,10 +19,10 @@ LAYERS = {
     # pure: no loop, no sockets; unit-tested and fuzzed alone
     "defs": PURE, "log": PURE, "policy": PURE, "ratelimit": PURE, "dynblock": PURE, "route": PURE, "local": PURE, "cachefile": PURE, "tls": PURE, "doh": PURE, "addr": PURE, "buf": PURE, "wire": PURE, "msg": PURE,
     "cache": PURE, "balancer": PURE, "form": PURE, "frame": PURE, "acl": PURE, "config": PURE, "pool": PURE,
-    "l2value": PURE, "redis_master": PURE, "topk": PURE, "stats": PURE, "cfg_ref": PURE, "conn_limit": PURE,
+    "l2value": PURE, "redis_master": PURE, "redis_slots": PURE, "topk": PURE, "stats": PURE, "cfg_ref": PURE, "conn_limit": PURE,
     # I/O: each owns its sockets and handles on a loop it is given
     "client": IO, "env": IO, "dnstap": IO, "notify": IO, "redis_uv": IO, "upstream": IO,
-    "redis_tier": IO, "redis_admin": IO, "redis_sentinel": IO, "listener": IO,
+    "redis_tier": IO, "redis_admin": IO, "redis_sentinel": IO, "redis_cluster": IO, "listener": IO,
     "query": QUERY,
     "worker": WORKER,
     "server": SERVER,

@@ -58,7 +58,7 @@ struct rrc_forward_pool {
 };
 
 /* The Redis tier (L2), shared by a fleet of instances. enabled when a URL was given. */
-/* Sentinels one instance may be given. */
+/* Sentinels, or cluster seed nodes, one instance may be given. */
 #define RRC_REDIS_MAX_SENTINELS 8
 
 struct rrc_redis_conf {
@@ -82,10 +82,14 @@ struct rrc_redis_conf {
 	/* Redis Sentinel: the master's address comes from these (each a numeric address and
 	 * port; host, port, path above are unused), asked for master_name. */
 	unsigned n_sentinels;
-	struct rrc_redis_sentinel_addr {
+	struct rrc_redis_addr {
 		char host[64];
 		uint16_t port;
 	} sentinels[RRC_REDIS_MAX_SENTINELS];
+	/* Redis Cluster: the seed nodes asked for the slot map (the url's host when none). */
+	bool cluster;
+	unsigned n_seeds;
+	struct rrc_redis_addr seeds[RRC_REDIS_MAX_SENTINELS];
 	char master_name[64];
 	char sentinel_password[256];
 	/* redis.db and redis.user, for Sentinel (a url carries its own): UINT32_MAX and ""

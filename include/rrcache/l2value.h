@@ -50,11 +50,18 @@ void rrc_l2_derive_keys(const char *secret, struct rrc_l2_keys *k);
 /* The 16 hex digits of a name's hash (name: lowercased wire form). out: 17 bytes. */
 void rrc_l2_name_hash(const struct rrc_l2_keys *k, const uint8_t *name, size_t len, char out[17]);
 
+/* Flags of rrc_l2_key. */
+#define RRC_L2_KEY_LOCK 1u /* the key of the value's fleet-coalescing lock */
+#define RRC_L2_KEY_TAG                                                                             \
+	2u /* Redis Cluster: the hashes as a hash tag, "{name:question}", so a                     \
+	    * value and its lock share a slot */
+
 /* Writes the Redis key of an L1 key (or of its lock) into out. ns is the upstream pool's (0:
  * the default pool): the same question forwarded to another pool is another key, while the
- * name's part (what a flush by name looks for) stays the same. Returns its length. */
+ * name's part (what a flush by name looks for) stays the same. flags: RRC_L2_KEY_*. Returns
+ * its length. */
 size_t rrc_l2_key(const struct rrc_l2_keys *k, const char *prefix, const uint8_t *key,
-		  size_t keylen, uint64_t ns, bool lock, char out[RRC_L2_KEY_MAX]);
+		  size_t keylen, uint64_t ns, unsigned flags, char out[RRC_L2_KEY_MAX]);
 
 /* Writes the value for a stored answer, sealed with k. Returns its length, 0 if cap is too
  * small. */

@@ -23,11 +23,17 @@
 /* Elements a reply array may have: rrcache's commands get plain values, and a subscription's
  * messages are arrays of three. */
 #define RRC_REDIS_MAX_ELEMENTS 16
+/* Elements of one reply, nested arrays' included (ROLE of a master lists its replicas). */
+#define RRC_REDIS_MAX_TOTAL 1024
 
 /* Attaches ac to loop; a reply still incomplete with more than max_input bytes received is
  * refused. Returns 0, or a negative errno (ac is then left unattached). The adapter's memory
  * is released when hiredis frees the context (its cleanup hook). */
 int rrc_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop, size_t max_input);
+
+/* Other bounds for ac's replies (a cluster's slot map is larger than any value). */
+void rrc_redis_uv_limits(redisAsyncContext *ac, size_t max_input, size_t max_elements,
+			 size_t max_total);
 
 /* Why the adapter refused what the server of ac sent, or NULL when it did not. Valid until
  * the disconnect callback of ac returns. */

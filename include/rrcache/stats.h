@@ -158,10 +158,13 @@ struct rrc_worker_stats {
 	uint64_t redis_hits, redis_misses, redis_expired, redis_bad_values;
 	uint64_t redis_errors, redis_timeouts, redis_skipped;
 	uint64_t redis_sets, redis_fleet_waits, redis_breaker_opens;
-	uint64_t redis_protocol_errors; /* connections dropped for what the server sent */
-	uint64_t redis_up;		/* gauge: the data connection is ready */
-	uint64_t redis_master_changes;	/* Sentinel: failovers followed */
-	uint64_t redis_sentinel_up;	/* gauge: subscribed to a sentinel's failovers */
+	uint64_t redis_protocol_errors;	    /* connections dropped for what the server sent */
+	uint64_t redis_up;		    /* gauge: the data connection is ready */
+	uint64_t redis_master_changes;	    /* Sentinel: failovers followed */
+	uint64_t redis_sentinel_up;	    /* gauge: subscribed to a sentinel's failovers */
+	uint64_t redis_moved, redis_ask;    /* Cluster: redirects followed */
+	uint64_t redis_cluster_unavailable; /* Cluster: TRYAGAIN, CLUSTERDOWN */
+	uint64_t redis_cluster_maps;	    /* Cluster: slot maps read */
 	uint64_t dnstap_sent, dnstap_dropped;
 	struct rrc_hist latency; /* client-visible: from the datagram's arrival to the answer */
 	struct rrc_upstream_stats up[RRC_BALANCER_MAX];

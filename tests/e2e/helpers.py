@@ -905,6 +905,82 @@ class SentinelSet:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class RedisCluster:
+    """A Redis Cluster of `masters` masters with one replica each (redis-cli --cluster create),
+    on random loopback ports whose bus ports (+10000) are free too; node timeout node_ms."""
+
+    def __init__(self, masters=3, node_ms=1000):
+        cli = need("redis-cli", "redis-tools")
+        self.nodes = []
+        try:
+            for _ in range(masters * 2):
+                port = free_cluster_port()
+                self.nodes.append(Redis(port=port, extra=[
+                    "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                    "--cluster-node-timeout", str(node_ms)]))
+            out = subprocess.run([cli, "--cluster", "create"] +
+                                 [f"127.0.0.1:{n.port}" for n in self.nodes] +
+                                 ["--cluster-replicas", "1", "--cluster-yes"],
+                                 capture_output=True, text=True, timeout=60)
+            if out.returncode != 0:
+                raise RuntimeError("redis-cli --cluster create: " + out.stdout + out.stderr)
+            wait_until(self.healthy, 30, "the cluster to be ok on every node")
+        except BaseException:
+            self.stop()
+            raise
+
+    def healthy(self):
+        for n in self.nodes:
+            if n.proc.poll() is not None:
+                continue
+            try:
+                if b"cluster_state:ok" not in n.cmd("CLUSTER", "INFO"):
+                    return False
+            except (OSError, RespError):
+                return False
+        return True
+
+    def masters(self):
+        """The live masters as {port: node id}."""
+        out = {}
+        for n in self.nodes:
+            if n.proc.poll() is not None:
+                continue
+            try:
+                role = n.cmd("ROLE")
+                if role[0] == b"master":
+                    out[n.port] = n.cmd("CLUSTER", "MYID").decode()
+            except (OSError, RespError):
+                pass
+        return out
+
+    def keys(self, pattern="*"):
+        """{port: keys} of the live masters."""
+        return {p: [k for k in self.node(p).cmd("KEYS", pattern)] for p in self.masters()}
+
+    def node(self, port):
+        return next(n for n in self.nodes if n.port == port)
+
+    def stop(self):
+        for n in self.nodes:
+            n.stop()
+
+
+def free_cluster_port():
+    """A free loopback port whose cluster bus port (+10000) is free as well."""
+    for _ in range(200):
+        p = free_port()
+        if p + 10000 >= 65536:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", p + 10000))
+            except OSError:
+                continue
+        return p
+    raise RuntimeError("no free port pair for a cluster node")
+
+
 def wait_until(cond, seconds, what):
     """wait_for, raising when the deadline passes."""
     if not wait_for(cond, seconds):

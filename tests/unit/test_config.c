@@ -870,6 +870,51 @@ static void test_redis_sentinels(void **state)
 			fail_msg("%s: %s", bad[i].text, err);
 	}
 
+	/* Redis Cluster: seeds (port 6379 unless given), or the url's host as the one seed. */
+	cfg = build("upstream:\n  servers: [192.0.2.1]\nredis:\n  cluster: true\n  nodes: "
+		    "[\"192.0.2.20\", \"192.0.2.21:7001\"]\n  user: app\n",
+		    err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_true(cfg->redis.enabled && cfg->redis.cluster);
+	assert_int_equal(cfg->redis.n_seeds, 2);
+	assert_int_equal(cfg->redis.seeds[0].port, 6379);
+	assert_int_equal(cfg->redis.seeds[1].port, 7001);
+	assert_string_equal(cfg->redis.user, "app");
+	rrc_config_free(cfg);
+	cfg = build("upstream:\n  servers: [192.0.2.1]\nredis:\n  cluster: true\n  url: "
+		    "redis://192.0.2.22:7002\n",
+		    err);
+	if (!cfg)
+		fail_msg("%s", err);
+	assert_int_equal(cfg->redis.n_seeds, 1);
+	assert_string_equal(cfg->redis.seeds[0].host, "192.0.2.22");
+	assert_int_equal(cfg->redis.seeds[0].port, 7002);
+	rrc_config_free(cfg);
+	static const struct {
+		const char *text, *want;
+	} cbad[] = {
+		{"  nodes: [\"192.0.2.20\"]\n", "goes with redis.cluster: true"},
+		{"  cluster: true\n", "give redis.nodes"},
+		{"  cluster: true\n  url: redis://192.0.2.22/3\n", "database 0 only"},
+		{"  cluster: true\n  nodes: [\"192.0.2.20\"]\n  key_prefix: \"a{b}:\"\n",
+		 "no { or }"},
+		{"  cluster: true\n  nodes: [\"192.0.2.20\"]\n  sentinels: [\"192.0.2.1\"]\n"
+		 "  master_name: m\n",
+		 "cluster or sentinels"},
+		{"  cluster: true\n  url: unix:///tmp/r.sock\n", "unix socket"},
+	};
+	for (size_t i = 0; i < RRC_ARRAY_SIZE(cbad); i++) {
+		char text[512];
+		snprintf(text, sizeof(text), "upstream:\n  servers: [192.0.2.1]\nredis:\n%s",
+			 cbad[i].text);
+		cfg = build(text, err);
+		if (cfg)
+			fail_msg("accepted: %s", cbad[i].text);
+		if (!strstr(err, cbad[i].want))
+			fail_msg("%s: %s", cbad[i].text, err);
+	}
+
 	/* One Redis on the command line replaces the file's sentinels. */
 	char path[] = "/tmp/rrc-test-sentinel-XXXXXX";
 	int fd = mkstemp(path);
