@@ -274,3 +274,27 @@ void rrc_redis_uv_limits(redisAsyncContext *ac, size_t max_input, size_t max_ele
 	a->max_elements = max_elements;
 	a->max_total = max_total;
 }
+
+redisReader *rrc_redis_uv_reader(size_t max_elements, size_t max_total)
+{
+	redisReader *r = redisReaderCreateWithFunctions(&guarded);
+	struct adapter *a = calloc(1, sizeof(*a));
+	if (!r || !a) {
+		if (r)
+			redisReaderFree(r);
+		free(a);
+		return NULL;
+	}
+	a->max_elements = max_elements;
+	a->max_total = max_total;
+	r->privdata = a;
+	return r;
+}
+
+void rrc_redis_uv_reader_free(redisReader *r)
+{
+	if (!r)
+		return;
+	free(r->privdata);
+	redisReaderFree(r);
+}

@@ -35,6 +35,11 @@ int rrc_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop, size_t max_input
 void rrc_redis_uv_limits(redisAsyncContext *ac, size_t max_input, size_t max_elements,
 			 size_t max_total);
 
+/* A reader (no connection) that builds replies with the same checks, for tests and fuzzing;
+ * freed with rrc_redis_uv_reader_free(). NULL when out of memory. */
+redisReader *rrc_redis_uv_reader(size_t max_elements, size_t max_total);
+void rrc_redis_uv_reader_free(redisReader *r);
+
 /* Why the adapter refused what the server of ac sent, or NULL when it did not. Valid until
  * the disconnect callback of ac returns. */
 const char *rrc_redis_uv_refused(const redisAsyncContext *ac);

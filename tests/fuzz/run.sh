@@ -4,12 +4,12 @@
 # build-fuzz/crash-*. Worth copying into the committed corpus: the inputs that found a bug.
 #
 #   sh tests/fuzz/run.sh [SECONDS] [TARGET...]   targets: wire l2 reply config form tcp policy
-#                                                  local cachefile doh
+#                                                  local cachefile doh cluster
 set -eu
 cd "$(dirname "$0")/../.."
 seconds=${1:-600}
 [ $# -gt 0 ] && shift
-targets=${*:-wire l2 reply config form tcp policy local cachefile doh}
+targets=${*:-wire l2 reply config form tcp policy local cachefile doh cluster}
 CC=clang cmake -S . -B build-fuzz -DRRC_FUZZ=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 for t in $targets; do
 	cmake --build build-fuzz -j "$(nproc)" --target "fuzz_$t" >/dev/null
