@@ -16,8 +16,10 @@ With --routing, what pools and local data cost: per hit and per miss with 10 poo
 domains and 1,100 local names against none, per local answer and per private reverse answer.
 With --dot, per miss over UDP and over DNS over TLS (unbound as the TLS server in front of
 the same knot), and the TLS handshakes those misses took.
+With --cluster, per L2 hit (sealed) with one Redis and with a Redis Cluster of 3 masters (each
+with a replica): what the slot routing adds.
 Usage: bench/instructions.py [--hits N] [--misses N] [--redis] [--policy] [--dynblock]
-                             [--routing] [--dot]
+                             [--routing] [--dot] [--cluster]
 """
 import argparse
 import os
@@ -32,7 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests", "e2e"))
 import run as B  # noqa: E402
-from helpers import Knot, Redis, UnboundTls, free_port, make_certs  # noqa: E402
+from helpers import Knot, Redis, RedisCluster, UnboundTls, free_port, make_certs  # noqa: E402
 
 
 def one_run(knot_port, workers, work, warm, extra, more=(), upstream=None, scrape=None):
@@ -70,24 +72,34 @@ def inclusive(cgfile, functions):
     return found
 
 
-def l2_hits(knot_port, work, warm, n):
+def l2_hits(knot_port, work, warm, n, cluster=False):
     """Instructions per L2 hit, sealed and not: instance A fills Redis with n names (natively),
-    then B answers them under callgrind with a cold L1."""
-    rd = Redis(extra=["--maxmemory", "1gb"])
+    then B answers them under callgrind with a cold L1. With cluster: sealed only, one Redis
+    against a cluster of 3 masters."""
     names = os.path.join(work, "l2.txt")
     B.write_names(names, [f"l2-{i}.u.example.test." for i in range(n)])
     rows = []
-    try:
-        for label, secret in (("with key_secret (sealed)", "bench fleet"),
-                              ("without key_secret", "")):
-            conf = os.path.join(work, f"l2-{len(secret)}.yaml")
+    if cluster:
+        cases = (("one Redis", "bench fleet", "single"), ("Redis Cluster, 3 masters",
+                                                           "bench fleet", "cluster"))
+    else:
+        cases = (("with key_secret (sealed)", "bench fleet", "single"),
+                 ("without key_secret", "", "single"))
+    for label, secret, kind in cases:
+        rd = Redis(extra=["--maxmemory", "1gb"]) if kind == "single" else RedisCluster()
+        try:
+            conf = os.path.join(work, f"l2-{len(secret)}-{kind}.yaml")
             with open(conf, "w") as f:
                 f.write(f'redis:\n  key_secret: "{secret}"\n')
-            more = ["--redis", rd.url, "-c", conf]
+                if kind == "cluster":
+                    seeds = ", ".join(f'"127.0.0.1:{p}"' for p in rd.masters())
+                    f.write(f"  cluster: true\n  nodes: [{seeds}]\n")
+            more = (["--redis", rd.url] if kind == "single" else []) + ["-c", conf]
             port = free_port()
             a = subprocess.Popen(B.rrcache_args(port, knot_port) + more,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             B.wait_port(port, a)
+            time.sleep(0.5)  # the slot map read
             B.dnsperf(port, names, once=True, qps=20000)
             a.send_signal(signal.SIGTERM)
             a.wait(30)
@@ -95,8 +107,8 @@ def l2_hits(knot_port, work, warm, n):
             m, nm = one_run(knot_port, 1, work, warm, names, more)
             rows.append((label, (m - base) / max(nm, 1)))
             print(f"L2 hit {label}: {rows[-1][1]:.0f} instructions", flush=True)
-    finally:
-        rd.stop()
+        finally:
+            rd.stop()
     return rows
 
 
@@ -357,6 +369,8 @@ def main():
                     help="only the cost of pools and local data (per hit, miss, local answer)")
     ap.add_argument("--dot", action="store_true",
                     help="only a miss over DNS over TLS against one over UDP")
+    ap.add_argument("--cluster", action="store_true",
+                    help="only an L2 hit with one Redis against one with a Redis Cluster")
     args = ap.parse_args()
     work = tempfile.mkdtemp(prefix="rrc-insn-")
     knot = Knot(extra_zone=B.zone_extra())
@@ -378,6 +392,16 @@ def main():
             return
         if args.dot:
             dot_costs(knot.port, work, warm, misses)
+            return
+        if args.cluster:
+            rows = l2_hits(knot.port, work, warm, 3000, cluster=True)
+            (l1, single), (l2, clu) = rows
+            head = "## L2 hits with Redis Cluster (bench/instructions.py --cluster)"
+            write_section(head, f"{head}\n\nMeasured {time.strftime('%Y-%m-%d')}; 1 worker; "
+                          f"callgrind instructions per L2 hit (cold L1, 3,000 names, sealed "
+                          f"values), rrcache only.\n\n| Redis | instructions per L2 hit |\n"
+                          f"|---|---|\n| {l1} | {single:.0f} |\n| {l2} | {clu:.0f} "
+                          f"(+{clu - single:.0f}) |\n")
             return
         rows = []
         for workers in (1, 2):

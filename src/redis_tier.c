@@ -82,6 +82,8 @@ struct rrc_redis_req {
 	uint64_t ns; /* the upstream pool's part of the key (rrc_l2_key) */
 	uint16_t keylen;
 	uint8_t key[RRC_WIRE_KEY_MAX];
+	uint8_t rklen;
+	char rk[RRC_L2_KEY_MAX]; /* its Redis key, computed once (two keyed hashes) */
 };
 
 struct rrc_redis_tier {
@@ -567,12 +569,8 @@ static unsigned key_flags(const struct rrc_redis_tier *t, bool lock)
 
 static bool send_get(struct rrc_redis_req *r)
 {
-	struct rrc_redis_tier *t = r->t;
-	char k[RRC_L2_KEY_MAX];
-	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, r->key, r->keylen, r->ns,
-				 key_flags(t, false), k);
-	const void *argv[] = {"GET", k};
-	const size_t lens[] = {3, klen};
+	const void *argv[] = {"GET", r->rk};
+	const size_t lens[] = {3, r->rklen};
 	return sent(r, send_argv(r, on_get, 2, argv, lens));
 }
 
@@ -582,9 +580,13 @@ static bool send_lock(struct rrc_redis_req *r)
 	struct rrc_redis_tier *t = r->t;
 	if (t->pending + 1 > t->rc.max_pending)
 		return false;
+	/* The lock's key is the value's with "lock:" after the prefix (rrc_l2_key). */
 	char k[RRC_L2_KEY_MAX];
-	size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, r->key, r->keylen, r->ns,
-				 key_flags(t, true), k);
+	size_t plen = strnlen(t->rc.key_prefix, 63);
+	memcpy(k, r->rk, plen);
+	memcpy(k + plen, "lock:", 5);
+	memcpy(k + plen + 5, r->rk + plen, (size_t)r->rklen - plen);
+	size_t klen = (size_t)r->rklen + 5;
 	uint8_t px[20];
 	size_t pxl = resp_uint(px, t->rc.fleet_wait_ms);
 	const void *argv[] = {"SET", k, "1", "NX", "PX", px};
@@ -603,16 +605,14 @@ static struct rrc_redis_req *key_req(struct rrc_redis_tier *t, const uint8_t *ke
 {
 	if (!t || keylen > RRC_WIRE_KEY_MAX)
 		return NULL;
-	struct conn *c = &t->data;
-	if (t->cluster) {
-		char k[RRC_L2_KEY_MAX];
-		size_t klen = rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, ns,
-					 key_flags(t, false), k);
-		c = conn_of_key(t, k, klen);
-	}
-	struct rrc_redis_req *r = req_new(t, c, 1);
+	char k[RRC_L2_KEY_MAX];
+	size_t klen =
+		rrc_l2_key(&t->keys, t->rc.key_prefix, key, keylen, ns, key_flags(t, false), k);
+	struct rrc_redis_req *r = req_new(t, conn_of_key(t, k, klen), 1);
 	if (!r)
 		return NULL;
+	memcpy(r->rk, k, klen + 1);
+	r->rklen = (uint8_t)klen;
 	r->cb = cb;
 	r->ctx = ctx;
 	r->keylen = (uint16_t)keylen;
