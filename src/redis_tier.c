@@ -68,6 +68,7 @@ struct rrc_redis_req {
 	struct conn *conn;		   /* the connection it was written on ... */
 	redisAsyncContext *ac;		   /* ... and that connection's context then */
 	uint8_t redirects;		   /* Cluster: MOVED/ASK followed */
+	bool asking; /* Cluster: on the node an ASK named, so its lock goes with ASKING too */
 	uint64_t deadline;
 	unsigned cmds; /* callbacks still to come from hiredis */
 	bool expired;  /* its deadline passed */
@@ -412,7 +413,8 @@ static bool resend(struct rrc_redis_req *r, struct conn *c, enum cmd_kind kind, 
 	r->conn = c;
 	r->ac = c->ac;
 	r->redirects++;
-	if (asking && !sent(r, redisAsyncCommand(c->ac, on_asking, r, "ASKING")))
+	r->asking = asking;
+	if (asking && kind == CMD_GET && !sent(r, redisAsyncCommand(c->ac, on_asking, r, "ASKING")))
 		return false;
 	return kind == CMD_GET ? send_get(r) : send_lock(r);
 }
@@ -589,6 +591,9 @@ static bool send_lock(struct rrc_redis_req *r)
 	size_t klen = (size_t)r->rklen + 5;
 	uint8_t px[20];
 	size_t pxl = resp_uint(px, t->rc.fleet_wait_ms);
+	/* ASK holds for one command: the lock on the node asked goes after its own ASKING. */
+	if (r->asking && !sent(r, redisAsyncCommand(r->conn->ac, on_asking, r, "ASKING")))
+		return false;
 	const void *argv[] = {"SET", k, "1", "NX", "PX", px};
 	const size_t lens[] = {3, klen, 1, 2, 2, pxl};
 	if (!sent(r, send_argv(r, on_lock, 6, argv, lens)))

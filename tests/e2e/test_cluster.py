@@ -148,3 +148,45 @@ def test_cluster_sharing_migration_and_failover(fault, rrcache):
         assert sum(len(k) for k in cl.keys("t:*").values()) == 0
     finally:
         cl.stop()
+
+
+def test_ask_while_slots_migrate(fault, rrcache):
+    """Every slot of one master is marked MIGRATING to another (IMPORTING there): a key not
+    yet on the first is answered ASK, and rrcache asks the second after ASKING, once, without
+    changing its map; no query fails; once the slots are stable again, sharing goes on."""
+    up = fault()
+    cl = RedisCluster()
+    try:
+        ids = cl.masters()
+        seeds = list(ids)
+        r = rrcache([f"127.0.0.1:{up.port}"], config_extra=cluster_conf(seeds))
+        assert wait_for(lambda: metric(r, "rrcache_redis_up") == 1, 15), r.log()
+        src, dst = seeds[0], seeds[1]
+        mine = [s for s in cl.node(src).cmd("CLUSTER", "SLOTS") if int(s[2][1]) == src]
+        slots = [n for s in mine for n in range(int(s[0]), int(s[1]) + 1)]
+
+        def setslot(port, *args):
+            c = cl.node(port).client()
+            try:
+                for n in slots:
+                    c.send("CLUSTER", "SETSLOT", n, *args)
+                for _ in slots:
+                    assert c.reply() == "OK"
+            finally:
+                c.close()
+        setslot(dst, "IMPORTING", ids[src])
+        setslot(src, "MIGRATING", ids[dst])
+        for i in range(60):
+            assert r.query(f"ask{i}.test.").rcode() == dns.rcode.NOERROR
+        assert metric(r, "rrcache_redis_cluster_redirects_total", kind="ask") > 0
+        assert metric(r, "rrcache_redis_cluster_redirects_total", kind="moved") == 0
+        assert metric(r, "rrcache_redis_requests_total", result="skipped") == 0
+        for port in (src, dst):
+            setslot(port, "STABLE")
+        before = metric(r, "rrcache_redis_sets_total")
+        for i in range(20):
+            assert r.query(f"stable{i}.test.").rcode() == dns.rcode.NOERROR
+        assert wait_for(lambda: sum(len(k) for k in cl.keys("t:{*").values()) >= 20)
+        assert metric(r, "rrcache_redis_sets_total") - before == 20
+    finally:
+        cl.stop()
