@@ -97,6 +97,14 @@ def perf(port, mode, names, seconds):
     return res
 
 
+def with_cpu(proc, run):
+    """run()'s result with cpu_us: the server's CPU microseconds per completed query."""
+    c0 = B.schedstat_ns(proc.pid)
+    r = run()
+    r["cpu_us"] = (B.schedstat_ns(proc.pid) - c0) / 1000.0 / max(r["completed"], 1)
+    return r
+
+
 def dns_query(name):
     """A DNS query for name's A record with EDNS (ID 0, as RFC 8484 asks for cacheable GETs)."""
     wire = b"".join(bytes([len(label)]) + label.encode() for label in name.rstrip(".").split("."))
@@ -141,10 +149,7 @@ def hits(work, certs, knot, seconds, rounds):
                             return h2load(ports[mode], uris, secs)
                         return perf(ports[mode], mode, names, secs)
                     load(None)  # warm: every name cached
-                    c0 = B.schedstat_ns(proc.pid)
-                    r = load(seconds)
-                    c1 = B.schedstat_ns(proc.pid)
-                    r["cpu_us"] = (c1 - c0) / 1000.0 / max(r["completed"], 1)
+                    r = with_cpu(proc, lambda: load(seconds))
                     if r["noerror_pct"] < 99:
                         print(f"WARNING: {name} {mode}: {r['noerror_pct']}% answered",
                               flush=True)
@@ -234,10 +239,8 @@ def misses(work, certs, knot, rate, rounds):
                         B.dnsperf(port, warm, once=True, outstanding=20)
                         names = os.path.join(work, f"{tag}.txt")
                         B.write_names(names, [f"m{i}.{tag}.u.example.test." for i in range(n)])
-                        c0 = B.schedstat_ns(proc.pid)
-                        r = B.dnsperf(port, names, once=True, qps=rate, outstanding=200)
-                        c1 = B.schedstat_ns(proc.pid)
-                        r["cpu_us"] = (c1 - c0) / 1000.0 / max(r["completed"], 1)
+                        r = with_cpu(proc, lambda: B.dnsperf(port, names, once=True, qps=rate,
+                                                             outstanding=200))
                         if r["noerror_pct"] < 99 or r["completed"] < n * 0.99:
                             print(f"WARNING: {name} over {over}: {r['completed']:.0f} of {n} "
                                   f"answered, {r['noerror_pct']}% NOERROR", flush=True)

@@ -222,18 +222,11 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 static void open_next(struct rrc_redis_sentinel *s)
 {
 	const struct rrc_redis_addr *a = current(s);
-	redisAsyncContext *ac = redisAsyncConnect(a->host, a->port);
-	if (!ac || ac->err) {
-		char why[128];
-		snprintf(why, sizeof(why), "%.100s", ac ? ac->errstr : "out of memory");
-		if (ac)
-			redisAsyncFree(ac);
+	char why[128];
+	redisAsyncContext *ac = rrc_redis_uv_connect(s->env->loop, a->host, a->port, NULL,
+						     SENTINEL_MAX_INPUT, why, sizeof(why));
+	if (!ac) {
 		drop(s, why);
-		return;
-	}
-	if (rrc_redis_uv_attach(ac, s->env->loop, SENTINEL_MAX_INPUT) != 0) {
-		redisAsyncFree(ac);
-		drop(s, "cannot watch the socket");
 		return;
 	}
 	ac->data = s;

@@ -948,19 +948,12 @@ static void conn_open(struct conn *c)
 		memcpy(c->host, rc->host, sizeof(c->host));
 		c->port = rc->port;
 	}
-	redisAsyncContext *ac = rc->unix_socket ? redisAsyncConnectUnix(rc->path)
-						: redisAsyncConnect(c->host, c->port);
-	if (!ac || ac->err) {
-		char why[128];
-		snprintf(why, sizeof(why), "%.100s", ac ? ac->errstr : "out of memory");
-		if (ac)
-			redisAsyncFree(ac);
+	char why[128];
+	redisAsyncContext *ac = rrc_redis_uv_connect(t->env->loop, c->host, c->port,
+						     rc->unix_socket ? rc->path : NULL,
+						     RRC_REDIS_MAX_INPUT, why, sizeof(why));
+	if (!ac) {
 		conn_drop(c, why);
-		return;
-	}
-	if (rrc_redis_uv_attach(ac, t->env->loop, RRC_REDIS_MAX_INPUT) != 0) {
-		redisAsyncFree(ac);
-		conn_drop(c, "cannot watch the socket");
 		return;
 	}
 	if (t->cluster) /* the slot map may be read on it */

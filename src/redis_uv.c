@@ -298,3 +298,21 @@ void rrc_redis_uv_reader_free(redisReader *r)
 	free(r->privdata);
 	redisReaderFree(r);
 }
+
+redisAsyncContext *rrc_redis_uv_connect(uv_loop_t *loop, const char *host, uint16_t port,
+					const char *path, size_t max_input, char *why, size_t cap)
+{
+	redisAsyncContext *ac = path ? redisAsyncConnectUnix(path) : redisAsyncConnect(host, port);
+	if (!ac || ac->err) {
+		snprintf(why, cap, "%.100s", ac ? ac->errstr : "out of memory");
+		if (ac)
+			redisAsyncFree(ac);
+		return NULL;
+	}
+	if (rrc_redis_uv_attach(ac, loop, max_input) != 0) {
+		redisAsyncFree(ac);
+		snprintf(why, cap, "cannot watch the socket");
+		return NULL;
+	}
+	return ac;
+}

@@ -31,6 +31,11 @@
  * is released when hiredis frees the context (its cleanup hook). */
 int rrc_redis_uv_attach(redisAsyncContext *ac, uv_loop_t *loop, size_t max_input);
 
+/* Starts a connection to host:port (or the unix socket path, when not NULL) attached to loop;
+ * NULL with the reason in why. */
+redisAsyncContext *rrc_redis_uv_connect(uv_loop_t *loop, const char *host, uint16_t port,
+					const char *path, size_t max_input, char *why, size_t cap);
+
 /* Other bounds for ac's replies (a cluster's slot map is larger than any value). */
 void rrc_redis_uv_limits(redisAsyncContext *ac, size_t max_input, size_t max_elements,
 			 size_t max_total);

@@ -834,6 +834,19 @@ class Redis:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def fleet_redis_conf(where, extra=""):
+    """A redis: section for the tests of a fleet: where (the lines that say which Redis),
+    the fleet's keys, and deadlines far above loopback round trips with short backoffs."""
+    return f"""redis:
+{where}  key_prefix: "t:"
+  key_secret: "fleet secret"
+  timeout: 500ms
+  connect_timeout: 500ms
+  backoff_min: 100ms
+  backoff_max: 1s
+{extra}"""
+
+
 class SentinelSet:
     """A Redis master, one replica of it and three redis-sentinel processes watching them as
     master `name` (quorum 2, down after down_ms), each on a random loopback port. Returns once
@@ -909,7 +922,7 @@ class RedisCluster:
     """A Redis Cluster of `masters` masters with one replica each (redis-cli --cluster create),
     on random loopback ports whose bus ports (+10000) are free too; node timeout node_ms."""
 
-    def __init__(self, masters=3, node_ms=1000):
+    def __init__(self, masters=3, node_ms=2000):
         cli = need("redis-cli", "redis-tools")
         self.nodes = []
         try:
@@ -960,6 +973,15 @@ class RedisCluster:
 
     def node(self, port):
         return next(n for n in self.nodes if n.port == port)
+
+    def log(self):
+        """The last lines of every node's log."""
+        out = []
+        for n in self.nodes:
+            path = os.path.join(n.dir, "redis.log")
+            if os.path.exists(path):
+                out.append(f"--- {n.port}\n" + "".join(open(path).readlines()[-15:]))
+        return "\n".join(out)
 
     def stop(self):
         for n in self.nodes:

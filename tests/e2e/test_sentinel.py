@@ -6,21 +6,12 @@ import time
 
 import dns.rcode
 
-from helpers import FakeRedis, SentinelSet, free_port, query, wait_for
+from helpers import FakeRedis, SentinelSet, fleet_redis_conf, free_port, query, wait_for
 
 
 def sentinel_conf(sentinel_ports, name="rrc", extra=""):
     items = "".join(f'    - "127.0.0.1:{p}"\n' for p in sentinel_ports)
-    return f"""redis:
-  sentinels:
-{items}  master_name: "{name}"
-  key_prefix: "t:"
-  key_secret: "fleet secret"
-  timeout: 500ms
-  connect_timeout: 500ms
-  backoff_min: 100ms
-  backoff_max: 1s
-{extra}"""
+    return fleet_redis_conf(f'  sentinels:\n{items}  master_name: "{name}"\n', extra)
 
 
 def metric(r, name):
