@@ -959,6 +959,9 @@ static void conn_open(struct conn *c)
 	if (t->cluster) /* the slot map may be read on it */
 		rrc_redis_uv_limits(ac, RRC_REDIS_CLUSTER_MAX_INPUT, RRC_REDIS_CLUSTER_MAX_ELEMENTS,
 				    RRC_REDIS_CLUSTER_MAX_TOTAL);
+	else if (t->master) /* ROLE of a master lists its replicas, one array each */
+		rrc_redis_uv_limits(ac, RRC_REDIS_MAX_INPUT, RRC_REDIS_ROLE_MAX_REPLICAS,
+				    4 * RRC_REDIS_ROLE_MAX_REPLICAS + 8);
 	ac->data = c;
 	c->ac = ac;
 	c->state = C_CONNECTING;

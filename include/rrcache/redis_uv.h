@@ -23,8 +23,11 @@
 /* Elements a reply array may have: rrcache's commands get plain values, and a subscription's
  * messages are arrays of three. */
 #define RRC_REDIS_MAX_ELEMENTS 16
-/* Elements of one reply, nested arrays' included (ROLE of a master lists its replicas). */
+/* Elements of one reply, nested arrays' included. */
 #define RRC_REDIS_MAX_TOTAL 1024
+/* Replicas a master's ROLE may list on a Sentinel connection (its array is longer than
+ * RRC_REDIS_MAX_ELEMENTS allows a plain one). */
+#define RRC_REDIS_ROLE_MAX_REPLICAS 1024
 
 /* Attaches ac to loop; a reply still incomplete with more than max_input bytes received is
  * refused. Returns 0, or a negative errno (ac is then left unattached). The adapter's memory

@@ -164,3 +164,36 @@ def test_flush_and_db_through_sentinel(fault, rrcache):
         assert up.count("flush0.test.") == 2
     finally:
         ss.stop()
+
+
+def test_master_with_many_replicas(fault, rrcache):
+    """A master whose ROLE lists 40 replicas (more elements than an ordinary reply may have)
+    is accepted as the master."""
+    up = fault()
+    replica = b"*3\r\n$9\r\n127.0.0.1\r\n$4\r\n6390\r\n$1\r\n0\r\n"
+
+    def master(args):
+        cmd = args[0].upper()
+        if cmd == b"ROLE":
+            return b"*3\r\n$6\r\nmaster\r\n:0\r\n*40\r\n" + replica * 40
+        if cmd == b"SUBSCRIBE":
+            return b"*3\r\n$9\r\nsubscribe\r\n$9\r\nt:flush\r\n:1\r\n"
+        return b"$-1\r\n" if cmd == b"GET" else b"+OK\r\n"
+    m = FakeRedis(handler=master)
+    mp = m.port
+
+    def sentinel(args):
+        cmd = args[0].upper()
+        if cmd == b"SENTINEL":
+            return b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n" % (len(str(mp)), mp)
+        if cmd == b"SUBSCRIBE":
+            return b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n"
+        return b"-ERR unknown\r\n"
+    s = FakeRedis(handler=sentinel)
+    try:
+        r = rrcache([f"127.0.0.1:{up.port}"], config_extra=sentinel_conf([s.port]))
+        assert wait_for(lambda: metric(r, "rrcache_redis_up") == 1, 10), r.log()
+        assert "protocol error" not in r.log()
+    finally:
+        s.stop()
+        m.stop()
