@@ -2005,7 +2005,8 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 			!rc->cluster	  ? "redis.nodes goes with redis.cluster: true"
 			: rc->n_sentinels ? "redis: cluster or sentinels, not both"
 			: rc->unix_socket ? "redis.cluster: a unix socket is no cluster"
-			: rc->db	  ? "redis.cluster: a cluster has database 0 only"
+			: rc->db || (rc->db_key != UINT32_MAX && rc->db_key)
+				? "redis.cluster: a cluster has database 0 only"
 			: !rc->n_seeds && !rc->enabled ? "redis.cluster: give redis.nodes "
 							 "(or a url)"
 			: strpbrk(rc->key_prefix, "{}")
@@ -2023,11 +2024,8 @@ static int finalize(struct rrc_config *cfg, const struct rrc_config_overrides *o
 			rc->n_seeds = 1;
 		}
 		rc->enabled = true;
-		if (rc->db_key != UINT32_MAX && rc->db_key != 0) {
-			snprintf(err, RRC_ERR_LEN, "redis.cluster: a cluster has database 0 only");
-			return -EINVAL;
-		}
-		memcpy(rc->user, rc->user_key[0] ? rc->user_key : rc->user, sizeof(rc->user));
+		if (rc->user_key[0])
+			memcpy(rc->user, rc->user_key, sizeof(rc->user));
 	} else if (rc->n_sentinels) {
 		if (rc->enabled) {
 			snprintf(err, RRC_ERR_LEN, "redis: give url or sentinels, not both");

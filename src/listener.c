@@ -1099,6 +1099,29 @@ static void on_udp_poll_closed(uv_handle_t *h)
 	maybe_free_set(l);
 }
 
+/* The next TCP listening socket of l, on a (DNS over TLS or over HTTPS when tls, https).
+ * 0, or -1 with the reason in err (l's handles so far are closed by its caller). */
+static int tcp_sock_open(struct rrc_listeners *l, const struct rrc_sockaddr *a, bool tls,
+			 bool https, char *err)
+{
+	struct tcp_sock *ts = &l->tcp[l->n_tcp];
+	ts->l = l;
+	ts->tls = tls;
+	ts->https = https;
+	int fd = open_socket(a, SOCK_STREAM, err);
+	if (fd < 0)
+		return -1;
+	uv_tcp_init(l->env->loop, &ts->handle);
+	ts->handle.data = ts;
+	l->n_tcp++;
+	if (uv_tcp_open(&ts->handle, fd) != 0) {
+		close(fd);
+		snprintf(err, RRC_ERR_LEN, "cannot use a TCP socket");
+		return -1;
+	}
+	return 0;
+}
+
 struct rrc_listeners *rrc_listeners_create(const struct rrc_env *env, struct rrc_conn_limit *limit,
 					   rrc_client_query_fn fn, void *ctx, char err[RRC_ERR_LEN])
 {
@@ -1146,40 +1169,17 @@ struct rrc_listeners *rrc_listeners_create(const struct rrc_env *env, struct rrc
 		us->poll.data = us;
 		l->n_udp++;
 
-		struct tcp_sock *ts = &l->tcp[i];
-		ts->l = l;
-		int fd = open_socket(&cfg->listen[i], SOCK_STREAM, err);
-		if (fd < 0)
+		if (tcp_sock_open(l, &cfg->listen[i], false, false, err) != 0)
 			goto fail;
-		uv_tcp_init(env->loop, &ts->handle);
-		ts->handle.data = ts;
-		l->n_tcp++;
-		if (uv_tcp_open(&ts->handle, fd) != 0) {
-			close(fd);
-			snprintf(err, RRC_ERR_LEN, "cannot use a TCP socket");
-			goto fail;
-		}
 	}
 	/* DNS over TLS, then over HTTPS: TCP sockets only. */
 	for (unsigned i = 0; i < cfg->n_listen_tls + cfg->n_listen_https; i++) {
-		struct tcp_sock *ts = &l->tcp[l->n_tcp];
 		bool https = i >= cfg->n_listen_tls;
-		ts->l = l;
-		ts->tls = true;
-		ts->https = https;
-		int fd = open_socket(https ? &cfg->listen_https[i - cfg->n_listen_tls]
-					   : &cfg->listen_tls[i],
-				     SOCK_STREAM, err);
-		if (fd < 0)
+		if (tcp_sock_open(l,
+				  https ? &cfg->listen_https[i - cfg->n_listen_tls]
+					: &cfg->listen_tls[i],
+				  true, https, err) != 0)
 			goto fail;
-		uv_tcp_init(env->loop, &ts->handle);
-		ts->handle.data = ts;
-		l->n_tcp++;
-		if (uv_tcp_open(&ts->handle, fd) != 0) {
-			close(fd);
-			snprintf(err, RRC_ERR_LEN, "cannot use a TCP socket");
-			goto fail;
-		}
 	}
 	return l;
 fail:

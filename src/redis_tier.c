@@ -56,7 +56,6 @@ struct conn {
 struct node {
 	struct rrc_redis_node addr;
 	bool used;
-	bool inited; /* conn's timer was initialized */
 	bool seed;
 	bool mapped; /* serves slots in the map in force */
 	struct conn c;
@@ -986,22 +985,28 @@ static void conn_open(struct conn *c)
 	uv_timer_start(&c->timer, on_conn_timer, rc->connect_timeout_ms, 0);
 }
 
-/* Sentinel: the master moved; c goes there now, whatever it was doing (its commands in
- * flight are called back with NULL: their queries go upstream). */
+/* Ends c's connection quietly, with no reopening: its commands in flight are called back
+ * with NULL (their queries go upstream). */
+static void conn_end(struct conn *c)
+{
+	redisAsyncContext *ac = c->ac;
+	c->ac = NULL;
+	c->state = C_CLOSED;
+	uv_timer_stop(&c->timer);
+	if (ac)
+		redisAsyncFree(ac); /* deferred by hiredis when inside one of its callbacks */
+}
+
+/* Sentinel: the master moved; c goes there now, whatever it was doing. */
 static void conn_follow(struct conn *c)
 {
 	struct rrc_redis_tier *t = c->t;
 	if (!t)
 		return; /* the flush subscription of a worker other than 0 */
-	redisAsyncContext *ac = c->ac;
-	c->ac = NULL;
 	if (c->state == C_READY && !c->sub)
 		t->env->st->redis_up = 0;
-	c->state = C_CLOSED;
+	conn_end(c);
 	c->backoff_ms = 0;
-	uv_timer_stop(&c->timer);
-	if (ac)
-		redisAsyncFree(ac);
 	conn_open(c);
 }
 
@@ -1048,10 +1053,8 @@ static int node_index(struct rrc_redis_tier *t, const struct rrc_redis_node *add
 	n->used = true;
 	n->mapped = false;
 	n->seed = false;
-	if (!n->inited) {
+	if (!n->c.t) /* its timer is set up once, kept while the tier lives */
 		conn_init(t, &n->c, false);
-		n->inited = true;
-	}
 	n->c.node = free_at;
 	n->c.backoff_ms = 0;
 	n->c.failures = 0;
@@ -1065,15 +1068,10 @@ static int node_index(struct rrc_redis_tier *t, const struct rrc_redis_node *add
 static void node_forget(struct rrc_redis_tier *t, unsigned i)
 {
 	struct node *n = &t->nodes[i];
-	redisAsyncContext *ac = n->c.ac;
-	n->c.ac = NULL;
-	n->c.state = C_CLOSED;
-	uv_timer_stop(&n->c.timer);
 	n->used = n->mapped = false;
 	rrc_log(RRC_LOG_INFO, RRC_LG_REDIS, "worker %u: Redis Cluster: %s:%u left the slot map",
 		t->env->worker, n->addr.host, n->addr.port);
-	if (ac)
-		redisAsyncFree(ac);
+	conn_end(&n->c);
 }
 
 /* A map read from a node becomes the tier's: its masters get (or keep) their connections,
@@ -1118,9 +1116,10 @@ static void map_apply(struct rrc_redis_tier *t, const struct rrc_redis_slot_map 
 static void on_map(redisAsyncContext *ac, void *reply, void *priv);
 static void on_map_timer(uv_timer_t *h);
 
-/* Asks for the map with cmd on the first node whose connection is ready. */
-static bool map_ask(struct rrc_redis_tier *t, const char *cmd)
+/* Asks for the map (CLUSTER SHARDS, or SLOTS) on the first node whose connection is ready. */
+static bool map_ask(struct rrc_redis_tier *t, bool shards)
 {
+	const char *cmd = shards ? "CLUSTER SHARDS" : "CLUSTER SLOTS";
 	for (unsigned i = 0; i < RRC_REDIS_MAX_NODES; i++) {
 		struct conn *c = &t->nodes[i].c;
 		if (!t->nodes[i].used || c->state != C_READY)
@@ -1128,7 +1127,7 @@ static bool map_ask(struct rrc_redis_tier *t, const char *cmd)
 		if (redisAsyncCommand(c->ac, on_map, t, cmd) != REDIS_OK)
 			continue;
 		t->map_ac = c->ac;
-		t->map_shards = strcmp(cmd, "CLUSTER SHARDS") == 0;
+		t->map_shards = shards;
 		t->map_last = uv_now(t->env->loop);
 		uv_timer_start(&t->map_timer, on_map_timer, t->rc.connect_timeout_ms, 0);
 		return true;
@@ -1141,7 +1140,7 @@ static void map_request(struct rrc_redis_tier *t)
 	t->map_wanted = true;
 	if (t->closing || t->map_ac)
 		return;
-	if (map_ask(t, "CLUSTER SHARDS"))
+	if (map_ask(t, true))
 		t->map_wanted = false;
 	/* else: asked when a node's connection is ready. */
 }
@@ -1156,7 +1155,7 @@ static void on_map(redisAsyncContext *ac, void *reply, void *priv)
 	uv_timer_stop(&t->map_timer);
 	if (r && r->type == REDIS_REPLY_ERROR && t->map_shards) {
 		/* Redis 6 has no CLUSTER SHARDS. */
-		if (map_ask(t, "CLUSTER SLOTS"))
+		if (map_ask(t, false))
 			return;
 	}
 	struct rrc_redis_slot_map *m = malloc(sizeof(*m));
@@ -1268,6 +1267,15 @@ struct rrc_redis_tier *rrc_redis_tier_create(const struct rrc_env *env)
 	return t;
 }
 
+/* At the tier's close: c ends and its timer closes (when conn_init set it up). */
+static void conn_close(struct conn *c)
+{
+	if (!c->t)
+		return;
+	conn_end(c);
+	uv_close((uv_handle_t *)&c->timer, on_conn_timer_closed);
+}
+
 void rrc_redis_tier_close(struct rrc_redis_tier *t)
 {
 	if (!t)
@@ -1278,29 +1286,10 @@ void rrc_redis_tier_close(struct rrc_redis_tier *t)
 	t->closing = true;
 	rrc_redis_sentinel_close(t->watch);
 	t->watch = NULL;
-	struct conn *conns[] = {&t->data, &t->sub};
-	for (size_t i = 0; i < RRC_ARRAY_SIZE(conns); i++) {
-		struct conn *c = conns[i];
-		if (!c->t)
-			continue;
-		redisAsyncContext *ac = c->ac;
-		c->ac = NULL;
-		c->state = C_CLOSED;
-		if (ac)
-			redisAsyncFree(ac); /* calls back every pending command with NULL */
-		uv_close((uv_handle_t *)&c->timer, on_conn_timer_closed);
-	}
-	for (unsigned i = 0; i < RRC_REDIS_MAX_NODES; i++) {
-		struct conn *c = &t->nodes[i].c;
-		if (!t->nodes[i].inited)
-			continue;
-		redisAsyncContext *ac = c->ac;
-		c->ac = NULL;
-		c->state = C_CLOSED;
-		if (ac)
-			redisAsyncFree(ac);
-		uv_close((uv_handle_t *)&c->timer, on_conn_timer_closed);
-	}
+	conn_close(&t->data);
+	conn_close(&t->sub);
+	for (unsigned i = 0; i < RRC_REDIS_MAX_NODES; i++)
+		conn_close(&t->nodes[i].c);
 	if (t->cluster)
 		uv_close((uv_handle_t *)&t->map_timer, on_deadline_closed);
 	uv_close((uv_handle_t *)&t->deadline, on_deadline_closed);
