@@ -1,6 +1,9 @@
+import shutil
+import tempfile
+
 import pytest
 
-from helpers import FaultUpstream, Knot, Rrcache
+from helpers import FaultUpstream, Knot, Rrcache, make_certs
 
 
 @pytest.fixture(scope="session")
@@ -8,6 +11,14 @@ def knot():
     k = Knot()
     yield k
     k.stop()
+
+
+@pytest.fixture(scope="module")
+def certs():
+    """A test CA and certificates for dot.test (helpers.make_certs), one set per module."""
+    d = tempfile.mkdtemp(prefix="rrc-certs-")
+    yield make_certs(d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture

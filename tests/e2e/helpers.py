@@ -54,6 +54,22 @@ def free_port(host="127.0.0.1"):
     raise RuntimeError("no free port")
 
 
+def end_process(proc):
+    """SIGTERM, then SIGKILL if proc has not exited within 5 s."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def metric(r, name, **labels):
+    """The value of one series of r's /metrics (0 when absent)."""
+    return r.metrics().get((name, frozenset(labels.items())), 0)
+
+
 def wait_for(pred, deadline=5.0):
     """Polls pred every 50 ms until it is true (True) or the deadline passes (False)."""
     end = time.time() + deadline
@@ -202,6 +218,15 @@ zone:
         with open(self.conf, "w") as f:
             f.write(conf)
         self.log = open(os.path.join(self.dir, "knotd.log"), "w")
+        self.restart()
+
+    def kill(self):
+        """Stops knotd (the zone files stay, for restart())."""
+        end_process(self.proc)
+
+    def restart(self):
+        """Starts knotd (again, on the same port, once it has been killed); returns once it
+        answers."""
         self.proc = subprocess.Popen(["knotd", "-c", self.conf], stdout=self.log,
                                      stderr=subprocess.STDOUT)
         end = time.time() + 15
@@ -217,29 +242,6 @@ zone:
                 raise RuntimeError("knotd did not start: " +
                                    open(os.path.join(self.dir, "knotd.log")).read())
             time.sleep(0.1)
-
-    def kill(self):
-        """Stops knotd (the zone files stay, for restart())."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def restart(self):
-        """Starts knotd again on the same port, once it has been killed."""
-        self.proc = subprocess.Popen(["knotd", "-c", self.conf], stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        end = time.time() + 15
-        while time.time() < end:
-            try:
-                if query("127.0.0.1", self.port, "www.example.test.", timeout=0.3).answer:
-                    return
-            except Exception:
-                time.sleep(0.1)
-        raise RuntimeError("knotd did not restart")
 
     def stop(self):
         self.kill()
@@ -303,13 +305,7 @@ class Unbound:
             return f.read()
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -1239,13 +1235,7 @@ class UnboundTls:
 
     def kill(self):
         """Stops it (start() brings it back on the same port)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end_process(self.proc)
 
     def stop(self):
         self.kill()

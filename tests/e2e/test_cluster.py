@@ -9,16 +9,12 @@ import time
 
 import dns.rcode
 
-from helpers import RedisCluster, fleet_redis_conf, query, wait_for
+from helpers import RedisCluster, fleet_redis_conf, metric, query, wait_for
 
 
 def cluster_conf(seeds, extra=""):
     items = "".join(f'    - "127.0.0.1:{p}"\n' for p in seeds)
     return fleet_redis_conf(f"  cluster: true\n  nodes:\n{items}", extra)
-
-
-def metric(r, name, **labels):
-    return r.metrics().get((name, frozenset(labels.items())), 0)
 
 
 def hits(r):

@@ -17,7 +17,7 @@ import dns.rdatatype
 import dns.rrset
 import pytest
 
-from helpers import Knot, Unbound, sign_zone
+from helpers import Knot, Unbound, metric, sign_zone
 
 DNSSEC_TYPES = (dns.rdatatype.RRSIG, dns.rdatatype.NSEC, dns.rdatatype.NSEC3)
 
@@ -75,10 +75,6 @@ def test_do_and_cd_go_upstream_and_split_the_cache(fault, rrcache):
     for kw in ({}, {"do": True}, {"cd": True}):
         ask(r, "split.test.", **kw)
     assert len([s for s in up.seen if s.qname == dns.name.from_text("split.test.")]) == 3
-
-
-def metric(r, name, **labels):
-    return r.metrics().get((name, frozenset(labels.items())), 0)
 
 
 @pytest.fixture(scope="module")

@@ -4,27 +4,14 @@ TTL; malformed requests get their HTTP status; many streams share one connection
 that does not speak HTTP/2 or sends garbage is dropped."""
 import base64
 import os
-import shutil
 import socket
 import ssl
 import subprocess
 import tempfile
 
 import dns.message
-import pytest
 
-from helpers import free_port, make_certs, need
-
-
-@pytest.fixture(scope="module")
-def certs():
-    d = tempfile.mkdtemp(prefix="rrc-certs-")
-    yield make_certs(d)
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def metric(r, name, **labels):
-    return r.metrics().get((name, frozenset(labels.items())), 0)
+from helpers import free_port, metric, need
 
 
 def doh_rrcache(rrcache, knot, certs):

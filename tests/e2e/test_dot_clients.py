@@ -8,7 +8,6 @@ import socket
 import ssl
 import struct
 import subprocess
-import tempfile
 import time
 
 import dns.message
@@ -16,18 +15,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from helpers import free_port, make_certs, need
-
-
-@pytest.fixture(scope="module")
-def certs():
-    d = tempfile.mkdtemp(prefix="rrc-certs-")
-    yield make_certs(d)
-    shutil.rmtree(d, ignore_errors=True)
-
-
-def metric(r, name, **labels):
-    return r.metrics().get((name, frozenset(labels.items())), 0)
+from helpers import free_port, make_certs, metric, need
 
 
 def dot_rrcache(rrcache, upstream, certs, extra="", tls_extra="", cert=None, key=None):

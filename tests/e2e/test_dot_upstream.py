@@ -3,8 +3,6 @@ answers, one handshake for many queries, the name and the chain verified (wrong 
 untrusted and expired certificates refused), SPKI pins, a server that closes idle
 connections, resumption, answers out of order, and a connection gone silent."""
 import base64
-import shutil
-import tempfile
 import time
 
 import dns.message
@@ -14,16 +12,9 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from helpers import TlsUpstream, UnboundTls, make_certs
+from helpers import TlsUpstream, UnboundTls, metric
 
 RECORDS = [f"n{i}.dot.test. 300 IN A 192.0.2.{i}" for i in range(1, 61)]
-
-
-@pytest.fixture(scope="module")
-def certs():
-    d = tempfile.mkdtemp(prefix="rrc-certs-")
-    yield make_certs(d)
-    shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
@@ -37,10 +28,6 @@ def unbound_tls(certs):
     yield make
     for u in started:
         u.stop()
-
-
-def metric(r, name, **labels):
-    return r.metrics().get((name, frozenset(labels.items())), 0)
 
 
 def ask(r, name, rdtype="A"):

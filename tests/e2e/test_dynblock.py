@@ -13,7 +13,7 @@ import dns.query
 import dns.rcode
 import pytest
 
-from helpers import wait_for
+from helpers import metric, wait_for
 
 TOKEN = "blocks-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -59,10 +59,6 @@ def blocks(r):
     status, _, body = r.http("/api/v1/blocks")
     assert status == 200
     return json.loads(body)
-
-
-def metric(r, name, **labels):
-    return r.metrics().get((name, frozenset(labels.items())), 0)
 
 
 def test_nxdomain_flood_blocks_the_prefix_until_it_ends(fault, rrcache):

@@ -8,7 +8,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 
-from helpers import wait_for
+from helpers import metric, wait_for
 
 TTL = 5
 
@@ -18,10 +18,6 @@ def short_ttl(q, transport):
     if q.question[0].rdtype == dns.rdatatype.A:
         r.answer.append(dns.rrset.from_text(q.question[0].name, TTL, "IN", "A", "192.0.2.5"))
     return r
-
-
-def metric(r, name, **labels):
-    return r.metrics().get((name, frozenset(labels.items())), 0)
 
 
 def sleep_until(t):

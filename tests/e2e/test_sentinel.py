@@ -6,7 +6,7 @@ import time
 
 import dns.rcode
 
-from helpers import FakeRedis, SentinelSet, fleet_redis_conf, free_port, query, wait_for
+from helpers import FakeRedis, SentinelSet, fleet_redis_conf, free_port, metric, query, wait_for
 
 
 def sentinel_conf(sentinel_ports, name="rrc", extra=""):
@@ -14,8 +14,16 @@ def sentinel_conf(sentinel_ports, name="rrc", extra=""):
     return fleet_redis_conf(f'  sentinels:\n{items}  master_name: "{name}"\n', extra)
 
 
-def metric(r, name):
-    return r.metrics().get((name, frozenset()), 0)
+def fake_sentinel(port):
+    """A sentinel that names 127.0.0.1:port as the master and takes the subscription."""
+    def handler(args):
+        cmd = args[0].upper()
+        if cmd == b"SENTINEL":
+            return b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n" % (len(str(port)), port)
+        if cmd == b"SUBSCRIBE":
+            return b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n"
+        return b"-ERR unknown\r\n"
+    return FakeRedis(handler=handler)
 
 
 def hits(r):
@@ -104,14 +112,7 @@ def test_dead_sentinel_and_replica_address_refused(fault, rrcache):
     try:
         rp = ss.replica.port
 
-        def liar(args):
-            cmd = args[0].upper()
-            if cmd == b"SENTINEL":
-                return b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n" % (len(str(rp)), rp)
-            if cmd == b"SUBSCRIBE":
-                return b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n"
-            return b"-ERR unknown\r\n"
-        behind = FakeRedis(handler=liar)
+        behind = fake_sentinel(rp)
         dead = free_port()
         r = rrcache([f"127.0.0.1:{up.port}"],
                     config_extra=sentinel_conf([dead, behind.port, ss.ports[0]]))
@@ -180,16 +181,8 @@ def test_master_with_many_replicas(fault, rrcache):
             return b"*3\r\n$9\r\nsubscribe\r\n$9\r\nt:flush\r\n:1\r\n"
         return b"$-1\r\n" if cmd == b"GET" else b"+OK\r\n"
     m = FakeRedis(handler=master)
-    mp = m.port
 
-    def sentinel(args):
-        cmd = args[0].upper()
-        if cmd == b"SENTINEL":
-            return b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%d\r\n" % (len(str(mp)), mp)
-        if cmd == b"SUBSCRIBE":
-            return b"*3\r\n$9\r\nsubscribe\r\n$14\r\n+switch-master\r\n:1\r\n"
-        return b"-ERR unknown\r\n"
-    s = FakeRedis(handler=sentinel)
+    s = fake_sentinel(m.port)
     try:
         r = rrcache([f"127.0.0.1:{up.port}"], config_extra=sentinel_conf([s.port]))
         assert wait_for(lambda: metric(r, "rrcache_redis_up") == 1, 10), r.log()
